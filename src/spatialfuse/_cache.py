@@ -1,0 +1,78 @@
+"""An on-disk cache for derived data (such as imzML offset tables), keyed on the inputs' identity.
+
+Entries live under ``$SPATIALFUSE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/spatialfuse`` or
+``~/.cache/spatialfuse``), never next to the inputs, which are never modified. A key covers each
+input's absolute path, size, modification time and a hash of its first and last 64 KiB, so an edited
+file is never served a stale entry. Writes are atomic; a cache that cannot be written is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from spatialfuse._logging import logger
+
+_EDGE = 1 << 16
+
+
+def cache_dir() -> Path:
+    """The root folder of spatialfuse's caches."""
+    env = os.environ.get("SPATIALFUSE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "spatialfuse"
+
+
+def file_fingerprint(path: Path) -> str:
+    """A string that changes whenever ``path``'s content plausibly changes."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_EDGE))
+        if stat.st_size > _EDGE:
+            handle.seek(max(_EDGE, stat.st_size - _EDGE))
+            digest.update(handle.read(_EDGE))
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{digest.hexdigest()}"
+
+
+def cache_key(*parts: str) -> str:
+    """Hash ``parts`` into a file-name-safe key."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
+
+
+def load_npz(namespace: str, key: str) -> dict | None:
+    """Return the arrays stored under ``key``, or None."""
+    import numpy as np
+
+    path = cache_dir() / namespace / f"{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except Exception as exc:  # a damaged entry is a miss, never an error
+        logger.debug("ignoring unreadable cache entry %s: %s", path, exc)
+        return None
+
+
+def save_npz(namespace: str, key: str, arrays: dict) -> None:
+    """Store ``arrays`` under ``key`` atomically; failures are logged and ignored."""
+    import numpy as np
+
+    folder = cache_dir() / namespace
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, folder / f"{key}.npz")
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        logger.debug("could not write cache entry in %s: %s", folder, exc)

@@ -1,0 +1,82 @@
+"""Error and warning types raised by spatialfuse.
+
+Every error a user can trigger with bad input is one of these. Each names the file (where there is
+one) and what is wrong with it. They subclass the built-in type a caller would expect
+(:class:`ValueError` for bad content, :class:`OSError` for missing or unreadable files), so
+``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class SpatialfuseError(Exception):
+    """Base class of every error raised by spatialfuse."""
+
+
+class SpatialfuseWarning(UserWarning):
+    """Base class of every warning emitted by spatialfuse."""
+
+
+def _with_path(path: str | os.PathLike | None, message: str) -> str:
+    return f"{os.fspath(path)}: {message}" if path is not None else message
+
+
+class FileFormatError(SpatialfuseError, ValueError):
+    """A file exists but its content is malformed, inconsistent or not what was expected.
+
+    Parameters
+    ----------
+    path
+        The offending file (or folder).
+    message
+        What is wrong, in words a user can act on.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, message: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = message
+        super().__init__(_with_path(path, message))
+
+
+class UnsupportedFormatError(FileFormatError):
+    """A file is valid but uses a feature spatialfuse does not read."""
+
+
+class MissingFileError(SpatialfuseError, FileNotFoundError):
+    """A file that an input needs is absent.
+
+    Parameters
+    ----------
+    path
+        The missing file.
+    message
+        Why it is needed or how to supply it.
+    """
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = os.fspath(path)
+        self.problem = message
+        super().__init__(_with_path(path, message))
+
+
+class CalibrationError(SpatialfuseError, ValueError):
+    """The physical size of a pixel is unknown or inconsistent.
+
+    Parameters
+    ----------
+    path
+        The input whose calibration is missing.
+    message
+        What is missing and how to supply it.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, message: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = message
+        super().__init__(_with_path(path, message))
+
+
+class DataWarning(SpatialfuseWarning):
+    """Input was read, but something in it was unusual and was handled in a stated way."""

@@ -1,0 +1,259 @@
+"""Vectorised per-pixel work on imzML data: ion images, feature tables, TIC and mean spectra.
+
+Three access patterns, chosen by the data layout:
+
+* **shared m/z axis** (continuous files): intensities form an (n_spectra, n_mz) matrix, mapped as a
+  strided view of the ``.ibd`` where the arrays are evenly spaced; a window is a column range, so an ion
+  image reads only those columns and a feature table is a difference of row-wise cumulative sums;
+* **per-spectrum m/z, few windows** (processed files): a segmented binary search runs for all spectra
+  at once, touching ~2·log2(length) values per spectrum and window instead of whole spectra;
+* **per-spectrum m/z, many windows**: one pass over chunks of spectra; each peak finds its window by
+  a binary search into the sorted window edges, and ``bincount`` accumulates.
+
+Windows are closed intervals ``[lo, hi]`` compared in float64, like ``bisect_left``/``bisect_right``
+over the spectrum's own values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spatialfuse._logging import progress
+from spatialfuse.io.imzml._access import IbdAccess
+from spatialfuse.io.imzml._table import DTYPE_CODES
+
+#: Bytes of intensity data handled per chunk in chunked passes.
+CHUNK_BYTES = 32 << 20
+#: Up to this many windows, processed files use the segmented binary search.
+BISECTION_MAX_WINDOWS = 16
+
+DEFAULT_PPM = 10.0
+
+
+def mz_windows(
+    mz, *, tol: float | None = None, ppm: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed m/z windows ``[lo, hi]`` around each of ``mz``.
+
+    ``tol`` is a half-width in m/z units, ``ppm`` a half-width in parts per million of each m/z;
+    with neither, ``ppm=10``.
+    """
+    centres = np.atleast_1d(np.asarray(mz, dtype=np.float64))
+    if centres.ndim != 1:
+        raise ValueError("mz must be a number or a 1-D sequence of numbers")
+    if not np.isfinite(centres).all():
+        raise ValueError("mz values must be finite")
+    if tol is not None and ppm is not None:
+        raise ValueError("give either tol= (m/z units) or ppm=, not both")
+    if tol is not None:
+        if not (np.isfinite(tol) and tol >= 0):
+            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        half = np.full_like(centres, float(tol))
+    else:
+        ppm = DEFAULT_PPM if ppm is None else ppm
+        if not (np.isfinite(ppm) and ppm >= 0):
+            raise ValueError(f"ppm must be a non-negative number, got {ppm!r}")
+        half = np.abs(centres) * float(ppm) * 1e-6
+    return centres, centres - half, centres + half
+
+
+def shared_mz_axis(acc: IbdAccess) -> np.ndarray | None:
+    """The m/z array every spectrum shares, or None when spectra have their own."""
+    t = acc.table
+    if t.n == 0 or acc.compressed:
+        return None
+    same = (
+        (t.mz_offset == t.mz_offset[0]).all()
+        and (t.mz_length == t.mz_length[0]).all()
+        and (t.mz_dtype == t.mz_dtype[0]).all()
+        and (t.int_length == t.mz_length[0]).all()
+        and (t.int_dtype == t.int_dtype[0]).all()
+    )
+    if not same:
+        return None
+    return np.asarray(acc.array(0, "mz"), dtype=np.float64)
+
+
+def intensity_matrix(acc: IbdAccess) -> np.ndarray | None:
+    """Intensities as an (n_spectra, n_mz) strided view of the ``.ibd``, where the layout allows."""
+    t = acc.table
+    if shared_mz_axis(acc) is None:
+        return None
+    dtype = DTYPE_CODES[int(t.int_dtype[0])]
+    length = int(t.int_length[0])
+    if t.n == 1:
+        stride = length * dtype.itemsize
+    else:
+        steps = np.diff(t.int_offset)
+        stride = int(steps[0])
+        if not (steps == stride).all() or stride < length * dtype.itemsize:
+            return None
+    return np.ndarray(
+        shape=(t.n, length),
+        dtype=dtype,
+        buffer=acc.mm,
+        offset=int(t.int_offset[0]),
+        strides=(stride, dtype.itemsize),
+    )
+
+
+def _row_chunks(n: int, row_bytes: int) -> list[tuple[int, int]]:
+    rows = max(1, CHUNK_BYTES // max(1, row_bytes))
+    return [(a, min(n, a + rows)) for a in range(0, n, rows)]
+
+
+def _dense_rows(acc: IbdAccess, matrix: np.ndarray | None, a: int, b: int) -> np.ndarray:
+    if matrix is not None:
+        return matrix[a:b]
+    return np.stack([acc.array(i, "int") for i in range(a, b)])
+
+
+def window_sums(
+    acc: IbdAccess, lo: np.ndarray, hi: np.ndarray, *, show_progress: bool = False
+) -> np.ndarray:
+    """Sum of intensities inside each window, per spectrum: an (n_spectra, n_windows) float64 array."""
+    axis = shared_mz_axis(acc)
+    if axis is not None:
+        return _shared_axis_sums(acc, axis, lo, hi, show_progress=show_progress)
+    uniform = (
+        not acc.compressed
+        and (acc.table.mz_dtype == acc.table.mz_dtype[0]).all()
+        and (acc.table.int_dtype == acc.table.int_dtype[0]).all()
+        and np.array_equal(acc.table.mz_length, acc.table.int_length)
+    )
+    if uniform and lo.size <= BISECTION_MAX_WINDOWS:
+        return np.stack([_bisection_sums(acc, lo[j], hi[j]) for j in range(lo.size)], axis=1)
+    return _chunked_sums(acc, lo, hi, show_progress=show_progress)
+
+
+def _shared_axis_sums(acc, axis, lo, hi, *, show_progress):
+    n = acc.table.n
+    i0 = np.searchsorted(axis, lo, side="left")
+    i1 = np.searchsorted(axis, hi, side="right")
+    out = np.zeros((n, lo.size), dtype=np.float64)
+    matrix = intensity_matrix(acc)
+    if matrix is not None and lo.size <= BISECTION_MAX_WINDOWS:
+        for j in range(lo.size):
+            if i1[j] > i0[j]:
+                out[:, j] = matrix[:, i0[j] : i1[j]].sum(axis=1, dtype=np.float64)
+        return out
+    chunks = _row_chunks(n, axis.size * 8)
+    for a, b in progress(chunks, show=show_progress, desc="ion images"):
+        block = _dense_rows(acc, matrix, a, b)
+        cumulative = np.zeros((b - a, axis.size + 1), dtype=np.float64)
+        np.cumsum(block, axis=1, dtype=np.float64, out=cumulative[:, 1:])
+        out[a:b] = cumulative[:, i1] - cumulative[:, i0]
+    empty = i1 <= i0
+    out[:, empty] = 0.0
+    return out
+
+
+def _segment_search(acc: IbdAccess, target: float, side: str) -> np.ndarray:
+    """Per spectrum, ``np.searchsorted(mz_i, target, side)``, for all spectra at once."""
+    t = acc.table
+    dtype = DTYPE_CODES[int(t.mz_dtype[0])]
+    lo = np.zeros(t.n, dtype=np.int64)
+    hi = t.mz_length.astype(np.int64, copy=True)
+    while True:
+        active = np.flatnonzero(lo < hi)
+        if active.size == 0:
+            return lo
+        mid = (lo[active] + hi[active]) // 2
+        values = acc.gather(dtype, t.mz_offset[active] + mid * dtype.itemsize).astype(np.float64)
+        right = values < target if side == "left" else values <= target
+        lo[active[right]] = mid[right] + 1
+        hi[active[~right]] = mid[~right]
+
+
+def _bisection_sums(acc: IbdAccess, lo: float, hi: float) -> np.ndarray:
+    t = acc.table
+    start = _segment_search(acc, lo, "left")
+    stop = _segment_search(acc, hi, "right")
+    counts = np.maximum(stop - start, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(t.n, dtype=np.float64)
+    rows = np.repeat(np.arange(t.n), counts)
+    within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    dtype = DTYPE_CODES[int(t.int_dtype[0])]
+    byte_offsets = t.int_offset[rows] + (start[rows] + within) * dtype.itemsize
+    values = acc.gather(dtype, byte_offsets)
+    return np.bincount(rows, weights=values, minlength=t.n)
+
+
+def _window_layers(lo: np.ndarray, hi_open: np.ndarray) -> list[np.ndarray]:
+    """Split windows into layers in which no two windows overlap."""
+    order = np.argsort(lo, kind="stable")
+    sorted_lo, sorted_hi = lo[order], hi_open[order]
+    if (sorted_lo[1:] >= sorted_hi[:-1]).all():
+        return [order]
+    layers: list[list[int]] = []
+    ends: list[float] = []
+    for idx, a, b in zip(order.tolist(), sorted_lo.tolist(), sorted_hi.tolist(), strict=True):
+        for layer, end in enumerate(ends):
+            if a >= end:
+                layers[layer].append(idx)
+                ends[layer] = b
+                break
+        else:
+            layers.append([idx])
+            ends.append(b)
+    return [np.asarray(layer, dtype=np.int64) for layer in layers]
+
+
+def _chunked_sums(acc, lo, hi, *, show_progress):
+    t = acc.table
+    k = lo.size
+    hi_open = np.nextafter(hi, np.inf)
+    layers = []
+    for layer in _window_layers(lo, hi_open):
+        edges = np.empty(2 * layer.size)
+        edges[0::2], edges[1::2] = lo[layer], hi_open[layer]
+        layers.append((layer, edges))
+    out = np.zeros((t.n, k), dtype=np.float64)
+    mean_len = max(1.0, float(t.int_length.mean())) if t.n else 1.0
+    rows_per_chunk = max(1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k)))
+    chunks = [(a, min(t.n, a + rows_per_chunk)) for a in range(0, t.n, rows_per_chunk)]
+    for a, b in progress(chunks, show=show_progress, desc="ion images"):
+        mz, intensity, lengths = acc.concatenated(a, b)
+        if mz.size == 0:
+            continue
+        rows = np.repeat(np.arange(b - a), lengths)
+        mz64 = mz.astype(np.float64, copy=False)
+        weights = intensity.astype(np.float64, copy=False)
+        block = np.zeros((b - a) * k, dtype=np.float64)
+        for layer, edges in layers:
+            pos = np.searchsorted(edges, mz64, side="right")
+            inside = (pos & 1).astype(bool)
+            feature = layer[(pos[inside] - 1) >> 1]
+            block += np.bincount(
+                rows[inside] * k + feature, weights=weights[inside], minlength=(b - a) * k
+            )
+        out[a:b] = block.reshape(b - a, k)
+    return out
+
+
+def spectrum_sums(acc: IbdAccess, *, show_progress: bool = False) -> np.ndarray:
+    """Total intensity (TIC) of every spectrum, float64."""
+    t = acc.table
+    matrix = intensity_matrix(acc)
+    out = np.zeros(t.n, dtype=np.float64)
+    if matrix is not None:
+        for a, b in progress(_row_chunks(t.n, matrix.shape[1] * 8), show=show_progress, desc="TIC"):
+            out[a:b] = matrix[a:b].sum(axis=1, dtype=np.float64)
+        return out
+    for a, b in progress(_row_chunks(t.n, 1 << 14), show=show_progress, desc="TIC"):
+        for i in range(a, b):
+            out[i] = acc.array(i, "int").sum(dtype=np.float64)
+    return out
+
+
+def mean_of_rows(acc: IbdAccess, *, show_progress: bool = False) -> np.ndarray:
+    """Mean intensity per m/z position over all spectra (shared-axis files only), float64."""
+    t = acc.table
+    matrix = intensity_matrix(acc)
+    length = int(t.int_length[0])
+    total = np.zeros(length, dtype=np.float64)
+    for a, b in progress(_row_chunks(t.n, length * 8), show=show_progress, desc="mean spectrum"):
+        total += _dense_rows(acc, matrix, a, b).sum(axis=0, dtype=np.float64)
+    return total / max(t.n, 1)

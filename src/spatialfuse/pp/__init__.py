@@ -1,0 +1,6 @@
+"""``sf.pp``: per-modality preprocessing.
+
+Populated by later work; the namespace exists so that user code can rely on it.
+"""
+
+__all__: list[str] = []
