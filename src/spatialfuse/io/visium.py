@@ -135,11 +135,11 @@ def read_visium(
         - ``obsm["spatial_um"]``: ``(n, 2)`` float64 spot centres in µm in the Visium image frame,
           ``(obsm["spatial"] + 0.5) * um_per_px``.
         - ``uns["spatial"][library_id]``: ``"images"`` (``"hires"``/``"lowres"`` as uint8 RGB arrays
-          of shape ``(h, w, 3)``: uint8 like squidpy's reader, alpha dropped; blank or missing images are left
-          out), ``"scalefactors"`` (every key of ``scalefactors_json.json``, missing required keys
-          filled with defaults; optional keys such as ``fiducial_diameter_fullres`` only where
-          the file has them) and ``"metadata"`` (``chemistry_description``,
-          ``software_version``, ... from the matrix).
+          of shape ``(h, w, 3)``, the dtype squidpy's reader uses, alpha dropped; blank or missing
+          images are left out), ``"scalefactors"`` (every key of ``scalefactors_json.json``,
+          missing required keys filled with defaults; optional keys such as
+          ``fiducial_diameter_fullres`` only where the file has them) and ``"metadata"``
+          (``chemistry_description``, ``software_version``, ... from the matrix).
         - ``uns["spatialfuse"]``: ``um_per_px``, ``um_per_px_source`` (``"spot_pitch"``,
           ``"microns_per_pixel"`` or ``"bin_size"``), ``reader``, ``path``, ``positions_file``,
           ``positions_format`` (``"spaceranger1"``, ``"spaceranger2"`` or

@@ -174,7 +174,9 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
     _check_prolog(head, path)
     start_match = _SPECTRUM_LIST_RE.search(buf)
     if start_match is None:
-        raise FileFormatError(path, "no <spectrumList> element: the file has no spectra or is cut short")
+        raise FileFormatError(
+            path, "no <spectrumList> element: the file has no spectra or is cut short"
+        )
     body_start = start_match.start()
     end_match = None
     tail_from = max(body_start, len(buf) - (1 << 16))
@@ -183,9 +185,7 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
     if end_match is None:
         end_match = _SPECTRUM_LIST_END_RE.search(buf, body_start)
     if end_match is None:
-        raise FileFormatError(
-            path, "the XML ends before </spectrumList>: the file is truncated"
-        )
+        raise FileFormatError(path, "the XML ends before </spectrumList>: the file is truncated")
     body_end = end_match.start()
     list_tag_end = buf.find(b">", body_start)
     count_match = _COUNT_RE.search(buf[body_start : list_tag_end + 1])

@@ -28,6 +28,8 @@ CHUNK_BYTES = 32 << 20
 BISECTION_MAX_WINDOWS = 16
 
 DEFAULT_PPM = 10.0
+#: Values stepped over one at a time before a window's upper end is bisected.
+LINEAR_PROBES = 4
 
 
 def mz_windows(
@@ -122,7 +124,10 @@ def window_sums(
         and np.array_equal(acc.table.mz_length, acc.table.int_length)
     )
     if uniform and lo.size <= BISECTION_MAX_WINDOWS:
-        return np.stack([_bisection_sums(acc, lo[j], hi[j]) for j in range(lo.size)], axis=1)
+        search = _SegmentSearch(acc)
+        return np.stack(
+            [_bisection_sums(acc, search, lo[j], hi[j]) for j in range(lo.size)], axis=1
+        )
     return _chunked_sums(acc, lo, hi, show_progress=show_progress)
 
 
@@ -148,28 +153,82 @@ def _shared_axis_sums(acc, axis, lo, hi, *, show_progress):
     return out
 
 
-def _segment_search(acc: IbdAccess, target: float, side: str) -> np.ndarray:
-    """Per spectrum, ``np.searchsorted(mz_i, target, side)``, for all spectra at once."""
-    t = acc.table
-    dtype = DTYPE_CODES[int(t.mz_dtype[0])]
-    lo = np.zeros(t.n, dtype=np.int64)
-    hi = t.mz_length.astype(np.int64, copy=True)
-    while True:
-        active = np.flatnonzero(lo < hi)
-        if active.size == 0:
-            return lo
-        mid = (lo[active] + hi[active]) // 2
-        values = acc.gather(dtype, t.mz_offset[active] + mid * dtype.itemsize).astype(np.float64)
-        right = values < target if side == "left" else values <= target
-        lo[active[right]] = mid[right] + 1
-        hi[active[~right]] = mid[~right]
+def _threshold(target: float, dtype: np.dtype, side: str):
+    """A value of ``dtype`` that splits stored values exactly as float64 ``target`` does.
+
+    ``v < target`` equals ``v < t`` and ``v <= target`` equals ``v <= t`` for every ``v`` of
+    ``dtype``, so comparisons run on the stored type without converting every value.
+    """
+    if dtype.kind != "f":
+        return np.float64(target)
+    t = dtype.type(target)
+    if float(t) == target:
+        return t
+    if side == "left":  # v < target  <=>  v < (smallest value above target)
+        return t if float(t) > target else np.nextafter(t, dtype.type(np.inf))
+    return t if float(t) < target else np.nextafter(t, dtype.type(-np.inf))
 
 
-def _bisection_sums(acc: IbdAccess, lo: float, hi: float) -> np.ndarray:
+class _SegmentSearch:
+    """Per-spectrum ``searchsorted`` over every spectrum's m/z array at once.
+
+    Spectra are grouped by the alignment of their m/z array in the ``.ibd`` so that each group reads
+    through one zero-copy typed view; the search is branch-free, ``ceil(log2(max length + 1))``
+    rounds of one gather each.
+    """
+
+    def __init__(self, acc: IbdAccess):
+        t = acc.table
+        self.n = t.n
+        self.dtype = DTYPE_CODES[int(t.mz_dtype[0])]
+        itemsize = self.dtype.itemsize
+        residue = t.mz_offset % itemsize
+        self.groups = []
+        for r in np.unique(residue).tolist():
+            rows = np.flatnonzero(residue == r)
+            view = acc.typed_view(self.dtype, r)
+            base = (t.mz_offset[rows] - r) // itemsize
+            self.groups.append((rows, view, base, t.mz_length[rows]))
+
+    def __call__(self, target: float, side: str, start: np.ndarray | None = None) -> np.ndarray:
+        out = np.empty(self.n, dtype=np.int64)
+        threshold = _threshold(target, self.dtype, side)
+        for rows, view, base, length in self.groups:
+            lo = np.zeros(rows.size, np.int64) if start is None else start[rows].copy()
+            last = view.size - 1
+            if start is not None:
+                # Windows are narrow: step past a few values linearly before bisecting the rest.
+                going = lo < length
+                for _ in range(LINEAR_PROBES):
+                    if not going.any():
+                        break
+                    values = view[np.minimum(base + lo, last)]
+                    below = (values < threshold) if side == "left" else (values <= threshold)
+                    going &= below
+                    lo += going
+                    going &= lo < length
+                size = np.where(going, length - lo, 0)
+            else:
+                size = length - lo
+            while True:
+                if not size.any():
+                    break
+                half = size >> 1
+                mid = lo + half
+                values = view[np.minimum(base + mid, last)]
+                go = (values < threshold) if side == "left" else (values <= threshold)
+                go &= size > 0
+                lo = np.where(go, mid + 1, lo)
+                size = np.where(go, size - half - 1, half)
+            out[rows] = lo
+        return out
+
+
+def _bisection_sums(acc: IbdAccess, search: _SegmentSearch, lo: float, hi: float) -> np.ndarray:
     t = acc.table
-    start = _segment_search(acc, lo, "left")
-    stop = _segment_search(acc, hi, "right")
-    counts = np.maximum(stop - start, 0)
+    start = search(lo, "left")
+    stop = search(hi, "right", start)
+    counts = stop - start
     total = int(counts.sum())
     if total == 0:
         return np.zeros(t.n, dtype=np.float64)
@@ -212,7 +271,9 @@ def _chunked_sums(acc, lo, hi, *, show_progress):
         layers.append((layer, edges))
     out = np.zeros((t.n, k), dtype=np.float64)
     mean_len = max(1.0, float(t.int_length.mean())) if t.n else 1.0
-    rows_per_chunk = max(1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k)))
+    rows_per_chunk = max(
+        1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k))
+    )
     chunks = [(a, min(t.n, a + rows_per_chunk)) for a in range(0, t.n, rows_per_chunk)]
     for a, b in progress(chunks, show=show_progress, desc="ion images"):
         mz, intensity, lengths = acc.concatenated(a, b)

@@ -377,9 +377,7 @@ class ImzMLReader:
         sums = self.window_sums(mzs, tol=tol, ppm=ppm, show_progress=show_progress)
         return self.to_image(sums, fill=fill)
 
-    def window_sums(
-        self, mzs, *, tol=None, ppm=None, show_progress: bool = False
-    ) -> np.ndarray:
+    def window_sums(self, mzs, *, tol=None, ppm=None, show_progress: bool = False) -> np.ndarray:
         """Per-spectrum summed intensity in each m/z window: ``(n_spectra, len(mzs))`` float64."""
         _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
         return _kernels.window_sums(self._acc, lo, hi, show_progress=show_progress)

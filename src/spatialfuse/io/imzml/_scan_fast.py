@@ -1,24 +1,24 @@
-"""The fast spectrum scanner: literal scans plus numpy, for files whose spectra share one layout.
+"""The fast spectrum scanner: one vectorised literal scan plus numpy, for files whose spectra share
+one layout.
 
-Nearly every imzML writer emits the same text for every spectrum, only the numbers differ. This
-scanner finds the accession tokens it needs (``IMS:1000050`` ... ``IMS:1000104``) and the param-group
-references with two C-speed literal scans, then parses and checks everything with vectorised numpy:
+Nearly every imzML writer emits the same text for every spectrum; only the numbers differ. This
+scanner finds the ``IMS:1000…`` accession tokens with a chunked numpy search, then parses and checks
+everything with vectorised numpy:
 
-* every position/offset value sits at the same place relative to its accession as in the first
-  spectrum, and is a plain non-negative integer;
-* every spectrum has exactly one x, one y, one m/z and one intensity array, each array one offset and
-  one length;
-* every ``<binaryDataArray>`` is byte-for-byte the first spectrum's, up to the digits of its numbers:
-  the text from its start tag to ``</binaryDataArray>`` has exactly the expected length, so no inline
+* each position/offset/length value sits where it sits in the first spectrum, relative to its
+  accession, behind ``value="``, and is a plain non-negative integer;
+* every spectrum has one x and one y; every array one offset, one length (and one encoded length if
+  any array has one), in the same order as the first array;
+* every ``<binaryDataArray>`` is the first array of its kind (m/z or intensity) up to the digits of its
+  numbers: its start tag and param-group reference sit at the same distance before its first accession,
+  and ``</binaryDataArray>`` at the same distance after its last, digits discounted — so no inline
   declaration (a data type, a compression) can hide in it.
 
-Where any check fails it raises :class:`NotRegular` and the caller uses the general scanner, which is
+When any check fails it raises :class:`NotRegular` and the caller uses the general scanner, which is
 also the reference this one is tested against.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -26,220 +26,242 @@ from numpy.lib.stride_tricks import sliding_window_view
 from spatialfuse.io.imzml._header import ImzMLHeader
 from spatialfuse.io.imzml._table import MISSING, SpectrumTable, dtype_code
 
-_IMS = re.compile(rb"IMS:1000")
-_REF = re.compile(rb'ref="')
+_TOKEN = b"IMS:1000"
 _ARRAY_END = b"</binaryDataArray>"
 _ARRAY_START = b"<binaryDataArray"
 _VALUE = b'value="'
-_KEYS = (50, 51, 52, 102, 103, 104)
+_VALUE_BYTES = np.frombuffer(_VALUE, np.uint8)
+_ARRAY_KEYS = (102, 103, 104)
+_ALL_KEYS = (50, 51, 52, *_ARRAY_KEYS)
 _MAX_DIGITS = 19
+_CHUNK = 1 << 24
 
 
 class NotRegular(Exception):
     """The file's spectra do not share one layout; use the general scanner."""
 
 
-def _positions(pattern: re.Pattern, buf, start: int, end: int) -> np.ndarray:
-    return np.fromiter(map(re.Match.start, pattern.finditer(buf, start, end)), dtype=np.int64)
+def find_literal(arr: np.ndarray, literal: bytes, start: int, end: int) -> np.ndarray:
+    """Offsets of every occurrence of ``literal`` in ``arr[start:end]``, in chunks to bound memory."""
+    first = literal[0]
+    found = []
+    for a in range(start, end, _CHUNK):
+        b = min(end, a + _CHUNK)
+        candidates = np.flatnonzero(arr[a:b] == first) + a
+        candidates = candidates[candidates + len(literal) <= end]
+        keep = np.ones(candidates.size, dtype=bool)
+        for k in range(1, len(literal)):
+            keep &= arr[candidates + k] == literal[k]
+        found.append(candidates[keep])
+    return np.concatenate(found) if found else np.empty(0, np.int64)
 
 
-def _rows(windows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Bytes ``[p, p + width)`` for every p, as an (n, width) array."""
-    if positions.size and (positions.min() < 0 or positions.max() >= len(windows)):
-        raise NotRegular("window outside the document")
-    return windows[positions]
-
-
-def _check_bytes(arr: np.ndarray, positions: np.ndarray, expected: bytes) -> None:
+def _matches(arr: np.ndarray, positions: np.ndarray, expected: bytes) -> np.ndarray:
+    """Per position, whether ``arr[p:p + len(expected)] == expected``."""
+    ok = (positions >= 0) & (positions + len(expected) <= arr.size)
     if not positions.size:
-        return
-    if positions.min() < 0 or positions.max() + len(expected) > arr.size:
-        raise NotRegular("expected text outside the document")
-    ok = np.ones(positions.size, dtype=bool)
-    for k, byte in enumerate(expected):
-        ok &= arr[positions + k] == byte
-    if not ok.all():
-        raise NotRegular(f"layout differs from the first spectrum near byte {positions[~ok][0]}")
+        return ok
+    rows = sliding_window_view(arr, len(expected))[np.where(ok, positions, 0)]
+    return ok & (rows == np.frombuffer(expected, np.uint8)).all(axis=1)
 
 
-def _parse_uints(arr: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Parse the unsigned integers that start at ``starts`` and end at a double quote."""
-    values = np.zeros(starts.size, dtype=np.int64)
-    ndigits = np.zeros(starts.size, dtype=np.int64)
-    active = np.ones(starts.size, dtype=bool)
-    for k in range(_MAX_DIGITS + 1):
-        if not active.any():
-            break
-        idx = np.flatnonzero(active)
-        pos = starts[idx] + k
-        if pos.max() >= arr.size:
-            raise NotRegular("number runs past the end of the document")
-        c = arr[pos]
-        is_digit = (c >= 48) & (c <= 57)
-        is_quote = c == 34
-        if not (is_digit | is_quote).all():
-            raise NotRegular("a value is not a plain non-negative integer")
-        digit_rows = idx[is_digit]
-        values[digit_rows] = values[digit_rows] * 10 + (c[is_digit] - 48)
-        ndigits[digit_rows] += 1
-        active[idx[is_quote]] = False
-    if active.any() or (ndigits == 0).any():
-        raise NotRegular("empty or overlong integer value")
-    return values, ndigits
+def _require(arr: np.ndarray, positions: np.ndarray, expected: bytes, what: str) -> None:
+    if positions.size and not _matches(arr, positions, expected).all():
+        raise NotRegular(what)
+
+
+def _parse_tokens(
+    arr: np.ndarray, tokens: np.ndarray, value_at: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Key, integer value and digit count of every ``IMS:1000xyz`` token.
+
+    ``value_at[key]`` is the distance from the token to its value's first digit. Each token's
+    surrounding text is copied once into a row of a small 2-D array (one memory access per token, in
+    document order) and everything is checked there; tokens with other keys get key -1.
+    """
+    width = max(value_at.values()) + _MAX_DIGITS + 2
+    keys_out = np.full(tokens.size, -1, dtype=np.int64)
+    values = np.zeros(tokens.size, dtype=np.int64)
+    ndigits = np.zeros(tokens.size, dtype=np.int64)
+    windows = sliding_window_view(arr, width + 1)
+    step = max(1, (32 << 20) // (width + 1))
+    for a in range(0, tokens.size, step):
+        b = min(tokens.size, a + step)
+        start = tokens[a:b] - 1
+        if start.min() < 0 or start.max() >= len(windows):
+            raise NotRegular("token too close to the start or end of the document")
+        rows = windows[start]  # rows[:, 0] is the quote before the token
+        if not ((rows[:, 0] == 34) & (rows[:, 12] == 34)).all():
+            raise NotRegular("IMS:1000 outside an accession attribute")
+        keys = (
+            (rows[:, 9].astype(np.int64) - 48) * 100
+            + (rows[:, 10].astype(np.int64) - 48) * 10
+            + (rows[:, 11].astype(np.int64) - 48)
+        )
+        for key, d in value_at.items():
+            sel = np.flatnonzero(keys == key)
+            if sel.size == 0:
+                continue
+            sub = rows[sel]
+            if not (sub[:, d + 1 - len(_VALUE) : d + 1] == _VALUE_BYTES).all():
+                raise NotRegular(f"IMS:1000{key:03d} written in different ways")
+            text = sub[:, d + 1 : d + 2 + _MAX_DIGITS]
+            is_digit = (text >= 48) & (text <= 57)
+            count = np.argmin(is_digit, axis=1)
+            if not ((text[np.arange(sel.size), count] == 34) & (count > 0)).all():
+                raise NotRegular("a value is not a plain non-negative integer")
+            number = np.zeros(sel.size, dtype=np.int64)
+            for k in range(int(count.max())):
+                more = k < count
+                number = np.where(more, number * 10 + (text[:, k].astype(np.int64) - 48), number)
+            keys_out[a + sel] = key
+            values[a + sel] = number
+            ndigits[a + sel] = count
+        unexpected = np.isin(keys, [k for k in _ALL_KEYS if k not in value_at])
+        if unexpected.any():
+            raise NotRegular("an accession appears that the first spectrum does not have")
+    return keys_out, values, ndigits
 
 
 def _value_offset(buf, token: int) -> int:
-    """Distance from an accession token to its value's first character, from the first spectrum."""
+    """Distance from an accession token to its value's first character (first spectrum)."""
     element_end = buf.find(b">", token)
     value = buf.find(_VALUE, token, element_end)
     if value < 0:
-        raise NotRegular("value attribute precedes the accession")
+        raise NotRegular("value attribute missing or before the accession")
     return value + len(_VALUE) - token
 
 
 def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
-    """Build the offset table with literal scans and numpy; raise :class:`NotRegular` if unsure."""
+    """Build the offset table with one literal scan and numpy; raise :class:`NotRegular` if unsure."""
     start, end = header.body_start, header.body_end
     n = header.spectrum_count
     if not n:
         raise NotRegular("spectrumList has no count")
-    array_groups = {
-        name.encode() + b'"': spec
+    groups = {
+        spec.kind: (name, spec)
         for name, spec in header.array_groups.items()
         if spec.kind in ("mz", "intensity")
     }
-    if len({spec.kind for spec in array_groups.values()}) != 2:
-        raise NotRegular("param groups do not declare both an m/z and an intensity array")
-    for spec in array_groups.values():
-        if spec.dtype is None:
-            raise NotRegular("array group without a data type")
+    if len(groups) != 2 or sum(s.kind in groups for s in header.array_groups.values()) != 2:
+        raise NotRegular("param groups do not declare exactly one m/z and one intensity array")
+    if any(spec.dtype is None for _, spec in groups.values()):
+        raise NotRegular("array group without a data type")
     arr = np.frombuffer(buf, dtype=np.uint8)
 
-    tokens = _positions(_IMS, buf, start, end)
-    if tokens.size == 0 or tokens.max() + 12 > arr.size:
-        raise NotRegular("no accession tokens")
-    _check_bytes(arr, tokens - 1, b'"')
-    keys = (
-        (arr[tokens + 8].astype(np.int64) - 48) * 100
-        + (arr[tokens + 9].astype(np.int64) - 48) * 10
-        + (arr[tokens + 10].astype(np.int64) - 48)
-    )
-    by_key: dict[int, np.ndarray] = {}
-    digits: dict[int, np.ndarray] = {}
+    tokens = find_literal(arr, _TOKEN, start, end)
+    first_spectrum_end = buf.find(b"</spectrum>", start, end)
+    if first_spectrum_end < 0:
+        raise NotRegular("no </spectrum>")
+    value_at = {}
+    for key in (50, 51, 52, *_ARRAY_KEYS):
+        first = buf.find(b'"IMS:1000%03d"' % key, start, first_spectrum_end)
+        if first >= 0:
+            value_at[key] = _value_offset(buf, first + 1)
+        elif key not in (52, 104):
+            raise NotRegular(f"no IMS:1000{key:03d} in the first spectrum")
+    keys, all_values, all_digits = _parse_tokens(arr, tokens, value_at)
+    pos: dict[int, np.ndarray] = {}
     values: dict[int, np.ndarray] = {}
-    for key in _KEYS:
-        pos = tokens[keys == key]
-        if key == 52 and pos.size == 0:
-            continue
-        if pos.size == 0:
-            raise NotRegular(f"no IMS:1000{key:03d} tokens")
-        _check_bytes(arr, pos + 11, b'"')
-        d = _value_offset(buf, int(pos[0]))
-        template = bytes(buf[pos[0] : pos[0] + d])
-        if key in (50, 51, 52):
-            # Positions sit in <scan>; check the whole text from accession to value.
-            windows = sliding_window_view(arr, d)
-            if not (_rows(windows, pos) == np.frombuffer(template, np.uint8)).all():
-                raise NotRegular(f"IMS:1000{key:03d} is written in different ways")
-        else:
-            _check_bytes(arr, pos + d - len(_VALUE), _VALUE)
-        by_key[key] = pos
-        values[key], digits[key] = _parse_uints(arr, pos + d)
+    digits: dict[int, np.ndarray] = {}
+    for key in value_at:
+        sel = keys == key
+        pos[key], values[key], digits[key] = tokens[sel], all_values[sel], all_digits[sel]
 
-    pos_x, pos_y = by_key[50], by_key[51]
-    if pos_x.size != n or pos_y.size != n:
-        raise NotRegular("position count differs from spectrumList count")
-    spectrum_of = lambda p: np.searchsorted(pos_x, p, side="right") - 1  # noqa: E731
-    expected = np.arange(n)
-    if not np.array_equal(spectrum_of(pos_y), expected):
-        raise NotRegular("y positions not one per spectrum")
+    # Spectra: one x and one y each, y following x at the first spectrum's distance.
+    px, py = pos[50], pos[51]
+    if px.size != n or py.size != n:
+        raise NotRegular("position count differs from the spectrumList count")
+    gap = py - px - digits[50]
+    if not (gap == gap[0]).all() or gap[0] <= 0 or (px[1:] <= py[:-1]).any():
+        raise NotRegular("x and y positions are not written alike in every spectrum")
     z = np.ones(n, dtype=np.int64)
-    if 52 in by_key:
-        if not np.array_equal(spectrum_of(by_key[52]), expected):
+    if 52 in pos:
+        pz = pos[52]
+        if pz.size != n or not (np.searchsorted(px, pz, side="right") - 1 == np.arange(n)).all():
             raise NotRegular("z positions not one per spectrum")
         z = values[52]
 
-    offsets_pos = by_key[102]
-    n_arrays = offsets_pos.size
-    if n_arrays != 2 * n:
+    # Arrays: tokens come in the same order in every array.
+    present = [k for k in _ARRAY_KEYS if k in pos]
+    if any(pos[k].size != 2 * n for k in present):
         raise NotRegular("not exactly two external arrays per spectrum")
+    merged = np.concatenate([pos[k] for k in present])
+    merged_keys = np.concatenate([np.full(pos[k].size, k) for k in present])
+    order = np.argsort(merged, kind="stable")
+    merged, merged_keys = merged[order], merged_keys[order]
+    per_array = len(present)
+    template = merged_keys[:per_array]
+    if (
+        sorted(template.tolist()) != present
+        or not (merged_keys.reshape(-1, per_array) == template).all()
+    ):
+        raise NotRegular("array accessions not in the same order in every array")
+    first_token = merged[0::per_array]
+    last_token = merged[per_array - 1 :: per_array]
+    last_key = int(template[-1])
+    if not (np.searchsorted(px, first_token, side="right") - 1 == np.repeat(np.arange(n), 2)).all():
+        raise NotRegular("arrays are not two per spectrum after its position")
+    if (first_token[0::2] < py).any():
+        raise NotRegular("arrays precede the positions")
+    # Each key's tokens are in array order, so digits[k][j] belongs to array j.
+    preceding_digits = np.zeros((2 * n, per_array), dtype=np.int64)
+    for i in range(1, per_array):
+        preceding_digits[:, i] = preceding_digits[:, i - 1] + digits[int(template[i - 1])]
+    within = merged.reshape(-1, per_array) - first_token[:, None] - preceding_digits
+    if not (within == within[0]).all():
+        raise NotRegular("array cvParams differ in length between arrays")
 
-    refs = _positions(_REF, buf, start, end) + len(b'ref="')
-    ref_kind = np.full(refs.size, -1, dtype=np.int64)
-    ref_name_len = np.zeros(refs.size, dtype=np.int64)
-    kinds = {"mz": 0, "intensity": 1}
-    group_of_kind: dict[int, tuple[bytes, object]] = {}
-    for name, spec in array_groups.items():
-        hit = np.ones(refs.size, dtype=bool)
-        for k, byte in enumerate(name):
-            inside = refs + k < arr.size
-            hit &= inside & (arr[np.minimum(refs + k, arr.size - 1)] == byte)
-        code = kinds[spec.kind]
-        if hit.any() and code in group_of_kind and group_of_kind[code][0] != name:
-            raise NotRegular("several groups declare the same array kind")
-        if hit.any():
-            group_of_kind[code] = (name, spec)
-        ref_kind[hit] = code
-        ref_name_len[hit] = len(name)
-    if set(group_of_kind) != {0, 1}:
-        raise NotRegular("arrays are not declared through param-group references")
-    array_refs = refs[ref_kind >= 0]
-    array_ref_kind = ref_kind[ref_kind >= 0]
-    if array_refs.size != n_arrays:
-        raise NotRegular("not one param-group reference per array")
-    # Every array's reference precedes its own cvParams (mzML schema order).
-    owner = np.searchsorted(offsets_pos, array_refs)
-    if not np.array_equal(owner, np.arange(n_arrays)):
-        raise NotRegular("array references and offsets are not paired")
-    if (array_refs[1:] < offsets_pos[:-1]).any():
-        raise NotRegular("array references and offsets interleave")
-    array_spectrum = spectrum_of(offsets_pos)
-    if (array_spectrum < 0).any() or not np.array_equal(spectrum_of(array_refs), array_spectrum):
-        raise NotRegular("arrays outside their spectrum")
-    for code in (0, 1):
-        counts = np.bincount(array_spectrum[array_ref_kind == code], minlength=n)
-        if counts.size != n or not (counts == 1).all():
-            raise NotRegular("not one m/z and one intensity array per spectrum")
-
-    def per_array(key: int, required: bool) -> tuple[np.ndarray, np.ndarray]:
-        pos = by_key.get(key, np.empty(0, np.int64))
-        if pos.size == 0 and not required:
-            return np.full(n_arrays, MISSING, np.int64), np.zeros(n_arrays, np.int64)
-        if pos.size != n_arrays:
-            raise NotRegular(f"IMS:1000{key:03d} not once per array")
-        owner = np.searchsorted(array_refs, pos, side="right") - 1
-        if not np.array_equal(owner, np.arange(n_arrays)):
-            raise NotRegular(f"IMS:1000{key:03d} not once per array")
-        return values[key], digits[key]
-
-    offset, offset_digits = values[102], digits[102]
-    length, length_digits = per_array(103, True)
-    enc, enc_digits = per_array(104, False)
-
-    # Each array's text, start tag to end tag, must match the first array of its kind in length
-    # once the digits of its numbers are discounted.
-    numbers_in = offset_digits + length_digits + enc_digits
-    for code in (0, 1):
-        sel = np.flatnonzero(array_ref_kind == code)
-        first = sel[0]
-        ref0 = int(array_refs[first])
-        start_tag = buf.rfind(_ARRAY_START, 0, ref0)
-        end_tag = buf.find(_ARRAY_END, ref0)
-        if start_tag < 0 or end_tag < 0:
-            raise NotRegular("binaryDataArray tags not found")
-        lead = bytes(buf[start_tag:ref0])
-        if b"<cvParam" in lead or b"<userParam" in lead:
+    # Kind of each array from its lead text (start tag + param-group reference), which must equal
+    # the first array of that kind byte for byte; then its end tag at the expected distance.
+    leads: dict[int, bytes] = {}
+    tails: dict[int, int] = {}
+    for code, kind in enumerate(("mz", "intensity")):
+        ref = b'ref="' + groups[kind][0].encode() + b'"'
+        for j in range(2):
+            lead = bytes(buf[buf.rfind(_ARRAY_START, 0, int(first_token[j])) : int(first_token[j])])
+            if ref in lead:
+                break
+        else:
+            raise NotRegular(f"the first spectrum's arrays do not reference {ref!r}")
+        before_own_element = lead[: lead.rfind(b"<")]
+        if b"<cvParam" in before_own_element or b"<userParam" in before_own_element:
             raise NotRegular("parameters precede the param-group reference")
-        windows = sliding_window_view(arr, len(lead))
-        if not (_rows(windows, array_refs[sel] - len(lead)) == np.frombuffer(lead, np.uint8)).all():
-            raise NotRegular("binaryDataArray start tags differ")
-        expected_end = array_refs[sel] + (end_tag - ref0) + (numbers_in[sel] - numbers_in[first])
-        _check_bytes(arr, expected_end, _ARRAY_END)
+        leads[code] = lead
+        end_at = buf.find(_ARRAY_END, int(last_token[j]))
+        tails[code] = end_at - int(last_token[j]) - int(digits[last_key][j])
+    width = max(map(len, leads.values()))
+    kind_of = np.full(2 * n, -1, dtype=np.int64)
+    step = max(1, (32 << 20) // width)
+    windows = sliding_window_view(arr, width)
+    for a in range(0, 2 * n, step):
+        b = min(2 * n, a + step)
+        begin = first_token[a:b] - width
+        if begin.min() < 0:
+            raise NotRegular("array too close to the start of the document")
+        rows = windows[begin]
+        for code, lead in leads.items():
+            hit = (rows[:, width - len(lead) :] == np.frombuffer(lead, np.uint8)).all(axis=1)
+            if (hit & (kind_of[a:b] >= 0)).any():
+                raise NotRegular("array kind is ambiguous")
+            kind_of[a:b][hit] = code
+    if (kind_of < 0).any():
+        raise NotRegular("an array's start does not match the first spectrum's")
+    if not ((kind_of[0::2] + kind_of[1::2]) == 1).all():
+        raise NotRegular("not one m/z and one intensity array per spectrum")
+    expected_end = last_token + digits[last_key] + np.where(kind_of == 0, tails[0], tails[1])
+    _require(arr, expected_end, _ARRAY_END, "an array's end does not match the first spectrum's")
 
-    mz_rows = np.flatnonzero(array_ref_kind == 0)
-    int_rows = np.flatnonzero(array_ref_kind == 1)
-    mz_spec = group_of_kind[0][1]
-    int_spec = group_of_kind[1][1]
+    mz_rows = np.flatnonzero(kind_of == 0)
+    int_rows = np.flatnonzero(kind_of == 1)
+    length = values[103]
+    enc = values[104] if 104 in pos else np.full(2 * n, MISSING, np.int64)
+    offset = values[102]
+    mz_spec, int_spec = groups["mz"][1], groups["intensity"][1]
+
+    def comp(spec) -> int:
+        return 0 if spec.compression in (None, "none") else 1
+
     return SpectrumTable(
         x=values[50],
         y=values[51],
@@ -248,10 +270,10 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
         mz_length=length[mz_rows],
         mz_enc=enc[mz_rows],
         mz_dtype=np.full(n, dtype_code(mz_spec.dtype), np.uint8),
-        mz_comp=np.full(n, 0 if mz_spec.compression in (None, "none") else 1, np.uint8),
+        mz_comp=np.full(n, comp(mz_spec), np.uint8),
         int_offset=offset[int_rows],
         int_length=length[int_rows],
         int_enc=enc[int_rows],
         int_dtype=np.full(n, dtype_code(int_spec.dtype), np.uint8),
-        int_comp=np.full(n, 0 if int_spec.compression in (None, "none") else 1, np.uint8),
+        int_comp=np.full(n, comp(int_spec), np.uint8),
     )

@@ -69,7 +69,11 @@ def scan_generic(xml_path: Path, header: ImzMLHeader) -> SpectrumTable:
                     for ref in element:
                         if _localname(ref.tag) == "referenceableParamGroupRef":
                             params = {**groups.get(ref.get("ref"), {}), **params}
-                    for key, acc in (("x", _cv.POSITION_X), ("y", _cv.POSITION_Y), ("z", _cv.POSITION_Z)):
+                    for key, acc in (
+                        ("x", _cv.POSITION_X),
+                        ("y", _cv.POSITION_Y),
+                        ("z", _cv.POSITION_Z),
+                    ):
                         value = _int_param(params, acc, xml_path, where)
                         if value is not None:
                             position[key] = value
