@@ -111,12 +111,21 @@ def _dense_rows(acc: IbdAccess, matrix: np.ndarray | None, a: int, b: int) -> np
 
 
 def window_sums(
-    acc: IbdAccess, lo: np.ndarray, hi: np.ndarray, *, show_progress: bool = False
+    acc: IbdAccess,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    dtype=np.float64,
+    show_progress: bool = False,
 ) -> np.ndarray:
-    """Sum of intensities inside each window, per spectrum: an (n_spectra, n_windows) float64 array."""
+    """Sum of intensities inside each window, per spectrum: an (n_spectra, n_windows) array.
+
+    Sums accumulate in float64 within a chunk of spectra and are stored as ``dtype``, so a float32
+    table never needs a float64 copy of itself.
+    """
     axis = shared_mz_axis(acc)
     if axis is not None:
-        return _shared_axis_sums(acc, axis, lo, hi, show_progress=show_progress)
+        return _shared_axis_sums(acc, axis, lo, hi, dtype=dtype, show_progress=show_progress)
     uniform = (
         not acc.compressed
         and (acc.table.mz_dtype == acc.table.mz_dtype[0]).all()
@@ -125,17 +134,18 @@ def window_sums(
     )
     if uniform and lo.size <= BISECTION_MAX_WINDOWS:
         search = _SegmentSearch(acc)
-        return np.stack(
-            [_bisection_sums(acc, search, lo[j], hi[j]) for j in range(lo.size)], axis=1
-        )
-    return _chunked_sums(acc, lo, hi, show_progress=show_progress)
+        out = np.empty((acc.table.n, lo.size), dtype=dtype)
+        for j in range(lo.size):
+            out[:, j] = _bisection_sums(acc, search, lo[j], hi[j])
+        return out
+    return _chunked_sums(acc, lo, hi, dtype=dtype, show_progress=show_progress)
 
 
-def _shared_axis_sums(acc, axis, lo, hi, *, show_progress):
+def _shared_axis_sums(acc, axis, lo, hi, *, dtype, show_progress):
     n = acc.table.n
     i0 = np.searchsorted(axis, lo, side="left")
     i1 = np.searchsorted(axis, hi, side="right")
-    out = np.zeros((n, lo.size), dtype=np.float64)
+    out = np.zeros((n, lo.size), dtype=dtype)
     matrix = intensity_matrix(acc)
     if matrix is not None and lo.size <= BISECTION_MAX_WINDOWS:
         for j in range(lo.size):
@@ -260,7 +270,7 @@ def _window_layers(lo: np.ndarray, hi_open: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(layer, dtype=np.int64) for layer in layers]
 
 
-def _chunked_sums(acc, lo, hi, *, show_progress):
+def _chunked_sums(acc, lo, hi, *, dtype, show_progress):
     t = acc.table
     k = lo.size
     hi_open = np.nextafter(hi, np.inf)
@@ -269,7 +279,7 @@ def _chunked_sums(acc, lo, hi, *, show_progress):
         edges = np.empty(2 * layer.size)
         edges[0::2], edges[1::2] = lo[layer], hi_open[layer]
         layers.append((layer, edges))
-    out = np.zeros((t.n, k), dtype=np.float64)
+    out = np.zeros((t.n, k), dtype=dtype)
     mean_len = max(1.0, float(t.int_length.mean())) if t.n else 1.0
     rows_per_chunk = max(
         1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k))
