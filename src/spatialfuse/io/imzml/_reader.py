@@ -377,10 +377,34 @@ class ImzMLReader:
         sums = self.window_sums(mzs, tol=tol, ppm=ppm, show_progress=show_progress)
         return self.to_image(sums, fill=fill)
 
-    def window_sums(self, mzs, *, tol=None, ppm=None, show_progress: bool = False) -> np.ndarray:
-        """Per-spectrum summed intensity in each m/z window: ``(n_spectra, len(mzs))`` float64."""
+    def window_sums(
+        self,
+        mzs,
+        *,
+        tol: float | None = None,
+        ppm: float | None = None,
+        dtype=np.float64,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Per-spectrum summed intensity in each m/z window, in one pass over the data.
+
+        Parameters
+        ----------
+        mzs
+            Window centres.
+        tol, ppm
+            Half-width in m/z units or in parts per million; with neither, 10 ppm.
+        dtype
+            dtype of the result (sums accumulate in float64 either way).
+        show_progress
+            Show a progress bar.
+
+        Returns
+        -------
+        ``(n_spectra, len(mzs))`` array; row ``i`` is spectrum ``i`` (see :attr:`coordinates`).
+        """
         _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
-        return _kernels.window_sums(self._acc, lo, hi, show_progress=show_progress)
+        return _kernels.window_sums(self._acc, lo, hi, dtype=dtype, show_progress=show_progress)
 
     def tic(self, *, show_progress: bool = False) -> np.ndarray:
         """Total ion count (sum of intensities) of every spectrum, float64, length ``n_spectra``."""
