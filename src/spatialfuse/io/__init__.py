@@ -3,4 +3,18 @@
 See ``docs/coordinates.md`` for how pixels, spectra and spots map to micrometres.
 """
 
-__all__: list[str] = []
+from spatialfuse.io.histology import HistologyImage, describe_histology, read_histology
+from spatialfuse.io.imzml import ImzMLReader, MzAxis, build_mz_axis, read_imzml
+from spatialfuse.io.visium import describe_visium, read_visium
+
+__all__ = [
+    "HistologyImage",
+    "ImzMLReader",
+    "MzAxis",
+    "build_mz_axis",
+    "describe_histology",
+    "describe_visium",
+    "read_histology",
+    "read_imzml",
+    "read_visium",
+]

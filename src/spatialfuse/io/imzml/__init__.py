@@ -1,5 +1,7 @@
 """imzML reading: :class:`ImzMLReader` for spectra and ion images, :func:`read_imzml` for AnnData."""
 
+from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
+from spatialfuse.io.imzml._read import read_imzml
 from spatialfuse.io.imzml._reader import ImzMLReader
 
-__all__ = ["ImzMLReader"]
+__all__ = ["ImzMLReader", "MzAxis", "build_mz_axis", "read_imzml"]

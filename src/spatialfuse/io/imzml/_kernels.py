@@ -123,6 +123,8 @@ def window_sums(
     Sums accumulate in float64 within a chunk of spectra and are stored as ``dtype``, so a float32
     table never needs a float64 copy of itself.
     """
+    if lo.size == 0 or acc.table.n == 0:
+        return np.zeros((acc.table.n, lo.size), dtype=dtype)
     axis = shared_mz_axis(acc)
     if axis is not None:
         return _shared_axis_sums(acc, axis, lo, hi, dtype=dtype, show_progress=show_progress)
@@ -141,25 +143,30 @@ def window_sums(
     return _chunked_sums(acc, lo, hi, dtype=dtype, show_progress=show_progress)
 
 
-def _shared_axis_sums(acc, axis, lo, hi, *, dtype, show_progress):
+def _shared_axis_blocks(acc, axis, lo, hi, *, show_progress):
+    """Yield ``(start, stop, sums)`` for chunks of spectra that share the m/z ``axis``."""
     n = acc.table.n
     i0 = np.searchsorted(axis, lo, side="left")
-    i1 = np.searchsorted(axis, hi, side="right")
-    out = np.zeros((n, lo.size), dtype=dtype)
+    i1 = np.maximum(np.searchsorted(axis, hi, side="right"), i0)
     matrix = intensity_matrix(acc)
     if matrix is not None and lo.size <= BISECTION_MAX_WINDOWS:
+        # Few windows: read just their columns, all rows at once.
+        sums = np.zeros((n, lo.size), dtype=np.float64)
         for j in range(lo.size):
             if i1[j] > i0[j]:
-                out[:, j] = matrix[:, i0[j] : i1[j]].sum(axis=1, dtype=np.float64)
-        return out
-    chunks = _row_chunks(n, axis.size * 8)
-    for a, b in progress(chunks, show=show_progress, desc="ion images"):
-        block = _dense_rows(acc, matrix, a, b)
+                sums[:, j] = matrix[:, i0[j] : i1[j]].sum(axis=1, dtype=np.float64)
+        yield 0, n, sums
+        return
+    for a, b in progress(_row_chunks(n, axis.size * 8), show=show_progress, desc="ion images"):
         cumulative = np.zeros((b - a, axis.size + 1), dtype=np.float64)
-        np.cumsum(block, axis=1, dtype=np.float64, out=cumulative[:, 1:])
-        out[a:b] = cumulative[:, i1] - cumulative[:, i0]
-    empty = i1 <= i0
-    out[:, empty] = 0.0
+        np.cumsum(_dense_rows(acc, matrix, a, b), axis=1, dtype=np.float64, out=cumulative[:, 1:])
+        yield a, b, cumulative[:, i1] - cumulative[:, i0]
+
+
+def _shared_axis_sums(acc, axis, lo, hi, *, dtype, show_progress):
+    out = np.empty((acc.table.n, lo.size), dtype=dtype)
+    for a, b, sums in _shared_axis_blocks(acc, axis, lo, hi, show_progress=show_progress):
+        out[a:b] = sums
     return out
 
 
@@ -270,16 +277,60 @@ def _window_layers(lo: np.ndarray, hi_open: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(layer, dtype=np.int64) for layer in layers]
 
 
-def _chunked_sums(acc, lo, hi, *, dtype, show_progress):
+class WindowLookup:
+    """Which of a set of non-overlapping closed windows each value falls in, in O(1) per value.
+
+    A uniform grid over the windows' span holds, per cell, the window covering the whole cell, or
+    -1 (no window), or "ambiguous" when a window edge lies in or near the cell. Most values are
+    resolved with one multiply and one gather; ambiguous ones fall back to an exact binary search
+    over the edges. Cells are checked against edges widened by a relative 1e-9, so rounding in the
+    cell computation can never misplace a value: the answer equals ``searchsorted`` exactly.
+    """
+
+    _AMBIGUOUS = -2
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, *, cells_per_edge: int = 64):
+        self.edges = np.empty(2 * lo.size)
+        self.edges[0::2] = lo
+        self.edges[1::2] = np.nextafter(hi, np.inf)  # [lo, hi] closed == [lo, next(hi)) half-open
+        self.base = float(self.edges[0])
+        span = float(self.edges[-1]) - self.base
+        n_cells = int(min(max(cells_per_edge * self.edges.size, 1024), 1 << 22))
+        self.scale = n_cells / span if span > 0 else 0.0
+        cell = np.arange(n_cells + 1, dtype=np.float64)
+        bounds = self.base + cell / self.scale if self.scale else np.full(n_cells + 1, self.base)
+        slack = np.abs(bounds) * 1e-9 + 1e-12
+        before = np.searchsorted(self.edges, bounds[:-1] - slack[:-1], side="right")
+        after = np.searchsorted(self.edges, bounds[1:] + slack[1:], side="right")
+        table = np.where(before & 1, (before - 1) >> 1, -1)
+        table[before != after] = self._AMBIGUOUS
+        self.table = table.astype(np.int64)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """Window index of every value, -1 outside all windows."""
+        cell = ((values - self.base) * self.scale).astype(np.int64)
+        np.clip(cell, 0, self.table.size - 1, out=cell)
+        found = self.table[cell]
+        unsure = np.flatnonzero(found == self._AMBIGUOUS)
+        if unsure.size:
+            pos = np.searchsorted(self.edges, values[unsure], side="right")
+            found[unsure] = np.where(pos & 1, (pos - 1) >> 1, -1)
+        return found
+
+
+def _chunk_cells(acc, lo, hi, *, show_progress):
+    """Yield ``(start, stop, cells, sums)`` per chunk of spectra: non-empty table cells, sorted.
+
+    ``cells`` index the chunk's ``(stop - start) × n_windows`` block in row-major order; ``sums``
+    are float64 totals of the peaks in each cell.
+    """
     t = acc.table
     k = lo.size
     hi_open = np.nextafter(hi, np.inf)
-    layers = []
+    lookups = []
     for layer in _window_layers(lo, hi_open):
-        edges = np.empty(2 * layer.size)
-        edges[0::2], edges[1::2] = lo[layer], hi_open[layer]
-        layers.append((layer, edges))
-    out = np.zeros((t.n, k), dtype=dtype)
+        ordered = layer[np.argsort(lo[layer], kind="stable")]
+        lookups.append((ordered, WindowLookup(lo[ordered], hi[ordered])))
     mean_len = max(1.0, float(t.int_length.mean())) if t.n else 1.0
     rows_per_chunk = max(
         1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k))
@@ -289,19 +340,69 @@ def _chunked_sums(acc, lo, hi, *, dtype, show_progress):
         mz, intensity, lengths = acc.concatenated(a, b)
         if mz.size == 0:
             continue
-        rows = np.repeat(np.arange(b - a), lengths)
+        ends = np.cumsum(lengths)
         mz64 = mz.astype(np.float64, copy=False)
-        weights = intensity.astype(np.float64, copy=False)
-        block = np.zeros((b - a) * k, dtype=np.float64)
-        for layer, edges in layers:
-            pos = np.searchsorted(edges, mz64, side="right")
-            inside = (pos & 1).astype(bool)
-            feature = layer[(pos[inside] - 1) >> 1]
-            block += np.bincount(
-                rows[inside] * k + feature, weights=weights[inside], minlength=(b - a) * k
-            )
-        out[a:b] = block.reshape(b - a, k)
+        n_cells = (b - a) * k
+        keys, weights = [], []
+        for features, lookup in lookups:
+            found = lookup(mz64)
+            hit = np.flatnonzero(found >= 0)
+            keys.append(np.searchsorted(ends, hit, side="right") * k + features[found[hit]])
+            weights.append(intensity[hit].astype(np.float64))
+        key = np.concatenate(keys)
+        weight = np.concatenate(weights)
+        if key.size * 4 > n_cells:  # dense chunk: one bincount over all its cells
+            sums = np.bincount(key, weights=weight, minlength=n_cells)
+            cells = np.flatnonzero(sums)
+            yield a, b, cells, sums[cells]
+        elif key.size:  # sparse chunk: add up repeats of a cell
+            cells, inverse = np.unique(key, return_inverse=True)
+            yield a, b, cells, np.bincount(inverse, weights=weight)
+
+
+def _chunked_sums(acc, lo, hi, *, dtype, show_progress):
+    out = np.zeros((acc.table.n, lo.size), dtype=dtype)
+    flat = out.reshape(-1)
+    for a, _b, cells, sums in _chunk_cells(acc, lo, hi, show_progress=show_progress):
+        flat[a * lo.size + cells] = sums
     return out
+
+
+def window_sums_sparse(
+    acc: IbdAccess, lo: np.ndarray, hi: np.ndarray, *, dtype=np.float32, show_progress=False
+):
+    """:func:`window_sums` as a CSR matrix, built without a dense intermediate."""
+    from scipy import sparse
+
+    n, k = acc.table.n, lo.size
+    if k == 0 or n == 0:
+        return sparse.csr_matrix((n, k), dtype=dtype)
+    axis = shared_mz_axis(acc)
+    if axis is not None:
+        blocks = [
+            sparse.csr_matrix(sums.astype(dtype))
+            for _a, _b, sums in _shared_axis_blocks(acc, axis, lo, hi, show_progress=show_progress)
+        ]
+        return (
+            sparse.vstack(blocks, format="csr")
+            if blocks
+            else sparse.csr_matrix((n, k), dtype=dtype)
+        )
+    counts = np.zeros(n, dtype=np.int64)
+    col_parts, val_parts = [], []
+    for a, b, cells, sums in _chunk_cells(acc, lo, hi, show_progress=show_progress):
+        counts[a:b] = np.bincount(cells // k, minlength=b - a)
+        col_parts.append((cells % k).astype(np.int32))
+        val_parts.append(sums.astype(dtype))
+    if not col_parts:
+        return sparse.csr_matrix((n, k), dtype=dtype)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.concatenate(col_parts)
+    del col_parts
+    data = np.concatenate(val_parts)
+    del val_parts
+    return sparse.csr_matrix((data, indices, indptr), shape=(n, k))
 
 
 def spectrum_sums(acc: IbdAccess, *, show_progress: bool = False) -> np.ndarray:

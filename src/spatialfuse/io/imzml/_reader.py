@@ -118,7 +118,10 @@ class ImzMLReader:
             table, self.scan_method = self._offset_table(xml_mm, cache=cache)
         finally:
             if isinstance(xml_mm, mmap.mmap):
-                xml_mm.close()
+                try:
+                    xml_mm.close()
+                except BufferError:
+                    pass  # a view is still alive somewhere; the map goes with it
         try:
             self._ibd_mm = _open_map(self.ibd_path)
         except OSError as exc:
@@ -132,6 +135,15 @@ class ImzMLReader:
         table.finalise(ibd_size, self.path, self.ibd_path)
         self._table = table
         self._acc = IbdAccess(self._ibd_mm, table, self.ibd_path)
+        if self._acc.mismatched.size:
+            first = int(self._acc.mismatched[0])
+            warnings.warn(
+                f"{self.path}: {self._acc.mismatched.size} spectra (first: {first}) have m/z and "
+                "intensity arrays of different lengths; peaks are paired by index over the "
+                "shorter array",
+                DataWarning,
+                stacklevel=2,
+            )
         self._resolve_mode()
         logger.debug(
             "opened %s: %d spectra in %.3f s (%s)",
@@ -384,8 +396,9 @@ class ImzMLReader:
         tol: float | None = None,
         ppm: float | None = None,
         dtype=np.float64,
+        sparse: bool = False,
         show_progress: bool = False,
-    ) -> np.ndarray:
+    ):
         """Per-spectrum summed intensity in each m/z window, in one pass over the data.
 
         Parameters
@@ -396,14 +409,22 @@ class ImzMLReader:
             Half-width in m/z units or in parts per million; with neither, 10 ppm.
         dtype
             dtype of the result (sums accumulate in float64 either way).
+        sparse
+            Return a ``scipy.sparse.csr_matrix``, built without a dense intermediate: much less
+            memory and time for peak-picked (processed) data, where most cells are empty.
         show_progress
             Show a progress bar.
 
         Returns
         -------
-        ``(n_spectra, len(mzs))`` array; row ``i`` is spectrum ``i`` (see :attr:`coordinates`).
+        ``(n_spectra, len(mzs))`` array (or CSR matrix); row ``i`` is spectrum ``i`` (see
+        :attr:`coordinates`).
         """
         _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
+        if sparse:
+            return _kernels.window_sums_sparse(
+                self._acc, lo, hi, dtype=dtype, show_progress=show_progress
+            )
         return _kernels.window_sums(self._acc, lo, hi, dtype=dtype, show_progress=show_progress)
 
     def tic(self, *, show_progress: bool = False) -> np.ndarray:
@@ -437,14 +458,15 @@ class ImzMLReader:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Release the memory map of the ``.ibd``."""
+        """Let go of the ``.ibd`` memory map.
+
+        The map is not unmapped explicitly: arrays handed out earlier may still view it, and
+        unmapping under them would crash the interpreter. It is released when the last of them
+        is garbage-collected.
+        """
         if self._acc is not None:
             self._acc.close()
-        if isinstance(self._ibd_mm, mmap.mmap):
-            try:
-                self._ibd_mm.close()
-            except BufferError:
-                pass  # arrays handed out still view the map; it closes when they are gone
+        self._acc = None
         self._ibd_mm = None
 
     def __enter__(self) -> ImzMLReader:

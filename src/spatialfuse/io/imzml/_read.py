@@ -1,0 +1,185 @@
+"""``read_imzml``: an imzML file as an AnnData table of pixels × m/z features."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from spatialfuse._version import __version__
+from spatialfuse.io.imzml import _kernels
+from spatialfuse.io.imzml._axis import build_mz_axis
+from spatialfuse.io.imzml._reader import ImzMLReader
+
+
+def mz_feature_names(mz: np.ndarray) -> list[str]:
+    """``mz-760.5851``-style names, with as many decimals as needed to keep them unique."""
+    for decimals in range(4, 10):
+        names = [f"mz-{value:.{decimals}f}" for value in mz]
+        if len(set(names)) == len(names):
+            return names
+    return [f"mz-{value:.10f}-{i}" for i, value in enumerate(mz)]
+
+
+def _smaller_layout(table):
+    """``table`` as CSR or dense, whichever takes less memory."""
+    from scipy import sparse
+
+    if sparse.issparse(table):
+        dense_bytes = table.shape[0] * table.shape[1] * table.dtype.itemsize
+        sparse_bytes = table.data.nbytes + table.indices.nbytes + table.indptr.nbytes
+        return table.toarray() if dense_bytes < sparse_bytes else table
+    nnz = int(np.count_nonzero(table))
+    if nnz * 8 + (table.shape[0] + 1) * 8 < table.nbytes:
+        return sparse.csr_matrix(table)
+    return table
+
+
+def read_imzml(
+    path: str | os.PathLike,
+    *,
+    mz=None,
+    ppm: float | None = None,
+    tol: float | None = None,
+    pixel_size_um: float | tuple[float, float] | None = None,
+    min_frequency: float = 0.01,
+    max_features: int | None = None,
+    cache: bool = True,
+    show_progress: bool = False,
+):
+    """Read an imzML file into an AnnData of pixels × m/z features, in micrometres.
+
+    Parameters
+    ----------
+    path
+        The ``.imzML`` file (its ``.ibd`` must sit beside it).
+    mz
+        m/z values to extract; each feature sums the intensities within ``± ppm`` (or ``± tol``)
+        of its value. Without ``mz``: continuous files give one feature per point of their shared
+        m/z axis; processed files get a common axis built by merging peaks within ``ppm``
+        (:func:`~spatialfuse.io.imzml.build_mz_axis`).
+    ppm, tol
+        Window half-width in parts per million or m/z units (at most one; default 10 ppm for
+        ``mz=`` windows and 5 ppm for peak merging).
+    pixel_size_um
+        Pixel size ``s`` or ``(sx, sy)`` in µm. Overrides the file's; required where the file does
+        not state it.
+    min_frequency, max_features
+        Passed to the common-axis builder for processed files without ``mz``.
+    cache
+        Use the offset-table cache.
+    show_progress
+        Show progress bars.
+
+    Returns
+    -------
+    AnnData with
+
+    - ``X``: float32 summed intensities, spectra × features (CSR where that is smaller);
+    - ``obs_names`` ``"x_y"`` (``"x_y_z"`` for 3-D data); ``obs["imzml_x"]``, ``obs["imzml_y"]``
+      (and ``obs["imzml_z"]``): grid positions exactly as written; ``obs["tic"]``: total ion count
+      of the whole spectrum;
+    - ``obsm["spatial"]``: pixel centres ``((x − ½)·sx, (y − ½)·sy)`` in µm, in the MSI's own frame;
+    - ``var_names`` like ``mz-760.5851``; ``var["mz"]`` (float64), ``var["mz_lo"]``,
+      ``var["mz_hi"]``: the closed window each feature sums;
+    - ``uns["spatialfuse"]``: provenance (file, UUID, mode, pixel size and its source, m/z range,
+      window rule, version).
+    """
+    import anndata as ad
+    import pandas as pd
+
+    if ppm is not None and tol is not None:
+        raise ValueError("give either ppm= or tol=, not both")
+    with ImzMLReader(path, cache=cache) as reader:
+        size = reader.require_pixel_size(pixel_size_um)
+        size_source = "argument" if pixel_size_um is not None else "file"
+        window_rule: dict[str, object]
+        if mz is not None:
+            centres, lo, hi = _kernels.mz_windows(mz, tol=tol, ppm=ppm)
+            table = _kernels.window_sums_sparse(
+                reader._acc, lo, hi, dtype=np.float32, show_progress=show_progress
+            )
+            window_rule = (
+                {"kind": "tol", "tol": float(tol)}
+                if tol is not None
+                else {
+                    "kind": "ppm",
+                    "ppm": float(ppm if ppm is not None else _kernels.DEFAULT_PPM),
+                }
+            )
+        elif _kernels.shared_mz_axis(reader._acc) is not None:
+            centres = _kernels.shared_mz_axis(reader._acc)
+            lo = hi = centres
+            matrix = _kernels.intensity_matrix(reader._acc)
+            if matrix is not None:
+                table = np.array(matrix, dtype=np.float32, copy=True)
+            else:
+                table = np.stack(
+                    [reader._acc.array(i, "int") for i in range(reader.n_spectra)]
+                ).astype(np.float32)
+            window_rule = {"kind": "shared_axis"}
+        else:
+            merge_ppm = 5.0 if ppm is None else float(ppm)
+            axis = build_mz_axis(
+                reader,
+                ppm=merge_ppm,
+                min_frequency=min_frequency,
+                max_features=max_features,
+                show_progress=show_progress,
+            )
+            centres, lo, hi = axis.mz, axis.lo, axis.hi
+            table = _kernels.window_sums_sparse(
+                reader._acc, lo, hi, dtype=np.float32, show_progress=show_progress
+            )
+            window_rule = {
+                "kind": "merged_peaks",
+                "ppm": merge_ppm,
+                "min_frequency": float(min_frequency),
+            }
+        coords = reader.coordinates
+        three_d = bool((coords[:, 2] != coords[0, 2]).any()) if len(coords) else False
+        if three_d:
+            names = [f"{x}_{y}_{z}" for x, y, z in coords.tolist()]
+        else:
+            names = [f"{x}_{y}" for x, y, _ in coords.tolist()]
+        obs = pd.DataFrame(
+            {"imzml_x": coords[:, 0], "imzml_y": coords[:, 1]}, index=pd.Index(names, dtype=str)
+        )
+        if three_d:
+            obs["imzml_z"] = coords[:, 2]
+        obs["tic"] = reader.tic(show_progress=show_progress)
+        var = pd.DataFrame(
+            {
+                "mz": np.asarray(centres, dtype=np.float64),
+                "mz_lo": np.asarray(lo, dtype=np.float64),
+                "mz_hi": np.asarray(hi, dtype=np.float64),
+            },
+            index=pd.Index(mz_feature_names(np.asarray(centres)), dtype=str),
+        )
+        spatial = np.stack(
+            [(coords[:, 0] - 0.5) * size[0], (coords[:, 1] - 0.5) * size[1]], axis=1
+        ).astype(np.float64)
+        low, high = reader.mz_range()
+        provenance = {
+            "modality": "msi",
+            "reader": "read_imzml",
+            "file": str(reader.path),
+            "ibd_file": str(reader.ibd_path),
+            "uuid": reader.uuid or "",
+            "mode": reader.mode,
+            "pixel_size_um": [float(size[0]), float(size[1])],
+            "pixel_size_source": size_source,
+            "mz_range": [float(low), float(high)],
+            "mz_dtype": str(reader.mz_dtype),
+            "intensity_dtype": str(reader.intensity_dtype),
+            "n_spectra": int(reader.n_spectra),
+            "grid_origin": [int(v) for v in reader.grid_origin],
+            "grid_shape": [int(v) for v in reader.grid_shape],
+            "windows": window_rule,
+            "coordinates": "obsm['spatial'] = pixel centres in µm, ((x-0.5)*sx, (y-0.5)*sy)",
+            "version": __version__,
+        }
+    adata = ad.AnnData(X=_smaller_layout(table), obs=obs, var=var)
+    adata.obsm["spatial"] = spatial
+    adata.uns["spatialfuse"] = provenance
+    return adata
