@@ -4,7 +4,13 @@ See ``docs/coordinates.md`` for how pixels, spectra and spots map to micrometres
 """
 
 from spatialfuse.io.histology import HistologyImage, describe_histology, read_histology
-from spatialfuse.io.imzml import ImzMLReader, MzAxis, build_mz_axis, read_imzml
+from spatialfuse.io.imzml import (
+    ImzMLReader,
+    MzAxis,
+    build_mz_axis,
+    describe_imzml,
+    read_imzml,
+)
 from spatialfuse.io.visium import describe_visium, read_visium
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "MzAxis",
     "build_mz_axis",
     "describe_histology",
+    "describe_imzml",
     "describe_visium",
     "read_histology",
     "read_imzml",

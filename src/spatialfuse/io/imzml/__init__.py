@@ -1,7 +1,8 @@
 """imzML reading: :class:`ImzMLReader` for spectra and ion images, :func:`read_imzml` for AnnData."""
 
 from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
+from spatialfuse.io.imzml._describe import describe_imzml
 from spatialfuse.io.imzml._read import read_imzml
 from spatialfuse.io.imzml._reader import ImzMLReader
 
-__all__ = ["ImzMLReader", "MzAxis", "build_mz_axis", "read_imzml"]
+__all__ = ["ImzMLReader", "MzAxis", "build_mz_axis", "describe_imzml", "read_imzml"]

@@ -157,10 +157,27 @@ def _shared_axis_blocks(acc, axis, lo, hi, *, show_progress):
                 sums[:, j] = matrix[:, i0[j] : i1[j]].sum(axis=1, dtype=np.float64)
         yield 0, n, sums
         return
+    # Windows of one layer do not overlap, so their column ranges partition part of the axis and
+    # one reduceat per layer sums every window exactly (no differences of running sums).
+    layers = []
+    for layer in _window_layers(i0.astype(np.float64), i1.astype(np.float64)):
+        layer = layer[np.argsort(i0[layer], kind="stable")]
+        bounds = np.empty(2 * layer.size, dtype=np.int64)
+        bounds[0::2], bounds[1::2] = i0[layer], i1[layer]
+        usable = bounds < axis.size  # a segment whose end is dropped runs to the last column
+        layers.append((layer, bounds[usable], np.flatnonzero(usable[0::2]), i1[layer] > i0[layer]))
     for a, b in progress(_row_chunks(n, axis.size * 8), show=show_progress, desc="ion images"):
-        cumulative = np.zeros((b - a, axis.size + 1), dtype=np.float64)
-        np.cumsum(_dense_rows(acc, matrix, a, b), axis=1, dtype=np.float64, out=cumulative[:, 1:])
-        yield a, b, cumulative[:, i1] - cumulative[:, i0]
+        block = _dense_rows(acc, matrix, a, b)
+        sums = np.zeros((b - a, lo.size), dtype=np.float64)
+        for layer, bounds, starts, nonempty in layers:
+            if bounds.size == 0:
+                continue
+            segment = np.add.reduceat(block, bounds, axis=1, dtype=np.float64)
+            values = np.zeros((b - a, layer.size), dtype=np.float64)
+            values[:, starts] = segment[:, 0::2][:, : starts.size]
+            values[:, ~nonempty] = 0.0
+            sums[:, layer] = values
+        yield a, b, sums
 
 
 def _shared_axis_sums(acc, axis, lo, hi, *, dtype, show_progress):

@@ -1,0 +1,5 @@
+"""``python -m spatialfuse``."""
+
+from spatialfuse.cli.main import main
+
+main()

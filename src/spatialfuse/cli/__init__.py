@@ -1,0 +1,1 @@
+"""The ``spatialfuse`` command-line interface."""

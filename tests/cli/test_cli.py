@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from spatialfuse import __version__
+from spatialfuse.cli.main import cli
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_info_imzml(shared_data):
+    path = shared_data / "imzml/galaxyp_i2nca/combined_pc.imzML"
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "processed" in result.output
+    assert "8 on a 4 × 21 grid" in result.output
+    assert "20 × 20 µm" in result.output
+    assert "50.1487 – 299.9597" in result.output
+
+
+def test_info_visium(shared_data):
+    result = CliRunner().invoke(cli, ["info", str(shared_data / "visium/scanpy_visium_1.0.0")])
+    assert result.exit_code == 0, result.output
+    assert "spots: 100" in result.output and "0.7299" in result.output
+
+
+def test_info_visium_without_counts(shared_data):
+    path = shared_data / "visium/cytassist_ffpe_mouse_brain"
+    result = CliRunner().invoke(cli, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "4,992" in result.output and "counts:     not read" in result.output
+
+
+def test_info_image_with_and_without_pixel_size(shared_data):
+    path = shared_data / "histology/squidpy_test_img/test_img.jpg"
+    plain = CliRunner().invoke(cli, ["info", str(path)])
+    assert plain.exit_code == 0 and "unknown (not in the file" in plain.output
+    given = CliRunner().invoke(cli, ["info", str(path), "--pixel-size", "0.5"])
+    assert given.exit_code == 0 and "0.5 × 0.5 µm" in given.output
+
+
+def test_info_missing_file_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(cli, ["info", str(tmp_path / "nope.imzML")])
+    assert result.exit_code == 1
+    assert "nope.imzML: no such imzML file" in result.output
+    assert "Traceback" not in result.output
