@@ -1,6 +1,31 @@
 """``sf.reg``: transforms in micrometres and registration between modalities.
 
-Populated by later work; the namespace exists so that user code can rely on it.
+Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into a reference frame.
 """
 
-__all__: list[str] = []
+from spatialfuse.reg._resample import pixel_centres_um, resample
+from spatialfuse.reg._transform import (
+    INVERSE_TOLERANCE_UM,
+    AffineTransform,
+    CompositeTransform,
+    DisplacementField,
+    InverseAccuracyWarning,
+    InverseTransform,
+    ThinPlateSpline,
+    Transform,
+    compose,
+)
+
+__all__ = [
+    "INVERSE_TOLERANCE_UM",
+    "AffineTransform",
+    "CompositeTransform",
+    "DisplacementField",
+    "InverseAccuracyWarning",
+    "InverseTransform",
+    "ThinPlateSpline",
+    "Transform",
+    "compose",
+    "pixel_centres_um",
+    "resample",
+]
