@@ -32,7 +32,7 @@ MZ_LOW, MZ_HIGH = 100.0, 1000.0
 
 
 def data_dir(option: str | None = None) -> Path:
-    """Folder for generated inputs: ``--data-dir``, else ``$SPATIALFUSE_BENCH_DATA``, else _data/."""
+    """Inputs folder: ``--data-dir``, else ``$SPATIALFUSE_BENCH_DATA``, else ``_data/``."""
     path = Path(option or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -46,8 +46,15 @@ def data_dir(option: str | None = None) -> Path:
 def _progress(total: int, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="spectra", unit_scale=True, leave=False,
-                mininterval=0.5, file=sys.stderr)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="spectra",
+        unit_scale=True,
+        leave=False,
+        mininterval=0.5,
+        file=sys.stderr,
+    )
 
 
 def _named(stem: Path, suffix: str) -> Path:
@@ -69,7 +76,7 @@ def _cleanup(partial_stem: Path) -> None:
 
 
 #: Bump when generated files change: their names carry it, so stale inputs are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def ion_centres(n_ions: int, seed: int) -> np.ndarray:
@@ -115,9 +122,16 @@ def ensure_continuous(folder: Path, nx: int, ny: int, n_mz: int, seed: int = 0) 
     rng = np.random.default_rng(seed)
     axis = continuous_axis(n_mz)
     try:
-        with ImzMLWriter(str(partial) + ".imzML", mz_dtype=np.float64,
-                         intensity_dtype=np.float32, mode="continuous",
-                         spec_type="profile") as writer, _progress(nx * ny, stem.name) as bar:
+        with (
+            ImzMLWriter(
+                str(partial) + ".imzML",
+                mz_dtype=np.float64,
+                intensity_dtype=np.float32,
+                mode="continuous",
+                spec_type="profile",
+            ) as writer,
+            _progress(nx * ny, stem.name) as bar,
+        ):
             for y in range(1, ny + 1):
                 block = rng.standard_exponential((nx, n_mz), dtype=np.float32)
                 for x in range(1, nx + 1):
@@ -135,9 +149,9 @@ def ensure_processed(
 ) -> Path:
     """Processed (centroid) file: float64 m/z sorted per spectrum, float32 intensities.
 
-    Each spectrum has ``U{min_peaks..max_peaks}`` peaks: half are ions drawn from ``n_ions`` fixed
-    m/z values (:func:`ion_abundance`, ±2 ppm jitter), half are uniform noise over
-    ``[MZ_LOW, MZ_HIGH]``.
+    Each spectrum has ``n ~ U{min_peaks..max_peaks}`` peaks: ``n // 2`` draws from ``n_ions`` fixed
+    m/z values (:func:`ion_abundance`, ±2 ppm jitter; an ion drawn twice gives one peak), the rest
+    uniform noise over ``[MZ_LOW, MZ_HIGH]``.
     """
     stem = folder / (
         f"processed_{nx}x{ny}_p{min_peaks}-{max_peaks}_i{n_ions}_s{seed}_v{GENERATOR_VERSION}"
@@ -153,20 +167,31 @@ def ensure_processed(
     cdf = np.cumsum(ion_abundance(n_ions, seed))
     cdf[-1] = 1.0
     try:
-        with ImzMLWriter(str(partial) + ".imzML", mz_dtype=np.float64,
-                         intensity_dtype=np.float32, mode="processed",
-                         spec_type="centroid") as writer, _progress(nx * ny, stem.name) as bar:
+        with (
+            ImzMLWriter(
+                str(partial) + ".imzML",
+                mz_dtype=np.float64,
+                intensity_dtype=np.float32,
+                mode="processed",
+                spec_type="centroid",
+            ) as writer,
+            _progress(nx * ny, stem.name) as bar,
+        ):
             for y in range(1, ny + 1):
                 for x in range(1, nx + 1):
                     n = int(rng.integers(min_peaks, max_peaks + 1))
-                    k = n // 2
-                    drawn = np.searchsorted(cdf, rng.random(k), side="right")
+                    # An ion gives at most one centroid per spectrum: duplicates are dropped
+                    # (and replaced by noise peaks, so the spectrum keeps its n peaks).
+                    drawn = np.unique(np.searchsorted(cdf, rng.random(n // 2), side="right"))
+                    k = drawn.size
                     ions = centres[drawn] * (1 + 2e-6 * rng.standard_normal(k))
                     mz = np.concatenate([ions, rng.uniform(MZ_LOW, MZ_HIGH, n - k)])
-                    intensity = np.concatenate([
-                        100 * rng.standard_exponential(k, dtype=np.float32),
-                        5 * rng.standard_exponential(n - k, dtype=np.float32),
-                    ])
+                    intensity = np.concatenate(
+                        [
+                            100 * rng.standard_exponential(k, dtype=np.float32),
+                            5 * rng.standard_exponential(n - k, dtype=np.float32),
+                        ]
+                    )
                     order = np.argsort(mz, kind="stable")
                     writer.addSpectrum(mz[order], intensity[order], (x, y, 1))
                 bar.update(nx)
@@ -203,8 +228,14 @@ class Timing:
         return min(self.times)
 
     def as_dict(self) -> dict:
-        return {"median_s": self.median, "min_s": self.min, "n": self.n, "times_s": self.times,
-                "warmup_s": self.warmup, "note": self.note}
+        return {
+            "median_s": self.median,
+            "min_s": self.min,
+            "n": self.n,
+            "times_s": self.times,
+            "warmup_s": self.warmup,
+            "note": self.note,
+        }
 
 
 def time_call(
@@ -348,14 +379,27 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, *, rtol: float) -> Che
         return Check(name, False, "non-finite values", ref.size, nonzero, math.inf)
     if bad.any():
         k = int(np.flatnonzero(bad.ravel())[0])
-        return Check(name, False, f"{int(bad.sum())} of {ref.size} values differ "
-                     f"(first: ours {ours.ravel()[k]!r} vs reference {ref.ravel()[k]!r})",
-                     ref.size, nonzero, rel)
+        return Check(
+            name,
+            False,
+            f"{int(bad.sum())} of {ref.size} values differ "
+            f"(first: ours {float(ours.ravel()[k])!r} vs reference {float(ref.ravel()[k])!r})",
+            ref.size,
+            nonzero,
+            rel,
+        )
     if nonzero == 0:
-        return Check(name, False, "reference is all zeros: the check would prove nothing",
-                     ref.size, 0, rel)
-    return Check(name, True, f"{ref.size} values equal (rtol {rtol:g}), {nonzero} non-zero",
-                 ref.size, nonzero, rel)
+        return Check(
+            name, False, "reference is all zeros: the check would prove nothing", ref.size, 0, rel
+        )
+    return Check(
+        name,
+        True,
+        f"{ref.size} values equal (rtol {rtol:g}), {nonzero} non-zero",
+        ref.size,
+        nonzero,
+        rel,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,18 +58,25 @@ class IbdAccess:
             start = (offset - residue) // dtype.itemsize
             return self.typed_view(dtype, residue)[start : start + length]
         raw = self.mm[offsets[i] : offsets[i] + encs[i]]
+        expected = length * dtype.itemsize
         try:
-            data = zlib.decompress(raw)
+            inflater = zlib.decompressobj()
+            # Never inflate more than one byte beyond the declared size (a zip bomb stops there).
+            data = inflater.decompress(raw, expected + 1)
         except zlib.error as exc:
             raise FileFormatError(self.path, f"spectrum {i}: zlib data is corrupt ({exc})") from exc
-        values = np.frombuffer(data, dtype=dtype)
-        if values.size != length:
+        if len(data) != expected:
+            size = f"{len(data)} bytes" if len(data) < expected else f"more than {expected} bytes"
             raise FileFormatError(
                 self.path,
-                f"spectrum {i}: decompressed array has {values.size} values, "
-                f"the imzML declares {length}",
+                f"spectrum {i}: decompressed {'m/z' if prefix == 'mz' else 'intensity'} array has "
+                f"{size}, the imzML declares {length} values of {dtype.itemsize} bytes",
             )
-        return values
+        if not inflater.eof:
+            raise FileFormatError(
+                self.path, f"spectrum {i}: zlib data is corrupt (incomplete or truncated stream)"
+            )
+        return np.frombuffer(data, dtype=dtype)
 
     def concatenated(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """m/z, intensities and peak counts of spectra ``start:stop`` as flat arrays.

@@ -25,6 +25,12 @@ _SPECTRUM_LIST_END_RE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?spectrumList\s*>")
 _COUNT_RE = re.compile(rb'\scount\s*=\s*["\'](\d+)["\']')
 
 
+_ENTITY_MESSAGE = (
+    "the XML declares a DTD with entity declarations; imzML never needs them and they are "
+    "refused for safety (entities are never expanded or resolved)"
+)
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """What a binary data array is, as declared by a param group and/or inline cvParams."""
@@ -114,11 +120,7 @@ def _check_prolog(head: bytes, path: Path) -> int:
     match = _ROOT_RE.search(head)
     prolog = head[: match.start()] if match else head
     if b"<!ENTITY" in prolog or (b"<!DOCTYPE" in prolog and b"[" in prolog):
-        raise FileFormatError(
-            path,
-            "the XML declares a DTD with entity declarations; imzML never needs them and they are "
-            "refused for safety (entities are never expanded or resolved)",
-        )
+        raise FileFormatError(path, _ENTITY_MESSAGE)
     if match is None:
         raise FileFormatError(path, "not an imzML file: no <mzML> root element found")
     return match.start()
@@ -209,6 +211,11 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
         raise FileFormatError(path, f"malformed XML in the header: {exc}") from exc
     if root is None or _localname(root.tag) != "mzML":
         raise FileFormatError(path, "not an imzML file: the root element is not <mzML>")
+    # The byte-level prolog check above can be misled (a decoy "<mzML" in a comment, a processing
+    # instruction or a system literal before the DTD); the parser knows what the DTD declares.
+    dtd = root.getroottree().docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise FileFormatError(path, _ENTITY_MESSAGE)
 
     param_groups: dict[str, dict[str, dict[str, str]]] = {}
     array_groups: dict[str, ArraySpec] = {}

@@ -12,13 +12,17 @@ everything with vectorised numpy:
 * every ``<binaryDataArray>`` is the first array of its kind (m/z or intensity) up to the digits of its
   numbers: its start tag and param-group reference sit at the same distance before its first accession,
   and ``</binaryDataArray>`` at the same distance after its last, digits discounted — so no inline
-  declaration (a data type, a compression) can hide in it.
+  declaration (a data type, a compression) can hide in it;
+* the first array of each kind references one param group and holds no cvParam but its external
+  offset/lengths (so an inline declaration written into *every* array cannot pass as the layout).
 
 When any check fails it raises :class:`NotRegular` and the caller uses the general scanner, which is
 also the reference this one is tested against.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -35,6 +39,8 @@ _ARRAY_KEYS = (102, 103, 104)
 _ALL_KEYS = (50, 51, 52, *_ARRAY_KEYS)
 _MAX_DIGITS = 19
 _CHUNK = 1 << 24
+_ACCESSION_RE = re.compile(rb"""\baccession\s*=\s*["']([^"']*)["']""")
+_TAG_RE = re.compile(rb"<\s*(/?)\s*(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 
 
 class NotRegular(Exception):
@@ -227,9 +233,21 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
         before_own_element = lead[: lead.rfind(b"<")]
         if b"<cvParam" in before_own_element or b"<userParam" in before_own_element:
             raise NotRegular("parameters precede the param-group reference")
+        if before_own_element.count(b"<referenceableParamGroupRef") != 1:
+            raise NotRegular("an array references more than one param group")
         leads[code] = lead
         end_at = buf.find(_ARRAY_END, int(last_token[j]))
         tails[code] = end_at - int(last_token[j]) - int(digits[last_key][j])
+        # After the lead, the template array may hold only its external offset/length cvParams:
+        # an inline data type or compression there would override the group.
+        rest = bytes(buf[buf.rfind(b"<", 0, int(first_token[j])) : end_at + len(_ARRAY_END)])
+        starts = [name for slash, name in _TAG_RE.findall(rest) if not slash]
+        if (
+            sorted(_ACCESSION_RE.findall(rest)) != sorted(b"IMS:1000%03d" % k for k in present)
+            or starts.count(b"cvParam") != per_array
+            or not set(starts) <= {b"cvParam", b"binary"}
+        ):
+            raise NotRegular("an array declares parameters inline")
     width = max(map(len, leads.values()))
     kind_of = np.full(2 * n, -1, dtype=np.int64)
     step = max(1, (32 << 20) // width)

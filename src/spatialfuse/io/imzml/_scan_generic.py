@@ -7,6 +7,7 @@ checks do not hold.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from spatialfuse.errors import FileFormatError
@@ -20,6 +21,8 @@ from spatialfuse.io.imzml._header import (
 )
 from spatialfuse.io.imzml._table import MISSING, SpectrumTable, dtype_code
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
 
 def _int_param(params, accession: str, path: Path, where: str) -> int | None:
     attrib = params.get(accession)
@@ -27,12 +30,22 @@ def _int_param(params, accession: str, path: Path, where: str) -> int | None:
         return None
     raw = attrib.get("value", "")
     try:
-        value = float(raw)
+        value = int(raw)  # exact for integers of any size
     except ValueError:
-        raise FileFormatError(path, f"{where}: {accession} has non-numeric value {raw!r}") from None
-    if value != int(value):
-        raise FileFormatError(path, f"{where}: {accession} has non-integer value {raw!r}")
-    return int(value)
+        value = None
+    if value is None:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise FileFormatError(
+                path, f"{where}: {accession} has non-numeric value {raw!r}"
+            ) from None
+        if not math.isfinite(number) or number != int(number):
+            raise FileFormatError(path, f"{where}: {accession} has non-integer value {raw!r}")
+        value = int(number)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise FileFormatError(path, f"{where}: {accession} value {raw!r} is out of range")
+    return value
 
 
 def scan_generic(xml_path: Path, header: ImzMLHeader) -> SpectrumTable:

@@ -72,45 +72,66 @@ class SpectrumTable:
         )
 
     def finalise(self, ibd_size: int, path: Path, ibd_path: Path) -> None:
-        """Fill missing encoded lengths and check every array lies inside the ``.ibd``."""
+        """Fill missing encoded lengths and check every array lies inside the ``.ibd``.
+
+        Each check reports the first spectrum that fails it (over both arrays).
+        """
+        itemsizes = np.array([d.itemsize for d in DTYPE_CODES], dtype=np.int64)
+        cols = {}
         for prefix in ("mz", "int"):
             label = "m/z" if prefix == "mz" else "intensity"
             offset = getattr(self, f"{prefix}_offset")
             length = getattr(self, f"{prefix}_length")
             enc = getattr(self, f"{prefix}_enc")
             comp = getattr(self, f"{prefix}_comp")
-            itemsize = np.array([d.itemsize for d in DTYPE_CODES])[getattr(self, f"{prefix}_dtype")]
-            raw = length * itemsize
+            itemsize = itemsizes[getattr(self, f"{prefix}_dtype")]
             uncompressed = comp == 0
             missing = enc == MISSING
-            bad = np.flatnonzero(missing & ~uncompressed)
-            if bad.size:
-                raise FileFormatError(
-                    path,
-                    f"spectrum {bad[0]}: compressed {label} array without an external encoded "
-                    "length (IMS:1000104); its size in the .ibd is unknown",
-                )
+            cols[label] = (offset, length, enc, itemsize, uncompressed, missing)
+
+        def first(test) -> tuple[int, str] | None:
+            hits = [
+                (int(idx[0]), order, label)
+                for order, (label, col) in enumerate(cols.items())
+                if (idx := np.flatnonzero(test(*col))).size
+            ]
+            return min(hits)[0::2] if hits else None
+
+        bad = first(lambda o, n, e, s, u, m: m & ~u)
+        if bad:
+            raise FileFormatError(
+                path,
+                f"spectrum {bad[0]}: compressed {bad[1]} array without an external encoded "
+                "length (IMS:1000104); its size in the .ibd is unknown",
+            )
+        for _offset, length, enc, itemsize, uncompressed, _ in cols.values():
             # Uncompressed arrays are read as length x itemsize bytes, whatever the file claims as
-            # encoded length (several writers get that field wrong; readers ignore it).
+            # encoded length (several writers get that field wrong; readers ignore it). Lengths are
+            # clipped so that the product cannot overflow; a clipped length cannot fit the file.
+            raw = np.minimum(length, np.iinfo(np.int64).max // 8) * itemsize
             enc[uncompressed] = raw[uncompressed]
-            neg = np.flatnonzero((offset < 0) | (length < 0) | (enc < 0))
-            if neg.size:
-                raise FileFormatError(
-                    path, f"spectrum {neg[0]}: negative {label} array offset or length"
-                )
-            beyond = np.flatnonzero(offset + enc > ibd_size)
-            if beyond.size:
-                i = beyond[0]
-                raise FileFormatError(
-                    ibd_path,
-                    f"spectrum {i} ({label} array) needs bytes {offset[i]}..{offset[i] + enc[i]} "
-                    f"but the .ibd has only {ibd_size} bytes: it is truncated or the offsets in "
-                    f"{path.name} are wrong",
-                )
-            before = np.flatnonzero((offset < 16) & (enc > 0))
-            if before.size and ibd_size >= 16:
-                raise FileFormatError(
-                    path,
-                    f"spectrum {before[0]}: {label} array offset {offset[before[0]]} points into "
-                    "the 16-byte UUID at the start of the .ibd",
-                )
+        bad = first(lambda o, n, e, s, u, m: (o < 0) | (n < 0) | (e < 0))
+        if bad:
+            raise FileFormatError(
+                path, f"spectrum {bad[0]}: negative {bad[1]} array offset or length"
+            )
+        # offset + enc > ibd_size, written so that it cannot overflow
+        bad = first(lambda o, n, e, s, u, m: (o > ibd_size - e) | (n > ibd_size // s) & u)
+        if bad:
+            i, label = bad
+            offset, length, enc, itemsize, uncompressed, _ = cols[label]
+            size = int(length[i]) * int(itemsize[i]) if uncompressed[i] else int(enc[i])
+            raise FileFormatError(
+                ibd_path,
+                f"spectrum {i} ({label} array) needs bytes {offset[i]}..{int(offset[i]) + size} "
+                f"but the .ibd has only {ibd_size} bytes: it is truncated or the offsets in "
+                f"{path.name} are wrong",
+            )
+        bad = first(lambda o, n, e, s, u, m: (o < 16) & (e > 0))
+        if bad and ibd_size >= 16:
+            i, label = bad
+            raise FileFormatError(
+                path,
+                f"spectrum {i}: {label} array offset {cols[label][0][i]} points into "
+                "the 16-byte UUID at the start of the .ibd",
+            )
