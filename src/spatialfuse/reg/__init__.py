@@ -3,6 +3,12 @@
 Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into a reference frame.
 """
 
+from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._register import (
+    RegistrationResult,
+    RegistrationWarning,
+    register,
+)
 from spatialfuse.reg._resample import pixel_centres_um, resample
 from spatialfuse.reg._transform import (
     INVERSE_TOLERANCE_UM,
@@ -23,9 +29,13 @@ __all__ = [
     "DisplacementField",
     "InverseAccuracyWarning",
     "InverseTransform",
+    "RegistrationImage",
+    "RegistrationResult",
+    "RegistrationWarning",
     "ThinPlateSpline",
     "Transform",
     "compose",
     "pixel_centres_um",
+    "register",
     "resample",
 ]

@@ -1,0 +1,319 @@
+"""Registration images: one grey-level image and a tissue mask per modality, in its µm frame.
+
+Registration never works on raw data. Each input becomes a :class:`RegistrationImage`:
+
+- **MSI** (``read_imzml`` AnnData): candidate images from the normalised spectra (first and second
+  principal components of log TIC-normalised intensities, and the TIC); the one that best separates
+  tissue from background (largest Otsu between-class variance ratio) is used, unless chosen;
+- **histology** (``read_histology``): optical density (or the hematoxylin channel), downsampled to
+  the working resolution without reading full resolution;
+- **Visium** (``read_visium`` AnnData): its hires (or lowres) H&E in the full-resolution µm frame.
+
+Masks come from an Otsu threshold, the tissue side being the class that touches the image border
+least, cleaned with small openings/closings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RegistrationImage:
+    """A float image with a tissue mask, placed in a µm frame.
+
+    Pixel ``(col, row)`` covers ``origin + [col·sx, (col+1)·sx] × [row·sy, (row+1)·sy]`` µm.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    pixel_size_um: tuple[float, float]
+    origin_um: tuple[float, float] = (0.0, 0.0)
+    modality: str = "image"
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
+        return self.image.shape[:2]
+
+    def centres_um(self, mask_only: bool = False) -> np.ndarray:
+        """Pixel centres in µm, ``(n, 2)`` ``(x, y)``, row-major (only masked ones if asked)."""
+        rows, cols = np.nonzero(self.mask) if mask_only else np.indices(self.shape).reshape(2, -1)
+        return np.stack(
+            [
+                self.origin_um[0] + (cols + 0.5) * self.pixel_size_um[0],
+                self.origin_um[1] + (rows + 0.5) * self.pixel_size_um[1],
+            ],
+            axis=1,
+        )
+
+    def to_sitk(self, *, mask: bool = False):
+        """The image (or mask) as a SimpleITK image whose physical space is this µm frame."""
+        import SimpleITK as sitk
+
+        data = self.mask.astype(np.uint8) if mask else self.image.astype(np.float32)
+        out = sitk.GetImageFromArray(data)
+        out.SetSpacing(tuple(float(s) for s in self.pixel_size_um))
+        # ITK's origin is the centre of pixel (0, 0).
+        out.SetOrigin(
+            (
+                self.origin_um[0] + 0.5 * self.pixel_size_um[0],
+                self.origin_um[1] + 0.5 * self.pixel_size_um[1],
+            )
+        )
+        return out
+
+    def mirrored(self) -> tuple[RegistrationImage, object]:
+        """This image flipped left-right about its own centre, and the flip as a transform."""
+        from spatialfuse.reg._transform import AffineTransform
+
+        width = self.shape[1] * self.pixel_size_um[0]
+        centre_x = self.origin_um[0] + width / 2
+        flip = AffineTransform([[-1, 0, 2 * centre_x], [0, 1, 0], [0, 0, 1]], model="rigid")
+        out = RegistrationImage(
+            self.image[:, ::-1].copy(),
+            self.mask[:, ::-1].copy(),
+            self.pixel_size_um,
+            self.origin_um,
+            self.modality,
+            self.description + " (mirrored)",
+            dict(self.extra),
+        )
+        return out, flip
+
+
+def otsu_mask(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Tissue mask by Otsu's threshold and the separability (between-class / total variance).
+
+    The tissue class is the one touching the image border less; the mask is lightly cleaned.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    valid = np.ones(image.shape, bool) if valid is None else valid
+    values = image[valid]
+    if values.size < 4 or np.ptp(values) == 0:
+        return valid.copy(), 0.0
+    threshold = threshold_otsu(values)
+    high = (image > threshold) & valid
+    low = (~high) & valid
+    total = values.var()
+    w1 = high[valid].mean()
+    separability = float(w1 * (1 - w1) * (image[high].mean() - image[low].mean()) ** 2 / total)
+    border = np.zeros(image.shape, bool)
+    border[[0, -1], :] = True
+    border[:, [0, -1]] = True
+    high_border = (high & border).sum() / max(high.sum(), 1)
+    low_border = (low & border).sum() / max(low.sum(), 1)
+    mask = high if high_border <= low_border else low
+    radius = 1 if min(image.shape) < 200 else 2
+    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    mask = ndimage.binary_opening(mask, structure=disk)
+    mask = ndimage.binary_closing(mask, structure=disk)
+    if mask.sum() < 0.01 * valid.sum():
+        mask = high if mask is not high else low
+    return mask & valid, separability
+
+
+def _normalised(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = np.zeros(values.shape, dtype=np.float32)
+    v = values[valid]
+    if v.size:
+        lo, hi = np.percentile(v, [0.5, 99.5])
+        out[valid] = np.clip((v - lo) / max(hi - lo, 1e-12), 0, 1)
+    return out
+
+
+def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
+    """Registration image of an MSI AnnData from :func:`~spatialfuse.io.read_imzml`.
+
+    ``image``: ``"auto"`` (best tissue/background separation among ``"pc1"``, ``"pc2"``,
+    ``"tic"``), one of those names, or a list of m/z values whose nearest features are summed.
+    """
+    from scipy import sparse
+
+    info = adata.uns.get("spatialfuse", {})
+    size = tuple(float(v) for v in info["pixel_size_um"])
+    x = np.asarray(adata.obs["imzml_x"], dtype=np.int64)
+    y = np.asarray(adata.obs["imzml_y"], dtype=np.int64)
+    x0, y0 = x.min(), y.min()
+    rows, cols = int(y.max() - y0 + 1), int(x.max() - x0 + 1)
+    data = adata.X.toarray() if sparse.issparse(adata.X) else np.asarray(adata.X)
+    data = data.astype(np.float64)
+    tic = data.sum(axis=1)
+    candidates: dict[str, np.ndarray] = {"tic": tic}
+    if isinstance(image, str):
+        normalised = np.log1p(data / np.maximum(tic, 1e-12)[:, None] * np.median(tic))
+        if normalised.shape[1] > 2000:
+            keep = np.argsort(normalised.var(axis=0))[-2000:]
+            normalised = normalised[:, keep]
+        centred = normalised - normalised.mean(axis=0)
+        if centred.shape[1] >= 2 and centred.shape[0] >= 3:
+            _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
+            scores = centred @ vt[:2].T
+            candidates["pc1"], candidates["pc2"] = scores[:, 0], scores[:, 1]
+    else:
+        mz = np.asarray(adata.var["mz"], dtype=np.float64)
+        columns = [int(np.argmin(np.abs(mz - m))) for m in image]
+        candidates = {"ions": data[:, columns].sum(axis=1)}
+        image = "ions"
+    valid = np.zeros((rows, cols), bool)
+    valid[y - y0, x - x0] = True
+    grids = {}
+    for name, values in candidates.items():
+        grid = np.zeros((rows, cols))
+        grid[y - y0, x - x0] = values
+        grids[name] = grid
+    masks = {name: otsu_mask(grid, valid) for name, grid in grids.items()}
+    if image == "auto":
+        chosen = max(masks, key=lambda name: masks[name][1])
+    elif image in grids:
+        chosen = image
+    else:
+        raise ValueError(f"image must be 'auto', 'pc1', 'pc2', 'tic' or m/z values, got {image!r}")
+    mask = masks[chosen][0]
+    picture = grids[chosen]
+    # Orient so tissue is bright (MI does not care; the plots and moments do).
+    if valid.any() and mask.any() and (~mask & valid).any():
+        if picture[mask].mean() < picture[~mask & valid].mean():
+            picture = -picture
+    return RegistrationImage(
+        _normalised(picture, valid),
+        mask,
+        size,
+        ((x0 - 1) * size[0], (y0 - 1) * size[1]),
+        "msi",
+        f"MSI {chosen}",
+        {"choice": chosen, "separability": {k: v[1] for k, v in masks.items()}, "valid": valid},
+    )
+
+
+def _rgb_to_channel(rgb: np.ndarray, channel: str) -> np.ndarray:
+    rgb = rgb[..., :3].astype(np.float64)
+    if rgb.max() > 1.5:
+        rgb = rgb / (255.0 if rgb.max() <= 255 else 65535.0)
+    if channel == "od":
+        return (-np.log(np.clip(rgb, 1 / 255, 1))).sum(axis=2)
+    if channel == "hematoxylin":
+        from skimage.color import rgb2hed
+
+        return rgb2hed(np.clip(rgb, 0, 1))[..., 0]
+    if channel == "gray":
+        return 1.0 - rgb.mean(axis=2)
+    raise ValueError(f"channel must be 'od', 'hematoxylin' or 'gray', got {channel!r}")
+
+
+def _resized(array: np.ndarray, size_um, target_um) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resample ``array`` (pixel size ``size_um``) to about ``target_um``, keeping its extent."""
+    from skimage.transform import resize
+
+    rows, cols = array.shape[:2]
+    extent = (cols * size_um[0], rows * size_um[1])
+    new_cols = max(8, int(round(extent[0] / target_um)))
+    new_rows = max(8, int(round(extent[1] / target_um)))
+    if (new_rows, new_cols) == (rows, cols):
+        return array, tuple(size_um)
+    out = resize(array, (new_rows, new_cols), anti_aliasing=new_cols < cols, preserve_range=True)
+    return out, (extent[0] / new_cols, extent[1] / new_rows)
+
+
+def histology_image(
+    he, *, working_pixel_size_um: float, channel: str = "od"
+) -> RegistrationImage:
+    """Registration image of a :class:`~spatialfuse.io.HistologyImage` at a working resolution."""
+    longest_um = max(he.extent_um)
+    max_size = int(np.ceil(longest_um / working_pixel_size_um)) * 2
+    array, size = he.downsampled(max_size=max(max_size, 16))
+    grey = _rgb_to_channel(array if array.ndim == 3 else np.dstack([array[..., 0]] * 3), channel)
+    grey, size = _resized(grey, size, working_pixel_size_um)
+    mask, separability = otsu_mask(grey)
+    return RegistrationImage(
+        _normalised(grey, np.ones(grey.shape, bool)),
+        mask,
+        size,
+        (0.0, 0.0),
+        "histology",
+        f"H&E {channel}",
+        {"separability": separability, "path": str(he.path)},
+    )
+
+
+def visium_image(
+    adata, *, working_pixel_size_um: float, channel: str = "od", library_id: str | None = None
+) -> RegistrationImage:
+    """Registration image of a Visium AnnData: its H&E in the full-resolution µm frame."""
+    spatial = adata.uns["spatial"]
+    library_id = library_id or next(iter(spatial))
+    entry = spatial[library_id]
+    um_per_px = float(adata.uns["spatialfuse"]["um_per_px"])
+    for res in ("hires", "lowres"):
+        if res in entry.get("images", {}):
+            scale = float(entry["scalefactors"][f"tissue_{res}_scalef"])
+            array = np.asarray(entry["images"][res])
+            break
+    else:
+        raise ValueError(f"Visium library {library_id!r} has no hires or lowres image to register")
+    pixel = um_per_px / scale
+    grey = _rgb_to_channel(array if array.ndim == 3 else np.dstack([array] * 3), channel)
+    grey, size = _resized(grey, (pixel, pixel), max(working_pixel_size_um, pixel))
+    mask, separability = otsu_mask(grey)
+    return RegistrationImage(
+        _normalised(grey, np.ones(grey.shape, bool)),
+        mask,
+        size,
+        (0.0, 0.0),
+        "visium",
+        f"Visium {res} {channel}",
+        {"separability": separability, "library_id": library_id},
+    )
+
+
+def as_registration_image(
+    obj, *, working_pixel_size_um: float | None, channel: str = "od", msi_image_kind="auto"
+) -> RegistrationImage:
+    """Dispatch on the kind of ``obj`` (MSI AnnData, Visium AnnData, HistologyImage, or one
+    already-built :class:`RegistrationImage`)."""
+    if isinstance(obj, RegistrationImage):
+        return obj
+    uns = getattr(obj, "uns", None)
+    if uns is not None:
+        if uns.get("spatialfuse", {}).get("modality") == "msi":
+            return msi_image(obj, image=msi_image_kind)
+        if "spatial" in uns:
+            return visium_image(obj, working_pixel_size_um=working_pixel_size_um, channel=channel)
+    if hasattr(obj, "downsampled") and hasattr(obj, "extent_um"):
+        return histology_image(obj, working_pixel_size_um=working_pixel_size_um, channel=channel)
+    raise TypeError(
+        "register() takes an MSI AnnData (read_imzml), a Visium AnnData (read_visium), a "
+        f"HistologyImage (read_histology) or a RegistrationImage, not {type(obj).__name__}"
+    )
+
+
+def native_pixel_size(obj) -> float | None:
+    """The input's own pixel size in µm where it has one that registration should respect."""
+    uns = getattr(obj, "uns", None)
+    if uns is not None and uns.get("spatialfuse", {}).get("modality") == "msi":
+        return float(min(uns["spatialfuse"]["pixel_size_um"]))
+    if isinstance(obj, RegistrationImage) and obj.modality == "msi":
+        return float(min(obj.pixel_size_um))
+    return None
+
+
+def extent_um(obj) -> float | None:
+    """Longest side of the input in µm, where cheap to know."""
+    if hasattr(obj, "extent_um"):
+        return float(max(obj.extent_um))
+    if isinstance(obj, RegistrationImage):
+        return float(max(obj.shape[1] * obj.pixel_size_um[0], obj.shape[0] * obj.pixel_size_um[1]))
+    uns = getattr(obj, "uns", None)
+    if uns is not None and "spatial" in uns and "spatialfuse" in uns:
+        coords = np.asarray(obj.obsm["spatial_um"])
+        return float(np.ptp(coords, axis=0).max() * 1.2) if len(coords) else None
+    if uns is not None and uns.get("spatialfuse", {}).get("modality") == "msi":
+        coords = np.asarray(obj.obsm["spatial"])
+        return float(np.ptp(coords, axis=0).max()) if len(coords) else None
+    return None

@@ -1,0 +1,67 @@
+"""Initial alignment: moments of the tissue masks, then a search over rotations and mirrors.
+
+Mutual-information optimisers only converge from nearby starts, so every rotation (in steps of
+``angle_step_deg``, not only 90°) with and without a mirror is tried as a similarity transform that
+matches the masks' centroids and areas; each is scored on the reference grid by Dice of the masks
+times agreement of intensities (:func:`~spatialfuse.reg._similarity.combined_score`), and the best
+distinct candidates go on to refinement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._similarity import alignment_scores, coarse, combined_score
+from spatialfuse.reg._transform import AffineTransform
+
+
+def mask_moments(img: RegistrationImage) -> tuple[np.ndarray, float]:
+    """Centroid (µm) and area (µm²) of the tissue mask (of the whole image if it is empty)."""
+    centres = img.centres_um(mask_only=bool(img.mask.any()))
+    area = len(centres) * img.pixel_size_um[0] * img.pixel_size_um[1]
+    return centres.mean(axis=0), area
+
+
+def candidates(
+    moving: RegistrationImage,
+    fixed: RegistrationImage,
+    *,
+    angle_step_deg: float = 10.0,
+    allow_mirror: bool = True,
+) -> list[tuple[float, AffineTransform, dict]]:
+    """Score similarity starts at every rotation (and mirror); best first."""
+    c_moving, a_moving = mask_moments(moving)
+    c_fixed, a_fixed = mask_moments(fixed)
+    grid = coarse(fixed)  # candidates are ranked on a coarse copy of the reference
+    scale = float(np.sqrt(a_fixed / a_moving)) if a_moving > 0 else 1.0
+    found = []
+    for mirror in (False, True) if allow_mirror else (False,):
+        for angle in np.arange(0.0, 360.0, angle_step_deg):
+            linear = AffineTransform.from_params(rotation_deg=angle, scale=scale, mirror=mirror)
+            offset = c_fixed - linear.apply(c_moving[None])[0]
+            start = AffineTransform.from_params(
+                rotation_deg=angle, scale=scale, mirror=mirror, translation=offset
+            )
+            scores = alignment_scores(moving, grid, start)
+            found.append(
+                (combined_score(scores), start, {"angle": angle, "mirror": mirror, **scores})
+            )
+    found.sort(key=lambda item: -item[0])
+    return found
+
+
+def distinct(found, *, count: int, min_angle_deg: float = 25.0):
+    """The best ``count`` candidates that differ by mirror or by at least ``min_angle_deg``."""
+    chosen = []
+    for item in found:
+        info = item[2]
+        if all(
+            info["mirror"] != other[2]["mirror"]
+            or abs((info["angle"] - other[2]["angle"] + 180) % 360 - 180) >= min_angle_deg
+            for other in chosen
+        ):
+            chosen.append(item)
+        if len(chosen) == count:
+            break
+    return chosen

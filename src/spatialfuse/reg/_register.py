@@ -1,0 +1,261 @@
+"""``sf.reg.register``: automatic registration between modalities, with measured quality."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spatialfuse._logging import logger, progress
+from spatialfuse.errors import SpatialfuseWarning
+from spatialfuse.reg import _initialize
+from spatialfuse.reg._images import (
+    RegistrationImage,
+    as_registration_image,
+    extent_um,
+    native_pixel_size,
+)
+from spatialfuse.reg._itk import COARSE_LEVELS, FULL_LEVELS, refine_bspline, refine_linear
+from spatialfuse.reg._similarity import alignment_scores, combined_score
+from spatialfuse.reg._transform import AffineTransform, Transform, as_points, compose
+
+MODELS = ("rigid", "similarity", "affine", "bspline")
+
+#: Below this Dice of the tissue masks a registration is reported as failed.
+MIN_DICE = 0.75
+#: Largest working image side (pixels) when no MSI sets the working resolution.
+WORKING_SIDE_PX = 700
+
+
+class RegistrationWarning(SpatialfuseWarning):
+    """A registration's quality checks failed; its result has ``ok=False``."""
+
+
+@dataclass
+class RegistrationResult:
+    """The outcome of :func:`register`.
+
+    Attributes
+    ----------
+    transform
+        Moving µm → fixed µm, in the frames the readers define.
+    metrics
+        ``nmi_initial``/``nmi_final`` (normalised mutual information on the fixed grid, 1 = none),
+        ``dice_initial``/``dice_final`` (tissue masks), ``min_jacobian`` (nonrigid: < 0 means
+        folding), with landmarks ``tre_um_median``/``tre_um_max``/``tre_px_median`` (in moving
+        pixels, for MSI: MSI pixels), ``seconds``.
+    ok
+        Whether every quality check passed; ``failures`` says which did not.
+    moving_image, fixed_image
+        The registration images that were aligned (for plots).
+    candidates
+        The initial candidates that were refined, with their scores.
+    """
+
+    transform: Transform
+    metrics: dict
+    ok: bool
+    failures: list[str]
+    model: str
+    moving_image: RegistrationImage
+    fixed_image: RegistrationImage
+    candidates: list[dict] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        status = "ok" if self.ok else "FAILED (" + "; ".join(self.failures) + ")"
+        tre = f", TRE {m['tre_um_median']:.1f} µm" if "tre_um_median" in m else ""
+        return (
+            f"RegistrationResult({self.model}, {status}: Dice {m['dice_final']:.3f}, "
+            f"NMI {m['nmi_initial']:.3f} → {m['nmi_final']:.3f}{tre}, {m['seconds']:.1f} s)"
+        )
+
+
+def _working_pixel_size(moving, fixed, requested: float | None) -> float:
+    if requested is not None:
+        if not requested > 0:
+            raise ValueError(f"working_pixel_size_um must be positive, got {requested!r}")
+        return float(requested)
+    msi = [s for s in (native_pixel_size(moving), native_pixel_size(fixed)) if s]
+    if msi:
+        return min(msi) / 2.0
+    extents = [e for e in (extent_um(moving), extent_um(fixed)) if e]
+    return max(extents) / WORKING_SIDE_PX if extents else 10.0
+
+
+def _landmark_errors(transform: Transform, landmarks, pixel_size: float | None) -> dict:
+    moving_pts, fixed_pts = (as_points(p) for p in landmarks)
+    if len(moving_pts) != len(fixed_pts):
+        raise ValueError("landmarks: moving and fixed point sets differ in length")
+    errors = np.linalg.norm(transform.apply(moving_pts) - fixed_pts, axis=1)
+    out = {
+        "tre_um_median": float(np.median(errors)),
+        "tre_um_mean": float(errors.mean()),
+        "tre_um_max": float(errors.max()),
+        "n_landmarks": len(errors),
+    }
+    if pixel_size:
+        out["tre_px_median"] = out["tre_um_median"] / pixel_size
+    return out
+
+
+def register(
+    moving,
+    fixed,
+    *,
+    model: str = "affine",
+    initial: Transform | None = None,
+    landmarks=None,
+    working_pixel_size_um: float | None = None,
+    msi_image: str | list[float] = "auto",
+    channel: str = "od",
+    angle_step_deg: float = 10.0,
+    allow_mirror: bool = True,
+    n_starts: int = 3,
+    bspline_grid_um: float | None = None,
+    max_tre_um: float | None = None,
+    min_dice: float = MIN_DICE,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` automatically and report how well it worked.
+
+    Parameters
+    ----------
+    moving, fixed
+        An MSI AnnData (:func:`~spatialfuse.io.read_imzml`), a Visium AnnData
+        (:func:`~spatialfuse.io.read_visium`; its H&E, in its full-resolution µm frame), a
+        :class:`~spatialfuse.io.HistologyImage`, or a prepared :class:`RegistrationImage`.
+    model
+        ``"rigid"``, ``"similarity"``, ``"affine"`` or ``"bspline"`` (affine, then a B-spline).
+    initial
+        A moving → fixed transform to start from (e.g. from landmarks); skips the search.
+    landmarks
+        ``(moving_points, fixed_points)`` in µm, to measure the target registration error.
+    working_pixel_size_um
+        Resolution the images are compared at; default: half the MSI pixel, or the larger image
+        at about 700 px. The cost does not grow with the H&E's full size.
+    msi_image, channel
+        Which MSI image (``"auto"``, ``"pc1"``, ``"pc2"``, ``"tic"`` or m/z values) and which
+        H&E channel (``"od"``, ``"hematoxylin"``, ``"gray"``) to register.
+    angle_step_deg, allow_mirror, n_starts
+        The start search: rotations every ``angle_step_deg``, with and without mirroring; the
+        ``n_starts`` best distinct starts are refined and the best result kept.
+    bspline_grid_um
+        B-spline control-point spacing (default: 4 MSI pixels or 1/8 of the tissue).
+    max_tre_um, min_dice
+        Quality thresholds; a result that misses one has ``ok=False`` and warns.
+    seed
+        Seeds ITK's metric sampling: the same inputs and seed give the same result.
+    show_progress
+        Show a progress bar over the refined starts.
+
+    Returns
+    -------
+    RegistrationResult
+        ``transform`` maps moving µm → fixed µm; ``metrics`` and ``ok`` report quality.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    t0 = time.perf_counter()
+    work = _working_pixel_size(moving, fixed, working_pixel_size_um)
+    mov = as_registration_image(
+        moving, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
+    )
+    fix = as_registration_image(
+        fixed, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
+    )
+    linear_model = "affine" if model == "bspline" else model
+
+    if initial is not None:
+        starts = [(combined_score(alignment_scores(mov, fix, initial)), initial, {"given": True})]
+    else:
+        found = _initialize.candidates(
+            mov, fix, angle_step_deg=angle_step_deg, allow_mirror=allow_mirror
+        )
+        starts = _initialize.distinct(found, count=n_starts)
+    initial_scores = alignment_scores(mov, fix, starts[0][1])
+
+    # Screen every start with a short coarse refinement, then refine the best one fully.
+    tried = []
+    best = None
+    for _score, start, info in progress(starts, show=show_progress, desc="registration"):
+        transform = _refine(mov, fix, start, linear_model, seed, levels=COARSE_LEVELS, iterations=80)
+        scores = alignment_scores(mov, fix, transform)
+        rank = combined_score(scores)
+        tried.append({**info, **scores, "score": rank})
+        if best is None or rank > best[0]:
+            best = (rank, transform)
+    transform = _refine(mov, fix, best[1], linear_model, seed, levels=FULL_LEVELS, iterations=200)
+    scores = alignment_scores(mov, fix, transform)
+
+    metrics: dict = {}
+    if model == "bspline":
+        grid = bspline_grid_um or _default_grid(mov, fix)
+        warped, _ = refine_bspline(mov, fix, transform, grid_spacing_um=grid, seed=seed)
+        warped_scores = alignment_scores(mov, fix, warped)
+        sample = fix.centres_um(mask_only=bool(fix.mask.any()))[::7]
+        metrics["min_jacobian"] = float(warped.inverse().jacobian_determinant(sample).min())
+        metrics["bspline_grid_um"] = float(grid)
+        transform, scores = warped, warped_scores
+
+    metrics.update(
+        {
+            "nmi_initial": initial_scores["nmi"],
+            "nmi_final": scores["nmi"],
+            "dice_initial": initial_scores["dice"],
+            "dice_final": scores["dice"],
+            "fixed_tissue_covered": scores["fixed_tissue_covered"],
+            "working_pixel_size_um": work,
+        }
+    )
+    if landmarks is not None:
+        metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
+    metrics["seconds"] = time.perf_counter() - t0
+
+    failures = []
+    if scores["dice"] < min_dice:
+        failures.append(f"tissue masks overlap poorly (Dice {scores['dice']:.2f} < {min_dice})")
+    if scores["nmi"] <= 1.0 + 1e-3:
+        failures.append("no mutual information between the aligned images")
+    if metrics.get("min_jacobian", 1.0) <= 0:
+        failures.append(f"the nonrigid map folds (min Jacobian {metrics['min_jacobian']:.2f})")
+    if max_tre_um is not None and metrics.get("tre_um_median", 0.0) > max_tre_um:
+        failures.append(
+            f"landmark error too large (median {metrics['tre_um_median']:.1f} µm > {max_tre_um})"
+        )
+    result = RegistrationResult(
+        transform, metrics, not failures, failures, model, mov, fix, tried
+    )
+    if failures:
+        warnings.warn(
+            f"registration {mov.description} → {fix.description} failed its checks: "
+            + "; ".join(failures),
+            RegistrationWarning,
+            stacklevel=2,
+        )
+    logger.info("%r", result)
+    return result
+
+
+def _refine(mov: RegistrationImage, fix: RegistrationImage, start, model: str, seed: int, **kw):
+    """Refine a start; mirrored starts run on the flipped moving image, then unflip."""
+    if not isinstance(start, AffineTransform):
+        return start
+    if start.is_mirror:
+        flipped, flip = mov.mirrored()
+        refined, _ = refine_linear(flipped, fix, compose(start, flip), model=model, seed=seed, **kw)
+        return compose(refined, flip)
+    refined, _ = refine_linear(mov, fix, start, model=model, seed=seed, **kw)
+    return refined
+
+
+def _default_grid(mov: RegistrationImage, fix: RegistrationImage) -> float:
+    if mov.modality == "msi":
+        return 4 * max(mov.pixel_size_um)
+    if fix.modality == "msi":
+        return 4 * max(fix.pixel_size_um)
+    extent = max(fix.shape[1] * fix.pixel_size_um[0], fix.shape[0] * fix.pixel_size_um[1])
+    return extent / 8
