@@ -2,8 +2,9 @@
 
 Entries live under ``$SPATIALFUSE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/spatialfuse`` or
 ``~/.cache/spatialfuse``), never next to the inputs, which are never modified. A key covers each
-input's absolute path, size, modification time and a hash of its first and last 64 KiB, so an edited
-file is never served a stale entry. Writes are atomic; a cache that cannot be written is skipped.
+input's absolute path, size, modification and status-change times, inode and a hash of its first
+and last 64 KiB, so an edited file is never served a stale entry. Writes are atomic; a cache that
+cannot be written is skipped.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def file_fingerprint(path: Path) -> str:
         if stat.st_size > _EDGE:
             handle.seek(max(_EDGE, stat.st_size - _EDGE))
             digest.update(handle.read(_EDGE))
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{digest.hexdigest()}"
+    # The inode and ctime catch an edit in the middle of a large file whose size and mtime were
+    # restored (os.utime can set mtime, never ctime); the edges' hash catches copies over it.
+    return (
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|{stat.st_ctime_ns}|"
+        f"{digest.hexdigest()}"
+    )
 
 
 def cache_key(*parts: str) -> str:
@@ -52,7 +58,8 @@ def load_npz(namespace: str, key: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # Our own handle: np.load leaks its file when the archive is damaged.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception as exc:  # a damaged entry is a miss, never an error
         logger.debug("ignoring unreadable cache entry %s: %s", path, exc)

@@ -1,9 +1,9 @@
 """Write small imzML files with known content, and rewrite them into real-world variants.
 
-Files are written with pyimzML's ``ImzMLWriter`` (an independent writer) and then post-processed as
-text (and, where a variant needs other bytes, by appending to the ``.ibd``). Every function returns or
-updates an :class:`ImzMLTruth`: the arrays and coordinates that the files hold, which a reader must
-return exactly.
+Files are written with pyimzML's ``ImzMLWriter`` (an independent writer) and then post-processed
+as text (and, where a variant needs other bytes, by appending to the ``.ibd``). Every function
+returns or updates an :class:`ImzMLTruth`: the arrays and coordinates that the files hold, which a
+reader must return exactly.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ class ImzMLTruth:
     def grid(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """``(x0, y0)`` and ``(rows, cols)`` of the bounding box of the coordinates."""
         x, y = self.coords[:, 0], self.coords[:, 1]
-        return (int(x.min()), int(y.min())), (int(y.max() - y.min() + 1), int(x.max() - x.min() + 1))
+        return (int(x.min()), int(y.min())), (
+            int(y.max() - y.min() + 1),
+            int(x.max() - x.min() + 1),
+        )
 
     def to_image(self, values: np.ndarray) -> np.ndarray:
         """Independent placement of per-spectrum values on the bounding-box grid (NaN elsewhere)."""
@@ -191,9 +194,30 @@ def pixel_size_params(
         if unit_name is not None:
             unit += f' unitName="{unit_name}"'
         lines.append(
-            f'      <cvParam cvRef="IMS" accession="{accession}" name="{name}" value="{value}"{unit}/>'
+            f'<cvParam cvRef="IMS" accession="{accession}" name="{name}" value="{value}"{unit}/>'
         )
     return "\n".join(lines)
+
+
+def _expected_pixel_size(px, py, unit_accession, unit_name) -> tuple[float, float] | None:
+    """What the pixel-size cvParams mean in µm (valid, known-unit values only; else None)."""
+    factor = {"UO:0000017": 1.0, "UO:0000018": 1e-3}.get(unit_accession or "")
+    if factor is None:
+        factor = {"micrometer": 1.0, "nanometer": 1e-3, "": 1.0}.get(unit_name or "")
+    if factor is None:
+        return None
+
+    def valid(v):
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return v * factor if np.isfinite(v) and v > 0 else None
+
+    x, y = valid(px), valid(py)
+    if x is None and y is None:
+        return None
+    return (x if x is not None else y, y if y is not None else x)
 
 
 def write_imzml(
@@ -218,6 +242,7 @@ def write_imzml(
     strings such as ``"Inf"``) or ``None`` (nothing written).
     """
     path = Path(path).with_suffix(".imzML")
+    path.parent.mkdir(parents=True, exist_ok=True)
     mz_dtype, intensity_dtype = np.dtype(mz_dtype), np.dtype(intensity_dtype)
     mz_comp = mz_compression or compression
     int_comp = intensity_compression or compression
@@ -261,10 +286,7 @@ def write_imzml(
                 '<scanSettings id="scanSettings1">', '<scanSettings id="scanSettings1">\n' + params
             )
         )
-        try:
-            truth.pixel_size_um = (float(px if px is not None else py), float(py or px))
-        except (TypeError, ValueError):
-            truth.pixel_size_um = None
+        truth.pixel_size_um = _expected_pixel_size(px, py, pixel_unit_accession, pixel_unit_name)
     return truth
 
 
@@ -357,7 +379,9 @@ def get_param_value(block: str, accession: str) -> str:
 
 def remove_params(text: str, accession: str) -> str:
     """Remove every cvParam line with ``accession``."""
-    return re.sub(r'[ \t]*<cvParam\b[^>]*accession="' + re.escape(accession) + r'"[^>]*/>\n?', "", text)
+    return re.sub(
+        r'[ \t]*<cvParam\b[^>]*accession="' + re.escape(accession) + r'"[^>]*/>\n?', "", text
+    )
 
 
 def group_params(text: str, group_id: str) -> str:
@@ -390,11 +414,13 @@ def inline_array_groups(text: str, *, placement: str = "start") -> str:
 
         text = edit_spectra(text, fix)
         text = re.sub(_GROUP_RE.format(group_id), "", text, flags=re.S)
-    return text.replace('<referenceableParamGroupList count="4">', '<referenceableParamGroupList count="2">')
+    return text.replace(
+        '<referenceableParamGroupList count="4">', '<referenceableParamGroupList count="2">'
+    )
 
 
 def ims_integer_accessions(text: str) -> str:
-    """Declare integer arrays with the imzML accessions IMS:1000141/142 instead of MS:1000519/522."""
+    """Declare integer arrays with IMS:1000141/142 (imzML) instead of MS:1000519/522."""
     for ms, ims in IMS_INTEGER_ACCESSIONS.items():
         text = text.replace(f'cvRef="MS" accession="{ms}"', f'cvRef="IMS" accession="{ims}"')
     return text
@@ -438,7 +464,9 @@ def drop_mode(text: str) -> str:
 
 def set_uuid(text: str, value: str) -> str:
     return re.sub(
-        r'(accession="IMS:1000080"[^>]*value=")[^"]*(")', lambda m: m.group(1) + value + m.group(2), text
+        r'(accession="IMS:1000080"[^>]*value=")[^"]*(")',
+        lambda m: m.group(1) + value + m.group(2),
+        text,
     )
 
 
@@ -508,7 +536,9 @@ def override_array_dtype(
             array = set_param_value(array, "IMS:1000102", offset)
             array = set_param_value(array, "IMS:1000104", len(data))
             if placement == "start":
-                return re.sub(r"(<referenceableParamGroupRef[^>]*/>)", r"\1" + param, array, count=1)
+                return re.sub(
+                    r"(<referenceableParamGroupRef[^>]*/>)", r"\1" + param, array, count=1
+                )
             return array.replace("<binary/>", param + "<binary/>")
 
         return edit_arrays(spectrum, kind, one)

@@ -4,6 +4,7 @@ Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into 
 """
 
 from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._landmarks import LandmarkFit, from_landmarks, read_landmarks
 from spatialfuse.reg._register import (
     RegistrationResult,
     RegistrationWarning,
@@ -29,13 +30,16 @@ __all__ = [
     "DisplacementField",
     "InverseAccuracyWarning",
     "InverseTransform",
+    "LandmarkFit",
     "RegistrationImage",
     "RegistrationResult",
     "RegistrationWarning",
     "ThinPlateSpline",
     "Transform",
     "compose",
+    "from_landmarks",
     "pixel_centres_um",
+    "read_landmarks",
     "register",
     "resample",
 ]

@@ -64,12 +64,13 @@ def mz_windows(
 def shared_mz_axis(acc: IbdAccess) -> np.ndarray | None:
     """The m/z array every spectrum shares, or None when spectra have their own."""
     t = acc.table
-    if t.n == 0 or acc.compressed:
+    if t.n == 0:
         return None
     same = (
         (t.mz_offset == t.mz_offset[0]).all()
         and (t.mz_length == t.mz_length[0]).all()
         and (t.mz_dtype == t.mz_dtype[0]).all()
+        and (t.mz_comp == t.mz_comp[0]).all()
         and (t.int_length == t.mz_length[0]).all()
         and (t.int_dtype == t.int_dtype[0]).all()
     )
@@ -81,7 +82,7 @@ def shared_mz_axis(acc: IbdAccess) -> np.ndarray | None:
 def intensity_matrix(acc: IbdAccess) -> np.ndarray | None:
     """Intensities as an (n_spectra, n_mz) strided view of the ``.ibd``, where the layout allows."""
     t = acc.table
-    if shared_mz_axis(acc) is None:
+    if acc.compressed or shared_mz_axis(acc) is None:
         return None
     dtype = DTYPE_CODES[int(t.int_dtype[0])]
     length = int(t.int_length[0])

@@ -22,6 +22,8 @@ from spatialfuse.io.imzml._table import DTYPE_CODES, SpectrumTable
 
 #: Bump when the offset-table format or the scanners' output changes: old cache entries then miss.
 SCAN_VERSION = "1"
+#: Largest image (grid cells) that to_image/ion_image will allocate.
+MAX_IMAGE_PIXELS = 400_000_000
 
 
 def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -72,6 +74,11 @@ class ImzMLReader:
         Use and fill the offset-table cache (see :mod:`spatialfuse._cache`).
     check_uuid
         Refuse a ``.ibd`` whose UUID differs from the one the ``.imzML`` declares.
+    validate
+        Parse the whole XML with lxml (slower: about pyimzML's speed) so that a document that is
+        malformed anywhere is refused. By default the fast scanner checks, exactly, only the text
+        it reads (positions, offsets, lengths, array declarations); damage elsewhere in a spectrum
+        does not change what is read.
 
     Attributes
     ----------
@@ -104,6 +111,7 @@ class ImzMLReader:
         *,
         cache: bool = True,
         check_uuid: bool = True,
+        validate: bool = False,
     ):
         self.path, self.ibd_path = resolve_pair(path)
         self._ibd_mm = None
@@ -115,7 +123,7 @@ class ImzMLReader:
             raise FileFormatError(self.path, f"cannot be read: {exc}") from exc
         try:
             self._header: ImzMLHeader = parse_header(xml_mm, self.path)
-            table, self.scan_method = self._offset_table(xml_mm, cache=cache)
+            table, self.scan_method = self._offset_table(xml_mm, cache=cache, validate=validate)
         finally:
             if isinstance(xml_mm, mmap.mmap):
                 try:
@@ -154,7 +162,9 @@ class ImzMLReader:
         )
 
     # ------------------------------------------------------------------ opening
-    def _offset_table(self, xml_mm, *, cache: bool) -> tuple[SpectrumTable, str]:
+    def _offset_table(self, xml_mm, *, cache: bool, validate: bool) -> tuple[SpectrumTable, str]:
+        if validate:
+            return scan_generic(self.path, self._header), "generic"
         key = None
         if cache:
             key = _cache.cache_key(
@@ -341,6 +351,11 @@ class ImzMLReader:
             raise ValueError(f"expected {self.n_spectra} values, got {values.shape[0]}")
         x0, y0 = self.grid_origin
         rows, cols = self.grid_shape
+        if rows * cols > MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"{self.path}: positions span {cols} × {rows} grid cells; an image of that size "
+                f"(over {MAX_IMAGE_PIXELS:,} pixels) is refused — use window_sums() per spectrum"
+            )
         dtype = np.result_type(values.dtype, np.float32 if np.isnan(fill) else values.dtype)
         t = self._table
         if values.ndim == 1:
@@ -446,9 +461,12 @@ class ImzMLReader:
         if mz is None:
             from spatialfuse.io.imzml._axis import build_mz_axis
 
-            mz = build_mz_axis(self, ppm=ppm, show_progress=show_progress)
-        sums = self.window_sums(mz, ppm=ppm, show_progress=show_progress)
-        return np.asarray(mz, dtype=np.float64), sums.mean(axis=0)
+            common = build_mz_axis(self, ppm=ppm, show_progress=show_progress)
+            centres, lo, hi = common.mz, common.lo, common.hi
+        else:
+            centres, lo, hi = _kernels.mz_windows(mz, ppm=ppm)
+        sums = _kernels.window_sums(self._acc, lo, hi, show_progress=show_progress)
+        return np.asarray(centres, dtype=np.float64), sums.mean(axis=0)
 
     def iter_chunks(self, *, chunk_spectra: int = 4096):
         """Yield ``(start, stop, mz, intensity, lengths)`` with flat arrays for chunks of spectra."""

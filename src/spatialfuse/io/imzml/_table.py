@@ -57,8 +57,25 @@ class SpectrumTable:
 
     @classmethod
     def from_arrays(cls, arrays) -> SpectrumTable:
-        """Inverse of :meth:`to_arrays`."""
-        return cls(**{f.name: np.asarray(arrays[f.name]) for f in fields(cls)})
+        """Inverse of :meth:`to_arrays`; raise ValueError unless the columns form a valid table.
+
+        (The arrays may come from a damaged cache entry.)
+        """
+        table = cls(**{f.name: np.asarray(arrays[f.name]) for f in fields(cls)})
+        columns = table.to_arrays()
+        n = table.x.shape[0] if table.x.ndim == 1 else -1
+        for name, values in columns.items():
+            if values.ndim != 1 or values.shape[0] != n or values.dtype.kind not in "iu":
+                raise ValueError(f"column {name} is not {n} integers")
+        for name, limit in (
+            ("mz_dtype", len(DTYPE_CODES)),
+            ("int_dtype", len(DTYPE_CODES)),
+            ("mz_comp", len(COMPRESSION_CODES)),
+            ("int_comp", len(COMPRESSION_CODES)),
+        ):
+            if n and (int(columns[name].min()) < 0 or int(columns[name].max()) >= limit):
+                raise ValueError(f"column {name} holds an unknown code")
+        return table
 
     @classmethod
     def from_columns(cls, **columns) -> SpectrumTable:
