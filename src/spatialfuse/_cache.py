@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from spatialfuse._logging import logger
@@ -70,16 +69,11 @@ def save_npz(namespace: str, key: str, arrays: dict) -> None:
     """Store ``arrays`` under ``key`` atomically; failures are logged and ignored."""
     import numpy as np
 
+    from spatialfuse._io_utils import atomic_path
+
     folder = cache_dir() / namespace
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, folder / f"{key}.npz")
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_path(folder / f"{key}.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
     except OSError as exc:
         logger.debug("could not write cache entry in %s: %s", folder, exc)

@@ -1,6 +1,5 @@
-"""``sf.pl``: plots.
+"""``sf.pl``: plots."""
 
-Populated by later work; the namespace exists so that user code can rely on it.
-"""
+from spatialfuse.pl._registration import registration_qc
 
-__all__: list[str] = []
+__all__ = ["registration_qc"]

@@ -3,6 +3,7 @@
 Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into a reference frame.
 """
 
+from spatialfuse.reg._chain import ChainResult, register_chain, visium_um_to_fullres_px
 from spatialfuse.reg._images import RegistrationImage
 from spatialfuse.reg._landmarks import LandmarkFit, from_landmarks, read_landmarks
 from spatialfuse.reg._register import (
@@ -26,6 +27,7 @@ from spatialfuse.reg._transform import (
 __all__ = [
     "INVERSE_TOLERANCE_UM",
     "AffineTransform",
+    "ChainResult",
     "CompositeTransform",
     "DisplacementField",
     "InverseAccuracyWarning",
@@ -41,5 +43,7 @@ __all__ = [
     "pixel_centres_um",
     "read_landmarks",
     "register",
+    "register_chain",
     "resample",
+    "visium_um_to_fullres_px",
 ]

@@ -95,6 +95,9 @@ def otsu_mask(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     from skimage.filters import threshold_otsu
 
     valid = np.ones(image.shape, bool) if valid is None else valid
+    # Smooth first so that texture inside the tissue cannot split it: the mask is about where
+    # tissue is, not what it looks like.
+    image = ndimage.gaussian_filter(np.where(valid, image, np.median(image[valid])), 1.5)
     values = image[valid]
     if values.size < 4 or np.ptp(values) == 0:
         return valid.copy(), 0.0

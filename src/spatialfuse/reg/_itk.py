@@ -8,6 +8,8 @@ nowhere else: :func:`to_itk` inverts our moving → fixed affine into ITK's fixe
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from spatialfuse.reg._images import RegistrationImage
@@ -51,6 +53,21 @@ def from_itk(itk, *, model: str) -> AffineTransform:
     m[:2, :2] = a
     m[:2, 2] = c + t - a @ c
     return AffineTransform(np.linalg.inv(m), model=model)
+
+
+@contextlib.contextmanager
+def _single_threaded():
+    """Run ITK with one thread: its threaded metric sums in a varying order, which makes results
+    differ from run to run (1e-7 relative, growing through the optimiser); the same inputs and
+    seed must give the same transform."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 #: (shrink factor, smoothing sigma in pixels) per pyramid level.
@@ -100,7 +117,8 @@ def refine_linear(
     )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetInitialTransform(to_itk(start, model=model, center=centre), inPlace=False)
-    result = method.Execute(fixed_itk, moving_itk)
+    with _single_threaded():
+        result = method.Execute(fixed_itk, moving_itk)
     if result.GetName() == "CompositeTransform":
         result = sitk.CompositeTransform(result).GetNthTransform(0)
     kind = {
@@ -145,7 +163,8 @@ def refine_bspline(
     )
     method.SetMovingInitialTransform(to_itk(affine, model="affine", center=centre))
     method.SetInitialTransform(bspline, inPlace=True)
-    method.Execute(fixed_itk, moving_itk)
+    with _single_threaded():
+        method.Execute(fixed_itk, moving_itk)
 
     spacing = field_spacing_um or max(min(fixed.pixel_size_um) * 2, grid_spacing_um / 4)
     origin = np.asarray(fixed.origin_um, dtype=np.float64)
@@ -156,4 +175,4 @@ def refine_bspline(
     moved = np.array([bspline.TransformPoint(tuple(p)) for p in nodes])
     field = (moved - nodes).reshape(rows, cols, 2)
     residual = DisplacementField(field, origin_um=tuple(origin), spacing_um=(spacing, spacing))
-    return compose(InverseTransform(residual), affine), float(method.GetMetricValue())
+    return compose(InverseTransform(residual), affine), residual

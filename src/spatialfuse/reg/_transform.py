@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -127,17 +126,12 @@ class Transform(ABC):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the transform as JSON, atomically (a temporary file, then a rename)."""
+        from spatialfuse._io_utils import atomic_path
+
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         return path
 
     @staticmethod
