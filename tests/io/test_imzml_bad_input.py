@@ -295,9 +295,7 @@ def test_malformed_xml_elsewhere_refused_with_validate(truth, where, old, new):
     # By default the fast scanner reads such files exactly (test above); validate=True parses the
     # whole document and refuses it.
     _damage(truth, old, new)
-    reader, exc = run_bounded(
-        lambda: ImzMLReader(truth.imzml, cache=False, validate=True)
-    )
+    _, exc = run_bounded(lambda: ImzMLReader(truth.imzml, cache=False, validate=True))
     assert isinstance(exc, FileFormatError), repr(exc)
     assert "malformed XML" in str(exc) and truth.imzml.name in str(exc)
 

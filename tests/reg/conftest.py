@@ -18,12 +18,15 @@ def tissue_image(seed: int = 1, shape=(150, 180)) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     yy, xx = np.indices(shape)
-    radius = np.hypot((yy - shape[0] / 2) / (shape[0] * 0.36), (xx - shape[1] / 2) / (shape[1] * 0.4))
+    radius = np.hypot(
+        (yy - shape[0] / 2) / (shape[0] * 0.36), (xx - shape[1] / 2) / (shape[1] * 0.4)
+    )
     wobble = gaussian_filter(rng.normal(size=shape), 10)
     outline = radius + 2.5 * wobble / np.abs(wobble).max() * 0.3 < 1
-    holes = gaussian_filter(rng.normal(size=shape), 4) > 2.2 * gaussian_filter(
-        rng.normal(size=shape), 4
-    ).std()
+    holes = (
+        gaussian_filter(rng.normal(size=shape), 4)
+        > 2.2 * gaussian_filter(rng.normal(size=shape), 4).std()
+    )
     regions = gaussian_filter(rng.normal(size=shape), 12)
     texture = gaussian_filter(rng.normal(size=shape), 1.2)
     image = 0.55 + 0.2 * np.tanh(regions / regions.std()) + 0.1 * texture / texture.std()
@@ -31,7 +34,7 @@ def tissue_image(seed: int = 1, shape=(150, 180)) -> np.ndarray:
 
 
 def make_pair(seed: int, *, warp=None):
-    """Fixed image at 20 µm, moving at 50 µm under a random affine (with mirror) and optional warp."""
+    """Fixed at 20 µm, moving at 50 µm under a random affine (maybe mirrored) and optional warp."""
     rng = np.random.default_rng(seed)
     fixed_array = tissue_image()
     fixed = RegistrationImage(

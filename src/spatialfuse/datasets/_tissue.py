@@ -402,7 +402,8 @@ def _kernel(kind: str, a: float, b: float, angle: float):
     """Pixel offsets and anti-aliased coverage of an ellipse (``a``, ``b`` semi-axes, px) or a
     capsule (half-length ``a``, half-width ``b``) rotated by ``angle``."""
     reach = int(math.ceil(max(a, b) + 1.0))
-    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1].astype(np.float64)
+    offsets = np.arange(-reach, reach + 1, dtype=np.float64)
+    dy, dx = offsets[:, None], offsets[None, :]
     ca, sa = math.cos(angle), math.sin(angle)
     along = dx * ca + dy * sa
     across = -dx * sa + dy * ca
@@ -412,21 +413,32 @@ def _kernel(kind: str, a: float, b: float, angle: float):
     else:
         distance = np.hypot(np.maximum(np.abs(along) - a, 0.0), across) - b
     coverage = np.clip(0.5 - distance, 0.0, 1.0)
-    keep = coverage > 0.02
-    return dy[keep].astype(np.int64), dx[keep].astype(np.int64), coverage[keep]
+    rows, cols = np.nonzero(coverage > 0.02)
+    return rows - reach, cols - reach, coverage[rows, cols]
+
+
+def _snap(values: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
+    """Snap values in ``[lo, hi]`` to ``levels`` evenly spaced values (few distinct stamp shapes)."""
+    if levels < 2 or hi <= lo:
+        return np.full_like(values, (lo + hi) / 2.0)
+    t = np.clip(np.rint((values - lo) / (hi - lo) * (levels - 1)), 0, levels - 1)
+    return lo + t * (hi - lo) / (levels - 1)
+
+
+_ANGLE_BINS = 16
 
 
 def _stamps(kind, centres_px, semi_a, semi_b, angles, strength, shape):
-    """Flat indices and weights of many stamped shapes, grouped by quantised shape."""
+    """Flat indices and weights of many stamped shapes, grouped by shape (``semi_a``, ``semi_b``
+    already snapped to a few values; angles are binned)."""
     height, width = shape
     n = len(centres_px)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    qa = np.maximum(np.rint(semi_a * 4.0), 1).astype(np.int64)
-    qb = np.maximum(np.rint(semi_b * 4.0), 1).astype(np.int64)
-    n_angles = 24
-    qt = np.rint((np.mod(angles, np.pi) / np.pi) * n_angles).astype(np.int64) % n_angles
-    keys = (qa * 4096 + qb) * n_angles + qt
+    _, ia = np.unique(semi_a, return_inverse=True)
+    _, ib = np.unique(semi_b, return_inverse=True)
+    it = np.rint(np.mod(angles, np.pi) / np.pi * _ANGLE_BINS).astype(np.int64) % _ANGLE_BINS
+    keys = (ia.ravel() * (ib.max() + 1) + ib.ravel()) * _ANGLE_BINS + it
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
@@ -434,12 +446,9 @@ def _stamps(kind, centres_px, semi_a, semi_b, angles, strength, shape):
     flats, weights = [], []
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         members = order[s:e]
-        key = int(sorted_keys[s])
+        first = members[0]
         dy, dx, cov = _kernel(
-            kind,
-            (key // n_angles // 4096) / 4.0,
-            (key // n_angles % 4096) / 4.0,
-            (key % n_angles) * np.pi / n_angles,
+            kind, float(semi_a[first]), float(semi_b[first]), it[first] * np.pi / _ANGLE_BINS
         )
         r = centres_px[members, 1, None] + dy[None, :]
         c = centres_px[members, 0, None] + dx[None, :]
@@ -538,8 +547,8 @@ def render_he(
         pts = _sample_points(rng, texture, lp, density, cls)
         n = len(pts)
         angles = orientation_fn(pts) + rng.normal(0.0, 0.2, size=n)
-        a = rng.uniform(*half_length, size=n) / he_px
-        b = rng.uniform(*half_width, size=n) / he_px
+        a = _snap(rng.uniform(*half_length, size=n), *half_length, 4) / he_px
+        b = _snap(rng.uniform(*half_width, size=n), *half_width, 3) / he_px
         strength = rng.uniform(*od, size=n) * stain[1]
         centres = np.floor(pts / he_px).astype(np.int64)
         flat, weight = _stamps("capsule", centres, a, b, angles, strength, (height, width))
@@ -548,8 +557,8 @@ def render_he(
     for cls, (density, semi_major, elongation, od, aligned) in enumerate(_NUCLEI):
         pts = _sample_points(rng, texture, lp, density, cls)
         n = len(pts)
-        a = rng.uniform(*semi_major, size=n)
-        b = a / rng.uniform(*elongation, size=n)
+        a = _snap(rng.uniform(*semi_major, size=n), *semi_major, 5)
+        b = a / _snap(rng.uniform(*elongation, size=n), *elongation, 3)
         if aligned:
             angles = orientation_fn(pts) + rng.normal(0.0, 0.15, size=n)
         else:

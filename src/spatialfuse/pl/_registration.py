@@ -42,7 +42,6 @@ def registration_qc(
     -------
     The matplotlib Figure.
     """
-
     import matplotlib.pyplot as plt
 
     from spatialfuse.reg._similarity import warp_to
@@ -60,15 +59,17 @@ def registration_qc(
     overlay = np.dstack([fixed.image, np.where(inside, warped, 0), fixed.image])
     axes[0].imshow(np.clip(overlay, 0, 1), extent=extent)
     axes[0].set_title("overlay: fixed magenta, moving green")
-    axes[1].imshow(_checkerboard(fixed.image, np.where(inside, warped, 0), tiles), cmap="gray",
-                   extent=extent)
+    axes[1].imshow(
+        _checkerboard(fixed.image, np.where(inside, warped, 0), tiles), cmap="gray", extent=extent
+    )
     axes[1].set_title("checkerboard")
     axes[2].imshow(fixed.image, cmap="gray", extent=extent)
     ys = np.linspace(extent[3], extent[2], fixed.shape[0])
     xs = np.linspace(extent[0], extent[1], fixed.shape[1])
     axes[2].contour(xs, ys, fixed.mask.astype(float), levels=[0.5], colors="magenta", linewidths=1)
-    axes[2].contour(xs, ys, (warped_mask & inside).astype(float), levels=[0.5], colors="lime",
-                    linewidths=1)
+    axes[2].contour(
+        xs, ys, (warped_mask & inside).astype(float), levels=[0.5], colors="lime", linewidths=1
+    )
     m = result.metrics
     axes[2].set_title(f"tissue outlines (Dice {m['dice_final']:.3f})")
     if landmarks is not None:
@@ -78,9 +79,17 @@ def registration_qc(
         mapped = result.transform.apply(src)
         errors = np.linalg.norm(mapped - dst, axis=1)
         axes[3].imshow(fixed.image, cmap="gray", extent=extent)
-        axes[3].quiver(mapped[:, 0], mapped[:, 1], (dst - mapped)[:, 0] * 10,
-                       (dst - mapped)[:, 1] * 10, angles="xy", scale_units="xy", scale=1,
-                       color="yellow", width=0.006)
+        axes[3].quiver(
+            mapped[:, 0],
+            mapped[:, 1],
+            (dst - mapped)[:, 0] * 10,
+            (dst - mapped)[:, 1] * 10,
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            color="yellow",
+            width=0.006,
+        )
         axes[3].scatter(dst[:, 0], dst[:, 1], s=12, c="cyan", label="fixed landmark")
         axes[3].set_title(f"landmark residuals ×10 (median {np.median(errors):.1f} µm)")
         axes[3].legend(loc="lower right", fontsize=7)

@@ -56,8 +56,6 @@ def register_chain(images, *, models: str | list[str] = "affine", **kwargs) -> C
     per_step = [models] * n if isinstance(models, str) else list(models)
     if len(per_step) != n:
         raise ValueError(f"{n} registration steps but {len(per_step)} models")
-    steps = [
-        register(images[i], images[i + 1], model=per_step[i], **kwargs) for i in range(n)
-    ]
+    steps = [register(images[i], images[i + 1], model=per_step[i], **kwargs) for i in range(n)]
     transform = compose(*[s.transform for s in reversed(steps)])
     return ChainResult(transform, steps)

@@ -68,7 +68,7 @@ class RegistrationImage:
         return out
 
     def mirrored(self) -> tuple[RegistrationImage, object]:
-        """This image flipped left-right about its own centre, and the flip as a transform."""
+        """The image flipped left-right about its own centre, and the flip as a transform."""
         from spatialfuse.reg._transform import AffineTransform
 
         width = self.shape[1] * self.pixel_size_um[0]
@@ -216,17 +216,15 @@ def _resized(array: np.ndarray, size_um, target_um) -> tuple[np.ndarray, tuple[f
 
     rows, cols = array.shape[:2]
     extent = (cols * size_um[0], rows * size_um[1])
-    new_cols = max(8, int(round(extent[0] / target_um)))
-    new_rows = max(8, int(round(extent[1] / target_um)))
+    new_cols = max(8, round(extent[0] / target_um))
+    new_rows = max(8, round(extent[1] / target_um))
     if (new_rows, new_cols) == (rows, cols):
         return array, tuple(size_um)
     out = resize(array, (new_rows, new_cols), anti_aliasing=new_cols < cols, preserve_range=True)
     return out, (extent[0] / new_cols, extent[1] / new_rows)
 
 
-def histology_image(
-    he, *, working_pixel_size_um: float, channel: str = "od"
-) -> RegistrationImage:
+def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") -> RegistrationImage:
     """Registration image of a :class:`~spatialfuse.io.HistologyImage` at a working resolution."""
     longest_um = max(he.extent_um)
     max_size = int(np.ceil(longest_um / working_pixel_size_um)) * 2
@@ -278,8 +276,11 @@ def visium_image(
 def as_registration_image(
     obj, *, working_pixel_size_um: float | None, channel: str = "od", msi_image_kind="auto"
 ) -> RegistrationImage:
-    """Dispatch on the kind of ``obj`` (MSI AnnData, Visium AnnData, HistologyImage, or one
-    already-built :class:`RegistrationImage`)."""
+    """Build the registration image of ``obj``, whatever its kind.
+
+    ``obj`` is an MSI AnnData, a Visium AnnData, a HistologyImage, or a ready
+    :class:`RegistrationImage`.
+    """
     if isinstance(obj, RegistrationImage):
         return obj
     uns = getattr(obj, "uns", None)

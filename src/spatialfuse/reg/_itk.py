@@ -57,9 +57,12 @@ def from_itk(itk, *, model: str) -> AffineTransform:
 
 @contextlib.contextmanager
 def _single_threaded():
-    """Run ITK with one thread: its threaded metric sums in a varying order, which makes results
-    differ from run to run (1e-7 relative, growing through the optimiser); the same inputs and
-    seed must give the same transform."""
+    """Run ITK with one thread.
+
+    Its threaded metric sums in a varying order, which makes results differ from run to run
+    (1e-7 relative, growing through the optimiser); the same inputs and seed must give the same
+    transform.
+    """
     import SimpleITK as sitk
 
     before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
@@ -99,12 +102,16 @@ def refine_linear(
     iterations: int = 200,
     levels=FULL_LEVELS,
 ) -> tuple[AffineTransform, float]:
-    """Refine ``start`` (moving → fixed) by Mattes mutual information; returns the transform and
-    the final metric value (lower is better in ITK's sign convention)."""
+    """Refine ``start`` (moving → fixed) by Mattes mutual information.
+
+    Returns the transform and the final metric value (lower is better in ITK's convention).
+    """
     import SimpleITK as sitk
 
     if start.is_mirror:
-        raise ValueError("refine_linear needs an orientation-preserving start; flip the image first")
+        raise ValueError(
+            "refine_linear needs an orientation-preserving start; flip the image first"
+        )
     fixed_itk, moving_itk = fixed.to_sitk(), moving.to_sitk()
     centre = fixed.centres_um(mask_only=bool(fixed.mask.any())).mean(axis=0)
     method = _method(seed, levels=levels)
@@ -142,15 +149,15 @@ def refine_bspline(
 ):
     """A B-spline refinement on top of ``affine`` (moving → fixed).
 
-    ITK optimises ``B`` (fixed → fixed, near identity) with ``fixed → moving = A⁻¹ ∘ B``; the result,
-    moving → fixed, is ``B⁻¹ ∘ A``. ``B`` is stored as a :class:`DisplacementField` sampled on the
-    fixed grid (every ``field_spacing_um``) and inverted numerically.
+    ITK optimises ``B`` (fixed → fixed, near identity) with ``fixed → moving = A⁻¹ ∘ B``; the
+    result, moving → fixed, is ``B⁻¹ ∘ A``. ``B`` is stored as a :class:`DisplacementField` sampled
+    on the fixed grid (every ``field_spacing_um``) and inverted numerically.
     """
     import SimpleITK as sitk
 
     fixed_itk, moving_itk = fixed.to_sitk(), moving.to_sitk()
     extent = np.array(fixed_itk.GetSize()) * np.array(fixed_itk.GetSpacing())
-    mesh = [max(1, int(round(e / grid_spacing_um))) for e in extent]
+    mesh = [max(1, round(float(e) / grid_spacing_um)) for e in extent]
     bspline = sitk.BSplineTransformInitializer(fixed_itk, mesh, order=3)
     centre = fixed.centres_um().mean(axis=0)
     method = _method(seed)

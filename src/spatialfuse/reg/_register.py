@@ -182,7 +182,9 @@ def register(
     tried = []
     best = None
     for _score, start, info in progress(starts, show=show_progress, desc="registration"):
-        transform = _refine(mov, fix, start, linear_model, seed, levels=COARSE_LEVELS, iterations=80)
+        transform = _refine(
+            mov, fix, start, linear_model, seed, levels=COARSE_LEVELS, iterations=80
+        )
         scores = alignment_scores(mov, fix, transform)
         rank = combined_score(scores)
         tried.append({**info, **scores, "score": rank})
@@ -227,9 +229,7 @@ def register(
         failures.append(
             f"landmark error too large (median {metrics['tre_um_median']:.1f} µm > {max_tre_um})"
         )
-    result = RegistrationResult(
-        transform, metrics, not failures, failures, model, mov, fix, tried
-    )
+    result = RegistrationResult(transform, metrics, not failures, failures, model, mov, fix, tried)
     if failures:
         warnings.warn(
             f"registration {mov.description} → {fix.description} failed its checks: "

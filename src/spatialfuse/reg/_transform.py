@@ -1,4 +1,4 @@
-"""Transforms between micrometre frames: one family of objects, every one mapping moving → reference.
+"""Transforms between micrometre frames: one family of objects, each mapping moving → reference.
 
 A :class:`Transform` maps points ``(x, y)`` in µm from a *moving* frame into a *reference* frame.
 Kinds:
@@ -95,7 +95,7 @@ class Transform(ABC):
         return compose(self, other)
 
     def jacobian_determinant(self, points, *, step_um: float = 0.5) -> np.ndarray:
-        """Local area scaling ``det(∂T/∂p)`` at ``points`` (central differences); < 0 means folding."""
+        """Local area scaling ``det(∂T/∂p)`` at ``points`` (central differences); < 0 = folding."""
         p = as_points(points)
         dx = np.array([step_um, 0.0])
         dy = np.array([0.0, step_um])
@@ -200,10 +200,10 @@ class AffineTransform(Transform):
     ) -> AffineTransform:
         """Build ``T(p) = R · Sh · S · M · (p − c) + c + t``.
 
-        ``M`` mirrors x when ``mirror``; ``S`` scales by ``scale`` (a number or ``(sx, sy)``); ``Sh``
-        shears x by ``shear · y``; ``R`` rotates counter-clockwise in (x, y) by ``rotation_deg`` (in
-        image coordinates with y down, that appears clockwise); ``c`` is the centre of the linear
-        part and ``t`` a translation.
+        ``M`` mirrors x when ``mirror``; ``S`` scales by ``scale`` (a number or ``(sx, sy)``);
+        ``Sh`` shears x by ``shear · y``; ``R`` rotates counter-clockwise in (x, y) by
+        ``rotation_deg`` (in image coordinates with y down, that appears clockwise); ``c`` is the
+        centre of the linear part and ``t`` a translation.
         """
         sx, sy = np.broadcast_to(np.asarray(scale, dtype=np.float64), (2,))
         theta = np.deg2rad(rotation_deg)
@@ -239,8 +239,10 @@ class AffineTransform(Transform):
         return bool(np.linalg.det(self.matrix[:2, :2]) < 0)
 
     def decompose(self) -> dict[str, float | bool]:
-        """Rotation (deg), scales, shear, translation and mirror such that :meth:`from_params`
-        with ``center=(0, 0)`` rebuilds the matrix."""
+        """Split the matrix into rotation (deg), scales, shear, translation and mirror.
+
+        :meth:`from_params` with these and ``center=(0, 0)`` rebuilds the matrix.
+        """
         linear = self.matrix[:2, :2]
         mirror = self.is_mirror
         if mirror:
@@ -288,7 +290,7 @@ class AffineTransform(Transform):
         return cls(params["matrix"], model=params.get("model", "affine"))
 
     def to_spatialdata(self, input_axes=("x", "y"), output_axes=("x", "y")):
-        """This map as a spatialdata ``Affine`` (moving element → shared coordinate system)."""
+        """The map as a spatialdata ``Affine`` (moving element → shared coordinate system)."""
         from spatialdata.transformations import Affine
 
         return Affine(self.matrix.copy(), input_axes=input_axes, output_axes=output_axes)
@@ -321,8 +323,9 @@ class _NonrigidMixin:
                 break
             pa = p[active]
             step = 0.5
-            jx = (self.apply(pa + [step, 0]) - self.apply(pa - [step, 0])) / (2 * step)
-            jy = (self.apply(pa + [0, step]) - self.apply(pa - [0, step])) / (2 * step)
+            dx, dy = np.array([step, 0.0]), np.array([0.0, step])
+            jx = (self.apply(pa + dx) - self.apply(pa - dx)) / (2 * step)
+            jy = (self.apply(pa + dy) - self.apply(pa - dy)) / (2 * step)
             det = jx[:, 0] * jy[:, 1] - jx[:, 1] * jy[:, 0]
             det = np.where(np.abs(det) < 1e-12, 1e-12, det)
             r = residual[active]

@@ -1,4 +1,4 @@
-"""imzML reading: :class:`ImzMLReader` for spectra and ion images, :func:`read_imzml` for AnnData."""
+"""imzML reading: :class:`ImzMLReader` for spectra and ion images; :func:`read_imzml` for tables."""
 
 from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
 from spatialfuse.io.imzml._describe import describe_imzml

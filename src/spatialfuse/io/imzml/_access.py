@@ -46,7 +46,7 @@ class IbdAccess:
         self._views: dict[tuple[str, int], np.ndarray] = {}
 
     def array(self, i: int, prefix: str) -> np.ndarray:
-        """Array ``prefix`` ("mz" or "int") of spectrum ``i``; a read-only view when uncompressed."""
+        """Array ``prefix`` ("mz" or "int") of spectrum ``i``; read-only view if uncompressed."""
         offsets, lengths, encs, dtypes, comps = self._cols[prefix]
         length, dtype = lengths[i], dtypes[i]
         if length == 0:
@@ -96,7 +96,7 @@ class IbdAccess:
         return np.concatenate(mz), np.concatenate(intensity), lengths
 
     def typed_view(self, dtype: np.dtype, residue: int) -> np.ndarray:
-        """The whole ``.ibd`` as ``dtype`` starting at byte ``residue`` (zero copy, maybe unaligned)."""
+        """The whole ``.ibd`` as ``dtype`` from byte ``residue`` (zero copy, maybe unaligned)."""
         key = (dtype.str, residue)
         view = self._views.get(key)
         if view is None:

@@ -1,12 +1,12 @@
 """A common m/z axis for processed data: peaks of all spectra merged within a ppm tolerance.
 
 Peaks are counted on a fine logarithmic grid (bins ``ppm / 4`` wide, so a bin is the same relative
-width everywhere), in one chunked pass with memory bounded by the grid, not the data. Runs of occupied
-bins form clusters; a run wider than ``2 · ppm`` is cut into ``2 · ppm`` pieces, so profile-mode data
-becomes evenly spaced features instead of one giant cluster. A cluster becomes a feature when peaks
-fall into it in at least ``min_frequency`` of the spectra; its m/z is the intensity-weighted mean of
-its peaks and its window ``[lo, hi]`` is the span of its bins, so windows never overlap and every peak
-counts toward at most one feature.
+width everywhere), in one chunked pass with memory bounded by the grid, not the data. Runs of
+occupied bins form clusters; a run wider than ``2 · ppm`` is cut into ``2 · ppm`` pieces, so
+profile-mode data becomes evenly spaced features instead of one giant cluster. A cluster becomes a
+feature when peaks fall into it in at least ``min_frequency`` of the spectra; its m/z is the
+intensity-weighted mean of its peaks and its window ``[lo, hi]`` is the span of its bins, so windows
+never overlap and every peak counts toward at most one feature.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Parse the imzML header: everything before ``<spectrumList>``.
 
-The header is small; it is parsed with lxml configured never to resolve entities, load a DTD or touch
-the network. A document that declares entities is refused outright: imzML never needs them and they
-are the vehicle of the "billion laughs" and external-entity attacks.
+The header is small; it is parsed with lxml configured never to resolve entities, load a DTD or
+touch the network. A document that declares entities is refused outright: imzML never needs them and
+they are the vehicle of the "billion laughs" and external-entity attacks.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
     body_start = start_match.start()
     end_match = None
     tail_from = max(body_start, len(buf) - (1 << 16))
-    for end_match in _SPECTRUM_LIST_END_RE.finditer(buf, tail_from):
+    for end_match in _SPECTRUM_LIST_END_RE.finditer(buf, tail_from):  # noqa: B007 (keep the last)
         pass
     if end_match is None:
         end_match = _SPECTRUM_LIST_END_RE.search(buf, body_start)

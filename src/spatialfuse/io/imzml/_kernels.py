@@ -2,11 +2,11 @@
 
 Three access patterns, chosen by the data layout:
 
-* **shared m/z axis** (continuous files): intensities form an (n_spectra, n_mz) matrix, mapped as a
-  strided view of the ``.ibd`` where the arrays are evenly spaced; a window is a column range, so an ion
-  image reads only those columns and a feature table is a difference of row-wise cumulative sums;
-* **per-spectrum m/z, few windows** (processed files): a segmented binary search runs for all spectra
-  at once, touching ~2·log2(length) values per spectrum and window instead of whole spectra;
+* **shared m/z axis** (continuous files): intensities form an (n_spectra, n_mz) matrix, mapped as
+  a strided view of the ``.ibd`` where the arrays are evenly spaced; a window is a column range, so
+  an ion image reads only those columns and a feature table sums column ranges (``reduceat``);
+* **per-spectrum m/z, few windows** (processed files): a segmented binary search runs for all
+  spectra at once, narrowed by a per-reader sketch of every K-th m/z, instead of reading spectra;
 * **per-spectrum m/z, many windows**: one pass over chunks of spectra; each peak finds its window by
   a binary search into the sorted window edges, and ``bincount`` accumulates.
 
@@ -273,7 +273,6 @@ class _SegmentSearch:
                 size = np.where(go, size - half - 1, half)
             out[rows] = lo
         return out
-
 
 
 def _segment_search(acc: IbdAccess) -> _SegmentSearch:

@@ -63,8 +63,8 @@ class ImzMLReader:
     """Read an imzML file (continuous or processed) exactly and fast.
 
     The XML is scanned once into an offset table (cached on disk, keyed on both files' identity, so
-    a second open is near-instant and an edited file is rescanned); the ``.ibd`` is memory-mapped and
-    read with vectorised numpy. Values come back exactly as stored: same numbers, same dtypes.
+    a second open is near-instant and an edited file is rescanned); the ``.ibd`` is memory-mapped
+    and read with vectorised numpy. Values come back exactly as stored: same numbers, same dtypes.
 
     Parameters
     ----------
@@ -87,8 +87,8 @@ class ImzMLReader:
     n_spectra
         Number of spectra.
     coordinates
-        ``(n_spectra, 3)`` int64 array of grid positions ``(x, y, z)`` exactly as written in the file
-        (1-based by the imzML convention; ``z`` is 1 where the file gives none).
+        ``(n_spectra, 3)`` int64 array of grid positions ``(x, y, z)`` exactly as written in the
+        file (1-based by the imzML convention; ``z`` is 1 where the file gives none).
     pixel_size_um
         ``(x, y)`` pixel size in µm from the file, or None where the file does not state it.
     mode
@@ -249,12 +249,12 @@ class ImzMLReader:
 
     @property
     def mz_dtype(self) -> np.dtype:
-        """dtype of the stored m/z arrays."""
+        """Dtype of the stored m/z arrays."""
         return self._dtype("mz")
 
     @property
     def intensity_dtype(self) -> np.dtype:
-        """dtype of the stored intensity arrays."""
+        """Dtype of the stored intensity arrays."""
         return self._dtype("int")
 
     def _dtype(self, prefix: str) -> np.dtype:
@@ -342,8 +342,9 @@ class ImzMLReader:
     def to_image(self, values, *, fill: float = np.nan) -> np.ndarray:
         """Place per-spectrum ``values`` (length ``n_spectra``, or ``(n_spectra, k)``) on the grid.
 
-        Returns an array of shape ``grid_shape`` (or ``(k, *grid_shape)``); image row ``r``, column
-        ``c`` holds the spectrum at grid position ``(x0 + c, y0 + r)`` with ``(x0, y0) = grid_origin``.
+        Returns an array of shape ``grid_shape`` (or ``(k, *grid_shape)``); image row ``r``,
+        column ``c`` holds the spectrum at grid position ``(x0 + c, y0 + r)`` with
+        ``(x0, y0) = grid_origin``.
         Positions without a spectrum hold ``fill``.
         """
         values = np.asarray(values)
@@ -469,7 +470,7 @@ class ImzMLReader:
         return np.asarray(centres, dtype=np.float64), sums.mean(axis=0)
 
     def iter_chunks(self, *, chunk_spectra: int = 4096):
-        """Yield ``(start, stop, mz, intensity, lengths)`` with flat arrays for chunks of spectra."""
+        """Yield ``(start, stop, mz, intensity, lengths)`` as flat arrays, chunk by chunk."""
         for a in range(0, self.n_spectra, chunk_spectra):
             b = min(self.n_spectra, a + chunk_spectra)
             yield (a, b, *self._acc.concatenated(a, b))

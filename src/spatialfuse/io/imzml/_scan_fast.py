@@ -1,5 +1,4 @@
-"""The fast spectrum scanner: one vectorised literal scan plus numpy, for files whose spectra share
-one layout.
+"""The fast spectrum scanner: a vectorised literal scan plus numpy, for regular files.
 
 Nearly every imzML writer emits the same text for every spectrum; only the numbers differ. This
 scanner finds the ``IMS:1000…`` accession tokens with a chunked numpy search, then parses and checks
@@ -9,9 +8,10 @@ everything with vectorised numpy:
   accession, behind ``value="``, and is a plain non-negative integer;
 * every spectrum has one x and one y; every array one offset, one length (and one encoded length if
   any array has one), in the same order as the first array;
-* every ``<binaryDataArray>`` is the first array of its kind (m/z or intensity) up to the digits of its
-  numbers: its start tag and param-group reference sit at the same distance before its first accession,
-  and ``</binaryDataArray>`` at the same distance after its last, digits discounted — so no inline
+* every ``<binaryDataArray>`` is the first array of its kind (m/z or intensity) up to the digits
+  of its numbers: its start tag and param-group reference sit at the same distance before its
+  first accession, and ``</binaryDataArray>`` at the same distance after its last, digits
+  discounted — so no inline
   declaration (a data type, a compression) can hide in it;
 * the first array of each kind references one param group and holds no cvParam but its external
   offset/lengths (so an inline declaration written into *every* array cannot pass as the layout).
@@ -48,7 +48,7 @@ class NotRegular(Exception):
 
 
 def find_literal(arr: np.ndarray, literal: bytes, start: int, end: int) -> np.ndarray:
-    """Offsets of every occurrence of ``literal`` in ``arr[start:end]``, in chunks to bound memory."""
+    """Offsets of every ``literal`` in ``arr[start:end]``, found in chunks to bound memory."""
     first = literal[0]
     found = []
     for a in range(start, end, _CHUNK):
@@ -139,7 +139,7 @@ def _value_offset(buf, token: int) -> int:
 
 
 def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
-    """Build the offset table with one literal scan and numpy; raise :class:`NotRegular` if unsure."""
+    """Build the offset table by literal scan and numpy; raise :class:`NotRegular` if unsure."""
     start, end = header.body_start, header.body_end
     n = header.spectrum_count
     if not n:

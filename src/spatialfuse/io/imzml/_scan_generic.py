@@ -1,8 +1,8 @@
 """The general spectrum scanner: a streaming lxml walk that accepts every valid imzML layout.
 
-It resolves param-group references and inline declarations per array, so it is the reference the fast
-scanner (``_scan_fast``) is tested against, and the path taken whenever the fast scanner's layout
-checks do not hold.
+It resolves param-group references and inline declarations per array, so it is the reference the
+fast scanner (``_scan_fast``) is tested against, and the path taken whenever the fast scanner's
+layout checks do not hold.
 """
 
 from __future__ import annotations
