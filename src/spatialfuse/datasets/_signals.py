@@ -122,14 +122,16 @@ def design_ions(rng: np.random.Generator, n_ions: int) -> IonDesign:
         group_abundance[:, j] = np.exp(rng.uniform(np.log(5.0), np.log(80.0), size=n_groups))
         saturation[j] = rng.uniform(8.0, 15.0)
     for j in np.flatnonzero(kind == "shared"):
-        group_abundance[:, j] = np.exp(rng.normal(np.log(2.0), 1.0, size=n_groups))
+        group_abundance[:, j] = np.clip(
+            np.exp(rng.normal(np.log(3.0), 0.8, size=n_groups)), 0.8, 40.0
+        )
         gamma[j] = rng.uniform(0.7, 1.4)
     for j in np.flatnonzero(kind == "matrix"):
         matrix_off[j] = rng.uniform(10.0, 30.0)
         suppression[j] = rng.uniform(0.6, 0.9)
         target[j] = "background"
     for j in np.flatnonzero(kind == "noise"):
-        noise_level[j] = rng.uniform(0.3, 1.2)
+        noise_level[j] = rng.uniform(1.0, 2.0)
     return IonDesign(
         mz=mz,
         kind=kind,
@@ -206,9 +208,12 @@ def ion_intensities(
 def processed_spectra(
     design: IonDesign, intensity: np.ndarray, rng: np.random.Generator, threshold: float = 150.0
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Centroided spectra: peaks above ``threshold``, m/z jittered by a few ppm, plus a few
-    random noise peaks; each spectrum sorted by m/z (float64 m/z, float32 intensities)."""
-    n_pixels, n_ions = intensity.shape
+    """Centroided spectra from peak intensities.
+
+    Peaks above ``threshold`` are kept with their m/z jittered by a few ppm, a few random noise
+    peaks are added, and each spectrum is sorted by m/z (float64 m/z, float32 intensities).
+    """
+    n_pixels = intensity.shape[0]
     jitter = np.clip(rng.normal(0.0, MZ_JITTER_PPM, size=intensity.shape), -4.0, 4.0)
     peak_mz = design.mz[None, :] * (1.0 + jitter * 1e-6)
     detected = intensity > threshold
@@ -233,9 +238,11 @@ def processed_spectra(
 def continuous_spectra(
     design: IonDesign, intensity: np.ndarray, tic_factor: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Profile spectra on one shared axis: Gaussian peaks (σ ≈ 1.2 axis steps) over a decaying
-    chemical baseline, with noise. Returns the axis (float64) and ``(n_pixels, n_points)``
-    float32 intensities."""
+    """Profile spectra on one shared axis.
+
+    Gaussian peaks (σ ≈ 1.2 axis steps) over a decaying chemical baseline, with noise. Returns
+    the axis (float64) and ``(n_pixels, n_points)`` float32 intensities.
+    """
     axis = np.linspace(MZ_RANGE[0] - 10.0, MZ_RANGE[1] + 10.0, CONTINUOUS_POINTS)
     sigma = 1.2 * (axis[1] - axis[0])
     shapes = np.exp(-0.5 * ((axis[None, :] - design.mz[:, None]) / sigma) ** 2)

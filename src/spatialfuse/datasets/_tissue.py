@@ -169,9 +169,7 @@ class Tissue:
         indicator.
         """
         p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        radial = np.clip(
-            1.0 - np.hypot(*(p - self.radial_centre).T) / self.radial_radius, 0.0, 1.0
-        )
+        radial = np.clip(1.0 - np.hypot(*(p - self.radial_centre).T) / self.radial_radius, 0.0, 1.0)
         lo, hi = self.ramp_range
         ramp = np.clip((p @ self.ramp_direction - lo) / (hi - lo), 0.0, 1.0)
         return np.stack([radial, ramp], axis=1)
@@ -260,7 +258,8 @@ def build_tissue(
     weights = np.zeros(6)
     scale = long_side**2
     for it in range(60):
-        assign = np.argmin(np.stack([d - np.float32(w) for d, w in zip(coarse, weights)]), axis=0)
+        shifted = [d - np.float32(w) for d, w in zip(coarse, weights, strict=True)]
+        assign = np.argmin(np.stack(shifted), axis=0)
         areas = np.bincount(assign, minlength=6) / max(1, len(assign))
         weights += 0.1 / (1.0 + it / 15.0) * (shares - areas) * scale
     region = np.zeros(tissue.shape, dtype=np.int8)
@@ -399,9 +398,12 @@ def _colour_table() -> np.ndarray:
 
 
 def _kernel(kind: str, a: float, b: float, angle: float):
-    """Pixel offsets and anti-aliased coverage of an ellipse (``a``, ``b`` semi-axes, px) or a
-    capsule (half-length ``a``, half-width ``b``) rotated by ``angle``."""
-    reach = int(math.ceil(max(a, b) + 1.0))
+    """Pixel offsets and anti-aliased coverage of a shape rotated by ``angle``.
+
+    ``kind`` is ``"ellipse"`` (semi-axes ``a``, ``b`` in pixels) or ``"capsule"`` (half-length
+    ``a``, half-width ``b``).
+    """
+    reach = math.ceil(max(a, b) + 1.0)
     offsets = np.arange(-reach, reach + 1, dtype=np.float64)
     dy, dx = offsets[:, None], offsets[None, :]
     ca, sa = math.cos(angle), math.sin(angle)
@@ -418,7 +420,7 @@ def _kernel(kind: str, a: float, b: float, angle: float):
 
 
 def _snap(values: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
-    """Snap values in ``[lo, hi]`` to ``levels`` evenly spaced values (few distinct stamp shapes)."""
+    """Snap values in ``[lo, hi]`` to ``levels`` evenly spaced values (few stamp shapes)."""
     if levels < 2 or hi <= lo:
         return np.full_like(values, (lo + hi) / 2.0)
     t = np.clip(np.rint((values - lo) / (hi - lo) * (levels - 1)), 0, levels - 1)
@@ -428,9 +430,13 @@ def _snap(values: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
 _ANGLE_BINS = 16
 
 
-def _stamps(kind, centres_px, semi_a, semi_b, angles, strength, shape):
-    """Flat indices and weights of many stamped shapes, grouped by shape (``semi_a``, ``semi_b``
-    already snapped to a few values; angles are binned)."""
+def _stamps(kind, centres_px, semi_a, semi_b, angles, strength, shape, allowed=None, k=1):
+    """Flat indices and weights of many stamped shapes, grouped by shape.
+
+    ``semi_a`` and ``semi_b`` are already snapped to a few values; angles are binned. With
+    ``allowed`` (a label-resolution mask, ``k`` pixels per label pixel), pixels outside it are
+    left out.
+    """
     height, width = shape
     n = len(centres_px)
     if n == 0:
@@ -453,6 +459,8 @@ def _stamps(kind, centres_px, semi_a, semi_b, angles, strength, shape):
         r = centres_px[members, 1, None] + dy[None, :]
         c = centres_px[members, 0, None] + dx[None, :]
         ok = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+        if allowed is not None:
+            ok[ok] = allowed[r[ok] // k, c[ok] // k]
         flats.append((r * width + c)[ok])
         weights.append((strength[members, None] * cov[None, :])[ok])
     return np.concatenate(flats), np.concatenate(weights)
@@ -462,10 +470,14 @@ def _apply_stamps(index: np.ndarray, flat, weight_h, weight_e) -> None:
     """Add OD stamps to the packed index image (in place; overlapping stamps: the last wins)."""
     if len(flat) == 0:
         return
-    current = index[flat].astype(np.int64)
-    qh = np.minimum((current >> 9) + np.rint(weight_h * _Q).astype(np.int64), _QMAX)
-    qe = np.minimum((current & _QMAX) + np.rint(weight_e * _Q).astype(np.int64), _QMAX)
-    index[flat] = ((qh << 9) | qe).astype(np.uint32)
+    current = index[flat]
+    if weight_h is not None:
+        add = np.rint(weight_h * _Q).astype(np.uint32)
+        current = (np.minimum((current >> 9) + add, _QMAX) << 9) | (current & _QMAX)
+    if weight_e is not None:
+        add = np.rint(weight_e * _Q).astype(np.uint32)
+        current = (current & ~np.uint32(_QMAX)) | np.minimum((current & _QMAX) + add, _QMAX)
+    index[flat] = current
 
 
 def _sample_points(rng, texture, lp, density, cls):
@@ -551,9 +563,11 @@ def render_he(
         b = _snap(rng.uniform(*half_width, size=n), *half_width, 3) / he_px
         strength = rng.uniform(*od, size=n) * stain[1]
         centres = np.floor(pts / he_px).astype(np.int64)
-        flat, weight = _stamps("capsule", centres, a, b, angles, strength, (height, width))
+        flat, weight = _stamps(
+            "capsule", centres, a, b, angles, strength, (height, width), allowed=tissue, k=k
+        )
         weight = weight * rng.uniform(0.8, 1.2, size=len(weight))
-        _apply_stamps(index, flat, np.zeros_like(weight), weight)
+        _apply_stamps(index, flat, None, weight)
     for cls, (density, semi_major, elongation, od, aligned) in enumerate(_NUCLEI):
         pts = _sample_points(rng, texture, lp, density, cls)
         n = len(pts)
@@ -569,7 +583,7 @@ def render_he(
             "ellipse", centres, a / he_px, b / he_px, angles, strength, (height, width)
         )
         weight = weight * rng.uniform(0.75, 1.25, size=len(weight))
-        _apply_stamps(index, flat, weight, np.zeros_like(weight))
+        _apply_stamps(index, flat, weight, None)
 
     rgb = _colour_table()[index].view(np.uint8).reshape(height, width, 4)[..., :3]
     return np.ascontiguousarray(rgb)

@@ -122,6 +122,33 @@ def otsu_mask(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     return mask & valid, separability
 
 
+def background_mask(od: np.ndarray) -> tuple[np.ndarray, float]:
+    """Tissue mask of a bright-field image's optical density: everything clearly above the
+    background, estimated from the image border (slides are scanned with a blank margin).
+
+    Otsu's threshold on optical density splits dark tissue from pale tissue (eosin-light regions,
+    fat) rather than tissue from glass; this does not. Falls back to :func:`otsu_mask` when the
+    border is not uniform (tissue touching the edge everywhere).
+    """
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(od, 1.5)
+    border = np.concatenate(
+        [smooth[:3].ravel(), smooth[-3:].ravel(), smooth[:, :3].ravel(), smooth[:, -3:].ravel()]
+    )
+    level = float(np.median(border))
+    spread = float(np.median(np.abs(border - level))) * 1.4826
+    top = float(np.percentile(smooth, 99))
+    if top - level <= 0 or spread > 0.25 * (top - level):
+        return otsu_mask(od)
+    threshold = level + max(6 * spread, 0.08 * (top - level))
+    mask = smooth > threshold
+    mask = ndimage.binary_opening(mask, iterations=1)
+    mask = ndimage.binary_closing(mask, iterations=1)
+    separability = float((smooth[mask].mean() - level) / (top - level + 1e-12)) if mask.any() else 0
+    return mask, separability
+
+
 def _normalised(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     out = np.zeros(values.shape, dtype=np.float32)
     v = values[valid]
@@ -231,7 +258,7 @@ def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") ->
     array, size = he.downsampled(max_size=max(max_size, 16))
     grey = _rgb_to_channel(array if array.ndim == 3 else np.dstack([array[..., 0]] * 3), channel)
     grey, size = _resized(grey, size, working_pixel_size_um)
-    mask, separability = otsu_mask(grey)
+    mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
     return RegistrationImage(
         _normalised(grey, np.ones(grey.shape, bool)),
         mask,
@@ -261,7 +288,7 @@ def visium_image(
     pixel = um_per_px / scale
     grey = _rgb_to_channel(array if array.ndim == 3 else np.dstack([array] * 3), channel)
     grey, size = _resized(grey, (pixel, pixel), max(working_pixel_size_um, pixel))
-    mask, separability = otsu_mask(grey)
+    mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
     return RegistrationImage(
         _normalised(grey, np.ones(grey.shape, bool)),
         mask,

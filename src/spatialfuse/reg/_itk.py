@@ -78,13 +78,17 @@ FULL_LEVELS = ((2, 1.0), (1, 0.0))
 COARSE_LEVELS = ((4, 2.0), (2, 1.0))
 
 
-def _method(seed: int, *, levels=FULL_LEVELS, bins: int = 32, sampling: float = 0.3):
+def _method(seed: int, *, levels=FULL_LEVELS, bins: int = 32, sampling: float | None = 0.3):
+    """A Mattes-MI registration method; ``sampling=None`` uses every fixed pixel (no noise)."""
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
+    if sampling is None:
+        method.SetMetricSamplingStrategy(method.NONE)
+    else:
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentage(sampling, seed)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetShrinkFactorsPerLevel([shrink for shrink, _ in levels])
     method.SetSmoothingSigmasPerLevel([sigma for _, sigma in levels])
@@ -101,6 +105,7 @@ def refine_linear(
     seed: int = 0,
     iterations: int = 200,
     levels=FULL_LEVELS,
+    optimizer: str = "gradient",
 ) -> tuple[AffineTransform, float]:
     """Refine ``start`` (moving → fixed) by Mattes mutual information.
 
@@ -114,14 +119,30 @@ def refine_linear(
         )
     fixed_itk, moving_itk = fixed.to_sitk(), moving.to_sitk()
     centre = fixed.centres_um(mask_only=bool(fixed.mask.any())).mean(axis=0)
-    method = _method(seed, levels=levels)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0,
-        minStep=1e-5,
-        numberOfIterations=iterations,
-        relaxationFactor=0.6,
-        gradientMagnitudeTolerance=1e-9,
-    )
+    # The final (full-resolution) stage samples every pixel: working images are small, and
+    # random sampling makes the optimiser stop short of the optimum.
+    method = _method(seed, levels=levels, sampling=None if levels == FULL_LEVELS else 0.3)
+    # With physical-shift scales a unit step moves points by about 1 µm: start with steps of a
+    # few fixed pixels when screening (starts are up to half an angle step off), about half a
+    # pixel when polishing, and stop at a thousandth of a pixel.
+    pixel = float(min(fixed.pixel_size_um))
+    coarse = levels != FULL_LEVELS
+    if optimizer == "powell":
+        method.SetOptimizerAsPowell(
+            numberOfIterations=iterations,
+            maximumLineIterations=30,
+            stepLength=0.5 * pixel,
+            stepTolerance=1e-3 * pixel,
+            valueTolerance=1e-7,
+        )
+    else:
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=(4.0 if coarse else 0.5) * pixel,
+            minStep=1e-3 * pixel,
+            numberOfIterations=iterations,
+            relaxationFactor=0.6,
+            gradientMagnitudeTolerance=1e-9,
+        )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetInitialTransform(to_itk(start, model=model, center=centre), inPlace=False)
     with _single_threaded():
