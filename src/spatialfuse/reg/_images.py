@@ -123,8 +123,10 @@ def otsu_mask(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
 
 
 def background_mask(od: np.ndarray) -> tuple[np.ndarray, float]:
-    """Tissue mask of a bright-field image's optical density: everything clearly above the
-    background, estimated from the image border (slides are scanned with a blank margin).
+    """Tissue mask of a bright-field image's optical density, above the border's background.
+
+    Everything clearly above the background counts as tissue; the background is estimated from the
+    image border (slides are scanned with a blank margin).
 
     Otsu's threshold on optical density splits dark tissue from pale tissue (eosin-light regions,
     fat) rather than tissue from glass; this does not. Falls back to :func:`otsu_mask` when the
@@ -162,7 +164,8 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     """Registration image of an MSI AnnData from :func:`~spatialfuse.io.read_imzml`.
 
     ``image``: ``"auto"`` (best tissue/background separation among ``"pc1"``, ``"pc2"``,
-    ``"tic"``), one of those names, or a list of m/z values whose nearest features are summed.
+    ``"tic"``), one of those names, ``"labels"`` (k-means clusters of the spectra on their
+    principal components), or a list of m/z values whose nearest features are summed.
     """
     from scipy import sparse
 
@@ -184,8 +187,10 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
         centred = normalised - normalised.mean(axis=0)
         if centred.shape[1] >= 2 and centred.shape[0] >= 3:
             _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
-            scores = centred @ vt[:2].T
+            scores = centred @ vt[: min(8, len(vt))].T
             candidates["pc1"], candidates["pc2"] = scores[:, 0], scores[:, 1]
+            if image == "labels":
+                candidates["labels"] = _cluster_labels(scores)
     else:
         mz = np.asarray(adata.var["mz"], dtype=np.float64)
         columns = [int(np.argmin(np.abs(mz - m))) for m in image]
@@ -201,14 +206,32 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     masks = {name: otsu_mask(grid, valid) for name, grid in grids.items()}
     if image == "auto":
         chosen = max(masks, key=lambda name: masks[name][1])
+    elif image == "labels":
+        # Labels carry regions, not a tissue/background contrast: take the mask from PC1.
+        chosen = image
+        masks["labels"] = masks["pc1"]
     elif image in grids:
         chosen = image
     else:
         raise ValueError(f"image must be 'auto', 'pc1', 'pc2', 'tic' or m/z values, got {image!r}")
     mask = masks[chosen][0]
     picture = grids[chosen]
+    if image == "auto" and mask.sum() > 10 and isinstance(image, str):
+        # The contrast that best separates tissue from background is flat inside the tissue;
+        # registration needs the regions too. Take the first principal component of the tissue
+        # spectra alone and set the background apart below it.
+        inside = mask[y - y0, x - x0]
+        tissue = normalised[inside] - normalised[inside].mean(axis=0)
+        _, _, vt = np.linalg.svd(tissue[:: max(1, len(tissue) // 20000)], full_matrices=False)
+        component = tissue @ vt[0]
+        lo, hi = np.percentile(component, [1, 99])
+        scaled = 0.25 + 0.75 * np.clip((component - lo) / max(hi - lo, 1e-12), 0, 1)
+        picture = np.zeros((rows, cols))
+        picture[(y - y0)[inside], (x - x0)[inside]] = scaled
+        chosen = f"{chosen} mask + tissue PC1"
+        grids["tissue"] = picture
     # Orient so tissue is bright (MI does not care; the plots and moments do).
-    if valid.any() and mask.any() and (~mask & valid).any():
+    if not chosen.endswith("tissue PC1") and valid.any() and mask.any() and (~mask & valid).any():
         if picture[mask].mean() < picture[~mask & valid].mean():
             picture = -picture
     return RegistrationImage(
@@ -220,6 +243,22 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
         f"MSI {chosen}",
         {"choice": chosen, "separability": {k: v[1] for k, v in masks.items()}, "valid": valid},
     )
+
+
+def _cluster_labels(scores: np.ndarray, k: int = 6) -> np.ndarray:
+    """k-means labels of spectra on their principal components, ordered by mean PC1.
+
+    A label image shows every region the spectra distinguish, where one principal component shows
+    only the strongest contrast; mutual information does not care which label is which.
+    """
+    from scipy.cluster.vq import kmeans2
+
+    standard = scores / np.maximum(scores.std(axis=0), 1e-12)
+    _, labels = kmeans2(standard, k, seed=0, minit="++")
+    order = np.argsort(
+        np.argsort([scores[labels == j, 0].mean() if (labels == j).any() else 0 for j in range(k)])
+    )
+    return order[labels].astype(np.float64)
 
 
 def _rgb_to_channel(rgb: np.ndarray, channel: str) -> np.ndarray:
