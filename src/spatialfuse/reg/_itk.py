@@ -73,6 +73,9 @@ def _single_threaded():
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
+#: Most fixed-image samples the final stage and polish use (all pixels below this).
+FINAL_SAMPLES = 60_000
+
 #: (shrink factor, smoothing sigma in pixels) per pyramid level.
 FULL_LEVELS = ((2, 1.0), (1, 0.0))
 COARSE_LEVELS = ((4, 2.0), (2, 1.0))
@@ -119,9 +122,14 @@ def refine_linear(
         )
     fixed_itk, moving_itk = fixed.to_sitk(), moving.to_sitk()
     centre = fixed.centres_um(mask_only=bool(fixed.mask.any())).mean(axis=0)
-    # The final (full-resolution) stage samples every pixel: working images are small, and
-    # random sampling makes the optimiser stop short of the optimum.
-    method = _method(seed, levels=levels, sampling=None if levels == FULL_LEVELS else 0.3)
+    # The final (full-resolution) stage samples every pixel of small images (random sampling
+    # makes the optimiser stop short of the optimum), at most FINAL_SAMPLES of large ones.
+    n_pixels = fixed.shape[0] * fixed.shape[1]
+    if levels != FULL_LEVELS:
+        sampling = 0.3
+    else:
+        sampling = None if n_pixels <= FINAL_SAMPLES else FINAL_SAMPLES / n_pixels
+    method = _method(seed, levels=levels, sampling=sampling)
     # With physical-shift scales a unit step moves points by about 1 µm: start with steps of a
     # few fixed pixels when screening (starts are up to half an angle step off), about half a
     # pixel when polishing, and stop at a thousandth of a pixel.

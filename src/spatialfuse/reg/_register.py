@@ -26,7 +26,7 @@ MODELS = ("rigid", "similarity", "affine", "bspline")
 #: Below this Dice of the tissue masks a registration is reported as failed.
 MIN_DICE = 0.75
 #: Largest working image side (pixels) when no MSI sets the working resolution.
-WORKING_SIDE_PX = 700
+WORKING_SIDE_PX = 500
 
 
 class RegistrationWarning(SpatialfuseWarning):
@@ -136,7 +136,7 @@ def register(
         ``(moving_points, fixed_points)`` in µm, to measure the target registration error.
     working_pixel_size_um
         Resolution the images are compared at; default: half the MSI pixel, or the larger image
-        at about 700 px. The cost does not grow with the H&E's full size.
+        at about 500 px. The cost does not grow with the H&E's full size.
     msi_image, channel
         Which MSI image (``"auto"``, ``"pc1"``, ``"pc2"``, ``"tic"`` or m/z values) and which
         H&E channel (``"od"``, ``"hematoxylin"``, ``"gray"``) to register.
@@ -182,18 +182,27 @@ def register(
     # Screen every start with a short coarse refinement, then refine the best one fully.
     tried = []
     best = None
+    # Screening uses at most a similarity (rotation, scale, translation): with fewer degrees of
+    # freedom a rotation error cannot hide behind shear and anisotropic scale.
+    screen_model = "rigid" if linear_model == "rigid" else "similarity"
     for _score, start, info in progress(starts, show=show_progress, desc="registration"):
         transform = _refine(
-            mov, fix, start, linear_model, seed, levels=COARSE_LEVELS, iterations=80
+            mov, fix, start, screen_model, seed, levels=COARSE_LEVELS, iterations=80
         )
         scores = alignment_scores(mov, fix, transform)
         rank = combined_score(scores)
         tried.append({**info, **scores, "score": rank})
         if best is None or rank > best[0]:
             best = (rank, transform)
-    transform = _refine(mov, fix, best[1], linear_model, seed, levels=FULL_LEVELS, iterations=200)
+    transform = best[1]
+    if linear_model == "affine":  # a similarity at full resolution first, then all six parameters
+        transform = _refine(
+            mov, fix, transform, "similarity", seed, levels=FULL_LEVELS, iterations=200
+        )
+    transform = _refine(mov, fix, transform, linear_model, seed, levels=FULL_LEVELS, iterations=200)
     # Gradient descent on sampled MI stops short of the optimum; a derivative-free polish on
-    # every pixel gets the last fraction of a pixel.
+    # (up to FINAL_SAMPLES) pixels gets the last fraction of a pixel, kept only if it scores.
+    scores = alignment_scores(mov, fix, transform)
     polished = _refine(
         mov,
         fix,
@@ -204,7 +213,6 @@ def register(
         iterations=20,
         optimizer="powell",
     )
-    scores = alignment_scores(mov, fix, transform)
     polished_scores = alignment_scores(mov, fix, polished)
     if combined_score(polished_scores) >= combined_score(scores):
         transform, scores = polished, polished_scores
