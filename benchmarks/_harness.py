@@ -7,6 +7,7 @@ code under test.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import mmap
@@ -327,7 +328,7 @@ class IbdPass:
 
 
 # ---------------------------------------------------------------------------------------------
-# independent references (pyimzML's getspectrum + np.searchsorted)
+# independent references (pyimzML's getspectrum + np.searchsorted; spot geometry)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -349,6 +350,47 @@ def reference_sums(parser, indices, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
         b = np.searchsorted(mz, hi, side="right")
         out[row] = cumulative[np.maximum(a, b)] - cumulative[a]
     return out
+
+
+def hex_lattice(nrow: int, ncol: int, *, pitch: float = 100.0, origin=(0.0, 0.0)) -> np.ndarray:
+    """Visium-like spot centres ``(x, y)``: rows ``pitch·√3/2`` apart, odd rows shifted by half."""
+    row, col = np.divmod(np.arange(nrow * ncol), ncol)
+    x = origin[0] + col * pitch + np.where(row % 2 == 1, pitch / 2, 0.0)
+    y = origin[1] + row * pitch * math.sqrt(3.0) / 2
+    return np.stack([x, y], axis=1).astype(np.float64)
+
+
+def _disc_antiderivative(t: float, r: float) -> float:
+    t = min(max(t, -r), r)
+    return 0.5 * (t * math.sqrt(max(r * r - t * t, 0.0)) + r * r * math.asin(t / r))
+
+
+def disc_rect_area(r: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    """Exact area of the disc ``x² + y² <= r²`` ∩ the rectangle ``[x0, x1] × [y0, y1]``.
+
+    Closed form: the chord length ``min(y1, h(x)) − max(y0, −h(x))``, ``h = √(r² − x²)``, is
+    integrated piece by piece between the abscissae where a rectangle edge meets the circle,
+    with ``∫ h = (x·h + r²·asin(x / r)) / 2``.
+    """
+    a, b = max(x0, -r), min(x1, r)
+    if a >= b:
+        return 0.0
+    knots = {a, b}
+    for y in (y0, y1):
+        if abs(y) < r:
+            s = math.sqrt(r * r - y * y)
+            knots.update((s, -s))
+    knots = sorted(k for k in knots if a <= k <= b)
+    total = 0.0
+    for lo, hi in itertools.pairwise(knots):
+        mid = 0.5 * (lo + hi)
+        h = math.sqrt(max(r * r - mid * mid, 0.0))
+        arc = _disc_antiderivative(hi, r) - _disc_antiderivative(lo, r)
+        upper, upper_int = (y1, y1 * (hi - lo)) if y1 < h else (h, arc)
+        lower, lower_int = (y0, y0 * (hi - lo)) if y0 > -h else (-h, -arc)
+        if upper > lower:
+            total += upper_int - lower_int
+    return total
 
 
 @dataclass

@@ -1,6 +1,9 @@
-"""``sf.tl``: integration tools (mapping MSI onto Visium spots, joint tables, clustering).
+"""``sf.tl``: integration tools (mapping MSI onto Visium spots and expression onto MSI pixels).
 
-Populated by later work; the namespace exists so that user code can rely on it.
+- :func:`map_to_spots`: MSI pixels × m/z → Visium spots × m/z (area-weighted by default);
+- :func:`map_to_pixels`: Visium spots × genes → MSI pixels × genes.
 """
 
-__all__: list[str] = []
+from spatialfuse.tl._mapping import map_to_pixels, map_to_spots
+
+__all__ = ["map_to_pixels", "map_to_spots"]
