@@ -73,6 +73,11 @@ def _single_threaded():
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
+def itk_seed(seed: int) -> int:
+    """Our seed as ITK's: ITK reads 0 as "seed from the clock", so every seed is shifted by one."""
+    return 1 + int(seed) % (2**31 - 2)
+
+
 #: Most fixed-image samples the final stage and polish use (all pixels below this).
 FINAL_SAMPLES = 60_000
 
@@ -86,12 +91,13 @@ def _method(seed: int, *, levels=FULL_LEVELS, bins: int = 32, sampling: float | 
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
+    method.SetNumberOfThreads(1)  # see _single_threaded
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     if sampling is None:
         method.SetMetricSamplingStrategy(method.NONE)
     else:
         method.SetMetricSamplingStrategy(method.RANDOM)
-        method.SetMetricSamplingPercentage(sampling, seed)
+        method.SetMetricSamplingPercentage(sampling, itk_seed(seed))
     method.SetInterpolator(sitk.sitkLinear)
     method.SetShrinkFactorsPerLevel([shrink for shrink, _ in levels])
     method.SetSmoothingSigmasPerLevel([sigma for _, sigma in levels])

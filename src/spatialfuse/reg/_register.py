@@ -25,6 +25,8 @@ MODELS = ("rigid", "similarity", "affine", "bspline")
 
 #: Below this Dice of the tissue masks a registration is reported as failed.
 MIN_DICE = 0.75
+#: Least NMI gain from the best start to the result of an automatic registration.
+MIN_NMI_GAIN = 0.005
 #: Largest working image side (pixels) when no MSI sets the working resolution.
 WORKING_SIDE_PX = 500
 
@@ -181,7 +183,7 @@ def register(
 
     # Screen every start with a short coarse refinement, then refine the best one fully.
     tried = []
-    best = None
+    screened = []
     # Screening uses at most a similarity (rotation, scale, translation): with fewer degrees of
     # freedom a rotation error cannot hide behind shear and anisotropic scale.
     screen_model = "rigid" if linear_model == "rigid" else "similarity"
@@ -192,30 +194,19 @@ def register(
         scores = alignment_scores(mov, fix, transform)
         rank = combined_score(scores)
         tried.append({**info, **scores, "score": rank})
-        if best is None or rank > best[0]:
-            best = (rank, transform)
-    transform = best[1]
-    if linear_model == "affine":  # a similarity at full resolution first, then all six parameters
-        transform = _refine(
-            mov, fix, transform, "similarity", seed, levels=FULL_LEVELS, iterations=200
-        )
-    transform = _refine(mov, fix, transform, linear_model, seed, levels=FULL_LEVELS, iterations=200)
-    # Gradient descent on sampled MI stops short of the optimum; a derivative-free polish on
-    # (up to FINAL_SAMPLES) pixels gets the last fraction of a pixel, kept only if it scores.
-    scores = alignment_scores(mov, fix, transform)
-    polished = _refine(
-        mov,
-        fix,
-        transform,
-        linear_model,
-        seed,
-        levels=FULL_LEVELS,
-        iterations=20,
-        optimizer="powell",
-    )
-    polished_scores = alignment_scores(mov, fix, polished)
-    if combined_score(polished_scores) >= combined_score(scores):
-        transform, scores = polished, polished_scores
+        screened.append((rank, transform))
+    screened.sort(key=lambda item: -item[0])
+
+    # Finish the best screened start; if it did not gain information (a wrong orientation of a
+    # roundish tissue), finish the next ones and keep the first that does.
+    transform, scores = _finish(mov, fix, screened[0][1], linear_model, seed)
+    if initial is None:
+        for _rank, other in screened[1:]:
+            if scores["nmi"] >= initial_scores["nmi"] + MIN_NMI_GAIN:
+                break
+            candidate, candidate_scores = _finish(mov, fix, other, linear_model, seed)
+            if candidate_scores["nmi"] > scores["nmi"]:
+                transform, scores = candidate, candidate_scores
 
     metrics: dict = {}
     if model == "bspline":
@@ -247,6 +238,13 @@ def register(
         failures.append(f"tissue masks overlap poorly (Dice {scores['dice']:.2f} < {min_dice})")
     if scores["nmi"] <= 1.0 + 1e-3:
         failures.append("no mutual information between the aligned images")
+    elif initial is None and scores["nmi"] < initial_scores["nmi"] + MIN_NMI_GAIN:
+        # Refinement from a right start always gains information; a start that loses it was the
+        # wrong orientation of a roundish tissue, which Dice alone cannot tell.
+        failures.append(
+            f"refinement did not increase mutual information (NMI {initial_scores['nmi']:.3f} → "
+            f"{scores['nmi']:.3f}); the orientation is probably wrong"
+        )
     if metrics.get("min_jacobian", 1.0) <= 0:
         failures.append(f"the nonrigid map folds (min Jacobian {metrics['min_jacobian']:.2f})")
     if max_tre_um is not None and metrics.get("tre_um_median", 0.0) > max_tre_um:
@@ -263,6 +261,33 @@ def register(
         )
     logger.info("%r", result)
     return result
+
+
+def _finish(mov, fix, start, linear_model: str, seed: int):
+    """Full-resolution refinement of a screened start, then a derivative-free polish."""
+    transform = start
+    if linear_model == "affine":  # a similarity at full resolution first, then all six parameters
+        transform = _refine(
+            mov, fix, transform, "similarity", seed, levels=FULL_LEVELS, iterations=200
+        )
+    transform = _refine(mov, fix, transform, linear_model, seed, levels=FULL_LEVELS, iterations=200)
+    # Gradient descent on sampled MI stops short of the optimum; a derivative-free polish gets the
+    # last fraction of a pixel, kept only if it scores better.
+    scores = alignment_scores(mov, fix, transform)
+    polished = _refine(
+        mov,
+        fix,
+        transform,
+        linear_model,
+        seed,
+        levels=FULL_LEVELS,
+        iterations=20,
+        optimizer="powell",
+    )
+    polished_scores = alignment_scores(mov, fix, polished)
+    if combined_score(polished_scores) >= combined_score(scores):
+        return polished, polished_scores
+    return transform, scores
 
 
 def _match_footprints(mov: RegistrationImage, fix: RegistrationImage):
