@@ -101,6 +101,11 @@ def info(path: Path, pixel_size: float | None) -> None:
         click.echo(f"warning: {warning.message}", err=True)
 
 
+from spatialfuse.cli._convert import convert as _convert  # noqa: E402
+
+cli.add_command(_convert)
+
+
 def main() -> None:
     """Run the CLI (``python -m spatialfuse``)."""
     cli(prog_name="spatialfuse")

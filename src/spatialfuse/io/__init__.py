@@ -12,16 +12,26 @@ from spatialfuse.io.imzml import (
     read_imzml,
 )
 from spatialfuse.io.visium import describe_visium, read_visium
+from spatialfuse.io.zarr_msi import (
+    convert_imzml,
+    ion_image_from_zarr,
+    read_msi_zarr,
+    sparse_matmul,
+)
 
 __all__ = [
     "HistologyImage",
     "ImzMLReader",
     "MzAxis",
     "build_mz_axis",
+    "convert_imzml",
     "describe_histology",
     "describe_imzml",
     "describe_visium",
+    "ion_image_from_zarr",
     "read_histology",
     "read_imzml",
+    "read_msi_zarr",
     "read_visium",
+    "sparse_matmul",
 ]

@@ -1,0 +1,430 @@
+"""``convert_imzml``: an imzML file as a chunked zarr store, out of core, here or on a cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from spatialfuse._logging import logger, progress
+from spatialfuse._version import __version__
+from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
+from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
+
+#: Format marker written into the store's root attributes.
+STORE_FORMAT = "spatialfuse.msi.zarr"
+STORE_VERSION = 1
+#: ``compression=`` choices; see docs/out_of_core.md for the measurements behind the default.
+COMPRESSIONS = ("auto", "lz4", "zstd", "none")
+DEFAULT_COMPRESSION = "auto"
+#: Metadata arrays are small: one chunk each, no shards (and no anndata warning about them).
+_NO_SHARDS = {"shards": None}
+
+
+def _require_zarr():
+    try:
+        import zarr
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "writing and reading MSI zarr stores needs zarr>=3 (pip install 'zarr>=3')"
+        ) from exc
+    if int(zarr.__version__.split(".")[0]) < 3:  # pragma: no cover
+        raise ImportError(f"zarr>=3 is needed, found zarr {zarr.__version__}")
+    return zarr
+
+
+def _compression_name(compression: str | None, kind: str | None = None) -> str:
+    """``compression`` checked and, for ``"auto"``, resolved for a table of ``kind``.
+
+    ``"auto"``: none for a continuous file on its own axis (fastest: the 400 MB/s path; random or
+    noisy intensities barely compress), LZ4 for binned tables (mostly zeros: 6x smaller, at the
+    same speed, since binning dominates).
+    """
+    name = "none" if compression is None else str(compression).lower()
+    if name not in COMPRESSIONS:
+        raise ValueError(
+            f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}"
+        )
+    if name == "auto" and kind is not None:
+        return "none" if kind == "identity" else "lz4"
+    return name
+
+
+def _compressors(name: str):
+    """The zarr v3 codecs for a resolved compression name (``"none"``: stored raw)."""
+    zarr = _require_zarr()
+    if name == "none":
+        return None
+    if name == "lz4":
+        # Blosc's LZ4 behind a byte shuffle: ~1 GB/s on data that does not compress (stored
+        # as is), 2-10x smaller for profile counts and binned peaks (docs/out_of_core.md).
+        return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=4)
+    if name == "zstd":
+        return zarr.codecs.ZstdCodec(level=1)
+    raise ValueError(f"unresolved compression {name!r}")
+
+
+def _is_store(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray")
+    )
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    if not (output.exists() or output.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{output}: already exists; pass overwrite=True (--overwrite on the command line) "
+            "to replace it"
+        )
+    if output.is_symlink() or not output.is_dir():
+        raise FileExistsError(f"{output}: exists and is not a zarr store; refusing to replace it")
+    if not _is_store(output) and any(output.iterdir()):
+        raise FileExistsError(
+            f"{output}: exists and is a folder that is not a zarr store; refusing to replace it"
+        )
+
+
+def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
+    """Move the finished store ``tmp`` to ``output`` (replacing an old store when allowed)."""
+    _check_output(output, overwrite)
+    if not (output.exists() or output.is_symlink()):
+        os.rename(tmp, output)
+        return
+    old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(output, old)
+    try:
+        os.rename(tmp, output)
+    except BaseException:
+        os.rename(old, output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _features(reader, mz, ppm, tol, min_frequency, max_features, show_progress):
+    """``(kind, centres, lo, hi, window_rule)`` exactly as :func:`read_imzml` chooses them."""
+    from spatialfuse.io.imzml import _kernels
+    from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
+
+    shared = _kernels.shared_mz_axis(reader._acc) is not None
+    if isinstance(mz, MzAxis):
+        if ppm is not None or tol is not None:
+            raise ValueError("an MzAxis carries its own windows: give no ppm= or tol= with it")
+        centres, lo, hi = (np.asarray(a, dtype=np.float64) for a in (mz.mz, mz.lo, mz.hi))
+        rule = {"kind": "axis"}
+        kind = "shared_windows" if shared else "peaks"
+    elif mz is not None:
+        centres, lo, hi = _kernels.mz_windows(mz, tol=tol, ppm=ppm)
+        rule = (
+            {"kind": "tol", "tol": float(tol)}
+            if tol is not None
+            else {"kind": "ppm", "ppm": float(ppm if ppm is not None else _kernels.DEFAULT_PPM)}
+        )
+        kind = "shared_windows" if shared else "peaks"
+    elif shared:
+        centres = _kernels.shared_mz_axis(reader._acc)
+        lo = hi = centres
+        rule = {"kind": "shared_axis"}
+        kind = "identity"
+    else:
+        merge_ppm = 5.0 if ppm is None else float(ppm)
+        axis = build_mz_axis(
+            reader,
+            ppm=merge_ppm,
+            min_frequency=min_frequency,
+            max_features=max_features,
+            show_progress=show_progress,
+        )
+        centres, lo, hi = axis.mz, axis.lo, axis.hi
+        rule = {"kind": "merged_peaks", "ppm": merge_ppm, "min_frequency": float(min_frequency)}
+        kind = "peaks"
+    return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
+
+
+def _provenance(reader, size, size_source, rule) -> dict:
+    """``uns["spatialfuse"]`` as :func:`read_imzml` writes it (``reader`` = ``convert_imzml``)."""
+    low, high = reader.mz_range()
+    return {
+        "modality": "msi",
+        "reader": "convert_imzml",
+        "file": str(reader.path),
+        "ibd_file": str(reader.ibd_path),
+        "uuid": reader.uuid or "",
+        "mode": reader.mode,
+        "pixel_size_um": [float(size[0]), float(size[1])],
+        "pixel_size_source": size_source,
+        "mz_range": [float(low), float(high)],
+        "mz_dtype": str(reader.mz_dtype),
+        "intensity_dtype": str(reader.intensity_dtype),
+        "n_spectra": int(reader.n_spectra),
+        "grid_origin": [int(v) for v in reader.grid_origin],
+        "grid_shape": [int(v) for v in reader.grid_shape],
+        "windows": rule,
+        "coordinates": "obsm['spatial'] = pixel centres in µm, ((x-0.5)*sx, (y-0.5)*sy)",
+        "version": __version__,
+    }
+
+
+def _var(centres: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    import pandas as pd
+
+    from spatialfuse.io.imzml._read import mz_feature_names
+
+    return pd.DataFrame(
+        {
+            "mz": np.asarray(centres, dtype=np.float64),
+            "mz_lo": np.asarray(lo, dtype=np.float64),
+            "mz_hi": np.asarray(hi, dtype=np.float64),
+        },
+        index=pd.Index(mz_feature_names(np.asarray(centres)), dtype=str),
+    )
+
+
+def _obs(coords: np.ndarray, tic: np.ndarray):
+    import pandas as pd
+
+    three_d = bool((coords[:, 2] != coords[0, 2]).any()) if len(coords) else False
+    if three_d:
+        names = [f"{x}_{y}_{z}" for x, y, z in coords.tolist()]
+    else:
+        names = [f"{x}_{y}" for x, y, _ in coords.tolist()]
+    obs = pd.DataFrame(
+        {"imzml_x": coords[:, 0], "imzml_y": coords[:, 1]}, index=pd.Index(names, dtype=str)
+    )
+    if three_d:
+        obs["imzml_z"] = coords[:, 2]
+    obs["tic"] = tic
+    return obs
+
+
+def _run_local(spec, tiles, reader, tic, show_progress):
+    for tile in progress(tiles, show=show_progress, desc="convert"):
+        r0, r1, part = run_tile(spec, tile, reader=reader)
+        if part is not None:
+            tic[r0:r1] = part
+
+
+def _run_tile_task(tile, spec):
+    """:func:`run_tile` with the arguments in the order ``Client.map`` passes them."""
+    return run_tile(spec, tuple(tile))
+
+
+@contextlib.contextmanager
+def _client_of(client):
+    """A ``distributed.Client`` from a client or a scheduler address."""
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("client= needs dask.distributed (pip install 'distributed')") from exc
+    if isinstance(client, (str, os.PathLike)):
+        own = distributed.Client(os.fspath(client))
+        try:
+            yield own
+        finally:
+            own.close()
+    elif isinstance(client, distributed.Client):
+        yield client
+    else:
+        raise TypeError(
+            f"client must be a distributed.Client or a scheduler address, got {type(client)!r}"
+        )
+
+
+def _run_distributed(c, spec, tiles, tic, show_progress):
+    from distributed import as_completed
+
+    shared = c.scatter(spec, broadcast=True, hash=False)
+    futures = c.map(_run_tile_task, tiles, spec=shared, pure=False)
+    try:
+        done = as_completed(futures, with_results=True)
+        for _future, (r0, r1, part) in progress(
+            done, show=show_progress, total=len(futures), desc="convert"
+        ):
+            if part is not None:
+                tic[r0:r1] = part
+    except BaseException:
+        c.cancel(futures)
+        raise
+    finally:
+        c.cancel(shared)
+
+
+def convert_imzml(
+    input: str | os.PathLike,
+    output_zarr: str | os.PathLike,
+    *,
+    mz=None,
+    ppm: float | None = None,
+    tol: float | None = None,
+    pixel_size_um: float | tuple[float, float] | None = None,
+    min_frequency: float = 0.01,
+    max_features: int | None = None,
+    max_memory: str | int = "2GB",
+    chunks: tuple[int, int] | None = None,
+    compression: str | None = DEFAULT_COMPRESSION,
+    client=None,
+    overwrite: bool = False,
+    cache: bool = True,
+    show_progress: bool = False,
+) -> Path:
+    """Convert an imzML file into a chunked zarr store, with memory bounded by ``max_memory``.
+
+    The store holds the same table as :func:`~spatialfuse.io.read_imzml` (same features, same
+    float32 values, same ``obs``/``var``/``obsm``/``uns``) in AnnData's zarr layout, so
+    :func:`~spatialfuse.io.read_msi_zarr` opens it lazily (``X`` a dask array) and
+    ``anndata.read_zarr`` in memory.
+
+    Parameters
+    ----------
+    input
+        The ``.imzML`` file (its ``.ibd`` beside it).
+    output_zarr
+        The store to create (a folder, conventionally ``*.zarr``).
+    mz, ppm, tol, pixel_size_um, min_frequency, max_features
+        Features as in :func:`~spatialfuse.io.read_imzml`: continuous files keep their shared m/z
+        axis, processed files are binned onto a common axis (:func:`build_mz_axis`); ``mz=``
+        values give ``± ppm`` / ``± tol`` windows instead. ``mz`` may also be an
+        :class:`~spatialfuse.io.MzAxis`, whose own windows are then used.
+    max_memory
+        Most memory the conversion holds at once, as ``"2GB"``, ``"512MiB"`` or bytes
+        (:class:`ValueError` for anything else). About 700 bytes per spectrum go to the offset
+        table and per-pixel metadata (a budget too small for them is refused, saying what would
+        do); the rest sizes the chunk-aligned tiles spectra are processed in. For processed
+        files without ``mz=``, the common-axis builder, which runs first, comes on top. With
+        ``client=``, each task on a worker keeps within it.
+    chunks
+        ``(rows, cols)`` of a stored chunk. Default: 32 m/z columns and all pixels, up to
+        8 MiB per chunk (fewer rows for processed files where a band of rows × all features
+        would not fit ``max_memory``). See docs/out_of_core.md for the trade-off.
+    compression
+        ``"lz4"`` (Blosc LZ4, byte shuffle), ``"zstd"`` (level 1), ``"none"``, or ``"auto"``
+        (the default): none for a continuous file on its own axis (fastest), LZ4 for binned
+        tables (mostly zeros). Profile spectra shrink ~3-4x with LZ4, ~6x with zstd, at a cost
+        in speed (docs/out_of_core.md).
+    client
+        A ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``): tiles run
+        on the cluster's workers, each opening the input itself and writing its own chunks.
+        Input and output must be on a filesystem every worker sees at the same path.
+    overwrite
+        Replace an existing store at ``output_zarr`` (never a folder that is not a zarr store).
+    cache
+        Use the offset-table cache (workers use theirs).
+    show_progress
+        Show progress bars.
+
+    Returns
+    -------
+    The path of the store.
+
+    Notes
+    -----
+    The store is written under a hidden temporary name beside ``output_zarr`` and renamed when
+    complete: an interrupted conversion leaves nothing at ``output_zarr``.
+    """
+    from spatialfuse.io.imzml import _kernels
+    from spatialfuse.io.imzml._reader import ImzMLReader
+
+    budget = parse_memory(max_memory)
+    if ppm is not None and tol is not None:
+        raise ValueError("give either ppm= or tol=, not both")
+    output = Path(output_zarr).absolute()
+    _check_output(output, overwrite)
+    _compression_name(compression)  # a bad name fails before any work
+    zarr = _require_zarr()
+    from anndata.io import write_elem
+
+    with contextlib.ExitStack() as stack:
+        # Connect first: an unreachable scheduler fails before any work.
+        dask_client = None if client is None else stack.enter_context(_client_of(client))
+        reader = stack.enter_context(ImzMLReader(input, cache=cache))
+        size = reader.require_pixel_size(pixel_size_um)
+        size_source = "argument" if pixel_size_um is not None else "file"
+        usable_memory(reader.n_spectra, budget)  # too small a budget fails before any pass
+        kind, centres, lo, hi, rule = _features(
+            reader, mz, ppm, tol, min_frequency, max_features, show_progress
+        )
+        compression_name = _compression_name(compression, kind)
+        streamed = kind == "identity" and _kernels.intensity_matrix(reader._acc) is not None
+        n, k = reader.n_spectra, centres.size
+        plan = plan_tiles(
+            n, k, budget, chunks=chunks, whole_band=kind != "identity", streamed=streamed
+        )
+        logger.debug(
+            "converting %s (%d × %d, %s): chunks %d × %d, tiles of %d columns, budget %s",
+            reader.path,
+            n,
+            k,
+            kind,
+            plan.chunk_rows,
+            plan.chunk_cols,
+            plan.tile_cols,
+            format_bytes(budget),
+        )
+        provenance = _provenance(reader, size, size_source, rule)
+        coords = reader.coordinates
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+        try:
+            root = zarr.open_group(tmp, mode="w-", zarr_format=3)
+            x = root.create_array(
+                "X",
+                shape=(n, k),
+                chunks=(plan.chunk_rows, plan.chunk_cols),
+                dtype="float32",
+                fill_value=0.0,
+                compressors=_compressors(compression_name),
+            )
+            x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+            write_elem(root, "var", _var(centres, lo, hi), dataset_kwargs=_NO_SHARDS)
+            spatial = np.stack(
+                [(coords[:, 0] - 0.5) * size[0], (coords[:, 1] - 0.5) * size[1]], axis=1
+            ).astype(np.float64)
+            write_elem(root, "obsm", {"spatial": spatial}, dataset_kwargs=_NO_SHARDS)
+            del spatial
+            write_elem(root, "uns", {"spatialfuse": provenance}, dataset_kwargs=_NO_SHARDS)
+
+            spec = TileSpec(
+                imzml=str(reader.path.absolute()),
+                ibd_size=int(reader._acc.size),
+                n_spectra=n,
+                store=str(tmp),
+                kind=kind,
+                plan=plan,
+                lo=None if kind == "identity" else np.asarray(lo, dtype=np.float64),
+                hi=None if kind == "identity" else np.asarray(hi, dtype=np.float64),
+                cache=cache,
+            )
+            tiles = plan.tiles()
+            tic = np.zeros(n, dtype=np.float64)
+            if dask_client is None:
+                _run_local(spec, tiles, reader, tic, show_progress)
+            else:
+                _run_distributed(dask_client, spec, tiles, tic, show_progress)
+
+            write_elem(root, "obs", _obs(coords, tic), dataset_kwargs=_NO_SHARDS)
+            store_info = {
+                "format": STORE_FORMAT,
+                "version": STORE_VERSION,
+                "chunks": [plan.chunk_rows, plan.chunk_cols],
+                "compression": compression_name,
+                "max_memory": budget,
+                "converted_with": "dask.distributed" if client is not None else "local",
+            }
+            root.attrs.update(
+                {
+                    "encoding-type": "anndata",
+                    "encoding-version": "0.1.0",
+                    "spatialfuse": provenance,
+                    "spatialfuse_store": store_info,
+                }
+            )
+            _publish(tmp, output, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return output

@@ -1,0 +1,189 @@
+"""Reading MSI zarr stores: a dask-backed AnnData, ion images, and sparse products chunk-wise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from spatialfuse.errors import FileFormatError, MissingFileError
+from spatialfuse.io.zarr_msi._convert import STORE_FORMAT, _require_zarr
+
+#: Largest image (grid cells) that ion_image_from_zarr will allocate (as ImzMLReader).
+MAX_IMAGE_PIXELS = 400_000_000
+
+
+def open_msi_store(path: str | os.PathLike):
+    """The root group of a store written by :func:`convert_imzml` (read-only), checked."""
+    zarr = _require_zarr()
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(path, "no such MSI zarr store")
+    try:
+        root = zarr.open_group(path, mode="r")
+    except Exception as exc:
+        raise FileFormatError(path, f"is not a zarr store ({exc})") from exc
+    info = root.attrs.get("spatialfuse_store")
+    if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
+        raise FileFormatError(path, "is not an MSI store written by spatialfuse.io.convert_imzml")
+    return root
+
+
+def read_msi_zarr(path: str | os.PathLike, *, chunks=None):
+    """Open a store written by :func:`convert_imzml` as an AnnData whose ``X`` is a dask array.
+
+    Nothing of ``X`` is read until it is computed; ``obs``, ``var``, ``obsm`` and ``uns`` (small)
+    are read at once and laid out as by :func:`~spatialfuse.io.read_imzml`.
+
+    Parameters
+    ----------
+    path
+        The store.
+    chunks
+        dask chunks of ``X``; by default the stored chunks (best: multiples of them).
+
+    Returns
+    -------
+    AnnData with a lazy ``X`` (float32, pixels × features). Per-pixel work runs chunk-wise:
+    ``adata.X.sum(axis=1)``, ``adata.X / adata.obs["tic"].to_numpy()[:, None]``; for a sparse
+    weight matrix ``W`` (e.g. spots × pixels) use :func:`sparse_matmul` — ``W @ adata.X`` with
+    a scipy ``W`` would load all of ``X``.
+    """
+    import anndata as ad
+    import dask.array as da
+    from anndata.io import read_elem
+
+    root = open_msi_store(path)
+    obs = read_elem(root["obs"])
+    var = read_elem(root["var"])
+    spatial = np.asarray(root["obsm"]["spatial"][:])
+    x = root["X"]
+    X = da.from_zarr(x, chunks=x.chunks if chunks is None else chunks, inline_array=True)
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    adata.obsm["spatial"] = spatial
+    adata.uns["spatialfuse"] = dict(root.attrs["spatialfuse"])
+    return adata
+
+
+def ion_image_from_zarr(
+    store,
+    mz: float,
+    *,
+    tol: float | None = None,
+    ppm: float | None = None,
+    fill: float = np.nan,
+) -> np.ndarray:
+    """Ion image from a converted store: the features with m/z in ``mz ± tol`` (or ``± ppm``).
+
+    Reads only the chunks that hold those columns. For a continuous file stored on its own axis
+    this equals :meth:`ImzMLReader.ion_image` (same window rule, float32 intensities); for binned
+    stores it sums the features whose centre falls in the window.
+
+    Parameters
+    ----------
+    store
+        Path of the store (or its open root group from :func:`open_msi_store`).
+    mz
+        Centre of the window.
+    tol, ppm
+        Half-width in m/z units or in parts per million; with neither, 10 ppm.
+    fill
+        Value of grid positions without a spectrum.
+
+    Returns
+    -------
+    float64 image of the bounding box of the pixel grid: row ``r``, column ``c`` is position
+    ``(x0 + c, y0 + r)``, as :meth:`ImzMLReader.to_image`.
+    """
+    from spatialfuse.io.imzml import _kernels
+
+    root = store if hasattr(store, "attrs") and hasattr(store, "members") else open_msi_store(store)
+    _, lo, hi = _kernels.mz_windows([mz], tol=tol, ppm=ppm)
+    centres = np.asarray(root["var"]["mz"][:], dtype=np.float64)
+    x = root["X"]
+    n = x.shape[0]
+    columns = np.flatnonzero((centres >= lo[0]) & (centres <= hi[0]))
+    if columns.size == 0:
+        values = np.zeros(n, dtype=np.float64)
+    elif columns[-1] - columns[0] + 1 == columns.size:
+        values = x[:, int(columns[0]) : int(columns[-1]) + 1].sum(axis=1, dtype=np.float64)
+    else:
+        block = x.get_orthogonal_selection((slice(None), columns))
+        values = block.sum(axis=1, dtype=np.float64)
+    obs = root["obs"]
+    xs = np.asarray(obs["imzml_x"][:], dtype=np.int64)
+    ys = np.asarray(obs["imzml_y"][:], dtype=np.int64)
+    if n == 0:
+        return np.full((0, 0), fill, dtype=np.float64)
+    x0, y0 = int(xs.min()), int(ys.min())
+    rows, cols = int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1
+    if rows * cols > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"positions span {cols} × {rows} grid cells; an image of that size (over "
+            f"{MAX_IMAGE_PIXELS:,} pixels) is refused"
+        )
+    image = np.full((rows, cols), fill, dtype=np.result_type(np.float64, np.asarray(fill).dtype))
+    image[ys - y0, xs - x0] = values
+    return image
+
+
+def _left_product(w, x):
+    """One block of ``W @ X``, with a length-1 axis for the blocks to be summed over."""
+    return np.asarray(w @ x)[:, None, :]
+
+
+def sparse_matmul(weights, X):
+    """``weights @ X`` for a (sparse) weight matrix and a dask ``X``, chunk by chunk, lazily.
+
+    Parameters
+    ----------
+    weights
+        ``(m, n_pixels)`` scipy sparse matrix or array (e.g. spots × pixels), or a dense array.
+    X
+        ``(n_pixels, n_features)`` dask array (``read_msi_zarr(...).X``); numpy arrays and scipy
+        matrices are multiplied at once.
+
+    Returns
+    -------
+    ``(m, n_features)`` dask array of ``result_type(weights, X)``: each block of ``X`` rows is
+    multiplied by the matching columns of ``weights`` and the products summed; row blocks that
+    ``weights`` does not touch are never read.
+    """
+    from scipy import sparse
+
+    try:
+        import dask.array as da
+    except ImportError:  # pragma: no cover - dask is optional for in-memory inputs
+        da = None
+    if da is None or not isinstance(X, da.Array):
+        return weights @ X
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got shape {X.shape}")
+    w = sparse.csc_matrix(weights)
+    if w.shape[1] != X.shape[0]:
+        raise ValueError(f"weights has {w.shape[1]} columns, X has {X.shape[0]} rows")
+    dtype = np.result_type(w.dtype, X.dtype)
+    m = w.shape[0]
+    bounds = np.cumsum((0, *X.chunks[0]))
+    used = [i for i in range(len(X.chunks[0])) if w.indptr[bounds[i + 1]] > w.indptr[bounds[i]]]
+    if not used:
+        return da.zeros((m, X.shape[1]), chunks=((m,), X.chunks[1]), dtype=dtype)
+    if len(used) < len(X.chunks[0]):
+        X = X.blocks[used]
+        columns = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in used])
+        w = w[:, columns]
+    w = sparse.csr_matrix(w)
+    w_blocks = da.from_array(w, chunks=((m,), X.chunks[0]), asarray=False, meta=w[:0, :0])
+    parts = da.blockwise(
+        _left_product,
+        "ikj",
+        w_blocks,
+        "ik",
+        X,
+        "kj",
+        adjust_chunks={"k": 1},
+        dtype=dtype,
+        meta=np.empty((0, 0, 0), dtype=dtype),
+    )
+    return parts.sum(axis=1, dtype=dtype)

@@ -1,0 +1,254 @@
+"""Worker side of a conversion: fill one chunk-aligned tile of ``X`` and write it to the store.
+
+Everything a tile needs travels in a :class:`TileSpec` of paths and small arrays, never an open
+reader, so the same function runs in this process or on a ``dask.distributed`` worker. Workers open
+the imzML themselves (the offset table comes from the on-disk cache) and keep it open for the next
+tile.
+
+Three kinds of tables:
+
+* ``"identity"``: continuous data without ``mz=``: ``X`` holds the intensities on the shared axis.
+  Where the ``.ibd`` lays them out as a strided matrix, tiles go straight from the memory map into
+  zarr, chunk stripe by chunk stripe, with no tile buffer;
+* ``"shared_windows"``: continuous data with ``mz=`` windows: column ranges summed per row
+  (``np.add.reduceat`` over non-overlapping layers of windows);
+* ``"peaks"``: processed data: each peak finds its window (:class:`WindowLookup`) and ``bincount``
+  adds it to its cell, exactly as :func:`~spatialfuse.io.imzml.read_imzml` does (same order of
+  additions, so the same float32 values).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spatialfuse.io.zarr_msi._memory import Plan
+
+#: Rows per block when summing whole spectra for the TIC.
+_TIC_BLOCK_BYTES = 32 << 20
+#: Working bytes per peak while binning (concatenated arrays, lookups, keys, weights).
+_BYTES_PER_PEAK = 64
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """What a tile task needs: input and store paths, the kind of table and its windows."""
+
+    imzml: str
+    ibd_size: int
+    n_spectra: int
+    store: str
+    kind: str  # "identity", "shared_windows" or "peaks"
+    plan: Plan
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    cache: bool = True
+
+
+class StoreRemovedError(RuntimeError):
+    """The temporary store vanished: the conversion was abandoned, so this task stops."""
+
+
+_READERS: dict[tuple, object] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def open_reader(spec: TileSpec):
+    """The imzML reader of ``spec``, opened once per process and kept for the next tiles."""
+    from spatialfuse.io.imzml._reader import ImzMLReader
+
+    stat = os.stat(spec.imzml)
+    key = (spec.imzml, stat.st_size, stat.st_mtime_ns, spec.cache)
+    with _READERS_LOCK:
+        reader = _READERS.get(key)
+        if reader is None:
+            # Forget older files (not closed: a task in another thread may still use them; the
+            # map goes when the last of them is done).
+            while len(_READERS) >= 2:
+                _READERS.pop(next(iter(_READERS)))
+            reader = ImzMLReader(spec.imzml, cache=spec.cache)
+            _READERS[key] = reader
+    if reader.n_spectra != spec.n_spectra or reader._acc.size != spec.ibd_size:
+        raise RuntimeError(
+            f"{spec.imzml} changed during the conversion: {reader.n_spectra} spectra now, "
+            f"{spec.n_spectra} when it began"
+        )
+    return reader
+
+
+def run_tile(spec: TileSpec, tile: tuple[int, int, int, int], reader=None):
+    """Compute and store tile ``(r0, r1, c0, c1)``; return ``(r0, r1, tic)``.
+
+    ``tic`` (float64 total ion counts of spectra ``r0:r1``, summed exactly as
+    :meth:`ImzMLReader.tic` does) comes from the tile of each row band that starts at column 0;
+    other tiles return None.
+    """
+    import zarr
+
+    if reader is None:
+        reader = open_reader(spec)
+    r0, r1, c0, c1 = tile
+    # zarr's test for all-zero chunks costs more than writing them (compressed, they take a few
+    # bytes), so every chunk is written.
+    array = zarr.open_array(os.path.join(spec.store, "X"), mode="r+").with_config(
+        {"write_empty_chunks": True}
+    )
+    acc = reader._acc
+    if c1 > c0:
+        if spec.kind == "identity":
+            _identity_tile(spec, acc, array, r0, r1, c0, c1)
+        elif spec.kind == "shared_windows":
+            _windows_tile(spec, acc, array, r0, r1, c0, c1)
+        elif spec.kind == "peaks":
+            _peaks_tile(spec, acc, array, r0, r1, c0, c1)
+        else:  # pragma: no cover - the driver sets the kind
+            raise ValueError(f"unknown table kind {spec.kind!r}")
+    tic = _tic(acc, r0, r1) if c0 == 0 else None
+    return r0, r1, tic
+
+
+def write_stripes(spec: TileSpec, array, r0: int, r1: int, c0: int, c1: int, values) -> None:
+    """Write ``values`` (rows ``r0:r1``, columns ``c0:c1``, any array-like) a few chunks at once.
+
+    zarr encodes the chunks of one write concurrently, each in its own buffer; handing it at most
+    ``plan.stripe_chunks`` chunks at a time bounds that memory.
+    """
+    step = spec.plan.stripe_chunks * spec.plan.chunk_cols
+    marker = Path(spec.store) / "zarr.json"
+    for a in range(c0, c1, step):
+        b = min(c1, a + step)
+        if not marker.exists():
+            raise StoreRemovedError(f"{spec.store} was removed: the conversion was abandoned")
+        array[r0:r1, a:b] = values[:, a - c0 : b - c0]
+
+
+def _identity_tile(spec, acc, array, r0, r1, c0, c1):
+    from spatialfuse.io.imzml import _kernels
+
+    matrix = _kernels.intensity_matrix(acc)
+    if matrix is not None:
+        # Straight from the memory map: zarr copies each chunk out of the strided view.
+        write_stripes(spec, array, r0, r1, c0, c1, matrix[r0:r1, c0:c1])
+        return
+    tile = np.empty((r1 - r0, c1 - c0), dtype=np.float32)
+    for i in range(r0, r1):
+        tile[i - r0] = acc.array(i, "int")[c0:c1]
+    write_stripes(spec, array, r0, r1, c0, c1, tile)
+
+
+def _row_blocks(r0: int, r1: int, row_bytes: int, work: int) -> list[tuple[int, int]]:
+    rows = max(1, work // max(1, row_bytes))
+    return [(a, min(r1, a + rows)) for a in range(r0, r1, rows)]
+
+
+def _windows_tile(spec, acc, array, r0, r1, c0, c1):
+    """Continuous data, ``mz=`` windows: sum each window's column range, per row."""
+    from spatialfuse.io.imzml import _kernels
+
+    axis = _kernels.shared_mz_axis(acc)
+    lo, hi = spec.lo[c0:c1], spec.hi[c0:c1]
+    i0 = np.searchsorted(axis, lo, side="left")
+    i1 = np.maximum(np.searchsorted(axis, hi, side="right"), i0)
+    tile = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
+    nonempty = i1 > i0
+    if nonempty.any():
+        first, last = int(i0[nonempty].min()), int(i1[nonempty].max())
+        width = last - first
+        layers = []
+        for layer in _kernels._window_layers(i0.astype(np.float64), i1.astype(np.float64)):
+            layer = layer[nonempty[layer]]
+            if layer.size == 0:
+                continue
+            layer = layer[np.argsort(i0[layer], kind="stable")]
+            bounds = np.empty(2 * layer.size, dtype=np.int64)
+            bounds[0::2], bounds[1::2] = i0[layer] - first, i1[layer] - first
+            # The last segment of a layer may end at the block's end: reduceat runs to the end.
+            bounds = bounds[bounds < width]
+            layers.append((layer, bounds))
+        matrix = _kernels.intensity_matrix(acc)
+        row_bytes = (0 if matrix is not None else width * 4) + 32 * (c1 - c0)
+        for a, b in _row_blocks(r0, r1, row_bytes, spec.plan.work_bytes):
+            if matrix is not None:
+                block = matrix[a:b, first:last]
+            else:
+                block = np.stack([acc.array(i, "int")[first:last] for i in range(a, b)])
+            for layer, bounds in layers:
+                segment = np.add.reduceat(block, bounds, axis=1, dtype=np.float64)
+                tile[a - r0 : b - r0, layer] = segment[:, 0::2]
+            del block
+    write_stripes(spec, array, r0, r1, c0, c1, tile)
+
+
+def _peak_lookups(lo: np.ndarray, hi: np.ndarray):
+    from spatialfuse.io.imzml import _kernels
+
+    hi_open = np.nextafter(hi, np.inf)
+    lookups = []
+    for layer in _kernels._window_layers(lo, hi_open):
+        ordered = layer[np.argsort(lo[layer], kind="stable")]
+        lookups.append((ordered, _kernels.WindowLookup(lo[ordered], hi[ordered])))
+    return lookups
+
+
+def _peaks_tile(spec, acc, array, r0, r1, c0, c1):
+    """Processed data: bin every peak of spectra ``r0:r1`` into windows ``c0:c1``."""
+    t = acc.table
+    k = c1 - c0
+    lookups = _peak_lookups(spec.lo[c0:c1], spec.hi[c0:c1])
+    tile = np.zeros((r1 - r0, k), dtype=np.float32)
+    flat = tile.reshape(-1)
+    # Cut the rows into blocks whose peaks and cells fit the working budget.
+    lengths = np.minimum(t.mz_length[r0:r1], t.int_length[r0:r1]).astype(np.int64)
+    cost = np.cumsum(lengths * _BYTES_PER_PEAK + 16 * k)
+    a = r0
+    while a < r1:
+        done = cost[a - r0 - 1] if a > r0 else 0
+        b = r0 + int(np.searchsorted(cost, done + spec.plan.work_bytes, side="right"))
+        b = min(r1, max(b, a + 1))
+        mz, intensity, counts = acc.concatenated(a, b)
+        if mz.size:
+            ends = np.cumsum(counts)
+            mz64 = mz.astype(np.float64, copy=False)
+            keys, weights = [], []
+            for features, lookup in lookups:
+                found = lookup(mz64)
+                hit = np.flatnonzero(found >= 0)
+                keys.append(np.searchsorted(ends, hit, side="right") * k + features[found[hit]])
+                weights.append(intensity[hit].astype(np.float64))
+                del found, hit
+            del mz, mz64
+            key = np.concatenate(keys)
+            weight = np.concatenate(weights)
+            del keys, weights
+            n_cells = (b - a) * k
+            offset = (a - r0) * k
+            if key.size * 4 > n_cells:  # dense block: one bincount over all its cells
+                sums = np.bincount(key, weights=weight, minlength=n_cells)
+                flat[offset : offset + n_cells] = sums
+            elif key.size:  # sparse block: add up repeats of a cell
+                cells, inverse = np.unique(key, return_inverse=True)
+                flat[offset + cells] = np.bincount(inverse, weights=weight)
+            del key, weight
+        a = b
+    write_stripes(spec, array, r0, r1, c0, c1, tile)
+
+
+def _tic(acc, r0: int, r1: int) -> np.ndarray:
+    """Total ion count of spectra ``r0:r1``, float64, summed as ``ImzMLReader.tic`` does."""
+    from spatialfuse.io.imzml import _kernels
+
+    out = np.zeros(r1 - r0, dtype=np.float64)
+    matrix = _kernels.intensity_matrix(acc)
+    if matrix is not None:
+        rows = max(1, _TIC_BLOCK_BYTES // max(1, matrix.shape[1] * 8))
+        for a in range(r0, r1, rows):
+            b = min(r1, a + rows)
+            out[a - r0 : b - r0] = matrix[a:b].sum(axis=1, dtype=np.float64)
+        return out
+    for i in range(r0, r1):
+        out[i - r0] = acc.array(i, "int").sum(dtype=np.float64)
+    return out
