@@ -1,4 +1,4 @@
-"""Registration on the synthetic trio: real files through the readers, ground truth from the generator.
+"""Registration on the synthetic trio: real files through the readers, truth from the generator.
 
 Tolerances: the stated targets are medians over many seeds (``benchmarks/bench_registration.py``
 runs the sweep); a single seed here must succeed and stay within 2× the target.
