@@ -21,6 +21,44 @@ def mz_feature_names(mz: np.ndarray) -> list[str]:
     return [f"mz-{value:.10f}-{i}" for i, value in enumerate(mz)]
 
 
+def feature_var(centres, lo, hi):
+    """The ``var`` table of an MSI AnnData: names like ``mz-760.5851``, window centre and edges."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "mz": np.asarray(centres, dtype=np.float64),
+            "mz_lo": np.asarray(lo, dtype=np.float64),
+            "mz_hi": np.asarray(hi, dtype=np.float64),
+        },
+        index=pd.Index(mz_feature_names(np.asarray(centres)), dtype=str),
+    )
+
+
+def msi_provenance(reader, size, size_source: str, windows: dict, *, made_by="read_imzml") -> dict:
+    """``uns["spatialfuse"]`` of an MSI AnnData: where it came from and how it was built."""
+    low, high = reader.mz_range()
+    return {
+        "modality": "msi",
+        "reader": made_by,
+        "file": str(reader.path),
+        "ibd_file": str(reader.ibd_path),
+        "uuid": reader.uuid or "",
+        "mode": reader.mode,
+        "pixel_size_um": [float(size[0]), float(size[1])],
+        "pixel_size_source": size_source,
+        "mz_range": [float(low), float(high)],
+        "mz_dtype": str(reader.mz_dtype),
+        "intensity_dtype": str(reader.intensity_dtype),
+        "n_spectra": int(reader.n_spectra),
+        "grid_origin": [int(v) for v in reader.grid_origin],
+        "grid_shape": [int(v) for v in reader.grid_shape],
+        "windows": windows,
+        "coordinates": "obsm['spatial'] = pixel centres in µm, ((x-0.5)*sx, (y-0.5)*sy)",
+        "version": __version__,
+    }
+
+
 def _smaller_layout(table):
     """``table`` as CSR or dense, whichever takes less memory."""
     from scipy import sparse
@@ -148,37 +186,11 @@ def read_imzml(
         if three_d:
             obs["imzml_z"] = coords[:, 2]
         obs["tic"] = reader.tic(show_progress=show_progress)
-        var = pd.DataFrame(
-            {
-                "mz": np.asarray(centres, dtype=np.float64),
-                "mz_lo": np.asarray(lo, dtype=np.float64),
-                "mz_hi": np.asarray(hi, dtype=np.float64),
-            },
-            index=pd.Index(mz_feature_names(np.asarray(centres)), dtype=str),
-        )
+        var = feature_var(centres, lo, hi)
         spatial = np.stack(
             [(coords[:, 0] - 0.5) * size[0], (coords[:, 1] - 0.5) * size[1]], axis=1
         ).astype(np.float64)
-        low, high = reader.mz_range()
-        provenance = {
-            "modality": "msi",
-            "reader": "read_imzml",
-            "file": str(reader.path),
-            "ibd_file": str(reader.ibd_path),
-            "uuid": reader.uuid or "",
-            "mode": reader.mode,
-            "pixel_size_um": [float(size[0]), float(size[1])],
-            "pixel_size_source": size_source,
-            "mz_range": [float(low), float(high)],
-            "mz_dtype": str(reader.mz_dtype),
-            "intensity_dtype": str(reader.intensity_dtype),
-            "n_spectra": int(reader.n_spectra),
-            "grid_origin": [int(v) for v in reader.grid_origin],
-            "grid_shape": [int(v) for v in reader.grid_shape],
-            "windows": window_rule,
-            "coordinates": "obsm['spatial'] = pixel centres in µm, ((x-0.5)*sx, (y-0.5)*sy)",
-            "version": __version__,
-        }
+        provenance = msi_provenance(reader, size, size_source, window_rule)
     adata = ad.AnnData(X=_smaller_layout(table), obs=obs, var=var)
     adata.obsm["spatial"] = spatial
     adata.uns["spatialfuse"] = provenance

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialfuse._logging import logger, progress
-from spatialfuse._version import __version__
+from spatialfuse.io.imzml._read import feature_var, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
 
@@ -144,45 +144,6 @@ def _features(reader, mz, ppm, tol, min_frequency, max_features, show_progress):
         rule = {"kind": "merged_peaks", "ppm": merge_ppm, "min_frequency": float(min_frequency)}
         kind = "peaks"
     return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
-
-
-def _provenance(reader, size, size_source, rule) -> dict:
-    """``uns["spatialfuse"]`` as :func:`read_imzml` writes it (``reader`` = ``convert_imzml``)."""
-    low, high = reader.mz_range()
-    return {
-        "modality": "msi",
-        "reader": "convert_imzml",
-        "file": str(reader.path),
-        "ibd_file": str(reader.ibd_path),
-        "uuid": reader.uuid or "",
-        "mode": reader.mode,
-        "pixel_size_um": [float(size[0]), float(size[1])],
-        "pixel_size_source": size_source,
-        "mz_range": [float(low), float(high)],
-        "mz_dtype": str(reader.mz_dtype),
-        "intensity_dtype": str(reader.intensity_dtype),
-        "n_spectra": int(reader.n_spectra),
-        "grid_origin": [int(v) for v in reader.grid_origin],
-        "grid_shape": [int(v) for v in reader.grid_shape],
-        "windows": rule,
-        "coordinates": "obsm['spatial'] = pixel centres in µm, ((x-0.5)*sx, (y-0.5)*sy)",
-        "version": __version__,
-    }
-
-
-def _var(centres: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-    import pandas as pd
-
-    from spatialfuse.io.imzml._read import mz_feature_names
-
-    return pd.DataFrame(
-        {
-            "mz": np.asarray(centres, dtype=np.float64),
-            "mz_lo": np.asarray(lo, dtype=np.float64),
-            "mz_hi": np.asarray(hi, dtype=np.float64),
-        },
-        index=pd.Index(mz_feature_names(np.asarray(centres)), dtype=str),
-    )
 
 
 def _obs(coords: np.ndarray, tic: np.ndarray):
@@ -365,7 +326,7 @@ def convert_imzml(
             plan.tile_cols,
             format_bytes(budget),
         )
-        provenance = _provenance(reader, size, size_source, rule)
+        provenance = msi_provenance(reader, size, size_source, rule, made_by="convert_imzml")
         coords = reader.coordinates
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
@@ -380,7 +341,7 @@ def convert_imzml(
                 compressors=_compressors(compression_name),
             )
             x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
-            write_elem(root, "var", _var(centres, lo, hi), dataset_kwargs=_NO_SHARDS)
+            write_elem(root, "var", feature_var(centres, lo, hi), dataset_kwargs=_NO_SHARDS)
             spatial = np.stack(
                 [(coords[:, 0] - 0.5) * size[0], (coords[:, 1] - 0.5) * size[1]], axis=1
             ).astype(np.float64)
