@@ -8,7 +8,6 @@ import numpy as np
 
 from spatialfuse._version import __version__
 from spatialfuse.io.imzml import _kernels
-from spatialfuse.io.imzml._axis import build_mz_axis
 from spatialfuse.io.imzml._reader import ImzMLReader
 
 
@@ -19,6 +18,51 @@ def mz_feature_names(mz: np.ndarray) -> list[str]:
         if len(set(names)) == len(names):
             return names
     return [f"mz-{value:.10f}-{i}" for i, value in enumerate(mz)]
+
+
+def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_progress):
+    """The features of an MSI table: ``(kind, centres, lo, hi, window_rule)``.
+
+    ``kind`` is ``"identity"`` (the shared m/z axis itself, one feature per point),
+    ``"shared_windows"`` (windows on a shared axis) or ``"peaks"`` (windows over per-spectrum
+    peaks). ``mz`` may be m/z values (windows of ± ppm or ± tol) or an :class:`MzAxis`.
+    """
+    from spatialfuse.io.imzml import _kernels
+    from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
+
+    shared = _kernels.shared_mz_axis(reader._acc) is not None
+    if isinstance(mz, MzAxis):
+        if ppm is not None or tol is not None:
+            raise ValueError("an MzAxis carries its own windows: give no ppm= or tol= with it")
+        centres, lo, hi = (np.asarray(a, dtype=np.float64) for a in (mz.mz, mz.lo, mz.hi))
+        rule = {"kind": "axis"}
+        kind = "shared_windows" if shared else "peaks"
+    elif mz is not None:
+        centres, lo, hi = _kernels.mz_windows(mz, tol=tol, ppm=ppm)
+        rule = (
+            {"kind": "tol", "tol": float(tol)}
+            if tol is not None
+            else {"kind": "ppm", "ppm": float(ppm if ppm is not None else _kernels.DEFAULT_PPM)}
+        )
+        kind = "shared_windows" if shared else "peaks"
+    elif shared:
+        centres = _kernels.shared_mz_axis(reader._acc)
+        lo = hi = centres
+        rule = {"kind": "shared_axis"}
+        kind = "identity"
+    else:
+        merge_ppm = 5.0 if ppm is None else float(ppm)
+        axis = build_mz_axis(
+            reader,
+            ppm=merge_ppm,
+            min_frequency=min_frequency,
+            max_features=max_features,
+            show_progress=show_progress,
+        )
+        centres, lo, hi = axis.mz, axis.lo, axis.hi
+        rule = {"kind": "merged_peaks", "ppm": merge_ppm, "min_frequency": float(min_frequency)}
+        kind = "peaks"
+    return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
 
 
 def feature_var(centres, lo, hi):
@@ -131,23 +175,10 @@ def read_imzml(
     with ImzMLReader(path, cache=cache) as reader:
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
-        window_rule: dict[str, object]
-        if mz is not None:
-            centres, lo, hi = _kernels.mz_windows(mz, tol=tol, ppm=ppm)
-            table = _kernels.window_sums_sparse(
-                reader._acc, lo, hi, dtype=np.float32, show_progress=show_progress
-            )
-            window_rule = (
-                {"kind": "tol", "tol": float(tol)}
-                if tol is not None
-                else {
-                    "kind": "ppm",
-                    "ppm": float(ppm if ppm is not None else _kernels.DEFAULT_PPM),
-                }
-            )
-        elif _kernels.shared_mz_axis(reader._acc) is not None:
-            centres = _kernels.shared_mz_axis(reader._acc)
-            lo = hi = centres
+        kind, centres, lo, hi, window_rule = choose_features(
+            reader, mz, ppm, tol, min_frequency, max_features, show_progress
+        )
+        if kind == "identity":
             matrix = _kernels.intensity_matrix(reader._acc)
             if matrix is not None:
                 table = np.array(matrix, dtype=np.float32, copy=True)
@@ -155,25 +186,10 @@ def read_imzml(
                 table = np.stack(
                     [reader._acc.array(i, "int") for i in range(reader.n_spectra)]
                 ).astype(np.float32)
-            window_rule = {"kind": "shared_axis"}
         else:
-            merge_ppm = 5.0 if ppm is None else float(ppm)
-            axis = build_mz_axis(
-                reader,
-                ppm=merge_ppm,
-                min_frequency=min_frequency,
-                max_features=max_features,
-                show_progress=show_progress,
-            )
-            centres, lo, hi = axis.mz, axis.lo, axis.hi
             table = _kernels.window_sums_sparse(
                 reader._acc, lo, hi, dtype=np.float32, show_progress=show_progress
             )
-            window_rule = {
-                "kind": "merged_peaks",
-                "ppm": merge_ppm,
-                "min_frequency": float(min_frequency),
-            }
         coords = reader.coordinates
         three_d = bool((coords[:, 2] != coords[0, 2]).any()) if len(coords) else False
         if three_d:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialfuse._logging import logger, progress
-from spatialfuse.io.imzml._read import feature_var, msi_provenance
+from spatialfuse.io.imzml._read import choose_features, feature_var, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
 
@@ -104,46 +104,6 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
         os.rename(old, output)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _features(reader, mz, ppm, tol, min_frequency, max_features, show_progress):
-    """``(kind, centres, lo, hi, window_rule)`` exactly as :func:`read_imzml` chooses them."""
-    from spatialfuse.io.imzml import _kernels
-    from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
-
-    shared = _kernels.shared_mz_axis(reader._acc) is not None
-    if isinstance(mz, MzAxis):
-        if ppm is not None or tol is not None:
-            raise ValueError("an MzAxis carries its own windows: give no ppm= or tol= with it")
-        centres, lo, hi = (np.asarray(a, dtype=np.float64) for a in (mz.mz, mz.lo, mz.hi))
-        rule = {"kind": "axis"}
-        kind = "shared_windows" if shared else "peaks"
-    elif mz is not None:
-        centres, lo, hi = _kernels.mz_windows(mz, tol=tol, ppm=ppm)
-        rule = (
-            {"kind": "tol", "tol": float(tol)}
-            if tol is not None
-            else {"kind": "ppm", "ppm": float(ppm if ppm is not None else _kernels.DEFAULT_PPM)}
-        )
-        kind = "shared_windows" if shared else "peaks"
-    elif shared:
-        centres = _kernels.shared_mz_axis(reader._acc)
-        lo = hi = centres
-        rule = {"kind": "shared_axis"}
-        kind = "identity"
-    else:
-        merge_ppm = 5.0 if ppm is None else float(ppm)
-        axis = build_mz_axis(
-            reader,
-            ppm=merge_ppm,
-            min_frequency=min_frequency,
-            max_features=max_features,
-            show_progress=show_progress,
-        )
-        centres, lo, hi = axis.mz, axis.lo, axis.hi
-        rule = {"kind": "merged_peaks", "ppm": merge_ppm, "min_frequency": float(min_frequency)}
-        kind = "peaks"
-    return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
 
 
 def _obs(coords: np.ndarray, tic: np.ndarray):
@@ -306,7 +266,7 @@ def convert_imzml(
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
         usable_memory(reader.n_spectra, budget)  # too small a budget fails before any pass
-        kind, centres, lo, hi, rule = _features(
+        kind, centres, lo, hi, rule = choose_features(
             reader, mz, ppm, tol, min_frequency, max_features, show_progress
         )
         compression_name = _compression_name(compression, kind)
