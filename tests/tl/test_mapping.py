@@ -693,3 +693,16 @@ def test_public_api_conventions():
         assert params["transform"].kind is inspect.Parameter.KEYWORD_ONLY
         assert "Returns" in fn.__doc__ and "Slots written" in fn.__doc__
     assert isinstance(AffineTransform.identity(), Transform)
+
+
+def test_dask_backed_msi_is_mapped_without_loading_everything():
+    """A lazy (dask) MSI table gives the same spot values as the in-memory one."""
+    da = pytest.importorskip("dask.array")
+    msi = make_msi(40, 30, 50.0)
+    visium = make_visium(hex_lattice(6, 8, origin=(300.0, 300.0)))
+    identity = AffineTransform.identity()
+    eager = sf.tl.map_to_spots(msi, visium, transform=identity)
+    lazy_msi = msi.copy()
+    lazy_msi.X = da.from_array(np.asarray(msi.X), chunks=(200, 3))
+    lazy = sf.tl.map_to_spots(lazy_msi, visium, transform=identity)
+    np.testing.assert_array_equal(np.asarray(lazy.X), np.asarray(eager.X))

@@ -540,6 +540,10 @@ def _feature_matrix(adata, layer: str | None, name: str):
         raise ValueError(f"{name}.X is empty (None); pass layer=")
     if sparse.issparse(matrix):
         return matrix.tocsr() if matrix.format != "csr" else matrix
+    if hasattr(matrix, "dask") and hasattr(matrix, "chunks"):
+        # A dask-backed table (``sf.io.read_msi_zarr``): keep it lazy; only the rows the weights
+        # touch are read, block by block (see _weighted_rows).
+        return matrix
     return np.asarray(matrix)
 
 
