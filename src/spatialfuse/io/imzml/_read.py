@@ -65,6 +65,24 @@ def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_prog
     return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
 
 
+def msi_obs(coords: np.ndarray, tic: np.ndarray):
+    """The ``obs`` table of an MSI AnnData: ``"x_y"`` names, grid positions as written, TIC."""
+    import pandas as pd
+
+    three_d = bool((coords[:, 2] != coords[0, 2]).any()) if len(coords) else False
+    if three_d:
+        names = [f"{x}_{y}_{z}" for x, y, z in coords.tolist()]
+    else:
+        names = [f"{x}_{y}" for x, y, _ in coords.tolist()]
+    obs = pd.DataFrame(
+        {"imzml_x": coords[:, 0], "imzml_y": coords[:, 1]}, index=pd.Index(names, dtype=str)
+    )
+    if three_d:
+        obs["imzml_z"] = coords[:, 2]
+    obs["tic"] = tic
+    return obs
+
+
 def feature_var(centres, lo, hi):
     """The ``var`` table of an MSI AnnData: names like ``mz-760.5851``, window centre and edges."""
     import pandas as pd
@@ -168,7 +186,6 @@ def read_imzml(
       window rule, version).
     """
     import anndata as ad
-    import pandas as pd
 
     if ppm is not None and tol is not None:
         raise ValueError("give either ppm= or tol=, not both")
@@ -191,17 +208,7 @@ def read_imzml(
                 reader._acc, lo, hi, dtype=np.float32, show_progress=show_progress
             )
         coords = reader.coordinates
-        three_d = bool((coords[:, 2] != coords[0, 2]).any()) if len(coords) else False
-        if three_d:
-            names = [f"{x}_{y}_{z}" for x, y, z in coords.tolist()]
-        else:
-            names = [f"{x}_{y}" for x, y, _ in coords.tolist()]
-        obs = pd.DataFrame(
-            {"imzml_x": coords[:, 0], "imzml_y": coords[:, 1]}, index=pd.Index(names, dtype=str)
-        )
-        if three_d:
-            obs["imzml_z"] = coords[:, 2]
-        obs["tic"] = reader.tic(show_progress=show_progress)
+        obs = msi_obs(coords, reader.tic(show_progress=show_progress))
         var = feature_var(centres, lo, hi)
         spatial = np.stack(
             [(coords[:, 0] - 0.5) * size[0], (coords[:, 1] - 0.5) * size[1]], axis=1

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialfuse._logging import logger, progress
-from spatialfuse.io.imzml._read import choose_features, feature_var, msi_provenance
+from spatialfuse.io.imzml._read import choose_features, feature_var, msi_obs, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
 
@@ -104,23 +104,6 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
         os.rename(old, output)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _obs(coords: np.ndarray, tic: np.ndarray):
-    import pandas as pd
-
-    three_d = bool((coords[:, 2] != coords[0, 2]).any()) if len(coords) else False
-    if three_d:
-        names = [f"{x}_{y}_{z}" for x, y, z in coords.tolist()]
-    else:
-        names = [f"{x}_{y}" for x, y, _ in coords.tolist()]
-    obs = pd.DataFrame(
-        {"imzml_x": coords[:, 0], "imzml_y": coords[:, 1]}, index=pd.Index(names, dtype=str)
-    )
-    if three_d:
-        obs["imzml_z"] = coords[:, 2]
-    obs["tic"] = tic
-    return obs
 
 
 def _run_local(spec, tiles, reader, tic, show_progress):
@@ -327,7 +310,7 @@ def convert_imzml(
             else:
                 _run_distributed(dask_client, spec, tiles, tic, show_progress)
 
-            write_elem(root, "obs", _obs(coords, tic), dataset_kwargs=_NO_SHARDS)
+            write_elem(root, "obs", msi_obs(coords, tic), dataset_kwargs=_NO_SHARDS)
             store_info = {
                 "format": STORE_FORMAT,
                 "version": STORE_VERSION,
