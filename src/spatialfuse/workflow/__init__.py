@@ -1,0 +1,1 @@
+"""The pipeline behind ``spatialfuse run`` and ``spatialfuse demo``: config, steps, cache, report."""
