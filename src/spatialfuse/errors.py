@@ -80,3 +80,33 @@ class CalibrationError(SpatialfuseError, ValueError):
 
 class DataWarning(SpatialfuseWarning):
     """Input was read, but something in it was unusual and was handled in a stated way."""
+
+
+class ConfigError(FileFormatError):
+    """A run configuration (YAML) is malformed or refers to inputs that do not fit together."""
+
+
+class RegistrationFailedError(SpatialfuseError, RuntimeError):
+    """A registration failed its quality checks and the run was not told to accept it.
+
+    Parameters
+    ----------
+    path_name
+        The registration path (``moving → fixed``) that failed.
+    failures
+        The checks that failed, in words.
+    """
+
+    def __init__(self, path_name: str, failures: list[str]):
+        self.path_name = path_name
+        self.failures = list(failures)
+        reasons = "; ".join(self.failures) or "no reason recorded"
+        super().__init__(
+            f"registration {path_name} failed its quality checks: {reasons}. Inspect the QC "
+            "report; give landmarks, a different model or working resolution, or set "
+            "accept_failed: true on that path to continue anyway."
+        )
+
+
+class OutputLockedError(SpatialfuseError, OSError):
+    """Another run is writing to the same output folder."""

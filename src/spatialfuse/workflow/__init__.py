@@ -1,1 +1,4 @@
-"""The pipeline behind ``spatialfuse run`` and ``spatialfuse demo``: config, steps, cache, report."""
+"""The pipeline behind ``spatialfuse run`` and ``spatialfuse demo``.
+
+Config, steps, the step cache and the QC report.
+"""

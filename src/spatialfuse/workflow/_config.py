@@ -1,0 +1,249 @@
+"""The run configuration of ``spatialfuse run``: a YAML file validated by pydantic.
+
+:data:`EXAMPLE_CONFIG` is the annotated reference (``spatialfuse init-config`` writes it,
+``spatialfuse run --help`` and ``docs/config.md`` show it); a test checks that it validates.
+Relative paths are resolved against the config file's folder, so a project folder can be moved as
+a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spatialfuse.errors import ConfigError
+from spatialfuse.workflow._example import EXAMPLE_CONFIG
+
+__all__ = ["EXAMPLE_CONFIG", "RunConfig", "load_config", "parse_config"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Modality(_Model):
+    """One input file or folder."""
+
+    kind: Literal["imzml", "histology", "visium"]
+    path: Path
+    pixel_size_um: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _pixel_size_applies(self) -> Modality:
+        if self.kind == "visium" and self.pixel_size_um is not None:
+            raise ValueError(
+                "pixel_size_um does not apply to Visium folders (their scale comes from the "
+                "100 µm spot pitch)"
+            )
+        return self
+
+
+class Registration(_Model):
+    """One registration: ``moving`` onto ``fixed``."""
+
+    moving: str
+    fixed: str
+    model: Literal["rigid", "similarity", "affine", "bspline"] = "affine"
+    landmarks: Path | None = None
+    accept_failed: bool = False
+
+    @property
+    def name(self) -> str:
+        """``moving → fixed``, as reports and errors name it."""
+        return f"{self.moving} → {self.fixed}"
+
+
+class Mapping(_Model):
+    """MSI pixels onto Visium spots (:func:`spatialfuse.tl.map_to_spots`)."""
+
+    msi: str | None = None
+    visium: str | None = None
+    method: Literal["area", "radius", "nearest", "overlap"] = "area"
+    aggregate: Literal["mean", "sum"] = "mean"
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+class RnaPreprocessing(_Model):
+    """RNA preprocessing (:func:`spatialfuse.pp.preprocess_rna`)."""
+
+    n_top_genes: Annotated[int, Field(gt=0)] = 2000
+    n_comps: Annotated[int, Field(gt=1)] = 30
+
+
+class MsiPreprocessing(_Model):
+    """MSI preprocessing (:func:`spatialfuse.pp.preprocess_msi`)."""
+
+    norm: Literal["tic", "rms", "median", "none"] = "tic"
+    log: bool = True
+    spatial_filter: bool = False
+    n_comps: Annotated[int, Field(gt=1)] = 30
+
+
+class Preprocessing(_Model):
+    """Per-modality preprocessing."""
+
+    rna: RnaPreprocessing = RnaPreprocessing()
+    msi: MsiPreprocessing = MsiPreprocessing()
+
+
+class Clustering(_Model):
+    """Joint clustering (:func:`spatialfuse.tl.joint_cluster`)."""
+
+    method: Literal["wnn", "concat", "mofa"] = "wnn"
+    resolution: Annotated[float, Field(gt=0)] = 1.0
+    spatial_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int = 0
+
+
+class Correlation(_Model):
+    """Cross-modality association (:func:`spatialfuse.tl.cross_modal_correlation`)."""
+
+    method: Literal["pearson", "spearman"] = "pearson"
+    n_top: Annotated[int, Field(gt=0)] = 20
+    n_permutations: Annotated[int, Field(ge=19)] = 199
+
+
+class Outputs(_Model):
+    """Which outputs to write."""
+
+    h5mu: bool = True
+    h5ad: bool = True
+    spatialdata: bool = True
+    spaceranger_like: bool = False
+    report: bool = True
+
+
+class RunConfig(_Model):
+    """A whole run: inputs, registrations, mapping, analysis and outputs."""
+
+    output: Path = Path("results")
+    modalities: dict[str, Modality]
+    registrations: list[Registration] = []
+    mapping: Mapping = Mapping()
+    preprocessing: Preprocessing = Preprocessing()
+    clustering: Clustering = Clustering()
+    correlation: Correlation = Correlation()
+    outputs: Outputs = Outputs()
+
+    @field_validator("modalities")
+    @classmethod
+    def _some_modalities(cls, value: dict[str, Modality]) -> dict[str, Modality]:
+        if not value:
+            raise ValueError("at least one modality is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        names = set(self.modalities)
+        seen = set()
+        for i, reg in enumerate(self.registrations):
+            for role in ("moving", "fixed"):
+                name = getattr(reg, role)
+                if name not in names:
+                    raise ValueError(
+                        f"registrations[{i}].{role} is {name!r}, which is not a modality "
+                        f"(modalities: {', '.join(sorted(names))})"
+                    )
+            if reg.moving == reg.fixed:
+                raise ValueError(f"registrations[{i}] registers {reg.moving!r} onto itself")
+            if (reg.moving, reg.fixed) in seen:
+                raise ValueError(f"registrations[{i}] repeats {reg.name}")
+            seen.add((reg.moving, reg.fixed))
+        msi, visium = self.msi_name, self.visium_name
+        for role, name, kind in (("msi", msi, "imzml"), ("visium", visium, "visium")):
+            if name is not None and self.modalities[name].kind != kind:
+                raise ValueError(f"mapping.{role} is {name!r}, which is not of kind {kind!r}")
+        return self
+
+    def _only(self, kind: str, explicit: str | None, role: str) -> str | None:
+        if explicit is not None:
+            if explicit not in self.modalities:
+                raise ValueError(f"mapping.{role} is {explicit!r}, which is not a modality")
+            return explicit
+        found = [n for n, m in self.modalities.items() if m.kind == kind]
+        if len(found) > 1:
+            raise ValueError(
+                f"several {kind} modalities ({', '.join(found)}): say which one in mapping.{role}"
+            )
+        return found[0] if found else None
+
+    @property
+    def msi_name(self) -> str | None:
+        """The MSI modality that is mapped onto spots (None when there is none)."""
+        return self._only("imzml", self.mapping.msi, "msi")
+
+    @property
+    def visium_name(self) -> str | None:
+        """The Visium modality spots come from (None when there is none)."""
+        return self._only("visium", self.mapping.visium, "visium")
+
+
+def parse_config(data: dict, *, base: str | os.PathLike, source: str = "<config>") -> RunConfig:
+    """Validate a config mapping; relative paths are taken relative to ``base``."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "the config must be a YAML mapping (key: value lines)")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _explain(exc)) from None
+    return _resolved(config, Path(base))
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read and validate a YAML run config.
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    ConfigError
+        The YAML is malformed or does not validate; the message lists every problem with its
+        location (e.g. ``registrations.0.model``).
+    """
+    import yaml
+
+    from spatialfuse.errors import MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "no such config file (spatialfuse init-config writes one)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"not valid YAML: {exc}") from None
+    return parse_config(data, base=path.resolve().parent, source=str(path))
+
+
+def _resolved(config: RunConfig, base: Path) -> RunConfig:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    modalities = {
+        name: m.model_copy(update={"path": absolute(m.path)})
+        for name, m in config.modalities.items()
+    }
+    registrations = [
+        r.model_copy(update={"landmarks": absolute(r.landmarks)}) for r in config.registrations
+    ]
+    return config.model_copy(
+        update={
+            "output": absolute(config.output),
+            "modalities": modalities,
+            "registrations": registrations,
+        }
+    )
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (a typo?)"
+        message = message.removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "invalid config:\n  " + "\n  ".join(lines)

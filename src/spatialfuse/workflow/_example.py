@@ -1,0 +1,72 @@
+"""The annotated example run config (kept import-free so ``spatialfuse run --help`` stays fast)."""
+
+EXAMPLE_CONFIG = """\
+# spatialfuse run configuration. Paths are relative to this file's folder.
+# Run it with:  spatialfuse run config.yaml
+
+# Every output goes into this folder (one folder per run; see "outputs" below).
+output: results
+
+# The inputs, each under a name you choose. kind: imzml | histology | visium.
+modalities:
+  msi:
+    kind: imzml
+    path: data/msi.imzML            # the .ibd must sit beside it
+    pixel_size_um: null             # only for files that do not state their pixel size
+  he_msi:                           # H&E of the section the MSI was acquired on
+    kind: histology
+    path: data/he.ome.tif
+    pixel_size_um: null             # only for images without a pixel size (e.g. plain PNG)
+  visium:
+    kind: visium
+    path: data/visium               # a Space Ranger output folder
+
+# Registrations, each mapping "moving" onto "fixed". The run composes them along the path from
+# the MSI to the Visium modality (here MSI -> H&E of the MSI section -> Visium H&E).
+registrations:
+  - moving: msi
+    fixed: he_msi
+    model: affine                   # rigid | similarity | affine | bspline
+    landmarks: null                 # optional CSV: moving_x,moving_y,fixed_x,fixed_y or MAGPIE's
+                                    # X_left,Y_left,X_right,Y_right (left = moving)
+    accept_failed: false            # true: continue even if the quality checks fail
+  - moving: he_msi
+    fixed: visium
+    model: affine
+
+# MSI pixels onto Visium spots.
+mapping:
+  msi: msi                          # which modality is the MSI ...
+  visium: visium                    # ... and which the Visium data
+  method: area                      # area | radius | nearest | overlap
+  aggregate: mean                   # mean | sum
+  min_coverage: 0.5                 # spots whose disc is less covered by MSI count as without MSI
+
+preprocessing:
+  rna:
+    n_top_genes: 2000
+    n_comps: 30
+  msi:
+    norm: tic                       # tic | rms | median | none
+    log: true
+    spatial_filter: false           # keep only spatially autocorrelated ions (Moran's I)
+    n_comps: 30
+
+clustering:
+  method: wnn                       # wnn | concat | mofa (mofa needs mofapy2)
+  resolution: 1.0
+  spatial_smoothing: 0.0            # 0 = none; up to 1 = mix in the spatial neighbour graph
+  seed: 0
+
+correlation:
+  method: pearson                   # pearson | spearman
+  n_top: 20                         # pairs shown in the report
+  n_permutations: 199               # spatially constrained surrogates for p-values
+
+outputs:
+  h5mu: true                        # joint table as MuData
+  h5ad: true                        # joint table as one AnnData (var["feature_types"])
+  spatialdata: true                 # SpatialData zarr with every element in one µm frame
+  spaceranger_like: false           # MSI on Visium spots as a Space Ranger folder
+  report: true                      # self-contained HTML QC report
+"""
