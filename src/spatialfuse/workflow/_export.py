@@ -1,0 +1,99 @@
+"""Writing a run's outputs into its folder (each file atomically; see ``docs/outputs.md``).
+
+================================  =============================================================
+``joint.h5mu``                    MuData: ``rna`` and ``msi`` (preprocessed), ``obs["joint"]``
+``joint.h5ad``                    the same as one AnnData, ``var["feature_types"]``
+``msi_spots.h5ad``                the MSI on the spots before preprocessing (``map_to_spots``)
+``correlation.csv``               gene × ion pairs with spatial significance
+``transforms/*.json``             every registration and the composed MSI → Visium transform
+``qc/*.png``                      registration QC figures
+``spatialdata.zarr``              H&E, spots, MSI pixels and tables in one µm coordinate system
+``spaceranger_msi/``              the MSI on the spots as a Space Ranger folder (optional)
+``summary.json``, ``report.html``  every metric; the QC report
+================================  =============================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from spatialfuse._io_utils import atomic_path
+
+if TYPE_CHECKING:
+    from spatialfuse.workflow._pipeline import RunResult
+
+
+def export_outputs(result: RunResult) -> None:
+    """Write the tables, transforms and optional exports a run's config asks for."""
+    from spatialfuse import io, tl
+
+    out, config = result.output, result.config
+    files = result.files
+    for record in result.registrations:
+        files[f"transform {record.registration.name}"] = record.transform_file
+        if record.qc_figure is not None and record.qc_figure.exists():
+            files[f"qc {record.registration.name}"] = record.qc_figure
+    if result.msi_to_visium is not None:
+        from spatialfuse.workflow._steps import transform_file
+
+        files["transform msi → visium"] = transform_file(out, config.msi_name, config.visium_name)
+    if result.msi_spots is not None:
+        files["msi_spots"] = io.write_h5ad(result.msi_spots, out / "msi_spots.h5ad")
+    if result.mdata is not None:
+        if config.outputs.h5mu:
+            files["h5mu"] = io.write_h5mu(result.mdata, out / "joint.h5mu")
+        if config.outputs.h5ad:
+            joint = tl.concatenate_modalities(result.mdata)
+            files["h5ad"] = io.write_h5ad(joint, out / "joint.h5ad")
+    if result.correlation is not None:
+        path = out / "correlation.csv"
+        with atomic_path(path) as tmp:
+            result.correlation.to_csv(tmp, index=False)
+        files["correlation"] = path
+    if result.failed is not None:
+        return
+    he_name = _he_name(result)
+    if config.outputs.spatialdata and result.msi_to_visium is not None:
+        files["spatialdata"] = _write_spatialdata(result, he_name)
+    if config.outputs.spaceranger_like and result.msi_spots is not None:
+        files["spaceranger_like"] = io.write_spaceranger_like(
+            result.msi_spots,
+            result.modalities[config.visium_name],
+            out / "spaceranger_msi",
+        )
+
+
+def _he_name(result: RunResult) -> str | None:
+    """The histology image registered straight onto the Visium data, if any."""
+    config = result.config
+    for reg in config.registrations:
+        names = {reg.moving, reg.fixed}
+        if config.visium_name in names:
+            other = (names - {config.visium_name}).pop()
+            if config.modalities[other].kind == "histology":
+                return other
+    return None
+
+
+def _write_spatialdata(result: RunResult, he_name: str | None):
+    from spatialfuse import io
+    from spatialfuse.workflow._steps import compose_path
+
+    config = result.config
+    transforms = {
+        (r.registration.moving, r.registration.fixed): r.transform for r in result.registrations
+    }
+    he = None
+    he_to_visium = None
+    if he_name is not None:
+        he = result.modalities[he_name]
+        he_to_visium = compose_path(transforms, he_name, config.visium_name)
+    return io.write_spatialdata(
+        result.output / "spatialdata.zarr",
+        visium=result.modalities[config.visium_name],
+        msi=result.modalities[config.msi_name],
+        msi_to_visium=result.msi_to_visium,
+        he=he,
+        he_to_visium=he_to_visium,
+        tables={"joint": None} if result.mdata is None else {"msi_spots": result.msi_spots},
+    )

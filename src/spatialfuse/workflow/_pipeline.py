@@ -1,0 +1,502 @@
+"""``spatialfuse run``: read, register, map, integrate, cluster, correlate, export, report.
+
+Each step's result is cached under a key of everything it used (:mod:`._steps_cache`), every
+output is written atomically, and the output folder is locked for the run (:mod:`._lock`). A
+registration that fails its quality checks stops the run with
+:class:`~spatialfuse.errors.RegistrationFailedError` after writing its transform, QC figure, the
+summary and the report, unless the path (or the caller) accepts failures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spatialfuse._io_utils import atomic_path
+from spatialfuse._logging import logger
+from spatialfuse._version import __version__
+from spatialfuse.errors import RegistrationFailedError
+from spatialfuse.workflow import _steps
+from spatialfuse.workflow._lock import output_lock
+from spatialfuse.workflow._steps_cache import StepCache, input_fingerprint, step_key
+
+if TYPE_CHECKING:
+    import anndata
+    import mudata
+    import pandas as pd
+
+    from spatialfuse.reg import Transform
+    from spatialfuse.workflow._config import Registration, RunConfig
+
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.html"
+
+
+@dataclass
+class RegistrationRecord:
+    """One registration of a run: its transform, metrics, verdict and where its outputs are."""
+
+    registration: Registration
+    transform: Transform
+    metrics: dict[str, Any]
+    ok: bool
+    failures: list[str]
+    reused: bool
+    transform_file: Path
+    qc_figure: Path | None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the run may go on with this registration."""
+        return self.ok or self.registration.accept_failed
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-compatible record for ``summary.json``."""
+        return {
+            "moving": self.registration.moving,
+            "fixed": self.registration.fixed,
+            "model": self.registration.model,
+            "ok": self.ok,
+            "accepted_despite_failure": (not self.ok) and self.registration.accept_failed,
+            "failures": list(self.failures),
+            "metrics": _jsonable(self.metrics),
+            "reused_from_cache": self.reused,
+            "transform_file": str(self.transform_file),
+            "transform_kind": self.transform.kind,
+        }
+
+
+@dataclass
+class RunResult:
+    """What a run produced (everything is also on disk under ``output``)."""
+
+    config: RunConfig
+    output: Path
+    registrations: list[RegistrationRecord] = field(default_factory=list)
+    msi_to_visium: Transform | None = None
+    msi_spots: anndata.AnnData | None = None
+    mdata: mudata.MuData | None = None
+    correlation: pd.DataFrame | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    failed: RegistrationRecord | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    modalities: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every registration passed its checks (or was accepted) and the run finished."""
+        return self.failed is None
+
+
+class _Steps:
+    """A progress bar over the run's steps that also times them."""
+
+    def __init__(self, names: list[str], *, show: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=len(names), desc="spatialfuse", disable=not show, leave=False)
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, func, *args, **kwargs):
+        self.bar.set_description(name)
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_pipeline(
+    config: RunConfig,
+    *,
+    accept_failed: bool = False,
+    reuse: bool = True,
+    show_progress: bool = True,
+    write_report: bool | None = None,
+    evaluate: Callable[[RunResult], dict[str, Any]] | None = None,
+) -> RunResult:
+    """Run everything a config asks for and write the outputs into ``config.output``.
+
+    Parameters
+    ----------
+    config
+        A validated :class:`~spatialfuse.workflow._config.RunConfig` (``load_config``).
+    accept_failed
+        Continue past registrations that fail their checks (as if every path set
+        ``accept_failed: true``).
+    reuse
+        Reuse cached step results whose inputs and settings are unchanged.
+    show_progress
+        Show a progress bar over the steps.
+    write_report
+        Override ``config.outputs.report``.
+    evaluate
+        Called with the finished result before the summary and report are written; what it
+        returns goes into ``summary.json["evaluation"]`` and the report (the demo scores the run
+        against the synthetic truth this way).
+
+    Returns
+    -------
+    RunResult
+        Transforms, tables and the paths of every output. ``summary.json`` in the output folder
+        holds every metric.
+
+    Raises
+    ------
+    RegistrationFailedError
+        A registration failed its quality checks and was not accepted; the transform, its QC
+        figure, ``summary.json`` and the report are written first.
+    OutputLockedError
+        Another run is writing to the same output folder.
+    """
+    if accept_failed:
+        config = config.model_copy(
+            update={
+                "registrations": [
+                    r.model_copy(update={"accept_failed": True}) for r in config.registrations
+                ]
+            }
+        )
+    out = Path(config.output)
+    with output_lock(out):
+        return _run_locked(
+            config, out, reuse=reuse, show=show_progress, report=write_report, evaluate=evaluate
+        )
+
+
+def _run_locked(
+    config: RunConfig, out: Path, *, reuse: bool, show: bool, report, evaluate
+) -> RunResult:
+    cache = StepCache(out / ".cache", enabled=reuse)
+    result = RunResult(config=config, output=out)
+    msi_name, visium_name = config.msi_name, config.visium_name
+    integrate = msi_name is not None and visium_name is not None
+    names = ["read"] + [f"register {r.name}" for r in config.registrations]
+    if integrate:
+        names += ["map", "cluster", "correlate"]
+    names += ["export", "report"]
+    steps = _Steps(names, show=show)
+    fingerprints = {n: input_fingerprint(m.path) for n, m in config.modalities.items()}
+    try:
+        modalities = steps.run("read", _read_all, config)
+        result.modalities = modalities
+        transforms: dict[tuple[str, str], Transform] = {}
+        for reg in config.registrations:
+            record = steps.run(
+                f"register {reg.name}",
+                _register_step,
+                reg,
+                modalities,
+                config,
+                fingerprints,
+                cache,
+                out,
+            )
+            result.registrations.append(record)
+            transforms[(reg.moving, reg.fixed)] = record.transform
+            if not record.accepted:
+                result.failed = record
+                break
+        if result.failed is None and integrate:
+            transform = _steps.compose_path(transforms, msi_name, visium_name)
+            result.msi_to_visium = transform
+            transform.save(_steps.transform_file(out, msi_name, visium_name))
+            path_keys = _path_key(config, fingerprints)
+            map_key = step_key(
+                "map",
+                config.mapping.model_dump(mode="json"),
+                inputs=[fingerprints[msi_name], fingerprints[visium_name]],
+                upstream=[path_keys],
+            )
+            result.msi_spots = steps.run(
+                "map",
+                _map_step,
+                modalities[msi_name],
+                modalities[visium_name],
+                transform,
+                config,
+                cache,
+                map_key,
+            )
+            joint_key = step_key(
+                "joint",
+                {
+                    "preprocessing": config.preprocessing.model_dump(mode="json"),
+                    "clustering": config.clustering.model_dump(mode="json"),
+                },
+                upstream=[map_key],
+            )
+            result.mdata = steps.run(
+                "cluster",
+                _joint_step,
+                modalities[visium_name],
+                result.msi_spots,
+                config,
+                cache,
+                joint_key,
+            )
+            corr_key = step_key(
+                "correlate", config.correlation.model_dump(mode="json"), upstream=[joint_key]
+            )
+            result.correlation = steps.run(
+                "correlate", _correlate_step, result.mdata, config, cache, corr_key
+            )
+        steps.run("export", _export_step, result)
+        if evaluate is not None:
+            result.evaluation = evaluate(result)
+        result.reused = list(cache.reused)
+        result.timings = steps.timings
+        result.summary = _summary(result)
+        want_report = config.outputs.report if report is None else report
+        if want_report:
+            steps.run("report", _report_step, result)
+        result.timings = steps.timings
+        result.summary = _summary(result)
+        result.files["summary"] = _write_json(out / SUMMARY_NAME, result.summary)
+    finally:
+        steps.close()
+    if result.failed is not None:
+        raise RegistrationFailedError(result.failed.registration.name, result.failed.failures)
+    return result
+
+
+def _read_all(config: RunConfig) -> dict[str, Any]:
+    return {name: _steps.read_modality(m) for name, m in config.modalities.items()}
+
+
+def _registration_settings(reg: Registration, config: RunConfig) -> dict[str, Any]:
+    settings = reg.model_dump(mode="json", exclude={"accept_failed", "landmarks"})
+    settings["seed"] = config.clustering.seed
+    for role in ("moving", "fixed"):
+        settings[f"{role}_modality"] = config.modalities[getattr(reg, role)].model_dump(
+            mode="json", exclude={"path"}
+        )
+    return settings
+
+
+def _registration_key(reg: Registration, config: RunConfig, fingerprints: dict[str, str]) -> str:
+    inputs = [fingerprints[reg.moving], fingerprints[reg.fixed]]
+    if reg.landmarks is not None:
+        inputs.append(input_fingerprint(reg.landmarks))
+    return step_key("register", _registration_settings(reg, config), inputs=inputs)
+
+
+def _path_key(config: RunConfig, fingerprints: dict[str, str]) -> str:
+    keys = [_registration_key(r, config, fingerprints) for r in config.registrations]
+    return step_key("path", [config.msi_name, config.visium_name], upstream=keys)
+
+
+def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out: Path):
+    from spatialfuse.reg import Transform
+
+    key = _registration_key(reg, config, fingerprints)
+    slug = f"register_{_steps.output_name(reg.moving)}_to_{_steps.output_name(reg.fixed)}"
+    target = _steps.transform_file(out, reg.moving, reg.fixed)
+    qc_target = out / "qc" / f"{slug}.png"
+    stored = cache.lookup(slug, key, ".json")
+    if stored is not None:
+        entry = json.loads(stored.read_text(encoding="utf-8"))
+        transform = Transform.from_dict(entry["transform"])
+        png = cache.path(slug, key, ".png")
+        if png.exists():
+            qc_target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(qc_target) as tmp:
+                tmp.write_bytes(png.read_bytes())
+        metrics, ok, failures, reused = entry["metrics"], entry["ok"], entry["failures"], True
+    else:
+        result = _steps.register_pair(
+            modalities[reg.moving], modalities[reg.fixed], reg, seed=config.clustering.seed
+        )
+        transform, metrics = result.transform, _jsonable(result.metrics)
+        ok, failures, reused = bool(result.ok), list(result.failures), False
+        _qc_figure(result, reg, qc_target)
+        png = cache.path(slug, key, ".png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(png) as tmp:
+            tmp.write_bytes(qc_target.read_bytes())
+        entry = {
+            "transform": transform.to_dict(),
+            "metrics": metrics,
+            "ok": ok,
+            "failures": failures,
+        }
+        _write_json(cache.path(slug, key, ".json"), entry)
+        cache.stored(slug)
+    transform.save(target)
+    logger.info("registration %s: %s", reg.name, "ok" if ok else "FAILED " + "; ".join(failures))
+    return RegistrationRecord(reg, transform, metrics, ok, failures, reused, target, qc_target)
+
+
+def _qc_figure(result, reg: Registration, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from spatialfuse.pl import registration_qc
+    from spatialfuse.reg import read_landmarks
+
+    landmarks = read_landmarks(reg.landmarks) if reg.landmarks is not None else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = registration_qc(result, landmarks=landmarks, title=f"{reg.name} ({reg.model})", save=path)
+    plt.close(fig)
+
+
+def _map_step(msi, visium, transform, config: RunConfig, cache: StepCache, key: str):
+    import anndata
+
+    stored = cache.lookup("map", key, ".h5ad")
+    if stored is not None:
+        return anndata.read_h5ad(stored)
+    spots = _steps.map_spots(msi, visium, transform, config.mapping)
+    with atomic_path(cache.path("map", key, ".h5ad")) as tmp:
+        spots.write_h5ad(tmp)
+    cache.stored("map")
+    return spots
+
+
+def _joint_step(visium, msi_spots, config: RunConfig, cache: StepCache, key: str):
+    import mudata
+
+    stored = cache.lookup("joint", key, ".h5mu")
+    if stored is not None:
+        return mudata.read_h5mu(stored)
+    mdata = _steps.build_joint(visium, msi_spots, config.preprocessing, config.clustering)
+    with atomic_path(cache.path("joint", key, ".h5mu")) as tmp:
+        mdata.write_h5mu(tmp)
+    cache.stored("joint")
+    return mdata
+
+
+def _correlate_step(mdata, config: RunConfig, cache: StepCache, key: str):
+    import pandas as pd
+
+    stored = cache.lookup("correlate", key, ".csv")
+    if stored is not None:
+        return pd.read_csv(stored)
+    table = _steps.correlate(mdata, config.correlation, seed=config.clustering.seed)
+    with atomic_path(cache.path("correlate", key, ".csv")) as tmp:
+        table.to_csv(tmp, index=False)
+    cache.stored("correlate")
+    return table
+
+
+def _export_step(result: RunResult) -> None:
+    from spatialfuse.workflow._export import export_outputs
+
+    export_outputs(result)
+
+
+def _report_step(result: RunResult) -> None:
+    from spatialfuse.workflow._report_content import write_run_report
+
+    result.files["report"] = write_run_report(result, result.output / REPORT_NAME)
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    config = result.config
+    summary: dict[str, Any] = {
+        "spatialfuse_version": __version__,
+        "status": "ok" if result.ok else "registration_failed",
+        "output": str(result.output),
+        "inputs": {
+            name: _describe_input(name, result.modalities.get(name), m)
+            for name, m in config.modalities.items()
+        },
+        "registrations": [r.summary() for r in result.registrations],
+    }
+    if result.failed is not None:
+        summary["failed_registration"] = result.failed.registration.name
+    if result.msi_spots is not None:
+        obs = result.msi_spots.obs
+        summary["mapping"] = {
+            "method": config.mapping.method,
+            "aggregate": config.mapping.aggregate,
+            "n_spots": int(obs.shape[0]),
+            "n_spots_with_msi": int(obs["has_msi"].sum()),
+            "fraction_spots_with_msi": float(obs["has_msi"].mean()) if obs.shape[0] else 0.0,
+            "median_coverage_of_covered_spots": (
+                float(obs.loc[obs["has_msi"], "msi_coverage"].median())
+                if obs["has_msi"].any()
+                else 0.0
+            ),
+        }
+    if result.mdata is not None and "joint" in result.mdata.obs:
+        labels = result.mdata.obs["joint"]
+        summary["clustering"] = {
+            "method": config.clustering.method,
+            "n_clusters": int(labels.dropna().nunique()),
+            "n_spots_clustered": int(labels.notna().sum()),
+            "cluster_sizes": {str(k): int(v) for k, v in labels.value_counts().items()},
+        }
+    if result.correlation is not None:
+        top = result.correlation.head(config.correlation.n_top)
+        summary["correlation"] = {
+            "method": config.correlation.method,
+            "n_pairs_tested": len(result.correlation),
+            "top_pairs": _jsonable(top.to_dict(orient="records")),
+        }
+    if result.evaluation is not None:
+        summary["evaluation"] = _jsonable(result.evaluation)
+    summary["files"] = {k: str(v) for k, v in result.files.items()}
+    summary["reused_steps"] = list(result.reused)
+    summary["timings_s"] = dict(result.timings)
+    summary["config"] = config.model_dump(mode="json")
+    summary["platform"] = {"python": platform.python_version(), "machine": platform.machine()}
+    return summary
+
+
+def _describe_input(name: str, data, modality) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": modality.kind, "path": str(modality.path)}
+    if data is None:
+        return info
+    if modality.kind == "imzml":
+        uns = data.uns.get("spatialfuse", {})
+        info["n_pixels"] = int(data.n_obs)
+        info["n_features"] = int(data.n_vars)
+        info["pixel_size_um"] = _jsonable(uns.get("pixel_size_um"))
+    elif modality.kind == "histology":
+        info["shape_px"] = [int(v) for v in data.shape[:2]]
+        info["pixel_size_um"] = _jsonable(getattr(data, "pixel_size_um", None))
+    else:
+        info["n_spots"] = int(data.n_obs)
+        info["n_genes"] = int(data.n_vars)
+        info["um_per_px"] = _jsonable(data.uns.get("spatialfuse", {}).get("um_per_px"))
+    return info
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _write_json(path: Path, data) -> Path:
+    text = json.dumps(_jsonable(data), indent=1, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,178 @@
+"""The pipeline's steps, one function each; ``spatialfuse run`` and the subcommands share them."""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spatialfuse.errors import ConfigError
+
+if TYPE_CHECKING:
+    import anndata
+    import mudata
+    import pandas as pd
+
+    from spatialfuse.reg import RegistrationResult, Transform
+    from spatialfuse.workflow._config import (
+        Clustering,
+        Correlation,
+        Mapping,
+        Modality,
+        Preprocessing,
+        Registration,
+    )
+
+
+def read_modality(modality: Modality):
+    """Read one input as the readers of :mod:`spatialfuse.io` do (lazily where they can)."""
+    from spatialfuse import io
+
+    if modality.kind == "imzml":
+        return io.read_imzml(modality.path, pixel_size_um=modality.pixel_size_um)
+    if modality.kind == "histology":
+        return io.read_histology(modality.path, pixel_size_um=modality.pixel_size_um)
+    with warnings.catch_warnings():
+        # Space Ranger files routinely carry non-unique gene names; the reader says so once in
+        # the run log, not once per step.
+        warnings.filterwarnings("ignore", message=".*[Vv]ariable names are not unique.*")
+        return io.read_visium(modality.path)
+
+
+def register_pair(
+    moving, fixed, registration: Registration, *, seed: int = 0, show_progress: bool = False
+) -> RegistrationResult:
+    """Run one configured registration (with its landmarks, where it has them)."""
+    from spatialfuse import reg
+
+    landmarks = None
+    if registration.landmarks is not None:
+        landmarks = reg.read_landmarks(registration.landmarks)
+    with warnings.catch_warnings():
+        # A failed check is reported through the result (and the run's exit status).
+        warnings.simplefilter("ignore", reg.RegistrationWarning)
+        return reg.register(
+            moving,
+            fixed,
+            model=registration.model,
+            landmarks=landmarks,
+            seed=seed,
+            show_progress=show_progress,
+        )
+
+
+def compose_path(transforms: dict[tuple[str, str], Transform], start: str, end: str) -> Transform:
+    """Compose registrations along the shortest path ``start → … → end``.
+
+    ``transforms[(a, b)]`` maps ``a`` µm → ``b`` µm; an edge may be walked backwards through its
+    inverse (so ``visium → he`` also gives ``he → visium``).
+
+    Raises
+    ------
+    ConfigError
+        No chain of registrations connects ``start`` to ``end``.
+    """
+    from spatialfuse.reg import AffineTransform, compose
+
+    if start == end:
+        return AffineTransform.identity()
+    neighbours: dict[str, list[tuple[str, Transform]]] = {}
+    for (a, b), t in transforms.items():
+        neighbours.setdefault(a, []).append((b, t))
+        neighbours.setdefault(b, []).append((a, _Inverse(t)))
+    previous: dict[str, tuple[str, object]] = {start: (start, None)}
+    queue = deque([start])
+    while queue and end not in previous:
+        node = queue.popleft()
+        for other, t in neighbours.get(node, []):
+            if other not in previous:
+                previous[other] = (node, t)
+                queue.append(other)
+    if end not in previous:
+        raise ConfigError(
+            None,
+            f"no chain of registrations leads from {start!r} to {end!r}; add a registration "
+            "path between them (e.g. MSI → H&E of the MSI section → Visium)",
+        )
+    steps = []
+    node = end
+    while node != start:
+        node, t = previous[node]
+        steps.append(t.transform.inverse() if isinstance(t, _Inverse) else t)
+    return compose(*steps) if len(steps) > 1 else steps[0]
+
+
+class _Inverse:
+    """An edge walked backwards (inverted only if the path uses it)."""
+
+    def __init__(self, transform: Transform):
+        self.transform = transform
+
+
+def map_spots(msi, visium, transform: Transform, mapping: Mapping, *, show_progress: bool = False):
+    """MSI pixels onto Visium spots (:func:`spatialfuse.tl.map_to_spots`) as configured."""
+    from spatialfuse import tl
+
+    return tl.map_to_spots(
+        msi,
+        visium,
+        transform=transform,
+        method=mapping.method,
+        aggregate=mapping.aggregate,
+        min_coverage=mapping.min_coverage,
+        show_progress=show_progress,
+    )
+
+
+def build_joint(
+    rna: anndata.AnnData,
+    msi_spots: anndata.AnnData,
+    preprocessing: Preprocessing,
+    clustering: Clustering,
+) -> mudata.MuData:
+    """Joint table, per-modality preprocessing and joint clustering (``obs["joint"]``)."""
+    from spatialfuse import pp, tl
+
+    mdata = tl.joint_table(rna, msi_spots)
+    rna_opts, msi_opts = preprocessing.rna, preprocessing.msi
+    pp.preprocess_rna(mdata["rna"], n_top_genes=rna_opts.n_top_genes, n_comps=rna_opts.n_comps)
+    pp.preprocess_msi(
+        mdata["msi"],
+        norm=msi_opts.norm,
+        log=msi_opts.log,
+        spatial_filter=msi_opts.spatial_filter,
+        n_comps=msi_opts.n_comps,
+    )
+    tl.joint_cluster(
+        mdata,
+        method=clustering.method,
+        resolution=clustering.resolution,
+        spatial_smoothing=clustering.spatial_smoothing,
+        seed=clustering.seed,
+        key_added="joint",
+    )
+    return mdata
+
+
+def correlate(mdata: mudata.MuData, correlation: Correlation, *, seed: int = 0) -> pd.DataFrame:
+    """Gene × ion association with spatial significance, as configured."""
+    from spatialfuse import tl
+
+    return tl.cross_modal_correlation(
+        mdata,
+        method=correlation.method,
+        n_permutations=correlation.n_permutations,
+        seed=seed,
+    )
+
+
+def output_name(name: str) -> str:
+    """A file-name-safe version of a modality or path name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return safe.strip("._") or "unnamed"
+
+
+def transform_file(folder: Path, moving: str, fixed: str) -> Path:
+    """Where the transform ``moving → fixed`` is written inside an output folder."""
+    return folder / "transforms" / f"{output_name(moving)}_to_{output_name(fixed)}.json"
