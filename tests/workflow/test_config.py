@@ -1,0 +1,89 @@
+"""The run config: the annotated example validates, and every mistake is named with its place."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from spatialfuse.errors import ConfigError, MissingFileError
+from spatialfuse.workflow._config import EXAMPLE_CONFIG, load_config, parse_config
+
+
+def _example() -> dict:
+    return yaml.safe_load(EXAMPLE_CONFIG)
+
+
+def test_the_annotated_example_validates_and_resolves_paths(tmp_path):
+    path = tmp_path / "project" / "config.yaml"
+    path.parent.mkdir()
+    path.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+    config = load_config(path)
+    base = path.parent.resolve()
+    assert config.modalities["msi"].path == base / "data" / "msi.imzML"
+    assert config.modalities["visium"].path == base / "data" / "visium"
+    assert config.output == base / "results"
+    assert [r.name for r in config.registrations] == ["msi → he_msi", "he_msi → visium"]
+    assert (config.msi_name, config.visium_name) == ("msi", "visium")
+    assert config.mapping.method == "area"
+    assert config.clustering.method == "wnn"
+
+
+def test_absolute_paths_are_kept(tmp_path):
+    data = _example()
+    data["modalities"]["msi"]["path"] = str(tmp_path / "elsewhere.imzML")
+    config = parse_config(data, base=tmp_path / "base")
+    assert config.modalities["msi"].path == tmp_path / "elsewhere.imzML"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["modalities"]["msi"].update(pixle_size_um=3), "modalities.msi.pixle_size_um"),
+        (lambda d: d["modalities"]["msi"].update(kind="maldi"), "modalities.msi.kind"),
+        (lambda d: d["modalities"]["msi"].update(pixel_size_um=-5), "greater than 0"),
+        (lambda d: d["registrations"][0].update(model="elastic"), "registrations.0.model"),
+        (lambda d: d["registrations"][1].update(fixed="visum"), "'visum', which is not a"),
+        (lambda d: d["registrations"][0].update(fixed="msi"), "onto itself"),
+        (lambda d: d["mapping"].update(method="closest"), "mapping.method"),
+        (lambda d: d["mapping"].update(min_coverage=2), "mapping.min_coverage"),
+        (lambda d: d["clustering"].update(method="kmeans"), "clustering.method"),
+        (lambda d: d["modalities"]["visium"].update(pixel_size_um=1), "does not apply to Visium"),
+        (lambda d: d.update(modalities={}), "at least one modality"),
+        (lambda d: d["mapping"].update(msi="he_msi"), "not of kind 'imzml'"),
+        (lambda d: d["registrations"].append(dict(d["registrations"][0])), "repeats msi → he_msi"),
+    ],
+)
+def test_mistakes_are_named_with_their_place(edit, message):
+    data = _example()
+    edit(data)
+    with pytest.raises(ConfigError, match="invalid config") as info:
+        parse_config(data, base=".", source="my.yaml")
+    assert message in str(info.value)
+    assert str(info.value).startswith("my.yaml: ")
+
+
+def test_two_msi_modalities_need_a_choice():
+    data = _example()
+    data["modalities"]["msi2"] = dict(data["modalities"]["msi"])
+    del data["mapping"]["msi"]
+    with pytest.raises(ConfigError, match="several imzml modalities"):
+        parse_config(data, base=".")
+    data["mapping"]["msi"] = "msi2"
+    assert parse_config(data, base=".").msi_name == "msi2"
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(MissingFileError, match="init-config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modalities: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_config(scalar)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=str(binary.name)):
+        load_config(binary)
