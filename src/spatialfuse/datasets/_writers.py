@@ -7,7 +7,6 @@ give the same bytes (the imzML UUID and the OME UUID are passed in, derived from
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid as uuid_module
 from pathlib import Path
 
@@ -351,22 +350,24 @@ def write_visium(
     """
     from PIL import Image
 
+    from spatialfuse.io.export._spaceranger_files import (
+        write_positions_csv,
+        write_scalefactors,
+    )
+
     folder = Path(folder)
     spatial = folder / "spatial"
     spatial.mkdir(parents=True, exist_ok=True)
 
-    lines = ["barcode,in_tissue,array_row,array_col,pxl_row_in_fullres,pxl_col_in_fullres"]
-    for b, t, r, c, pr, pc in zip(
-        barcodes.tolist(),
-        in_tissue.tolist(),
-        array_row.tolist(),
-        array_col.tolist(),
-        pxl_row.tolist(),
-        pxl_col.tolist(),
-        strict=True,
-    ):
-        lines.append(f"{b},{int(t)},{int(r)},{int(c)},{pr!r},{pc!r}")
-    (spatial / "tissue_positions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_positions_csv(
+        spatial / "tissue_positions.csv",
+        barcodes,
+        in_tissue,
+        array_row,
+        array_col,
+        pxl_row,
+        pxl_col,
+    )
 
     full = Image.fromarray(fullres)
     long_full = max(full.height, full.width)
@@ -384,9 +385,7 @@ def write_visium(
         "fiducial_diameter_fullres": spot_px * 1.15 * 1.6154,
         "regist_target_img_scalef": hires_scale,
     }
-    (spatial / "scalefactors_json.json").write_text(
-        json.dumps(scalefactors, indent=4, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    write_scalefactors(spatial / "scalefactors_json.json", scalefactors)
 
     keep = np.asarray(in_tissue, dtype=bool)
     _write_10x_h5(
@@ -404,27 +403,16 @@ def write_visium(
 
 
 def _write_10x_h5(path, barcodes, counts, gene_ids, gene_names, library_id) -> None:
-    """A 10x Genomics feature-barcode matrix (HDF5, v3 layout): features × barcodes CSC."""
-    import h5py
-    from scipy import sparse
+    """A 10x Genomics feature-barcode matrix of synthetic gene counts."""
+    from spatialfuse.io.export._spaceranger_files import write_10x_h5
 
-    csc = sparse.csc_matrix(np.asarray(counts).T)
-    n_genes = len(gene_ids)
-    with h5py.File(path, "w") as fh:
-        fh.attrs["library_ids"] = np.array([library_id.encode()])
-        fh.attrs["chemistry_description"] = np.array([b"Visium V1 Slide"])
-        fh.attrs["software_version"] = np.array([b"spatialfuse-synthetic"])
-        fh.attrs["filetype"] = np.array([b"matrix"])
-        fh.attrs["version"] = np.array([2], dtype=np.int32)
-        grp = fh.create_group("matrix")
-        grp["barcodes"] = np.array([b.encode() for b in barcodes], dtype="S")
-        grp["data"] = csc.data.astype(np.int32)
-        grp["indices"] = csc.indices.astype(np.int64)
-        grp["indptr"] = csc.indptr.astype(np.int64)
-        grp["shape"] = np.array(csc.shape, dtype=np.int32)
-        features = grp.create_group("features")
-        features["id"] = np.array([g.encode() for g in gene_ids], dtype="S")
-        features["name"] = np.array([g.encode() for g in gene_names], dtype="S")
-        features["feature_type"] = np.array([b"Gene Expression"] * n_genes)
-        features["genome"] = np.array([b"synthetic"] * n_genes)
-        features["_all_tag_keys"] = np.array([b"genome"])
+    write_10x_h5(
+        path,
+        barcodes,
+        counts,
+        gene_ids,
+        gene_names,
+        library_id=library_id,
+        genome="synthetic",
+        software_version="spatialfuse-synthetic",
+    )
