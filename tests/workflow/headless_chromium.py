@@ -18,6 +18,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ _FLAGS = (
     "--mute-audio",
     "--hide-scrollbars",
     "--host-resolver-rules=MAP * ~NOTFOUND",
+)
+_TRAMPOLINE = (
+    "import os, sys; r, w = map(int, sys.argv[1:3]); os.dup2(r, 3); os.dup2(w, 4); os.close(r); "
+    "os.close(w); os.execv(sys.argv[3], sys.argv[3:])"
 )
 _IMAGES_JS = """
 (async () => {
@@ -128,30 +133,31 @@ class Chromium:
     def __init__(self, executable: str, *, timeout: float = 30.0):
         self.timeout = timeout
         self._profile = tempfile.TemporaryDirectory(prefix="sf-chromium-")
+        # Chromium's ends of the two pipes, moved above fd 9 so that wiring them to 3 and 4 in the
+        # child cannot overwrite one with the other.
         command_in_r, self._command_out = os.pipe()
         self._reply_in, reply_out_w = os.pipe()
+        child_ends = [
+            fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (command_in_r, reply_out_w)
+        ]
+        for fd in (command_in_r, reply_out_w):
+            os.close(fd)
 
-        def wire_pipes() -> None:  # in the child: the protocol wants fds 3 (commands) and 4
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (command_in_r, reply_out_w)]
-            for target, fd in zip((3, 4), high, strict=True):
-                os.dup2(fd, target)  # inheritable, unlike the pipes themselves
-                os.close(fd)
-
-        flags = [*_FLAGS, f"--user-data-dir={self._profile.name}"]
+        flags = [*_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
-            flags.append("--no-sandbox")  # the sandbox refuses to run as root
+            flags.insert(0, "--no-sandbox")  # the sandbox refuses to run as root
         self._stderr = tempfile.TemporaryFile()
-        # close_fds=False keeps the fds wired above; Python opens every other fd non-inheritable.
+        # A tiny Python trampoline puts the pipes on fds 3 and 4 and execs Chromium (a preexec_fn
+        # would do the same but can deadlock when the test process runs threads).
         self.process = subprocess.Popen(
-            [executable, *flags, "about:blank"],
-            close_fds=False,
-            preexec_fn=wire_pipes,
+            [sys.executable, "-I", "-c", _TRAMPOLINE, *map(str, child_ends), executable, *flags],
+            pass_fds=child_ends,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )
-        os.close(command_in_r)
-        os.close(reply_out_w)
+        for fd in child_ends:
+            os.close(fd)
         self._buffer = b""
         self._next_id = 0
         self._events: list[dict] = []

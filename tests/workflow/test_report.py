@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import headless_chromium
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -450,7 +453,11 @@ def _rows(doc: _Doc, caption: str) -> list[list[str]]:
 
 def test_figures_are_closed_even_when_writing_fails(tmp_path):
     plt.close("all")
-    build_sample_report(tmp_path / "ok.html")
+    nested = ReportSection("child", figures=[ReportFigure("b", _clusters_figure())])
+    sections = [
+        ReportSection("s", figures=[ReportFigure("a", _clusters_figure())], subsections=[nested])
+    ]
+    write_report(tmp_path / "ok.html", title="x", sections=sections)
     assert plt.get_fignums() == []
 
     blocker = tmp_path / "a-file"
@@ -573,3 +580,19 @@ def test_the_browser_check_catches_a_broken_page(chromium, tmp_path):
     assert "console.error: boom" in page.errors
     assert any("ERR_FILE_NOT_FOUND" in e for e in page.errors)
     assert [i["naturalWidth"] for i in page.images] == [0, 0, 4]
+
+
+def test_no_browser_means_a_skip_reason_not_a_failure(monkeypatch, tmp_path):
+    not_executable = tmp_path / "chromium"
+    not_executable.write_text("")
+    monkeypatch.setenv("SPATIALFUSE_CHROMIUM", str(not_executable))
+    assert headless_chromium.find_chromium() is None
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert headless_chromium.install_chromium() == (
+        None,
+        "chromium is not installed and we are not root to apt-get install it",
+    )
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path, why = headless_chromium.install_chromium()
+    assert path is None and "apt-get is not available" in why
