@@ -549,7 +549,8 @@ def test_report_renders_cleanly_in_chromium(chromium, report, tmp_path):
     assert len(page.images) == N_FIGURES
     for image in page.images:
         assert image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0, image
-    # nothing wider than the window (figures scale down), and every contents link has a target
+    # nothing wider than the window, even a narrow one (figures scale down, wide tables scroll in
+    # their box), and every contents link has a target
     assert chromium.evaluate("document.documentElement.scrollWidth <= window.innerWidth", tab)
     missing = chromium.evaluate(
         "Array.from(document.querySelectorAll('a[href^=\"#\"]'))"
@@ -557,6 +558,11 @@ def test_report_renders_cleanly_in_chromium(chromium, report, tmp_path):
         tab,
     )
     assert missing == 0
+    narrow, narrow_tab = chromium.load(url, width=600, height=900)
+    assert narrow.errors == []
+    assert chromium.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth", narrow_tab
+    )
     # the badges really are painted in their colours
     shot = chromium.screenshot(tab, tmp_path / "report.png")
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
