@@ -171,6 +171,7 @@ def run_pipeline(
         )
     out = Path(config.output)
     with output_lock(out):
+        _remove_partial_outputs(out)
         return _run_locked(
             config, out, reuse=reuse, show=show_progress, report=write_report, evaluate=evaluate
         )
@@ -270,6 +271,26 @@ def _run_locked(
     if result.failed is not None:
         raise RegistrationFailedError(result.failed.registration.name, result.failed.failures)
     return result
+
+
+def _remove_partial_outputs(out: Path) -> None:
+    """Delete the hidden temporaries of atomic writes that a killed run left behind.
+
+    Only called while holding the folder's lock, so no live writer owns them. Every atomic
+    writer names its temporary ``.<final name>.<random>``; finished outputs are never hidden.
+    """
+    import shutil
+
+    from spatialfuse.workflow._lock import LOCK_NAME
+
+    for path in sorted(out.rglob(".*"), reverse=True):
+        if path.name in (LOCK_NAME, ".cache") or path.name.count(".") < 2:
+            continue
+        logger.info("removing %s, left by an interrupted run", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _read_all(config: RunConfig) -> dict[str, Any]:

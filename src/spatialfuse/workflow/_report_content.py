@@ -1,0 +1,312 @@
+"""What a run's QC report shows: the sections built from a :class:`RunResult`.
+
+The renderer (:mod:`._report`) knows nothing about runs; this module decides the content: inputs
+and calibration, each registration with its QC figure and metrics, the composed MSI → Visium
+overlay, spot coverage, joint clusters on the tissue, the top gene–ion pairs with their maps, and
+versions and parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spatialfuse.workflow._report import ReportFigure, ReportSection, ReportTable, write_report
+
+if TYPE_CHECKING:
+    from spatialfuse.workflow._pipeline import RegistrationRecord, RunResult
+
+#: Gene–ion pairs drawn as maps in the report.
+N_PAIR_MAPS = 3
+
+
+def write_run_report(result: RunResult, path: str | os.PathLike) -> Path:
+    """Write the QC report of ``result`` to ``path`` (HTML, self-contained)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    sections = [_overview(result), _inputs(result), _registrations(result)]
+    if result.msi_spots is not None:
+        sections.append(_coverage(result))
+    if result.mdata is not None:
+        sections.append(_clusters(result))
+    if result.correlation is not None:
+        sections.append(_pairs(result))
+    subtitle = f"output folder {result.output}"
+    return write_report(
+        path,
+        title="spatialfuse QC report",
+        subtitle=subtitle,
+        sections=sections,
+        metadata=_metadata(result),
+    )
+
+
+def _overview(result: RunResult) -> ReportSection:
+    summary = result.summary
+    notes = []
+    if result.failed is not None:
+        record = result.failed
+        notes.append(
+            f"The run stopped: registration {record.registration.name} failed its quality "
+            f"checks ({'; '.join(record.failures)}). Nothing downstream of it was computed."
+        )
+    for record in result.registrations:
+        if not record.ok and record.accepted:
+            notes.append(
+                f"Registration {record.registration.name} failed its checks but was accepted "
+                "(accept_failed): treat everything downstream with care."
+            )
+    status = "failed" if result.failed is not None else ("warning" if notes else "ok")
+    rows: dict[str, Any] = {"status": summary.get("status", "")}
+    if "mapping" in summary:
+        m = summary["mapping"]
+        rows["spots with MSI data"] = f"{m['n_spots_with_msi']} of {m['n_spots']}"
+    if "clustering" in summary:
+        rows["joint clusters"] = summary["clustering"]["n_clusters"]
+    if result.reused:
+        rows["steps reused from cache"] = ", ".join(result.reused)
+    rows["seconds per step"] = dict(result.timings)
+    tables: list = [ReportTable(rows, caption="Run")]
+    if result.evaluation:
+        tables.append(ReportTable(_evaluation_rows(result.evaluation), caption="Against truth"))
+    paragraphs = [
+        "Every transform maps moving µm to fixed µm (docs/coordinates.md). Registration quality "
+        "is judged by mutual information before and after, Dice of the tissue masks and, where "
+        "landmarks are given, their target registration error."
+    ]
+    if result.evaluation:
+        paragraphs.append(
+            "This run is on synthetic data with a known answer; 'Against truth' compares the "
+            "recovered transforms and clusters with the generator's ground truth."
+        )
+    return ReportSection(
+        "Overview", status=status, paragraphs=paragraphs, notes=notes, tables=tables
+    )
+
+
+def _evaluation_rows(evaluation: dict[str, Any]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for name, tre in evaluation.get("registration_tre", {}).items():
+        rows[f"TRE {name}"] = (
+            f"median {tre['median_um']:.2f} µm ({tre['median_msi_px']:.3f} MSI px), "
+            f"p90 {tre['p90_um']:.2f} µm"
+        )
+    if "msi_to_visium_tre" in evaluation:
+        tre = evaluation["msi_to_visium_tre"]
+        rows["TRE MSI → Visium (composed)"] = (
+            f"median {tre['median_um']:.2f} µm ({tre['median_msi_px']:.3f} MSI px), "
+            f"p90 {tre['p90_um']:.2f} µm"
+        )
+    if "clustering" in evaluation:
+        c = evaluation["clustering"]
+        rows["joint clusters vs true regions (ARI)"] = round(c["adjusted_rand_index"], 3)
+    return rows
+
+
+def _inputs(result: RunResult) -> ReportSection:
+    import pandas as pd
+
+    rows = []
+    for name, info in result.summary.get("inputs", {}).items():
+        row = {"name": name, **{k: v for k, v in info.items() if k != "path"}}
+        row["path"] = info.get("path", "")
+        rows.append(row)
+    frame = pd.DataFrame(rows).astype(object).where(lambda f: f.notna(), "")
+    return ReportSection(
+        "Inputs and calibration",
+        paragraphs=[
+            "Pixel sizes are what the files state (or the config gives); Visium's µm per "
+            "full-resolution pixel comes from the 100 µm spot pitch."
+        ],
+        tables=[ReportTable(frame, caption="Inputs")],
+    )
+
+
+def _registrations(result: RunResult) -> ReportSection:
+    children = [_registration(r) for r in result.registrations]
+    if result.msi_to_visium is not None:
+        children.append(_composed(result))
+    failed = any(not r.ok for r in result.registrations)
+    return ReportSection(
+        "Registrations",
+        status="failed" if result.failed is not None else ("warning" if failed else "ok"),
+        subsections=children,
+    )
+
+
+def _registration(record: RegistrationRecord) -> ReportSection:
+    metrics = {k: v for k, v in record.metrics.items() if not isinstance(v, dict | list)}
+    figures = []
+    if record.qc_figure is not None and record.qc_figure.exists():
+        figures.append(
+            ReportFigure(
+                "Overlay, checkerboard and tissue outlines (moving warped onto fixed)",
+                record.qc_figure.read_bytes(),
+            )
+        )
+    notes = [f"failed check: {f}" for f in record.failures]
+    if record.reused:
+        notes.append("reused from the cache (inputs and settings unchanged)")
+    return ReportSection(
+        f"{record.registration.name} ({record.registration.model})",
+        status="ok" if record.ok else "failed",
+        notes=notes,
+        tables=[ReportTable(metrics, caption="Metrics")],
+        figures=figures,
+        paragraphs=[f"Transform: {record.transform_file}"],
+    )
+
+
+def _composed(result: RunResult) -> ReportSection:
+    config = result.config
+    msi = result.modalities[config.msi_name]
+    visium = result.modalities[config.visium_name]
+    fig = _msi_on_visium(msi, visium, result.msi_to_visium)
+    return ReportSection(
+        "MSI → Visium (composed)",
+        paragraphs=[
+            "The MSI's total ion count at every pixel centre, carried through every registration "
+            "on the path into the Visium image, over the Visium H&E with the capture spots "
+            "outlined."
+        ],
+        figures=[ReportFigure("MSI total ion count on the Visium image", fig)],
+    )
+
+
+def _visium_image(visium):
+    """The Visium hires (or lowres) image and its scale factor to full-res pixels."""
+    library = next(iter(visium.uns.get("spatial", {}) or {}), None)
+    if library is None:
+        return None, None
+    entry = visium.uns["spatial"][library]
+    images, scales = entry.get("images", {}), entry.get("scalefactors", {})
+    for name in ("hires", "lowres"):
+        if name in images:
+            return images[name], float(scales[f"tissue_{name}_scalef"])
+    return None, None
+
+
+def _msi_on_visium(msi, visium, transform):
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
+
+    from spatialfuse.reg import visium_um_to_fullres_px
+
+    to_px = visium_um_to_fullres_px(visium)
+    image, scale = _visium_image(visium)
+    scale = 1.0 if scale is None else scale
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    if image is not None:
+        ax.imshow(image)
+    centres = to_px.apply(transform.apply(np.asarray(msi.obsm["spatial"], dtype=float))) * scale
+    tic = np.asarray(msi.X.sum(axis=1)).ravel()
+    dots = ax.scatter(centres[:, 0], centres[:, 1], c=tic, s=4, cmap="magma", alpha=0.6)
+    fig.colorbar(dots, ax=ax, label="MSI total ion count", shrink=0.7)
+    u = float(visium.uns["spatialfuse"]["um_per_px"])
+    spots = np.asarray(visium.obsm["spatial"], dtype=float) * scale
+    radius = 27.5 / u * scale
+    circles = [Circle((x, y), radius) for x, y in spots]
+    ax.add_collection(PatchCollection(circles, facecolor="none", edgecolor="cyan", lw=0.4))
+    ax.set_title("MSI pixel centres (coloured by TIC) on the Visium H&E, spots outlined")
+    ax.set_axis_off()
+    return fig
+
+
+def _spot_values(adata, column: str, title: str, ax) -> None:
+    import squidpy as sq
+
+    sq.pl.spatial_scatter(adata, color=column, ax=ax, title=title, frameon=False)
+
+
+def _coverage(result: RunResult) -> ReportSection:
+    import matplotlib.pyplot as plt
+
+    spots = result.msi_spots
+    fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
+    _spot_values(spots, "msi_coverage", "Fraction of each spot covered by MSI", ax)
+    return ReportSection(
+        "Spot coverage",
+        status="ok" if spots.obs["has_msi"].any() else "warning",
+        tables=[ReportTable(result.summary.get("mapping", {}), caption="Mapping")],
+        figures=[ReportFigure("MSI coverage per Visium spot", fig)],
+    )
+
+
+def _clusters(result: RunResult) -> ReportSection:
+    import matplotlib.pyplot as plt
+
+    from spatialfuse import pl
+
+    mdata = result.mdata
+    fig, ax = plt.subplots(figsize=(6, 5))
+    pl.joint_clusters(mdata, key="joint", ax=ax)
+    tables: list = [ReportTable(result.summary.get("clustering", {}), caption="Clustering")]
+    weights = [c for c in mdata.obs.columns if c.startswith("joint_weight")]
+    if weights:
+        tables.append(
+            ReportTable(mdata.obs[weights].describe().round(3), caption="Per-spot modality weights")
+        )
+    return ReportSection(
+        "Joint clusters",
+        paragraphs=[f"Method: {result.config.clustering.method}."],
+        tables=tables,
+        figures=[ReportFigure("Joint clusters on the tissue", fig)],
+    )
+
+
+def _pairs(result: RunResult) -> ReportSection:
+    from spatialfuse import pl
+
+    table = result.correlation
+    n_top = result.config.correlation.n_top
+    figures = []
+    if len(table):
+        figures.append(
+            ReportFigure("Strongest gene–ion associations", pl.correlation_heatmap(table))
+        )
+    for row in table.head(N_PAIR_MAPS).itertuples(index=False):
+        fig = pl.gene_and_ion(result.mdata, row.gene, row.ion)
+        figures.append(
+            ReportFigure(f"{row.gene} and {row.ion} (r = {row.r:.2f}) on the tissue", fig)
+        )
+    return ReportSection(
+        "Cross-modality pairs",
+        paragraphs=[
+            f"Gene × ion {result.config.correlation.method} correlation across spots with MSI "
+            "data; p-values from spatially constrained surrogates, Benjamini–Hochberg adjusted."
+        ],
+        tables=[ReportTable(table.head(n_top), caption=f"Top {n_top} pairs")],
+        figures=figures,
+    )
+
+
+def _metadata(result: RunResult) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for name in (
+        "spatialfuse",
+        "numpy",
+        "scipy",
+        "anndata",
+        "mudata",
+        "scanpy",
+        "squidpy",
+        "SimpleITK",
+        "spatialdata",
+        "scikit-image",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "versions": versions,
+        "config": result.summary.get("config", {}),
+        "files": result.summary.get("files", {}),
+        "platform": result.summary.get("platform", {}),
+    }

@@ -1,0 +1,216 @@
+"""The pipeline end to end: demo, outputs, step reuse, invalidation and failed registrations.
+
+One demo run (module fixture) is scored against the synthetic truth and then re-run, edited and
+broken in turn.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import anndata
+import mudata
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import spatialfuse as sf
+from spatialfuse.cli.main import cli
+from spatialfuse.errors import OutputLockedError, RegistrationFailedError
+from spatialfuse.workflow._config import load_config
+from spatialfuse.workflow._lock import output_lock
+from spatialfuse.workflow._pipeline import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out, result.output
+
+
+def _summary(out):
+    return json.loads((out / "results" / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_demo_recovers_the_truth_and_says_so(demo):
+    out, text = demo
+    summary = _summary(out)
+    evaluation = summary["evaluation"]
+    composed = evaluation["msi_to_visium_tre"]
+    # One MSI pixel is the success threshold of the registration issue; the demo's chain of two
+    # affine registrations lands well inside it.
+    assert composed["median_msi_px"] < 0.5
+    assert evaluation["clustering"]["adjusted_rand_index"] > 0.5
+    assert summary["status"] == "ok"
+    assert all(r["ok"] for r in summary["registrations"])
+    assert "median TRE" in text and "ARI" in text and "report.html" in text
+
+
+def test_demo_writes_every_output(demo):
+    out, _ = demo
+    results = out / "results"
+    for name in (
+        "report.html",
+        "summary.json",
+        "joint.h5mu",
+        "joint.h5ad",
+        "msi_spots.h5ad",
+        "correlation.csv",
+        "transforms/msi_to_he_msi.json",
+        "transforms/he_msi_to_visium.json",
+        "transforms/msi_to_visium.json",
+        "qc/register_msi_to_he_msi.png",
+    ):
+        assert (results / name).exists(), name
+    assert (results / "spatialdata.zarr").is_dir()
+    leftovers = [p.name for p in results.rglob(".*") if p.name not in (".cache",)]
+    assert leftovers == [], f"temporary files left behind: {leftovers}"
+
+    mdata = mudata.read_h5mu(results / "joint.h5mu")
+    assert set(mdata.mod) == {"rna", "msi"}
+    assert mdata["msi"].n_obs == mdata["rna"].n_obs
+    joint = anndata.read_h5ad(results / "joint.h5ad")
+    assert set(joint.var["feature_types"]) == {"Gene Expression", "Metabolite"}
+
+    # The composed transform on disk is the composition of the two registrations on disk.
+    t1 = sf.reg.Transform.load(results / "transforms/msi_to_he_msi.json")
+    t2 = sf.reg.Transform.load(results / "transforms/he_msi_to_visium.json")
+    composed = sf.reg.Transform.load(results / "transforms/msi_to_visium.json")
+    points = np.array([[0.0, 0.0], [1000.0, 500.0], [2500.0, 2000.0]])
+    np.testing.assert_allclose(composed.apply(points), t2.apply(t1.apply(points)), atol=1e-9)
+
+
+def test_rerun_reuses_every_step_and_gives_identical_outputs(demo):
+    out, _ = demo
+    results = out / "results"
+    before = (results / "transforms/msi_to_visium.json").read_bytes()
+    labels_before = mudata.read_h5mu(results / "joint.h5mu").obs["joint"].astype(str)
+    config = load_config(out / "config.yaml")
+    result = run_pipeline(config, show_progress=False, write_report=False)
+    assert sorted(set(result.reused)) == sorted(
+        ["register_msi_to_he_msi", "register_he_msi_to_visium", "map", "joint", "correlate"]
+    )
+    assert (results / "transforms/msi_to_visium.json").read_bytes() == before
+    labels_after = result.mdata.obs["joint"].astype(str)
+    assert (labels_after.to_numpy() == labels_before.to_numpy()).all()
+
+
+def test_changed_setting_recomputes_only_what_depends_on_it(demo, tmp_path):
+    out, _ = demo
+    data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    data["clustering"]["resolution"] = 0.5
+    edited = out / "config_resolution.yaml"
+    edited.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = run_pipeline(load_config(edited), show_progress=False, write_report=False)
+    assert "map" in result.reused and "register_msi_to_he_msi" in result.reused
+    assert "joint" not in result.reused and "correlate" not in result.reused
+
+
+def test_changed_input_invalidates_what_read_it(demo, tmp_path):
+    out, _ = demo
+    project = tmp_path / "project"
+    shutil.copytree(out / "data", project / "data")
+    shutil.copytree(out / "results" / ".cache", project / "results" / ".cache")
+    shutil.copy(out / "config.yaml", project / "config.yaml")
+    config = load_config(project / "config.yaml")
+    # Copies are new files (path, inode, times): nothing from the copied cache may be reused.
+    assert run_pipeline(config, show_progress=False, write_report=False).reused == []
+    assert len(run_pipeline(config, show_progress=False, write_report=False).reused) == 5
+    # Rewrite one Visium file with the same bytes: only the steps that read Visium recompute.
+    scalefactors = next((project / "data" / "visium").rglob("scalefactors_json.json"))
+    scalefactors.write_bytes(scalefactors.read_bytes())
+    result = run_pipeline(config, show_progress=False, write_report=False)
+    assert result.reused == ["register_msi_to_he_msi"]
+
+
+def test_concurrent_run_is_refused(demo):
+    out, _ = demo
+    config = load_config(out / "config.yaml")
+    with output_lock(config.output):
+        with pytest.raises(OutputLockedError):
+            run_pipeline(config, show_progress=False)
+
+
+def _blank_project(demo, tmp_path):
+    """The demo's MSI registered onto an image with no tissue: must fail, never pass as ok."""
+    from PIL import Image
+
+    out, _ = demo
+    Image.new("RGB", (800, 600), (250, 250, 250)).save(tmp_path / "blank.png")
+    data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    data["modalities"] = {
+        "msi": {"kind": "imzml", "path": str(out / "data" / "msi.imzML")},
+        "blank": {"kind": "histology", "path": str(tmp_path / "blank.png"), "pixel_size_um": 5},
+    }
+    data["registrations"] = [{"moving": "msi", "fixed": "blank", "model": "affine"}]
+    data["output"] = str(tmp_path / "results")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_failed_registration_stops_the_run_with_exit_3(demo, tmp_path):
+    config = _blank_project(demo, tmp_path)
+    result = CliRunner().invoke(cli, ["run", str(config), "--quiet"])
+    assert result.exit_code == 3, result.output
+    assert "msi → blank failed its quality checks" in result.output
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "registration_failed"
+    assert summary["registrations"][0]["failures"]
+    assert (tmp_path / "results" / "report.html").exists()
+    with pytest.raises(RegistrationFailedError, match="msi → blank"):
+        run_pipeline(load_config(config), show_progress=False, write_report=False)
+
+
+def test_failed_registration_can_be_accepted(demo, tmp_path):
+    config = _blank_project(demo, tmp_path)
+    result = CliRunner().invoke(cli, ["run", str(config), "--quiet", "--accept-failed"])
+    assert result.exit_code == 0, result.output
+    assert "FAILED (accepted)" in result.output
+
+
+def test_init_config_writes_a_valid_file_and_keeps_existing_ones(tmp_path):
+    path = tmp_path / "config.yaml"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init-config", str(path)]).exit_code == 0
+    assert load_config(path).mapping.method == "area"
+    again = runner.invoke(cli, ["init-config", str(path)])
+    assert again.exit_code == 1 and "--force" in again.output
+
+
+def test_subcommands_share_the_pipeline_steps(demo, tmp_path):
+    out, _ = demo
+    data = out / "data"
+    runner = CliRunner()
+    transform = tmp_path / "t.json"
+    reg = runner.invoke(
+        cli,
+        ["register", str(data / "msi.imzML"), str(data / "he.ome.tif"), "--out", str(transform)],
+    )
+    assert reg.exit_code == 0, reg.output
+    pipeline_t = sf.reg.Transform.load(out / "results/transforms/msi_to_he_msi.json")
+    points = np.array([[100.0, 100.0], [2000.0, 1500.0]])
+    np.testing.assert_allclose(
+        sf.reg.Transform.load(transform).apply(points), pipeline_t.apply(points), atol=1e-6
+    )
+    spots = tmp_path / "spots.h5ad"
+    mapped = runner.invoke(
+        cli,
+        [
+            "map",
+            str(data / "msi.imzML"),
+            str(data / "visium"),
+            "--transform",
+            str(out / "results/transforms/msi_to_visium.json"),
+            "--out",
+            str(spots),
+        ],
+    )
+    assert mapped.exit_code == 0, mapped.output
+    ours = anndata.read_h5ad(spots)
+    theirs = anndata.read_h5ad(out / "results" / "msi_spots.h5ad")
+    np.testing.assert_array_equal(np.asarray(ours.X), np.asarray(theirs.X))
