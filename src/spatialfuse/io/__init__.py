@@ -1,8 +1,10 @@
-"""``sf.io``: readers that turn MSI, histology and Visium files into Python objects in micrometres.
+"""``sf.io``: readers that turn MSI, histology and Visium files into Python objects in micrometres,
+and writers (h5ad/h5mu, SpatialData zarr, Space Ranger-like folders) that write results atomically.
 
 See ``docs/coordinates.md`` for how pixels, spectra and spots map to micrometres.
 """
 
+from spatialfuse.io.export import write_h5ad, write_h5mu, write_spatialdata, write_visium
 from spatialfuse.io.histology import HistologyImage, describe_histology, read_histology
 from spatialfuse.io.imzml import (
     ImzMLReader,
@@ -34,4 +36,8 @@ __all__ = [
     "read_msi_zarr",
     "read_visium",
     "sparse_matmul",
+    "write_h5ad",
+    "write_h5mu",
+    "write_spatialdata",
+    "write_visium",
 ]

@@ -1,0 +1,134 @@
+"""Atomic ``.h5ad`` and ``.h5mu`` files: anndata's and mudata's writers through a temporary file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spatialfuse._io_utils import atomic_path
+
+if TYPE_CHECKING:
+    import anndata
+    import mudata
+
+__all__ = ["write_h5ad", "write_h5mu"]
+
+
+def write_h5ad(
+    adata: anndata.AnnData,
+    path: str | os.PathLike,
+    *,
+    compression: str | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Write an AnnData to ``.h5ad`` atomically.
+
+    :func:`anndata.io.write_h5ad` writes to a temporary file beside ``path`` that replaces
+    ``path`` only once complete, so an interrupted write leaves the previous file (or none), never
+    a truncated one. ``adata`` itself is not modified: anndata's writer turns string columns into
+    categoricals in place, so it is handed a shallow copy (new ``obs``/``var`` frames, the same
+    data arrays).
+
+    Parameters
+    ----------
+    adata
+        The object to write.
+    path
+        Output file (its folder is created; an existing file is replaced).
+    compression
+        ``"gzip"``, ``"lzf"`` or None, as in :meth:`anndata.AnnData.write_h5ad`.
+    **kwargs
+        Further arguments of :func:`anndata.io.write_h5ad` (``compression_opts``, ``as_dense``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    from anndata import AnnData
+
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}")
+    path = Path(path)
+    target = _shallow_anndata(adata)
+    with atomic_path(path) as tmp:
+        target.write_h5ad(tmp, compression=compression, **kwargs)
+    return path
+
+
+def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write a MuData to ``.h5mu`` atomically.
+
+    Like :func:`write_h5ad`: :func:`mudata.write_h5mu` writes a temporary file beside ``path``
+    that replaces it once complete. mudata's writer converts the string columns of every
+    modality to categoricals and refreshes the global annotation in place, so it is handed a
+    shallow copy and ``mdata`` is left as it was.
+
+    Parameters
+    ----------
+    mdata
+        The object to write.
+    path
+        Output file (its folder is created; an existing file is replaced).
+    **kwargs
+        Passed to :func:`mudata.write_h5mu` (HDF5 dataset options such as ``compression``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import mudata as md
+
+    if not isinstance(mdata, md.MuData):
+        raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
+    path = Path(path)
+    target = _shallow_mudata(mdata)
+    with atomic_path(path) as tmp:
+        md.write_h5mu(tmp, target, **kwargs)
+    return path
+
+
+def _shallow_anndata(adata: anndata.AnnData) -> anndata.AnnData:
+    """A new AnnData with copied annotation frames and mappings but the same data arrays."""
+    from anndata import AnnData
+
+    if adata.is_view or adata.isbacked:
+        return adata.copy() if adata.is_view else adata
+    return AnnData(
+        X=adata.X,
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+        uns=dict(adata.uns),
+        obsm=dict(adata.obsm),
+        varm=dict(adata.varm),
+        obsp=dict(adata.obsp),
+        varp=dict(adata.varp),
+        layers=dict(adata.layers),
+        raw=adata.raw.to_adata() if adata.raw is not None else None,
+    )
+
+
+def _shallow_mudata(mdata: mudata.MuData) -> mudata.MuData:
+    """A MuData over shallow copies of the modalities, with copies of the global annotation.
+
+    Built the way :func:`mudata.read_h5mu` builds one (modalities plus global slots as keywords).
+    """
+    import mudata as md
+
+    if mdata.is_view:
+        return mdata.copy()
+    return md.MuData(
+        {name: _shallow_anndata(modality) for name, modality in mdata.mod.items()},
+        obs=mdata.obs.copy(),
+        var=mdata.var.copy(),
+        obsm=dict(mdata.obsm),
+        varm=dict(mdata.varm),
+        obsp=dict(mdata.obsp),
+        varp=dict(mdata.varp),
+        obsmap=dict(mdata.obsmap),
+        varmap=dict(mdata.varmap),
+        axis=mdata.axis,
+        uns=dict(mdata.uns),
+    )
