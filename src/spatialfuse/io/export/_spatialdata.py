@@ -380,8 +380,8 @@ def _lazy_tiles(he: HistologyImage):
             width = min(_IMAGE_CHUNK, w - x0)
             tile = dask.delayed(he.read_region)(x0, y0, width, height)
             row.append(da.from_delayed(tile, (height, width, he.n_channels), dtype=he.dtype))
-        rows.append(row)
-    return da.block(rows)
+        rows.append(da.concatenate(row, axis=1))
+    return da.concatenate(rows, axis=0)
 
 
 def _scale_factors(long_side: int, given: Sequence[int] | None) -> list[int]:
