@@ -1,0 +1,428 @@
+"""Gene × ion association across Visium spots with a spatially aware significance.
+
+The correlation itself is ordinary (Pearson, or Pearson on ranks); its null distribution keeps
+the spatial autocorrelation of both maps, see :mod:`spatialfuse.tl._correlation_null` for the two
+nulls, why, and their measured false-positive rates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spatialfuse._logging import logger
+from spatialfuse._version import __version__
+from spatialfuse.errors import DataWarning
+
+if TYPE_CHECKING:
+    import anndata
+    import mudata
+    import pandas as pd
+
+__all__ = ["cross_modal_correlation"]
+
+METHODS = ("pearson", "spearman")
+NULLS = ("dutilleul", "msr")
+#: Default number of most variable genes and of most variable ions kept when none are named.
+DEFAULT_N_TOP = 500
+_MZ_NAME = re.compile(r"^mz-([0-9.eE+-]+)$")
+
+
+def cross_modal_correlation(
+    mdata: mudata.MuData,
+    *,
+    method: str = "pearson",
+    null: str = "dutilleul",
+    genes: Sequence[str] | None = None,
+    ions: Sequence[str | float] | None = None,
+    n_top: int | None = DEFAULT_N_TOP,
+    n_permutations: int = 999,
+    seed: int = 0,
+    rna_key: str = "rna",
+    msi_key: str = "msi",
+    rna_layer: str | None = None,
+    msi_layer: str | None = None,
+    ppm: float | None = None,
+    tol: float | None = None,
+    show_progress: bool = False,
+) -> pd.DataFrame:
+    """Correlate every gene with every ion across the spots that have MSI data.
+
+    Neighbouring spots repeat each other, so two independent maps that are smooth over the tissue
+    correlate by chance far more often than a permutation of spots suggests. The p-values here
+    keep that autocorrelation in the null. Default: Dutilleul's modified t-test (Clifford,
+    Richardson & Hémon 1989; Dutilleul 1993), which estimates from both maps' correlograms how many
+    independent spots the pair is worth (``n_eff``) and refers ``r`` to Student's t with
+    ``n_eff − 2`` degrees of freedom; measured false-positive rates at 5 % stay within 3.7-5.2 %
+    for independent maps from near-independent to smooth on the scale of the tissue. Moran
+    spectral randomisation (Wagner & Dray 2015) is available as ``null="msr"``; it becomes liberal
+    for maps that are smooth on the scale of the tissue (12-23 % false positives at 5 %). The
+    derivations, the choices and the measurements are in :mod:`spatialfuse.tl._correlation_null`.
+
+    Parameters
+    ----------
+    mdata
+        A :class:`mudata.MuData` with modalities ``rna_key`` (spots × genes, log-normalised
+        expression in ``X``, e.g. from :mod:`spatialfuse.pp`) and ``msi_key`` (the same spots ×
+        m/z, from :func:`spatialfuse.tl.map_to_spots`); :func:`spatialfuse.tl.joint_table` builds
+        one. Spots are paired by obs name; spots whose MSI row has a non-finite value or whose
+        ``obs["has_msi"]`` is false (in the MSI modality or in ``mdata.obs``) are left out. Spot
+        positions ``(x, y)`` come from ``obsm["spatial_um"]`` (else ``obsm["spatial"]``; only
+        ratios of distances matter) of the RNA modality, else of ``mdata``.
+    method
+        ``"pearson"`` or ``"spearman"`` (Pearson on average ranks; the null is applied to the rank
+        maps).
+    null
+        ``"dutilleul"`` (default): modified t-test, analytic, no resolution limit on p-values.
+        ``"msr"``: Moran spectral randomisation with ``n_permutations`` surrogates.
+    genes
+        Gene names (``var_names`` of the RNA modality). Default: the ``n_top`` genes with the
+        largest variance over the used spots.
+    ions
+        MSI features: ``var_names`` (``"mz-760.5851"``) or m/z values, each matched to the feature
+        with the nearest ``var["mz"]`` within ``ppm`` (or ``tol``). Default: the ``n_top`` most
+        variable ions.
+    n_top
+        How many of the most variable genes, and of the most variable ions, to keep when
+        ``genes`` / ``ions`` is not given (None: all). Features constant over the used spots are
+        always dropped. The cost is about spots² × (genes + ions) multiply-adds for
+        ``null="dutilleul"``, spots³ + genes × ions × spots × ``n_permutations`` for ``"msr"``.
+    n_permutations
+        ``null="msr"`` only: surrogates per pair. p-values are
+        ``(1 + #{|r*| ≥ |r|}) / (n_permutations + 1)`` (two-sided), so the smallest is
+        ``1 / (n_permutations + 1)``, which limits what survives Benjamini-Hochberg over many pairs.
+    seed
+        ``null="msr"`` only: seed of the random signs.
+    rna_key, msi_key
+        Names of the two modalities in ``mdata.mod``.
+    rna_layer, msi_layer
+        Use these layers instead of ``X``.
+    ppm, tol
+        Matching window for m/z values in ``ions``: ± ``ppm`` parts per million (default 10) or
+        ± ``tol`` m/z units.
+    show_progress
+        Show a progress bar (over blocks of spots, or batches of surrogates).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per gene × ion pair, strongest ``|r|`` first, with columns
+
+        - ``gene``, ``ion`` (MSI ``var_name``), ``mz`` (its ``var["mz"]``);
+        - ``r``: Pearson (or Spearman) correlation over the used spots;
+        - ``n_eff``: effective number of independent spots for the pair, ``1 + 1 / Var₀(r)``
+          under the null (about the number of spots for spatially independent data);
+        - ``p_value``: two-sided p-value under the chosen null;
+        - ``p_adjusted``: Benjamini-Hochberg adjusted over all pairs of the table.
+
+        ``DataFrame.attrs["spatialfuse"]`` records the method, the null and its settings, and the
+        numbers of spots, genes and ions. Nothing is written into ``mdata``.
+
+    Raises
+    ------
+    TypeError
+        ``mdata`` is not a MuData.
+    ValueError
+        A modality, layer, gene or ion is missing (the message names it), fewer than 4 spots have
+        data in both modalities, or a parameter is out of range.
+
+    Warns
+    -----
+    DataWarning
+        Named genes or ions that are constant over the used spots were dropped.
+    """
+    import pandas as pd
+    from scipy import stats
+
+    from spatialfuse.tl import _correlation_null as nulls
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if null not in NULLS:
+        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+    n_permutations = _count(n_permutations, "n_permutations", minimum=1)
+    if n_top is not None:
+        n_top = _count(n_top, "n_top", minimum=1)
+    rna, msi = modalities(mdata, rna_key, msi_key)
+    gene_names = None if genes is None else resolve_genes(rna, genes, rna_key)
+    ion_names = None if ions is None else resolve_ions(msi, ions, ppm=ppm, tol=tol, name=msi_key)
+
+    rna_rows, msi_rows, coords = _paired_spots(mdata, rna, msi, rna_key, msi_key, msi_layer)
+    n = rna_rows.size
+    if n < 4:
+        raise ValueError(
+            f"only {n} spots have data in both {rna_key!r} and {msi_key!r}; at least 4 are needed"
+        )
+    gene_names, x = _features(rna, rna_rows, gene_names, rna_layer, n_top, "genes", rna_key)
+    ion_names, y = _features(msi, msi_rows, ion_names, msi_layer, n_top, "ions", msi_key)
+    if method == "spearman":
+        x = stats.rankdata(x, axis=0)
+        y = stats.rankdata(y, axis=0)
+    x, y = _unit_columns(x), _unit_columns(y)
+    r = np.clip(x.T @ y, -1.0, 1.0)
+
+    record: dict[str, Any] = {"function": "cross_modal_correlation", "method": method}
+    if null == "dutilleul":
+        variance = nulls.dutilleul_variance(coords, x, y, show_progress=show_progress)
+        p = nulls.dutilleul_p_values(r, variance)
+        record["null"] = "dutilleul_modified_t"
+        record["distance_class_width"] = nulls.class_width(coords)
+    else:
+        basis = nulls.moran_basis(coords)
+        a, b = basis.T @ x, basis.T @ y
+        del basis
+        variance = nulls.msr_variance(a, b)
+        exceed = nulls.msr_exceedances(a, b, r, n_permutations, seed, show_progress=show_progress)
+        p = (1.0 + exceed) / (n_permutations + 1.0)
+        record.update(
+            null="moran_spectral_randomization_singleton",
+            weights="inverse squared distance between all spots",
+            n_permutations=int(n_permutations),
+            seed=int(seed),
+        )
+    p_adjusted = stats.false_discovery_control(p.ravel(), method="bh").reshape(p.shape)
+
+    mz = _mz_values(msi)[msi.var_names.get_indexer(ion_names)]
+    g_idx, i_idx = np.divmod(np.arange(r.size), r.shape[1])
+    table = pd.DataFrame(
+        {
+            "gene": np.asarray(gene_names, dtype=object)[g_idx],
+            "ion": np.asarray(ion_names, dtype=object)[i_idx],
+            "mz": mz[i_idx],
+            "r": r.ravel(),
+            "n_eff": 1.0 + 1.0 / variance.ravel(),
+            "p_value": p.ravel(),
+            "p_adjusted": p_adjusted.ravel(),
+        }
+    )
+    order = np.lexsort((table["p_value"].to_numpy(), -np.abs(table["r"].to_numpy())))
+    table = table.iloc[order].reset_index(drop=True)
+    record.update(
+        n_spots=int(n),
+        n_genes=len(gene_names),
+        n_ions=len(ion_names),
+        modalities=[rna_key, msi_key],
+        version=__version__,
+    )
+    table.attrs["spatialfuse"] = record
+    logger.info(
+        "cross_modal_correlation(%s, %s): %d genes × %d ions over %d spots",
+        method,
+        null,
+        len(gene_names),
+        len(ion_names),
+        n,
+    )
+    return table
+
+
+# -------------------------------------------------------------------------------------------------
+# inputs
+# -------------------------------------------------------------------------------------------------
+
+
+def modalities(mdata, rna_key: str, msi_key: str) -> tuple[anndata.AnnData, anndata.AnnData]:
+    """The RNA and MSI AnnData of a MuData, with errors that name what is missing."""
+    mod = getattr(mdata, "mod", None)
+    if mod is None or not hasattr(mdata, "obs"):
+        raise TypeError(
+            "mdata must be a mudata.MuData with modalities 'rna' and 'msi' (sf.tl.joint_table), "
+            f"got {type(mdata).__name__}"
+        )
+    missing = [key for key in (rna_key, msi_key) if key not in mod]
+    if missing:
+        raise ValueError(
+            f"mdata has no modality {', '.join(repr(k) for k in missing)} "
+            f"(modalities: {list(mod)}); pass rna_key=/msi_key="
+        )
+    return mod[rna_key], mod[msi_key]
+
+
+def resolve_genes(rna, genes: Sequence[str] | str, name: str = "rna") -> list[str]:
+    """``genes`` checked against ``rna.var_names`` (unique, in the given order)."""
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    if not genes:
+        raise ValueError("genes is empty")
+    names = rna.var_names
+    missing = [g for g in genes if not isinstance(g, str) or g not in names]
+    if missing:
+        raise ValueError(_missing_message("gene", missing, names, name))
+    return list(dict.fromkeys(genes))
+
+
+def resolve_ions(
+    msi,
+    ions: Sequence[str | float] | str | float,
+    *,
+    ppm: float | None = None,
+    tol: float | None = None,
+    name: str = "msi",
+) -> list[str]:
+    """MSI ``var_names`` for ``ions``: names as given, m/z values matched to the nearest feature.
+
+    A number matches the feature whose ``var["mz"]`` (or the m/z in its ``mz-…`` name) is
+    nearest, provided it lies within ± ``ppm`` (default 10) or ± ``tol`` of the number.
+    """
+    from spatialfuse.io.imzml._kernels import mz_windows
+
+    ions = [ions] if isinstance(ions, str | int | float | np.number) else list(ions)
+    if not ions:
+        raise ValueError("ions is empty")
+    names = msi.var_names
+    out: list[str] = []
+    missing: list[str] = []
+    values = [v for v in ions if not isinstance(v, str)]
+    if values:
+        try:
+            centres, lo, hi = mz_windows(np.asarray(values, dtype=np.float64), ppm=ppm, tol=tol)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"ions: {exc}") from None
+        feature_mz = _mz_values(msi)
+        order = np.argsort(feature_mz, kind="stable")
+        sorted_mz = feature_mz[order]
+    matched = iter(range(len(values)))
+    for ion in ions:
+        if isinstance(ion, str):
+            if ion in names:
+                out.append(ion)
+            else:
+                missing.append(repr(ion))
+            continue
+        i = next(matched)
+        j = int(np.searchsorted(sorted_mz, centres[i]))
+        candidates = [c for c in (j - 1, j) if 0 <= c < sorted_mz.size]
+        best = min(candidates, key=lambda c: abs(sorted_mz[c] - centres[i]), default=None)
+        if best is None or not lo[i] <= sorted_mz[best] <= hi[i]:
+            near = "" if best is None else f" (nearest feature: m/z {sorted_mz[best]:.4f})"
+            window = f"± {tol} m/z" if tol is not None else f"± {10.0 if ppm is None else ppm} ppm"
+            missing.append(f"m/z {centres[i]:.4f} {window}{near}")
+        else:
+            out.append(str(names[order[best]]))
+    if missing:
+        raise ValueError(
+            f"{name} has no ion {', '.join(missing)}"
+            + _close_hint([m.strip("'") for m in missing if m.startswith("'")], names)
+        )
+    return list(dict.fromkeys(out))
+
+
+def _mz_values(msi) -> np.ndarray:
+    """``var["mz"]`` as float64, else the m/z parsed from ``mz-…`` names (NaN where none)."""
+    if "mz" in msi.var:
+        return np.asarray(msi.var["mz"], dtype=np.float64)
+    values = []
+    for v in msi.var_names:
+        match = _MZ_NAME.match(str(v))
+        values.append(float(match.group(1)) if match else math.nan)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _missing_message(kind: str, missing: list, names, modality: str) -> str:
+    listed = ", ".join(repr(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    return f"{modality} has no {kind} {listed}" + _close_hint(
+        [m for m in missing if isinstance(m, str)], names
+    )
+
+
+def _close_hint(missing: list[str], names) -> str:
+    if not missing:
+        return ""
+    pool = [str(v) for v in names]
+    close = difflib.get_close_matches(missing[0], pool, n=3)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _paired_spots(mdata, rna, msi, rna_key: str, msi_key: str, msi_layer: str | None):
+    """Row indices into ``rna`` and ``msi`` of the spots with data in both, and their positions."""
+    common = rna.obs_names.intersection(msi.obs_names, sort=False)
+    keep = np.ones(common.size, dtype=bool)
+    for frame in (msi.obs, mdata.obs):
+        if "has_msi" in frame.columns:
+            flags = frame["has_msi"].reindex(common).astype("boolean").fillna(False)
+            keep &= flags.to_numpy(dtype=bool)
+    keep &= _finite_rows(_matrix(msi, msi_layer, msi_key), msi.obs_names.get_indexer(common))
+    used = common[keep]
+    for source in (rna, mdata):
+        for key in ("spatial_um", "spatial"):
+            if key in source.obsm:
+                rows = source.obs_names.get_indexer(used)
+                coords = np.asarray(source.obsm[key], dtype=np.float64)[rows, :2]
+                if not np.isfinite(coords).all():
+                    raise ValueError(f"spot positions obsm[{key!r}] are not all finite")
+                return rna.obs_names.get_indexer(used), msi.obs_names.get_indexer(used), coords
+    raise ValueError(
+        f"no spot positions: neither mdata.mod[{rna_key!r}] nor mdata has "
+        "obsm['spatial_um'] or obsm['spatial']"
+    )
+
+
+def _matrix(adata, layer: str | None, name: str):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise ValueError(f"{name} has no layer {layer!r} (layers: {list(adata.layers)})")
+    return adata.layers[layer]
+
+
+def _finite_rows(matrix, rows: np.ndarray) -> np.ndarray:
+    from scipy import sparse
+
+    if sparse.issparse(matrix):
+        sub = sparse.csr_matrix(matrix)[rows]
+        bad = np.zeros(rows.size, dtype=bool)
+        bad_entries = ~np.isfinite(sub.data)
+        if bad_entries.any():
+            row_of = np.repeat(np.arange(rows.size), np.diff(sub.indptr))
+            bad[row_of[bad_entries]] = True
+        return ~bad
+    return np.isfinite(np.asarray(matrix[rows], dtype=np.float64)).all(axis=1)
+
+
+def _features(adata, rows, names, layer, n_top, kind: str, modality: str):
+    """Names and dense ``spots × features`` float64 values; constant features dropped."""
+    from scipy import sparse
+
+    matrix = _matrix(adata, layer, modality)
+    columns = np.arange(adata.n_vars) if names is None else adata.var_names.get_indexer(list(names))
+    if sparse.issparse(matrix):
+        values = sparse.csr_matrix(matrix)[rows][:, columns].toarray().astype(np.float64)
+    else:
+        values = np.asarray(np.asarray(matrix)[np.ix_(rows, columns)], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"{modality} has non-finite values at spots that have MSI data; fill or filter them"
+        )
+    variance = values.var(axis=0)
+    varying = variance > 0
+    all_names = np.asarray(adata.var_names)[columns]
+    if names is not None and not varying.all():
+        warnings.warn(
+            f"{kind} constant over the {len(rows):,} spots with data were dropped: "
+            + ", ".join(map(str, all_names[~varying][:10])),
+            DataWarning,
+            stacklevel=3,
+        )
+    keep = np.flatnonzero(varying)
+    if names is None and n_top is not None and keep.size > n_top:
+        keep = keep[np.argsort(-variance[keep], kind="stable")[:n_top]]
+        keep.sort()
+    if not keep.size:
+        raise ValueError(f"no {kind} of {modality} vary over the spots with data")
+    return [str(v) for v in all_names[keep]], values[:, keep]
+
+
+def _unit_columns(values: np.ndarray) -> np.ndarray:
+    centred = values - values.mean(axis=0, keepdims=True)
+    return centred / np.linalg.norm(centred, axis=0, keepdims=True)
+
+
+def _count(value: Any, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
