@@ -1,6 +1,15 @@
-"""``sf.pp``: per-modality preprocessing.
+"""``sf.pp``: per-modality preprocessing, delegated to scanpy / squidpy wherever they have the step.
 
-Populated by later work; the namespace exists so that user code can rely on it.
+- :func:`preprocess_rna`: counts → log-normalised → highly variable genes → PCA;
+- :func:`normalize_msi`: per-spectrum TIC / RMS / median normalisation and ``log1p`` (dense,
+  sparse or lazy dask tables; rows without MSI data stay NaN);
+- :func:`filter_ions_spatial`: Moran's I of each ion, flagging the spatially patterned ones;
+- :func:`preprocess_msi`: normalise, log, optional spatial filter, scale, PCA.
 """
 
-__all__: list[str] = []
+from spatialfuse.pp._msi import preprocess_msi
+from spatialfuse.pp._msi_norm import normalize_msi
+from spatialfuse.pp._rna import preprocess_rna
+from spatialfuse.pp._spatial_filter import filter_ions_spatial
+
+__all__ = ["filter_ions_spatial", "normalize_msi", "preprocess_msi", "preprocess_rna"]
