@@ -1,0 +1,129 @@
+"""Atomic writers: sf.io.write_h5ad / write_h5mu and the folder writer behind the zarr exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import spatialfuse as sf
+from spatialfuse._io_utils import atomic_dir
+
+
+def _adata(seed=0, n=6):
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    adata = ad.AnnData(
+        rng.random((n, 4)).astype(np.float32),
+        obs=pd.DataFrame(
+            {"kind": list("abcabc")[:n], "count": np.arange(n)},
+            index=pd.Index([f"cell{i}" for i in range(n)]),
+        ),
+        var=pd.DataFrame({"mz": [100.5, 200.25, 300.0, 400.125]}, index=list("pqrs")),
+    )
+    adata.obsm["spatial"] = rng.random((n, 2))
+    adata.layers["sparse"] = sparse.csr_matrix(adata.X)
+    adata.uns["spatialfuse"] = {"pixel_size_um": [20.0, 20.0], "modality": "msi"}
+    return adata
+
+
+def test_write_h5ad_round_trip_and_input_untouched(tmp_path):
+    import anndata as ad
+
+    adata = _adata()
+    dtypes = adata.obs.dtypes.copy()
+    path = sf.io.write_h5ad(adata, tmp_path / "sub" / "x.h5ad")
+    assert path == tmp_path / "sub" / "x.h5ad"
+    back = ad.read_h5ad(path)
+    np.testing.assert_array_equal(back.X, adata.X)
+    np.testing.assert_array_equal(back.obsm["spatial"], adata.obsm["spatial"])
+    assert (back.layers["sparse"] != adata.layers["sparse"]).nnz == 0
+    assert back.obs["kind"].tolist() == adata.obs["kind"].tolist()
+    np.testing.assert_array_equal(back.uns["spatialfuse"]["pixel_size_um"], [20.0, 20.0])
+    # anndata's own writer would have turned "kind" into a categorical in place
+    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
+    assert [p.name for p in path.parent.iterdir()] == ["x.h5ad"]
+
+
+def test_write_h5ad_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    import anndata as ad
+
+    path = sf.io.write_h5ad(_adata(seed=1), tmp_path / "x.h5ad")
+    old = path.read_bytes()
+    original = ad.AnnData.write_h5ad
+
+    def write_then_fail(self, filename, **kwargs):
+        original(self, filename, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", write_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        sf.io.write_h5ad(_adata(seed=2), path)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["x.h5ad"]
+
+
+def test_write_h5mu_round_trip_and_input_untouched(tmp_path):
+    import mudata as md
+
+    rna, msi = _adata(seed=3), _adata(seed=4)
+    msi.var_names = [f"mz-{m}" for m in msi.var["mz"]]
+    mdata = md.MuData({"rna": rna, "msi": msi})
+    mdata.obs["cluster"] = list("xyzxyz")
+    mdata.obsm["X_joint"] = np.arange(12.0).reshape(6, 2)
+    mdata.uns["note"] = "joint"
+    before = {
+        "global": mdata.obs.dtypes.copy(),
+        "rna": rna.obs.dtypes.copy(),
+        "msi": msi.obs.dtypes.copy(),
+        "columns": list(mdata.obs.columns),
+    }
+    path = sf.io.write_h5mu(mdata, tmp_path / "joint.h5mu")
+    back = md.read_h5mu(path)
+    assert set(back.mod) == {"rna", "msi"}
+    np.testing.assert_array_equal(back["msi"].X, msi.X)
+    np.testing.assert_array_equal(back.obsm["X_joint"], mdata.obsm["X_joint"])
+    assert back.obs["cluster"].tolist() == list("xyzxyz")
+    assert back.uns["note"] == "joint"
+    pd.testing.assert_series_equal(mdata.obs.dtypes, before["global"])
+    pd.testing.assert_series_equal(rna.obs.dtypes, before["rna"])
+    pd.testing.assert_series_equal(msi.obs.dtypes, before["msi"])
+    assert list(mdata.obs.columns) == before["columns"]
+
+
+def test_wrong_types(tmp_path):
+    with pytest.raises(TypeError, match="AnnData"):
+        sf.io.write_h5ad(np.zeros(3), tmp_path / "x.h5ad")
+    with pytest.raises(TypeError, match="MuData"):
+        sf.io.write_h5mu(_adata(), tmp_path / "x.h5mu")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir(tmp_path):
+    target = tmp_path / "out.zarr"
+    with atomic_dir(target) as tmp:
+        assert not tmp.exists() and tmp.parent.parent == tmp_path
+        tmp.mkdir()
+        (tmp / "a").write_text("1")
+        assert not target.exists()  # nothing under the final name before completion
+    assert (target / "a").read_text() == "1"
+
+    with pytest.raises(FileExistsError):
+        with atomic_dir(target):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, overwrite=True) as tmp:
+            tmp.mkdir()
+            (tmp / "b").write_text("2")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a"]  # the old folder, untouched
+    with atomic_dir(target, overwrite=True) as tmp:
+        tmp.mkdir()
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    with pytest.raises(FileNotFoundError):
+        with atomic_dir(tmp_path / "never"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
