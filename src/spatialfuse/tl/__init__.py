@@ -2,10 +2,25 @@
 
 - :func:`map_to_spots`: MSI pixels × m/z → Visium spots × m/z (area-weighted by default);
 - :func:`map_to_pixels`: Visium spots × genes → MSI pixels × genes;
-- :func:`cross_modal_correlation`: gene × ion correlation with spatially aware p-values.
+- :func:`cross_modal_correlation`: gene × ion correlation with spatially aware p-values;
+- :func:`joint_table`: expression and spot-mapped MSI in one MuData; :func:`concatenate_modalities`
+  makes one AnnData of it;
+- :func:`joint_cluster`: Leiden clusters of the spots on all modalities (weighted nearest
+  neighbours, concatenation or MOFA+); :func:`cluster_modality`: the same on one modality.
 """
 
+from spatialfuse.tl._cluster import MissingDependencyError, cluster_modality, joint_cluster
 from spatialfuse.tl._correlation import cross_modal_correlation
+from spatialfuse.tl._joint import concatenate_modalities, joint_table
 from spatialfuse.tl._mapping import map_to_pixels, map_to_spots
 
-__all__ = ["cross_modal_correlation", "map_to_pixels", "map_to_spots"]
+__all__ = [
+    "MissingDependencyError",
+    "cluster_modality",
+    "concatenate_modalities",
+    "cross_modal_correlation",
+    "joint_cluster",
+    "joint_table",
+    "map_to_pixels",
+    "map_to_spots",
+]

@@ -1,0 +1,579 @@
+"""Joint clustering of the spots of a joint table, and the single-modality clustering to compare.
+
+Every method builds a weighted neighbour graph with the same kernel (:mod:`spatialfuse.tl._wnn`),
+optionally mixes in the spatial neighbour graph, and runs the same Leiden (igraph's, through
+scanpy, seeded), so joint and single-modality clusters differ only in what the graph is built from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spatialfuse._logging import logger
+from spatialfuse.errors import DataWarning, SpatialfuseError
+from spatialfuse.pp._common import check_count
+from spatialfuse.tl._wnn import kernel_graph, neighbourhoods, symmetrise, wnn_graph
+
+if TYPE_CHECKING:
+    import anndata
+    import mudata
+
+__all__ = ["METHODS", "MissingDependencyError", "cluster_modality", "joint_cluster"]
+
+METHODS = ("wnn", "concat", "mofa")
+#: Spots whose neighbourhoods the Jaccard bandwidth compares (Seurat's ``sigma.idx``... k.nn).
+N_BANDWIDTH = 20
+#: Candidate neighbours per modality for WNN (Seurat's ``knn.range``).
+N_CANDIDATES = 200
+# Leiden runs spent looking for a resolution that gives n_clusters.
+_MAX_SEARCH = 40
+
+
+class MissingDependencyError(SpatialfuseError, ImportError):
+    """An optional package that a requested method needs is not installed."""
+
+
+def joint_cluster(
+    mdata: mudata.MuData,
+    *,
+    method: str = "wnn",
+    resolution: float = 1.0,
+    n_clusters: int | None = None,
+    n_neighbors: int = 20,
+    modalities: list[str] | None = None,
+    use_rep: str = "X_pca",
+    n_pcs: int | dict[str, int] | None = None,
+    weights: dict[str, float] | None = None,
+    n_factors: int = 10,
+    key_added: str = "joint",
+    spatial_smoothing: float = 0.0,
+    n_spatial_neighbors: int = 6,
+    seed: int = 0,
+    copy: bool = False,
+) -> mudata.MuData | None:
+    """Cluster the spots of a joint table on all modalities at once (Leiden on a joint graph).
+
+    The methods:
+
+    - ``"wnn"`` (default): weighted nearest neighbours (Hao et al. 2021; Seurat v4). Each spot
+      gets its own modality weights, high for the modality whose neighbours predict the spot
+      best, and the graph links spots that are close in the weighted combination (details in
+      :mod:`spatialfuse.tl._wnn`). Embeddings are L2-normalised per spot first, as in Seurat.
+    - ``"concat"``: each modality's embedding scaled to a total variance of 1 (times
+      ``weights[m]``, default 1 each), the scaled embeddings side by side, one neighbour graph.
+    - ``"mofa"``: MOFA+ factors (``mofapy2``, optional; ``n_factors`` of them) of the modalities'
+      ``X`` (the ``highly_variable`` features where that column exists), one neighbour graph.
+
+    **Spots without MSI** (NaN rows of a modality's embedding, e.g. ``has_msi`` false) are
+    clustered on the other modalities alone: their embedding in the missing modality is
+    predicted as the mean over their ``n_neighbors`` nearest measured spots in the *reference*
+    modality (the first one that covers every spot, normally ``"rna"``) — the cross-modal
+    prediction WNN itself uses — and their WNN weight on the missing modality is 0. So every
+    spot gets a label, and a spot without MSI is placed by its expression only. For
+    ``"mofa"``, MOFA+ treats them as missing values.
+
+    Parameters
+    ----------
+    mdata
+        A joint table from :func:`joint_table` whose modalities carry ``obsm[use_rep]``
+        (e.g. from :func:`spatialfuse.pp.preprocess_rna` / :func:`~spatialfuse.pp.preprocess_msi`).
+    method
+        ``"wnn"``, ``"concat"`` or ``"mofa"``.
+    resolution
+        Leiden resolution (modularity); higher gives more clusters. Ignored with ``n_clusters``.
+    n_clusters
+        Search the resolution that gives exactly this many clusters (bisection over Leiden runs;
+        a :class:`~spatialfuse.errors.DataWarning` if none does, keeping the closest count).
+        Useful to compare methods at the same number of clusters.
+    n_neighbors
+        Neighbours per spot in the graph (Seurat's ``k.nn``).
+    modalities
+        The modalities to use, default all.
+    use_rep
+        Key of each modality's embedding in its ``obsm``.
+    n_pcs
+        Use only the first ``n_pcs`` columns of each embedding (or per modality, as a dict).
+    weights
+        ``method="concat"``: relative weight of each modality's (unit-variance) block.
+    n_factors
+        ``method="mofa"``: number of MOFA+ factors.
+    key_added
+        Name of the labels and prefix of the other slots written.
+    spatial_smoothing
+        Weight ``α`` in ``[0, 1)`` of the spatial graph: the clustered graph is
+        ``(1 − α)·G_features + α·G_spatial``, ``G_spatial`` being squidpy's
+        ``spatial_neighbors_knn`` graph (``n_spatial_neighbors`` nearest spots, weight 1).
+    n_spatial_neighbors
+        Neighbours per spot of the spatial graph (6 on the Visium hexagonal grid).
+    seed
+        Seed of Leiden (and MOFA+); the same seed gives the same labels.
+    copy
+        Return a modified copy instead of writing into ``mdata``.
+
+    Returns
+    -------
+    mudata.MuData or None
+        The copy when ``copy`` is true, else None. Slots written:
+
+        - ``obs[key_added]``: categorical labels ``"0"``, ``"1"``, … (largest cluster first),
+          also copied into each modality's ``obs``;
+        - ``"wnn"``: ``obs[f"{key_added}_weight_{m}"]`` for each modality ``m``: the per-spot
+          modality weights (summing to 1; 0 on a modality the spot lacks);
+        - ``obsp[f"{key_added}_connectivities"]``: the symmetric graph that was clustered;
+        - ``uns[key_added]``: ``connectivities_key`` and ``params`` (method, resolution used,
+          number of clusters, neighbours, modalities, smoothing, seed), so
+          ``sc.tl.leiden(..., neighbors_key=key_added)`` style tools find the graph.
+
+    Raises
+    ------
+    TypeError
+        ``mdata`` is not a MuData.
+    ValueError
+        Unknown method or modality, a missing embedding, fewer than two modalities, no modality
+        covering every spot, or bad parameters.
+    MissingDependencyError
+        ``method="mofa"`` without ``mofapy2`` (an :class:`ImportError`).
+    """
+    from spatialfuse.tl._joint import _check_mudata
+
+    _check_mudata(mdata)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_added)
+    names = list(mdata.mod) if modalities is None else list(modalities)
+    unknown = [m for m in names if m not in mdata.mod]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; mdata has {list(mdata.mod)}")
+    if len(names) < 2:
+        raise ValueError(
+            f"joint clustering needs at least two modalities, got {names}; use "
+            "sf.tl.cluster_modality for one"
+        )
+    if method == "mofa":
+        _require_mofapy2()
+    mdata = mdata.copy() if copy else mdata
+    n = mdata.n_obs
+    if n < 3:
+        raise ValueError(f"clustering needs at least 3 spots, got {n}")
+
+    params: dict[str, Any] = {"method": method, "modalities": names, "n_neighbors": n_neighbors}
+    spot_weights = None
+    if method == "mofa":
+        embedding = _mofa_factors(mdata, names, n_factors, seed)
+        hoods = neighbourhoods(embedding, k=n_neighbors, n_bandwidth=N_BANDWIDTH)
+        graph = kernel_graph(hoods, n_neighbors)
+        params["n_factors"] = int(embedding.shape[1])
+    else:
+        embeddings, measured = {}, {}
+        for m in names:
+            embeddings[m] = _embedding(mdata, m, use_rep, n_pcs)
+            measured[m] = np.isfinite(embeddings[m]).all(axis=1)
+        reference = next((m for m in names if measured[m].all()), None)
+        if reference is None:
+            raise ValueError(
+                f"no modality among {names} has an embedding for every spot; joint clustering "
+                "needs one (normally rna) to place spots that lack another"
+            )
+        if method == "wnn":
+            embeddings = {m: _l2_normalise(e) for m, e in embeddings.items()}
+        for m in names:
+            embeddings[m] = _fill_missing(
+                embeddings[m], measured[m], embeddings[reference], n_neighbors
+            )
+        complete = np.logical_and.reduce([measured[m] for m in names])
+        if method == "wnn":
+            hoods = {
+                m: neighbourhoods(
+                    e, k=n_neighbors, n_bandwidth=N_BANDWIDTH, n_candidates=N_CANDIDATES
+                )
+                for m, e in embeddings.items()
+            }
+            graph, spot_weights = wnn_graph(
+                hoods,
+                k=n_neighbors,
+                complete=complete,
+                reference=reference,
+                n_candidates=N_CANDIDATES,
+            )
+        else:
+            block_weights = _concat_weights(weights, names)
+            blocks = []
+            for m in names:
+                e = embeddings[m]
+                total = float(np.var(e[measured[m]], axis=0, ddof=1).sum())
+                blocks.append(e * np.sqrt(block_weights[m] / max(total, 1e-300)))
+            hoods = neighbourhoods(
+                np.concatenate(blocks, axis=1), k=n_neighbors, n_bandwidth=N_BANDWIDTH
+            )
+            graph = kernel_graph(hoods, n_neighbors)
+            params["weights"] = [block_weights[m] for m in names]
+        params["reference"] = reference
+        params["n_spots_complete"] = int(complete.sum())
+
+    graph = _smooth(symmetrise(graph), mdata, spatial_smoothing, n_spatial_neighbors)
+    labels, used_resolution = _leiden_labels(graph, resolution, n_clusters, seed)
+    _write(mdata, labels, graph, key_added, modalities=names)
+    if spot_weights is not None:
+        for a, m in enumerate(names):
+            mdata.obs[f"{key_added}_weight_{m}"] = spot_weights[:, a]
+    params.update(
+        resolution=used_resolution,
+        n_clusters=int(labels.max() + 1),
+        spatial_smoothing=float(spatial_smoothing),
+        seed=int(seed),
+    )
+    mdata.uns[key_added] = {"connectivities_key": f"{key_added}_connectivities", "params": params}
+    logger.info(
+        "joint_cluster(%s): %d clusters at resolution %.4g",
+        method,
+        labels.max() + 1,
+        used_resolution,
+    )
+    return mdata if copy else None
+
+
+def cluster_modality(
+    data: mudata.MuData | anndata.AnnData,
+    modality: str | None = None,
+    *,
+    resolution: float = 1.0,
+    n_clusters: int | None = None,
+    n_neighbors: int = 20,
+    use_rep: str = "X_pca",
+    n_pcs: int | None = None,
+    key_added: str | None = None,
+    spatial_smoothing: float = 0.0,
+    n_spatial_neighbors: int = 6,
+    seed: int = 0,
+    copy: bool = False,
+):
+    """Cluster the spots on one modality with exactly the graph and Leiden of :func:`joint_cluster`.
+
+    The graph is the same kernel graph on one embedding that ``joint_cluster`` builds from
+    several, with the same neighbours, spatial smoothing and Leiden, so the labels can be compared
+    with the joint ones on equal terms (e.g. at the same ``n_clusters``). Spots without data in
+    the modality (NaN rows, e.g. no MSI) get no label (NaN) and no edge.
+
+    Parameters
+    ----------
+    data
+        A joint table (MuData, then name the ``modality``) or one modality's AnnData.
+    modality
+        The modality of a MuData to cluster; must be None for an AnnData.
+    resolution, n_clusters, n_neighbors, spatial_smoothing, n_spatial_neighbors, seed
+        As in :func:`joint_cluster`.
+    use_rep
+        Key of the embedding in the modality's ``obsm``.
+    n_pcs
+        Use only the first ``n_pcs`` columns of the embedding.
+    key_added
+        Name of the labels; default ``f"{modality}_clusters"`` (``"clusters"`` for an AnnData).
+    copy
+        Return a modified copy instead of writing into ``data``.
+
+    Returns
+    -------
+    mudata.MuData or anndata.AnnData or None
+        The copy when ``copy`` is true, else None. Slots written (in ``data``; for a MuData the
+        labels are also copied into the modality's ``obs``):
+
+        - ``obs[key_added]``: categorical labels (NaN for spots without data);
+        - ``obsp[f"{key_added}_connectivities"]``: the graph;
+        - ``uns[key_added]``: ``connectivities_key`` and ``params``.
+
+    Raises
+    ------
+    TypeError
+        ``data`` is neither a MuData nor an AnnData.
+    ValueError
+        Unknown modality, a missing embedding, too few spots with data, or bad parameters.
+    """
+    is_mudata = hasattr(data, "mod")
+    if is_mudata:
+        if modality is None or modality not in data.mod:
+            raise ValueError(
+                f"modality must name one of {list(data.mod)} for a MuData, got {modality!r}"
+            )
+    elif not all(hasattr(data, a) for a in ("obs", "obsm", "obsp", "uns")):
+        raise TypeError(f"data must be a MuData or an AnnData, got {type(data).__name__}")
+    elif modality is not None:
+        raise ValueError("modality must be None when data is an AnnData")
+    if key_added is None:
+        key_added = f"{modality}_clusters" if is_mudata else "clusters"
+    _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_added)
+    data = data.copy() if copy else data
+
+    embedding = _embedding(data, modality, use_rep, n_pcs)
+    valid = np.isfinite(embedding).all(axis=1)
+    if valid.sum() < 3:
+        raise ValueError(
+            f"clustering needs at least 3 spots with an embedding, got {int(valid.sum())}"
+        )
+    hoods = neighbourhoods(embedding[valid], k=n_neighbors, n_bandwidth=N_BANDWIDTH)
+    sub = symmetrise(kernel_graph(hoods, n_neighbors))
+    graph = _embed_graph(sub, valid)
+    graph = _smooth(graph, data, spatial_smoothing, n_spatial_neighbors, valid=valid)
+    labels, used_resolution = _leiden_labels(graph[valid][:, valid], resolution, n_clusters, seed)
+    full = np.full(data.n_obs, -1, dtype=np.int64)
+    full[valid] = labels
+    _write(data, full, graph, key_added, modalities=[modality] if is_mudata else [])
+    data.uns[key_added] = {
+        "connectivities_key": f"{key_added}_connectivities",
+        "params": {
+            "method": "single",
+            "modality": modality if modality is not None else "",
+            "n_neighbors": int(n_neighbors),
+            "resolution": used_resolution,
+            "n_clusters": int(labels.max() + 1),
+            "spatial_smoothing": float(spatial_smoothing),
+            "seed": int(seed),
+            "n_spots_clustered": int(valid.sum()),
+        },
+    }
+    return data if copy else None
+
+
+# -------------------------------------------------------------------------------------------------
+# inputs
+# -------------------------------------------------------------------------------------------------
+
+
+def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_added) -> None:
+    check_count(n_neighbors, "n_neighbors")
+    if not (np.isfinite(resolution) and resolution > 0):
+        raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+    check_count(n_clusters, "n_clusters", optional=True)
+    if not 0.0 <= float(spatial_smoothing) < 1.0:
+        raise ValueError(f"spatial_smoothing must lie in [0, 1), got {spatial_smoothing!r}")
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}")
+
+
+def _embedding(data, modality: str | None, use_rep: str, n_pcs) -> np.ndarray:
+    """``obsm[use_rep]`` of a modality as float64 rows in the table's spot order (NaN if absent)."""
+    table = data.mod[modality] if modality is not None else data
+    where = f"mdata[{modality!r}]" if modality is not None else "adata"
+    if use_rep not in table.obsm:
+        raise ValueError(
+            f"{where}.obsm has no {use_rep!r}; run sf.pp.preprocess_rna / sf.pp.preprocess_msi "
+            "(or give use_rep=) first"
+        )
+    emb = np.asarray(table.obsm[use_rep], dtype=np.float64)
+    if emb.ndim != 2 or emb.shape[1] < 1:
+        raise ValueError(f"{where}.obsm[{use_rep!r}] must be a 2-D array, got shape {emb.shape}")
+    count = n_pcs.get(modality) if isinstance(n_pcs, dict) else n_pcs
+    if count is not None:
+        check_count(count, "n_pcs")
+        emb = emb[:, : int(count)]
+    if modality is not None and not table.obs_names.equals(data.obs_names):
+        position = table.obs_names.get_indexer(data.obs_names)
+        out = np.full((data.n_obs, emb.shape[1]), np.nan)
+        out[position >= 0] = emb[position[position >= 0]]
+        emb = out
+    return emb
+
+
+def _l2_normalise(embedding: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(embedding, axis=1, keepdims=True)
+    return embedding / np.where(norm > 0, norm, 1.0)
+
+
+def _fill_missing(
+    embedding: np.ndarray, measured: np.ndarray, reference: np.ndarray, k: int
+) -> np.ndarray:
+    """Rows not measured: the mean of the measured rows nearest in the reference embedding."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if measured.all():
+        return embedding
+    if measured.sum() < 1:
+        raise ValueError("a modality has no spot with an embedding")
+    out = embedding.copy()
+    have, lack = np.flatnonzero(measured), np.flatnonzero(~measured)
+    nn = NearestNeighbors(n_neighbors=min(k, have.size)).fit(reference[have])
+    _, idx = nn.kneighbors(reference[lack])
+    out[lack] = embedding[have[idx]].mean(axis=1)
+    return out
+
+
+def _concat_weights(weights, names) -> dict[str, float]:
+    weights = dict(weights or {})
+    unknown = [m for m in weights if m not in names]
+    if unknown:
+        raise ValueError(f"weights name modalities not clustered: {unknown}")
+    out = {m: float(weights.get(m, 1.0)) for m in names}
+    if any(not (np.isfinite(w) and w >= 0) for w in out.values()) or not any(out.values()):
+        raise ValueError(f"weights must be non-negative and not all zero, got {out}")
+    return out
+
+
+def _require_mofapy2() -> None:
+    try:
+        import mofapy2  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError(
+            "method='mofa' needs the optional package mofapy2, which is not installed; install "
+            "it with `pip install mofapy2` (or use method='wnn' or 'concat')"
+        ) from err
+
+
+def _mofa_factors(mdata, names: list[str], n_factors: int, seed: int) -> np.ndarray:
+    """MOFA+ factors (spots × factors) of the modalities' ``X`` (NaN rows are missing values)."""
+    from mofapy2.run.entry_point import entry_point
+
+    from spatialfuse.pp._common import dense_rows
+
+    check_count(n_factors, "n_factors")
+    views, features = [], []
+    for m in names:
+        mod = mdata.mod[m]
+        if not mod.obs_names.equals(mdata.obs_names):
+            raise ValueError(f"modality {m!r} is not in the table's spot order")
+        mask = (
+            mod.var["highly_variable"].to_numpy(dtype=bool)
+            if "highly_variable" in mod.var
+            else np.ones(mod.n_vars, dtype=bool)
+        )
+        views.append([dense_rows(mod.X, np.ones(mod.n_obs, dtype=bool), mask)])
+        features.append([str(v) for v in mod.var_names[mask]])
+    with contextlib.redirect_stdout(io.StringIO()):  # mofapy2 prints banners even when quiet
+        return _run_mofa(entry_point, views, features, names, mdata, n_factors, seed)
+
+
+def _run_mofa(entry_point, views, features, names, mdata, n_factors, seed) -> np.ndarray:
+    ent = entry_point()
+    ent.set_data_options(scale_views=True)
+    ent.set_data_matrix(
+        views,
+        likelihoods=["gaussian"] * len(names),
+        views_names=names,
+        groups_names=["spots"],
+        samples_names=[[str(s) for s in mdata.obs_names]],
+        features_names=features,
+    )
+    ent.set_model_options(factors=int(n_factors))
+    ent.set_train_options(seed=int(seed), convergence_mode="fast", quiet=True, verbose=False)
+    ent.build()
+    ent.run()
+    return np.asarray(ent.model.nodes["Z"].getExpectation(), dtype=np.float64)
+
+
+# -------------------------------------------------------------------------------------------------
+# graph and Leiden
+# -------------------------------------------------------------------------------------------------
+
+
+def _embed_graph(sub, valid: np.ndarray):
+    """A graph over the ``valid`` spots as an ``n × n`` graph (no edge at the other spots)."""
+    from scipy import sparse
+
+    idx = np.flatnonzero(valid)
+    coo = sub.tocoo()
+    return sparse.csr_matrix(
+        (coo.data, (idx[coo.row], idx[coo.col])), shape=(valid.size, valid.size)
+    )
+
+
+def _smooth(graph, data, alpha: float, n_spatial: int, *, valid: np.ndarray | None = None):
+    """``(1 − α)·graph + α·spatial kNN graph`` (squidpy), restricted to ``valid`` spots."""
+    if alpha <= 0:
+        return graph
+    import anndata as ad
+    import squidpy as sq
+
+    key = "spatial_um" if "spatial_um" in data.obsm else "spatial"
+    if key not in data.obsm:
+        raise ValueError("spatial_smoothing needs spot positions in obsm['spatial'(_um)]")
+    check_count(n_spatial, "n_spatial_neighbors")
+    valid = np.ones(graph.shape[0], dtype=bool) if valid is None else valid
+    tmp = ad.AnnData(obs={"i": np.flatnonzero(valid)})
+    tmp.obsm["spatial"] = np.asarray(data.obsm[key], dtype=np.float64)[valid]
+    sq.gr.spatial_neighbors_knn(tmp, n_neighs=int(min(n_spatial, valid.sum() - 1)))
+    spatial = tmp.obsp["spatial_connectivities"]
+    spatial = symmetrise((spatial > 0).astype(np.float64))
+    return ((1.0 - alpha) * graph + alpha * _embed_graph(spatial, valid)).tocsr()
+
+
+def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
+    """Leiden labels (igraph through scanpy; largest cluster = 0) of a symmetric graph."""
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(graph.shape[0])]))
+    sc.tl.leiden(
+        tmp,
+        resolution=float(resolution),
+        adjacency=graph,
+        flavor="igraph",
+        directed=False,
+        n_iterations=-1,
+        random_state=int(seed),
+        key_added="leiden",
+    )
+    raw = tmp.obs["leiden"].astype(int).to_numpy()
+    sizes = np.bincount(raw)
+    first = np.full(sizes.size, raw.size)
+    np.minimum.at(first, raw, np.arange(raw.size))
+    rank = np.empty(sizes.size, dtype=np.int64)
+    rank[np.lexsort((first, -sizes))] = np.arange(sizes.size)
+    return rank[raw]
+
+
+def _leiden_labels(graph, resolution: float, n_clusters: int | None, seed: int):
+    """Labels at ``resolution``, or at a resolution found to give ``n_clusters`` clusters."""
+    if n_clusters is None:
+        return _leiden(graph, resolution, seed), float(resolution)
+    tried: dict[float, np.ndarray] = {}
+
+    def run(r: float) -> int:
+        tried[r] = _leiden(graph, r, seed)
+        return int(tried[r].max() + 1)
+
+    lo, hi = 0.0, float(resolution)
+    count = run(hi)
+    while count < n_clusters and len(tried) < _MAX_SEARCH // 2:
+        lo, hi = hi, hi * 2.0
+        count = run(hi)
+    if count > n_clusters:
+        while len(tried) < _MAX_SEARCH:
+            mid = 0.5 * (lo + hi)
+            count = run(mid)
+            if count == n_clusters:
+                break
+            if count < n_clusters:
+                lo = mid
+            else:
+                hi = mid
+    best = min(tried, key=lambda r: (abs(int(tried[r].max() + 1) - n_clusters), r))
+    found = int(tried[best].max() + 1)
+    if found != n_clusters:
+        warnings.warn(
+            f"no resolution tried gives {n_clusters} clusters; keeping {found} "
+            f"(resolution {best:.4g})",
+            DataWarning,
+            stacklevel=3,
+        )
+    return tried[best], best
+
+
+def _write(data, labels: np.ndarray, graph, key_added: str, *, modalities: list[str]) -> None:
+    """Labels (categorical strings, NaN for -1) into ``obs`` (and modalities'), graph into obsp."""
+    import pandas as pd
+
+    categories = [str(c) for c in range(int(labels.max()) + 1)]
+    values = pd.Categorical(np.where(labels >= 0, labels.astype(str), None), categories=categories)
+    data.obs[key_added] = pd.Categorical(values, categories=categories)
+    if hasattr(data, "mod"):
+        for m in modalities:
+            mod = data.mod[m]
+            position = data.obs_names.get_indexer(mod.obs_names)
+            mod.obs[key_added] = pd.Categorical(
+                np.asarray(values, dtype=object)[position], categories=categories
+            )
+    data.obsp[f"{key_added}_connectivities"] = graph.tocsr()
