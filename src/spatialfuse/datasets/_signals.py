@@ -148,6 +148,41 @@ def design_ions(rng: np.random.Generator, n_ions: int) -> IonDesign:
     )
 
 
+def expected_ion_signal(
+    design: IonDesign, region_fractions: np.ndarray, gradient_values: np.ndarray
+) -> np.ndarray:
+    """Noise-free ion counts ``(n, n_ions)`` of footprints with these region fractions.
+
+    The per-ion responses (power law, saturation) to the region abundances and gradients, plus
+    matrix ions (suppressed by the tissue fraction) and constant chemical noise, times each ion's
+    ionisation efficiency: what :func:`ion_intensities` records before any acquisition effect
+    (TIC factor, row drift, noise; a processed file's detection threshold comes later still).
+
+    Parameters
+    ----------
+    region_fractions
+        ``(n, n_regions)`` area fraction of each region under each footprint.
+    gradient_values
+        ``(n, 2)`` area-mean of ``[label == tumor_a] · radial`` and
+        ``[label == tumor_b] · ramp``.
+    """
+    group_onehot = np.zeros((len(REGION_NAMES), design.group_abundance.shape[0]))
+    group_onehot[np.arange(len(REGION_NAMES)), REGION_ION_GROUP] = 1.0
+    tissue = region_fractions.sum(axis=1)
+    abundance = (region_fractions @ group_onehot) @ design.group_abundance
+    has_gradient = design.gradient >= 0
+    abundance[:, has_gradient] += (
+        gradient_values[:, design.gradient[has_gradient]] * design.gradient_amplitude[has_gradient]
+    )
+    saturating = np.isfinite(design.saturation)
+    response = np.power(abundance, design.gamma)
+    s = design.saturation[saturating]
+    response[:, saturating] = s * (1.0 - np.exp(-abundance[:, saturating] / s))
+    response += design.matrix_off * (1.0 - design.matrix_suppression * tissue[:, None])
+    response += design.noise_level
+    return response * design.counts_per_unit
+
+
 def ion_intensities(
     design: IonDesign,
     region_fractions: np.ndarray,
@@ -174,21 +209,7 @@ def ion_intensities(
     tic_factor : ``(n_pixels,)`` the multiplicative TIC factor applied (drift × pixel variation)
     """
     n_pixels = len(region_fractions)
-    group_onehot = np.zeros((len(REGION_NAMES), design.group_abundance.shape[0]))
-    group_onehot[np.arange(len(REGION_NAMES)), REGION_ION_GROUP] = 1.0
-    tissue = region_fractions.sum(axis=1)
-    abundance = (region_fractions @ group_onehot) @ design.group_abundance
-    has_gradient = design.gradient >= 0
-    abundance[:, has_gradient] += (
-        gradient_values[:, design.gradient[has_gradient]] * design.gradient_amplitude[has_gradient]
-    )
-    saturating = np.isfinite(design.saturation)
-    response = np.power(abundance, design.gamma)
-    s = design.saturation[saturating]
-    response[:, saturating] = s * (1.0 - np.exp(-abundance[:, saturating] / s))
-    response += design.matrix_off * (1.0 - design.matrix_suppression * tissue[:, None])
-    response += design.noise_level
-    intensity = response * design.counts_per_unit
+    intensity = expected_ion_signal(design, region_fractions, gradient_values)
 
     # acquisition effects: row-wise drift and per-pixel TIC variation (both multiplicative)
     phase = rng.uniform(0.0, 2.0 * np.pi)

@@ -66,7 +66,7 @@ import tempfile
 import time
 import uuid as uuid_module
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,9 @@ from spatialfuse.reg._transform import AffineTransform, DisplacementField, Trans
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from spatialfuse.datasets._signals import IonDesign
+    from spatialfuse.datasets._tissue import Tissue
 
 __all__ = ["SyntheticTrio", "synthetic_trio"]
 
@@ -147,6 +150,8 @@ class SyntheticTrio:
         1e-6 µm).
     seed, timings
         The seed; seconds spent per stage (not part of the ground truth).
+
+    :meth:`ion_signal_at` gives the noise-free ion signal of the tissue at any point.
     """
 
     folder: Path
@@ -193,6 +198,8 @@ class SyntheticTrio:
     landmarks_visium_um: np.ndarray
     seed: int
     timings: dict[str, float]
+    _tissue: Tissue = field(repr=False)
+    _ion_design: IonDesign = field(repr=False)
 
     @property
     def msi_ibd(self) -> Path:
@@ -215,6 +222,38 @@ class SyntheticTrio:
         r = np.where(ok, row, 0).astype(np.int64)
         c = np.where(ok, col, 0).astype(np.int64)
         return np.where(ok, self.label_map[r, c], -1).astype(np.int64)
+
+    def ion_signal_at(self, points_he_um) -> np.ndarray:
+        """Noise-free ion signal of the tissue at points of the H&E frame.
+
+        The tissue at each point alone (its region and gradients, background off tissue) through
+        every ion's response, plus matrix and chemical-noise ions, in counts: what a vanishingly
+        small MSI pixel there would record before acquisition effects (TIC factor, row drift,
+        noise, a processed file's detection threshold). An MSI pixel's expected intensity is the
+        same model applied to the region fractions under it; the responses are non-linear, so at
+        a boundary that differs from the mean of this signal over the pixel.
+
+        Parameters
+        ----------
+        points_he_um
+            ``(n, 2)`` points ``(x, y)`` in H&E µm.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, n_ions)`` float64, columns in the order of :attr:`ions`.
+        """
+        from spatialfuse.datasets._signals import expected_ion_signal
+
+        p = np.asarray(points_he_um, dtype=np.float64).reshape(-1, 2)
+        labels = self._tissue.label_at(p).astype(np.int64)
+        on = np.flatnonzero(labels >= 0)
+        fractions = np.zeros((len(p), len(self.region_names)))
+        fractions[on, labels[on]] = 1.0
+        gradients = self._tissue.gradients_at(p)
+        gradients[:, 0] *= labels == 0
+        gradients[:, 1] *= labels == 1
+        return expected_ion_signal(self._ion_design, fractions, gradients)
 
     def msi_label_image(self) -> np.ndarray:
         """``msi_labels`` on the MSI raster, ``(rows, cols)``, row ``y − 1``, column ``x − 1``."""
@@ -860,4 +899,6 @@ def synthetic_trio(
         landmarks_visium_um=landmarks_visium,
         seed=seed,
         timings=timings,
+        _tissue=tissue,
+        _ion_design=ion_design,
     )
