@@ -17,7 +17,13 @@ import numpy as np
 from spatialfuse._logging import logger
 from spatialfuse.errors import DataWarning, SpatialfuseError
 from spatialfuse.pp._common import check_count
-from spatialfuse.tl._wnn import kernel_graph, neighbourhoods, symmetrise, wnn_graph
+from spatialfuse.tl._wnn import (
+    kernel_graph,
+    modality_weights,
+    neighbourhoods,
+    symmetrise,
+    wnn_graph,
+)
 
 if TYPE_CHECKING:
     import anndata
@@ -26,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "MissingDependencyError", "cluster_modality", "joint_cluster"]
 
 METHODS = ("wnn", "concat", "mofa")
-#: Spots whose neighbourhoods the Jaccard bandwidth compares (Seurat's ``sigma.idx``... k.nn).
-N_BANDWIDTH = 20
 #: Candidate neighbours per modality for WNN (Seurat's ``knn.range``).
 N_CANDIDATES = 200
 # Leiden runs spent looking for a resolution that gives n_clusters.
@@ -69,13 +73,13 @@ def joint_cluster(
     - ``"mofa"``: MOFA+ factors (``mofapy2``, optional; ``n_factors`` of them) of the modalities'
       ``X`` (the ``highly_variable`` features where that column exists), one neighbour graph.
 
-    **Spots without MSI** (NaN rows of a modality's embedding, e.g. ``has_msi`` false) are
-    clustered on the other modalities alone: their embedding in the missing modality is
-    predicted as the mean over their ``n_neighbors`` nearest measured spots in the *reference*
-    modality (the first one that covers every spot, normally ``"rna"``) — the cross-modal
-    prediction WNN itself uses — and their WNN weight on the missing modality is 0. So every
-    spot gets a label, and a spot without MSI is placed by its expression only. For
-    ``"mofa"``, MOFA+ treats them as missing values.
+    **Spots without MSI** (NaN rows of a modality, e.g. ``has_msi`` false) take no part in the
+    joint graph: it is built from the spots that have every modality, and they are clustered
+    alone. Each spot lacking a modality then gets the label most common among its
+    ``n_neighbors − 1`` nearest clustered spots in the *reference* modality (the first that
+    covers every spot, normally ``"rna"``; ties go to the nearest), so it is placed by its
+    expression alone and cannot pull the clusters of the others. ``obs[f"{key_added}_basis"]``
+    records which spots were placed so.
 
     Parameters
     ----------
@@ -91,7 +95,8 @@ def joint_cluster(
         a :class:`~spatialfuse.errors.DataWarning` if none does, keeping the closest count).
         Useful to compare methods at the same number of clusters.
     n_neighbors
-        Neighbours per spot in the graph (Seurat's ``k.nn``).
+        Size of each spot's neighbourhood, the spot itself included (Seurat's ``k.nn``); the
+        graph links each spot to ``n_neighbors − 1`` others before symmetrisation.
     modalities
         The modalities to use, default all.
     use_rep
@@ -122,9 +127,12 @@ def joint_cluster(
 
         - ``obs[key_added]``: categorical labels ``"0"``, ``"1"``, … (largest cluster first),
           also copied into each modality's ``obs``;
+        - ``obs[f"{key_added}_basis"]``: ``"rna+msi"`` (the modalities joined by ``+``) for spots
+          clustered on all modalities, else the reference modality that placed them;
         - ``"wnn"``: ``obs[f"{key_added}_weight_{m}"]`` for each modality ``m``: the per-spot
-          modality weights (summing to 1; 0 on a modality the spot lacks);
-        - ``obsp[f"{key_added}_connectivities"]``: the symmetric graph that was clustered;
+          modality weights (summing to 1; 1 on the reference for spots lacking a modality);
+        - ``obsp[f"{key_added}_connectivities"]``: the symmetric graph that was clustered (no
+          edges at spots lacking a modality);
         - ``uns[key_added]``: ``connectivities_key`` and ``params`` (method, resolution used,
           number of clusters, neighbours, modalities, smoothing, seed), so
           ``sc.tl.leiden(..., neighbors_key=key_added)`` style tools find the graph.
@@ -139,6 +147,8 @@ def joint_cluster(
     MissingDependencyError
         ``method="mofa"`` without ``mofapy2`` (an :class:`ImportError`).
     """
+    import pandas as pd
+
     from spatialfuse.tl._joint import _check_mudata
 
     _check_mudata(mdata)
@@ -162,77 +172,86 @@ def joint_cluster(
         raise ValueError(f"clustering needs at least 3 spots, got {n}")
 
     params: dict[str, Any] = {"method": method, "modalities": names, "n_neighbors": n_neighbors}
-    spot_weights = None
     if method == "mofa":
-        embedding = _mofa_factors(mdata, names, n_factors, seed)
-        hoods = neighbourhoods(embedding, k=n_neighbors, n_bandwidth=N_BANDWIDTH)
-        graph = kernel_graph(hoods, n_neighbors)
-        params["n_factors"] = int(embedding.shape[1])
+        factors = _mofa_factors(mdata, names, n_factors, seed)
+        measured = {m: _measured_rows(mdata, m) for m in names}
+        params["n_factors"] = int(factors.shape[1])
     else:
-        embeddings, measured = {}, {}
-        for m in names:
-            embeddings[m] = _embedding(mdata, m, use_rep, n_pcs)
-            measured[m] = np.isfinite(embeddings[m]).all(axis=1)
-        reference = next((m for m in names if measured[m].all()), None)
-        if reference is None:
-            raise ValueError(
-                f"no modality among {names} has an embedding for every spot; joint clustering "
-                "needs one (normally rna) to place spots that lack another"
-            )
+        embeddings = {m: _embedding(mdata, m, use_rep, n_pcs) for m in names}
+        measured = {m: np.isfinite(e).all(axis=1) for m, e in embeddings.items()}
         if method == "wnn":
             embeddings = {m: _l2_normalise(e) for m, e in embeddings.items()}
-        for m in names:
-            embeddings[m] = _fill_missing(
-                embeddings[m], measured[m], embeddings[reference], n_neighbors
-            )
-        complete = np.logical_and.reduce([measured[m] for m in names])
-        if method == "wnn":
-            hoods = {
-                m: neighbourhoods(
-                    e, k=n_neighbors, n_bandwidth=N_BANDWIDTH, n_candidates=N_CANDIDATES
-                )
-                for m, e in embeddings.items()
-            }
-            graph, spot_weights = wnn_graph(
-                hoods,
-                k=n_neighbors,
-                complete=complete,
-                reference=reference,
-                n_candidates=N_CANDIDATES,
-            )
-        else:
-            block_weights = _concat_weights(weights, names)
-            blocks = []
-            for m in names:
-                e = embeddings[m]
-                total = float(np.var(e[measured[m]], axis=0, ddof=1).sum())
-                blocks.append(e * np.sqrt(block_weights[m] / max(total, 1e-300)))
-            hoods = neighbourhoods(
-                np.concatenate(blocks, axis=1), k=n_neighbors, n_bandwidth=N_BANDWIDTH
-            )
-            graph = kernel_graph(hoods, n_neighbors)
-            params["weights"] = [block_weights[m] for m in names]
-        params["reference"] = reference
-        params["n_spots_complete"] = int(complete.sum())
+    complete = np.logical_and.reduce([measured[m] for m in names])
+    reference = next((m for m in names if measured[m].all()), None)
+    if reference is None and not complete.all():
+        raise ValueError(
+            f"no modality among {names} has data for every spot; joint clustering needs one "
+            "(normally rna) to place the spots that lack another"
+        )
+    if complete.sum() < 3:
+        raise ValueError(
+            "joint clustering needs at least 3 spots with every modality, got "
+            f"{int(complete.sum())}"
+        )
+    rows = np.flatnonzero(complete)
 
-    graph = _smooth(symmetrise(graph), mdata, spatial_smoothing, n_spatial_neighbors)
-    labels, used_resolution = _leiden_labels(graph, resolution, n_clusters, seed)
+    spot_weights, basis = None, None
+    if method == "mofa":
+        graph = kernel_graph(neighbourhoods(factors[rows], k=n_neighbors))
+        basis = factors
+    elif method == "wnn":
+        hoods = {
+            m: neighbourhoods(e[rows], k=n_neighbors, n_candidates=N_CANDIDATES)
+            for m, e in embeddings.items()
+        }
+        spot_weights = np.zeros((n, len(names)))
+        if reference is not None:
+            spot_weights[:, names.index(reference)] = 1.0
+        spot_weights[rows] = modality_weights(hoods)
+        graph = wnn_graph(hoods, spot_weights[rows], n_candidates=N_CANDIDATES)
+    else:
+        block_weights = _concat_weights(weights, names)
+        blocks = []
+        for m in names:
+            e = embeddings[m][rows]
+            total = float(np.var(e, axis=0, ddof=1).sum())
+            blocks.append(e * np.sqrt(block_weights[m] / max(total, 1e-300)))
+        graph = kernel_graph(neighbourhoods(np.concatenate(blocks, axis=1), k=n_neighbors))
+        params["weights"] = [block_weights[m] for m in names]
+    if method != "mofa" and reference is not None:
+        basis = embeddings[reference]
+
+    graph = _embed_graph(symmetrise(graph), complete)
+    graph = _smooth(graph, mdata, spatial_smoothing, n_spatial_neighbors, valid=complete)
+    found, used_resolution = _leiden_labels(graph[rows][:, rows], resolution, n_clusters, seed)
+    labels = np.full(n, -1, dtype=np.int64)
+    labels[rows] = found
+    if not complete.all():
+        labels[~complete] = _transfer(basis, complete, found, n_neighbors - 1)
     _write(mdata, labels, graph, key_added, modalities=names)
+    mdata.obs[f"{key_added}_basis"] = pd.Categorical(
+        np.where(complete, "+".join(names), reference or "")
+    )
     if spot_weights is not None:
         for a, m in enumerate(names):
             mdata.obs[f"{key_added}_weight_{m}"] = spot_weights[:, a]
     params.update(
+        reference=reference or "",
+        n_spots_complete=int(complete.sum()),
         resolution=used_resolution,
-        n_clusters=int(labels.max() + 1),
+        n_clusters=int(found.max() + 1),
         spatial_smoothing=float(spatial_smoothing),
         seed=int(seed),
     )
     mdata.uns[key_added] = {"connectivities_key": f"{key_added}_connectivities", "params": params}
     logger.info(
-        "joint_cluster(%s): %d clusters at resolution %.4g",
+        "joint_cluster(%s): %d clusters at resolution %.4g; %d of %d spots placed by %s alone",
         method,
-        labels.max() + 1,
+        found.max() + 1,
         used_resolution,
+        int((~complete).sum()),
+        n,
+        reference,
     )
     return mdata if copy else None
 
@@ -314,8 +333,7 @@ def cluster_modality(
         raise ValueError(
             f"clustering needs at least 3 spots with an embedding, got {int(valid.sum())}"
         )
-    hoods = neighbourhoods(embedding[valid], k=n_neighbors, n_bandwidth=N_BANDWIDTH)
-    sub = symmetrise(kernel_graph(hoods, n_neighbors))
+    sub = symmetrise(kernel_graph(neighbourhoods(embedding[valid], k=n_neighbors)))
     graph = _embed_graph(sub, valid)
     graph = _smooth(graph, data, spatial_smoothing, n_spatial_neighbors, valid=valid)
     labels, used_resolution = _leiden_labels(graph[valid][:, valid], resolution, n_clusters, seed)
@@ -344,7 +362,7 @@ def cluster_modality(
 
 
 def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_added) -> None:
-    check_count(n_neighbors, "n_neighbors")
+    check_count(n_neighbors, "n_neighbors", minimum=2)
     if not (np.isfinite(resolution) and resolution > 0):
         raise ValueError(f"resolution must be a positive number, got {resolution!r}")
     check_count(n_clusters, "n_clusters", optional=True)
@@ -383,22 +401,33 @@ def _l2_normalise(embedding: np.ndarray) -> np.ndarray:
     return embedding / np.where(norm > 0, norm, 1.0)
 
 
-def _fill_missing(
-    embedding: np.ndarray, measured: np.ndarray, reference: np.ndarray, k: int
-) -> np.ndarray:
-    """Rows not measured: the mean of the measured rows nearest in the reference embedding."""
+def _measured_rows(mdata, modality: str) -> np.ndarray:
+    """Spots (in the table's order) whose row of the modality's ``X`` is all finite."""
+    from spatialfuse.pp._common import finite_rows
+
+    mod = mdata.mod[modality]
+    ok = finite_rows(mod.X)
+    position = mod.obs_names.get_indexer(mdata.obs_names)
+    return np.where(position >= 0, ok[np.maximum(position, 0)], False)
+
+
+def _transfer(basis: np.ndarray, known: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Labels of the spots not ``known``, voted by their ``k`` nearest known spots in ``basis``.
+
+    The commonest label wins; ties go to the label of the nearest of the tied.
+    """
     from sklearn.neighbors import NearestNeighbors
 
-    if measured.all():
-        return embedding
-    if measured.sum() < 1:
-        raise ValueError("a modality has no spot with an embedding")
-    out = embedding.copy()
-    have, lack = np.flatnonzero(measured), np.flatnonzero(~measured)
-    nn = NearestNeighbors(n_neighbors=min(k, have.size)).fit(reference[have])
-    _, idx = nn.kneighbors(reference[lack])
-    out[lack] = embedding[have[idx]].mean(axis=1)
-    return out
+    have = np.flatnonzero(known)
+    k = max(1, min(k, have.size))
+    _, idx = NearestNeighbors(n_neighbors=k).fit(basis[have]).kneighbors(basis[~known])
+    votes = labels[idx]
+    n_labels = int(labels.max()) + 1
+    counts = np.zeros((votes.shape[0], n_labels), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(votes.shape[0]), k), votes.ravel()), 1)
+    tied = counts == counts.max(axis=1, keepdims=True)
+    first = np.argmax(tied[np.arange(votes.shape[0])[:, None], votes], axis=1)
+    return votes[np.arange(votes.shape[0]), first]
 
 
 def _concat_weights(weights, names) -> dict[str, float]:

@@ -5,23 +5,24 @@ Weighted nearest neighbours (WNN; Hao et al. 2021, *Cell* 184:3573, Seurat v4's
 ``mu.pp.neighbors`` was tried in this environment and is unusable — it crashed the interpreter
 with "double free or corruption" and spent about a minute in numba compilation on 100 cells.
 
-Every graph uses the same affinity (Hao et al.'s kernel): for spot ``i`` and a spot ``j`` at
-distance ``d`` in an embedding,
+Neighbourhoods follow Seurat: spot ``i``'s neighbourhood ``N_i`` is its ``k`` nearest spots,
+itself included (``k.nn``). Every graph uses Seurat's kernel: for a spot ``j`` at distance ``d``,
 
-    θ(i, j) = exp(−max(d − c_i, 0) / (σ_i − c_i)),
+    θ(i, j) = exp(−max(d − c_i, 0) / s_i),
 
-with ``c_i`` the distance to ``i``'s nearest other spot and ``σ_i`` the mean distance to the
-``n_bandwidth`` spots whose ``k``-neighbourhoods overlap most with ``i``'s (Jaccard index, ties
-broken by distance). A single embedding's graph links each spot to its ``k`` nearest spots with
-weights θ, so single-modality, concatenated and WNN clusterings differ only in their embeddings
-and weights, never in the graph machinery.
+with ``c_i`` the distance to ``i``'s nearest other spot and the width ``s_i`` the mean of
+``d − c_i`` over the ``k`` farthest of the spots whose neighbourhoods overlap ``N_i`` least (the
+smallest nonzero Jaccard index of the neighbourhoods, ties at the ``k``-th value all considered).
+A single embedding's graph links each spot to its ``k − 1`` nearest others with weights θ, so
+single-modality, concatenated and WNN clusterings differ only in their embeddings and weights,
+never in the graph machinery.
 
-WNN: per modality ``m`` with embedding rows ``x_i`` (L2-normalised), the mean of ``x`` over
-``i``'s ``k`` nearest spots *in m* predicts ``x_i`` ("within"), and the mean over its ``k``
-nearest spots *in the other modality* predicts it too ("cross"). The affinities of ``x_i`` to the
-two predictions give ``s_i^m = θ_within / (θ_cross + ε)``; the weights ``w_i^m`` are the softmax
-of ``s_i`` over modalities. Candidate neighbours are the union of each modality's
-``n_candidates`` nearest; the graph keeps each spot's ``k`` candidates with the largest
+WNN: per modality ``m`` (rows L2-normalised), the mean of ``x^m`` over ``N^m_i`` predicts
+``x^m_i`` ("within") and its mean over the neighbourhood in the other modality predicts it too
+("cross"). The kernel values of the two predictions give the score
+``min(θ_within / (θ_cross + ε), 200)`` (ε = 1e-4, the cap as in Seurat), and the modality weights
+``w_i^m`` are the softmax of the scores. Candidate neighbours are the union of each modality's
+``n_candidates`` nearest spots; the graph keeps each spot's ``k − 1`` candidates with the largest
 ``θ(i, j) = Σ_m w_i^m θ_m(i, j)``.
 """
 
@@ -31,140 +32,135 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Neighbourhoods", "kernel_graph", "neighbourhoods", "symmetrise", "wnn_graph"]
+__all__ = [
+    "Neighbourhoods",
+    "kernel_graph",
+    "modality_weights",
+    "neighbourhoods",
+    "symmetrise",
+    "wnn_graph",
+]
 
-#: ε of the within/cross ratio (Hao et al.).
+#: ε of the within/cross ratio, and the cap of the ratio (Seurat's defaults).
 RATIO_EPS = 1e-4
+RATIO_MAX = 200.0
 # Candidate pairs whose distances are computed at once (bounds temporaries to ~100 MB).
 _PAIRS_PER_BLOCK = 1 << 19
 
 
 @dataclass(frozen=True)
 class Neighbourhoods:
-    """Nearest other spots of every spot in one embedding, and its kernel's bandwidths.
+    """Nearest spots of every spot in one embedding, and its kernel.
 
-    ``index``/``distance``: ``(n, n_found)``, nearest first, self excluded. ``c``: distance to
-    the nearest; ``sigma``: the Jaccard bandwidth (see the module docstring); ``k``: the size of
-    the neighbourhoods the Jaccard index compares.
+    ``index``/``distance``: ``(n, n_found)``, nearest first, the spot itself excluded; ``k``:
+    neighbourhood size, the spot itself included; ``c``: distance to the nearest other spot;
+    ``width``: the kernel width ``s`` (see the module docstring).
     """
 
     embedding: np.ndarray
     index: np.ndarray
     distance: np.ndarray
     c: np.ndarray
-    sigma: np.ndarray
+    width: np.ndarray
     k: int
+
+    def kernel(self, rows: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """θ of spots ``rows`` to points at ``distance``."""
+        return np.exp(-np.maximum(distance - self.c[rows], 0.0) / self.width[rows])
 
     def affinity(self, rows: np.ndarray, other: np.ndarray) -> np.ndarray:
         """θ(rows[p], other[p]) for each pair ``p``."""
-        d = _pair_distances(self.embedding, rows, other)
-        c, sigma = self.c[rows], self.sigma[rows]
-        return np.exp(-np.maximum(d - c, 0.0) / _bandwidth(sigma, c))
+        return self.kernel(rows, _pair_distances(self.embedding, rows, other))
+
+    def hood(self) -> np.ndarray:
+        """``(n, k)`` neighbourhoods: each spot, then its ``k − 1`` nearest others."""
+        n = self.index.shape[0]
+        return np.concatenate([np.arange(n)[:, None], self.index[:, : self.k - 1]], axis=1)
 
 
-def neighbourhoods(
-    embedding: np.ndarray, *, k: int, n_bandwidth: int, n_candidates: int = 0
-) -> Neighbourhoods:
-    """k-nearest neighbours (exact, Euclidean) and kernel bandwidths of an ``(n, d)`` embedding."""
+def neighbourhoods(embedding: np.ndarray, *, k: int, n_candidates: int = 0) -> Neighbourhoods:
+    """Exact Euclidean neighbours and kernel widths of an ``(n, d)`` embedding (``k`` ≥ 2)."""
     from scipy import sparse
     from sklearn.neighbors import NearestNeighbors
 
     x = np.ascontiguousarray(embedding, dtype=np.float64)
     n = x.shape[0]
-    want = min(max(k, n_bandwidth, n_candidates), n - 1)
-    nn = NearestNeighbors(n_neighbors=want + 1).fit(x)
-    dist, idx = nn.kneighbors(x)
+    k = int(min(k, n))
+    want = min(max(k - 1, n_candidates), n - 1)
+    dist, idx = NearestNeighbors(n_neighbors=want + 1).fit(x).kneighbors(x)
     index, distance = _drop_self(idx, dist)
-    k = min(k, want)
+    c = distance[:, 0].copy()
 
-    # Jaccard index of the k-neighbourhoods (self included, as Seurat) for every pair that shares
-    # a neighbour; the bandwidth averages the distances to the n_bandwidth most similar spots.
-    members = np.concatenate([np.arange(n)[:, None], index[:, :k]], axis=1)
+    # Jaccard index of the neighbourhoods (Seurat's SNN, prune 0) for every pair sharing a spot
+    members = np.concatenate([np.arange(n)[:, None], index[:, : k - 1]], axis=1)
     hood = sparse.csr_matrix(
-        (np.ones(members.size), members.ravel(), np.arange(0, members.size + 1, k + 1)),
+        (np.ones(members.size), members.ravel(), np.arange(0, members.size + 1, k)),
         shape=(n, n),
     )
     shared = (hood @ hood.T).tocoo()
     off = shared.row != shared.col
     rows, cols, inter = shared.row[off], shared.col[off], shared.data[off]
-    jaccard = inter / (2 * (k + 1) - inter)
+    jaccard = inter / (2 * k - inter)
     d = _pair_distances(x, rows, cols)
-    order = np.lexsort((d, -jaccard, rows))
+    # the k-th smallest Jaccard index of each spot; every pair at or below it is a candidate
+    order = np.lexsort((jaccard, rows))
+    rows, cols, jaccard, d = rows[order], cols[order], jaccard[order], d[order]
+    starts = np.searchsorted(rows, np.arange(n))
+    counts = np.bincount(rows, minlength=n)
+    kth = jaccard[np.where(counts > 0, starts + np.minimum(counts, k) - 1, 0)]
+    keep = jaccard <= kth[rows] + 1e-12
+    rows, d = rows[keep], d[keep]
+    # the k farthest of them
+    order = np.lexsort((-d, rows))
     rows, d = rows[order], d[order]
     starts = np.searchsorted(rows, np.arange(n))
-    counts = np.diff(np.append(starts, rows.size))
-    rank = np.arange(rows.size) - np.repeat(starts, counts)
-    take = rank < n_bandwidth
+    rank = np.arange(rows.size) - starts[rows]
+    take = rank < k
     total = np.bincount(rows[take], weights=d[take], minlength=n)
     used = np.bincount(rows[take], minlength=n)
-    fallback = distance[:, : max(min(n_bandwidth, distance.shape[1]), 1)].mean(axis=1)
-    sigma = np.where(used > 0, total / np.maximum(used, 1), fallback)
-    return Neighbourhoods(x, index, distance, distance[:, 0].copy(), sigma, k)
+    width = np.where(used > 0, total / np.maximum(used, 1), distance[:, -1]) - c
+    return Neighbourhoods(x, index, distance, c, _positive(width, c), k)
 
 
-def kernel_graph(hoods: Neighbourhoods, k: int):
-    """Directed CSR graph: each spot → its ``k`` nearest, weighted by θ."""
+def kernel_graph(hoods: Neighbourhoods):
+    """Directed CSR graph: each spot → its ``k − 1`` nearest others, weighted by θ."""
     from scipy import sparse
 
     n = hoods.index.shape[0]
-    k = min(k, hoods.index.shape[1])
-    rows = np.repeat(np.arange(n), k)
-    cols = hoods.index[:, :k].ravel()
-    c, sigma = hoods.c[rows], hoods.sigma[rows]
-    theta = np.exp(-np.maximum(hoods.distance[:, :k].ravel() - c, 0.0) / _bandwidth(sigma, c))
-    return sparse.csr_matrix((theta, (rows, cols)), shape=(n, n))
+    width = min(hoods.k - 1, hoods.index.shape[1])
+    rows = np.repeat(np.arange(n), width)
+    theta = hoods.kernel(rows, hoods.distance[:, :width].ravel())
+    return sparse.csr_matrix((theta, (rows, hoods.index[:, :width].ravel())), shape=(n, n))
 
 
-def wnn_graph(
-    hoods: dict[str, Neighbourhoods],
-    *,
-    k: int,
-    complete: np.ndarray,
-    reference: str,
-    n_candidates: int,
-):
-    """WNN graph and per-spot weights (``(n, n_modalities)``, modalities in ``hoods`` order).
-
-    ``complete`` marks spots measured in every modality: their weights come from the within /
-    cross predictions among complete spots only. The other spots get weight 1 on ``reference``
-    (the modality that covers every spot) and 0 elsewhere.
-    """
-    from scipy import sparse
-    from sklearn.neighbors import NearestNeighbors
-
+def modality_weights(hoods: dict[str, Neighbourhoods]) -> np.ndarray:
+    """Per-spot modality weights ``(n, n_modalities)``, modalities in ``hoods`` order."""
     names = list(hoods)
     n = hoods[names[0]].embedding.shape[0]
-    weights = np.zeros((n, len(names)))
-    weights[:, names.index(reference)] = 1.0
-    members = np.flatnonzero(complete)
-    if members.size > 2:
-        k_pred = min(k, members.size - 1)
-        within_nn = {}
-        for m in names:
-            x = hoods[m].embedding[members]
-            _, idx = NearestNeighbors(n_neighbors=k_pred + 1).fit(x).kneighbors(x)
-            within_nn[m] = members[_drop_self(idx, None)[0]]
-        ratios = np.zeros((members.size, len(names)))
-        for a, m in enumerate(names):
-            h = hoods[m]
-            x = h.embedding[members]
-            c, sigma = h.c[members], h.sigma[members]
+    rows = np.arange(n)
+    scores = np.zeros((n, len(names)))
+    for a, m in enumerate(names):
+        h = hoods[m]
+        x = h.embedding
 
-            def theta(prediction, x=x, c=c, sigma=sigma):
-                d = np.linalg.norm(x - prediction, axis=1)
-                return np.exp(-np.maximum(d - c, 0.0) / _bandwidth(sigma, c))
+        def theta(prediction, h=h, x=x):
+            return h.kernel(rows, np.linalg.norm(x - prediction, axis=1))
 
-            within = theta(h.embedding[within_nn[m]].mean(axis=1))
-            cross = np.max(
-                [theta(h.embedding[within_nn[o]].mean(axis=1)) for o in names if o != m],
-                axis=0,
-            )
-            ratios[:, a] = within / (cross + RATIO_EPS)
-        ratios -= ratios.max(axis=1, keepdims=True)
-        soft = np.exp(ratios)
-        weights[members] = soft / soft.sum(axis=1, keepdims=True)
+        within = theta(x[h.hood()].mean(axis=1))
+        cross = np.max([theta(x[hoods[o].hood()].mean(axis=1)) for o in names if o != m], axis=0)
+        scores[:, a] = np.minimum(within / (cross + RATIO_EPS), RATIO_MAX)
+    scores -= scores.max(axis=1, keepdims=True)
+    soft = np.exp(scores)
+    return soft / soft.sum(axis=1, keepdims=True)
 
-    # candidates: the union of each modality's nearest spots
+
+def wnn_graph(hoods: dict[str, Neighbourhoods], weights: np.ndarray, *, n_candidates: int):
+    """Directed WNN graph: each spot → its ``k − 1`` candidates of largest weighted θ."""
+    from scipy import sparse
+
+    names = list(hoods)
+    first = hoods[names[0]]
+    n, k = first.embedding.shape[0], first.k
     pairs = []
     for m in names:
         h = hoods[m]
@@ -179,10 +175,8 @@ def wnn_graph(
     order = np.lexsort((cols, -theta, rows))
     rows, cols, theta = rows[order], cols[order], theta[order]
     starts = np.searchsorted(rows, np.arange(n))
-    counts = np.diff(np.append(starts, rows.size))
-    take = (np.arange(rows.size) - np.repeat(starts, counts)) < k
-    graph = sparse.csr_matrix((theta[take], (rows[take], cols[take])), shape=(n, n))
-    return graph, weights
+    take = (np.arange(rows.size) - starts[rows]) < k - 1
+    return sparse.csr_matrix((theta[take], (rows[take], cols[take])), shape=(n, n))
 
 
 def symmetrise(graph):
@@ -220,8 +214,6 @@ def _pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     return out
 
 
-def _bandwidth(sigma: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """``σ − c``, kept positive (duplicated points make it 0)."""
-    width = sigma - c
-    floor = 1e-12 + 1e-9 * np.abs(sigma)
-    return np.maximum(width, floor)
+def _positive(width: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Kernel widths kept positive (duplicated points can make them 0)."""
+    return np.maximum(width, 1e-12 + 1e-9 * np.abs(c))
