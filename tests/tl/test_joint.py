@@ -175,6 +175,24 @@ def test_concatenate(pair):
         concatenate_modalities(visium)
 
 
+def test_concatenated_table_with_one_modality_columns_writes_to_h5ad(pair, tmp_path):
+    import anndata as ad
+
+    visium, msi = pair
+    visium.var["highly_variable"] = [True, False, True, True, False, True]
+    visium.var["gene_ids"] = [f"ENSG{i}" for i in range(6)]
+    msi.var["mean_intensity"] = [1.5, 2.0, 3, 4]
+    joint = concatenate_modalities(joint_table(visium, msi))
+    path = tmp_path / "joint.h5ad"
+    joint.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    hv = back.var["highly_variable"]
+    assert hv.iloc[:6].tolist() == [True, False, True, True, False, True]
+    assert hv.iloc[6:].isna().all()
+    assert back.var["gene_ids"].iloc[0] == "ENSG0" and back.var["gene_ids"].iloc[6:].isna().all()
+    np.testing.assert_allclose(back.var["mean_intensity"].iloc[6:].astype(float), [1.5, 2, 3, 4])
+
+
 def test_public_names():
     assert sf.tl.joint_table is joint_table
     assert sf.tl.concatenate_modalities is concatenate_modalities

@@ -13,6 +13,7 @@ from spatialfuse.tl._raster import check_anndata
 if TYPE_CHECKING:
     import anndata
     import mudata
+    import pandas as pd
 
 __all__ = ["FEATURE_TYPES", "concatenate_modalities", "joint_table"]
 
@@ -212,7 +213,7 @@ def concatenate_modalities(
     else:
         dtype = np.result_type(*[np.asarray(x).dtype for x in mats])
         X = np.concatenate([np.asarray(x, dtype=dtype) for x in mats], axis=1)
-    var = pd.concat(vars_, axis=0)
+    var = _writable(pd.concat(vars_, axis=0))
     var["feature_types"] = pd.Categorical(var["feature_types"])
     out = ad.AnnData(X=X, obs=mdata.obs.copy(), var=var)
     for key in ("spatial", "spatial_um"):
@@ -225,6 +226,29 @@ def concatenate_modalities(
 
 
 # -------------------------------------------------------------------------------------------------
+
+
+def _writable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give columns that only one modality has a dtype h5ad can store.
+
+    Concatenating, e.g., RNA's boolean ``highly_variable`` with MSI rows that lack it yields an
+    object column of booleans and NaN, which anndata refuses to write; such columns become
+    nullable booleans, nullable floats or categoricals.
+    """
+    import pandas as pd
+
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        present = column.dropna()
+        if present.map(lambda v: isinstance(v, bool | np.bool_)).all():
+            frame[name] = pd.array(column.where(column.notna(), None), dtype="boolean")
+        elif present.map(lambda v: isinstance(v, int | float | np.number)).all():
+            frame[name] = pd.to_numeric(column, errors="coerce").astype("Float64")
+        else:
+            frame[name] = pd.Categorical(column.where(column.isna(), column.astype(str)))
+    return frame
 
 
 def _check_mudata(mdata) -> None:
