@@ -1,0 +1,96 @@
+"""What every plot shares: one axes or a new figure, saving, and the spot table squidpy draws."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import anndata
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """``(ax.figure, ax)``, or a new figure with one axes (nothing is shown)."""
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        if not hasattr(ax, "imshow") or not hasattr(ax, "figure"):
+            raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, constrained_layout=True)
+    return fig, ax
+
+
+def finish(fig: Figure, save: str | os.PathLike | None) -> Figure:
+    """Write ``fig`` atomically when ``save`` is given; return it."""
+    if save is not None:
+        from spatialfuse._io_utils import atomic_savefig
+
+        atomic_savefig(fig, save, dpi=150)
+    return fig
+
+
+def spot_table(source, names, columns: dict[str, np.ndarray]) -> anndata.AnnData:
+    """A spots × 0 AnnData for squidpy: ``obs`` = ``columns``, positions and images of ``source``.
+
+    ``source`` is an AnnData or MuData whose ``obs_names`` contain ``names``; its
+    ``obsm["spatial"]`` (full-res pixels) and ``uns["spatial"]`` (images, scale factors) are
+    carried over, so squidpy draws the spots on the H&E. Without ``obsm["spatial"]``, positions
+    come from ``obsm["spatial_um"]`` and there is no image.
+    """
+    import anndata as ad
+    import pandas as pd
+
+    rows = source.obs_names.get_indexer(names)
+    obs = pd.DataFrame(columns, index=pd.Index(np.asarray(names), dtype=str))
+    table = ad.AnnData(obs=obs)
+    if "spatial" in source.obsm:
+        table.obsm["spatial"] = np.asarray(source.obsm["spatial"], dtype=np.float64)[rows]
+        images = source.uns.get("spatial")
+        if isinstance(images, dict) and images:
+            table.uns["spatial"] = images
+    elif "spatial_um" in source.obsm:
+        table.obsm["spatial"] = np.asarray(source.obsm["spatial_um"], dtype=np.float64)[rows]
+    else:
+        raise ValueError("no spot positions: obsm['spatial'] and obsm['spatial_um'] are missing")
+    return table
+
+
+def draw_spots(table, color: str, ax: Axes, *, title: str, um_per_px: float | None, **kwargs):
+    """``squidpy.pl.spatial_scatter`` of one ``obs`` column on ``ax`` (spots as real-size discs).
+
+    With an H&E in ``uns["spatial"]`` the axes are in pixels of its hires image (squidpy's frame)
+    and a scale bar in µm is added where ``um_per_px`` (µm per full-res pixel) is known.
+    """
+    import squidpy as sq
+
+    options = {"shape": None, "img": False, "frameon": True}
+    if "spatial" in table.uns:
+        library = next(iter(table.uns["spatial"]))
+        entry = table.uns["spatial"][library]
+        images = entry.get("images", {}) or {}
+        res = "hires" if "hires" in images else next(iter(images), None)
+        scale = (entry.get("scalefactors", {}) or {}).get(f"tissue_{res}_scalef")
+        options = {"shape": "circle", "library_id": library}
+        if res is not None:
+            options["img_res_key"] = res
+        else:
+            options["img"] = False
+        if um_per_px and scale:
+            options.update(scalebar_dx=float(um_per_px) / float(scale), scalebar_units="um")
+    options.update(kwargs)
+    sq.pl.spatial_scatter(table, color=color, ax=ax, title=title, **options)
+    return ax
+
+
+def um_per_px(*sources) -> float | None:
+    """µm per full-res pixel from the first ``uns["spatialfuse"]["um_per_px"]`` found."""
+    for source in sources:
+        info = getattr(source, "uns", {}).get("spatialfuse", {})
+        if isinstance(info, dict) and info.get("um_per_px"):
+            return float(info["um_per_px"])
+    return None
