@@ -102,8 +102,10 @@ class Correlation(_Model):
     """Cross-modality association (:func:`spatialfuse.tl.cross_modal_correlation`)."""
 
     method: Literal["pearson", "spearman"] = "pearson"
+    null: Literal["dutilleul", "msr"] = "dutilleul"
+    n_features: Annotated[int, Field(gt=1)] = 50
     n_top: Annotated[int, Field(gt=0)] = 20
-    n_permutations: Annotated[int, Field(ge=19)] = 199
+    n_permutations: Annotated[int, Field(ge=19)] = 999
 
 
 class Outputs(_Model):

@@ -22,6 +22,11 @@ from spatialfuse._io_utils import atomic_path
 if TYPE_CHECKING:
     from spatialfuse.workflow._pipeline import RunResult
 
+#: H&E pixel size written into the run's SpatialData store: enough to judge an overlay with 55 µm
+#: spots and 5-100 µm MSI pixels, and a store of megabytes, not gigabytes. Full resolution is one
+#: call away (``sf.io.write_spatialdata(..., he_pixel_size_um=None)``).
+SPATIALDATA_HE_PIXEL_UM = 4.0
+
 
 def export_outputs(result: RunResult) -> None:
     """Write the tables, transforms and optional exports a run's config asks for."""
@@ -56,10 +61,12 @@ def export_outputs(result: RunResult) -> None:
     if config.outputs.spatialdata and result.msi_to_visium is not None:
         files["spatialdata"] = _write_spatialdata(result, he_name)
     if config.outputs.spaceranger_like and result.msi_spots is not None:
-        files["spaceranger_like"] = io.write_spaceranger_like(
+        files["spaceranger_like"] = io.write_visium(
             result.msi_spots,
-            result.modalities[config.visium_name],
             out / "spaceranger_msi",
+            visium=result.modalities[config.visium_name],
+            feature_type="Metabolite",
+            overwrite=True,
         )
 
 
@@ -76,24 +83,28 @@ def _he_name(result: RunResult) -> str | None:
 
 
 def _write_spatialdata(result: RunResult, he_name: str | None):
+    """Everything in the Visium image's µm frame (the frame the spots and tables live in)."""
     from spatialfuse import io
     from spatialfuse.workflow._steps import compose_path
 
     config = result.config
-    transforms = {
+    edges = {
         (r.registration.moving, r.registration.fixed): r.transform for r in result.registrations
     }
+    transforms = {"msi": result.msi_to_visium}
     he = None
-    he_to_visium = None
     if he_name is not None:
         he = result.modalities[he_name]
-        he_to_visium = compose_path(transforms, he_name, config.visium_name)
+        transforms["he"] = compose_path(edges, he_name, config.visium_name)
+    tables = {"msi_spots": result.msi_spots} if result.msi_spots is not None else None
     return io.write_spatialdata(
         result.output / "spatialdata.zarr",
+        he=he,
         visium=result.modalities[config.visium_name],
         msi=result.modalities[config.msi_name],
-        msi_to_visium=result.msi_to_visium,
-        he=he,
-        he_to_visium=he_to_visium,
-        tables={"joint": None} if result.mdata is None else {"msi_spots": result.msi_spots},
+        tables=tables,
+        transforms=transforms,
+        reference="visium",
+        he_pixel_size_um=SPATIALDATA_HE_PIXEL_UM,
+        overwrite=True,
     )

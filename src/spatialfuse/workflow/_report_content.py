@@ -268,7 +268,7 @@ def _pairs(result: RunResult) -> ReportSection:
         figures.append(
             ReportFigure("Strongest gene–ion associations", pl.correlation_heatmap(table))
         )
-    for row in table.head(N_PAIR_MAPS).itertuples(index=False):
+    for row in _distinct_pairs(table, N_PAIR_MAPS):
         fig = pl.gene_and_ion(result.mdata, row.gene, row.ion)
         figures.append(
             ReportFigure(f"{row.gene} and {row.ion} (r = {row.r:.2f}) on the tissue", fig)
@@ -277,11 +277,31 @@ def _pairs(result: RunResult) -> ReportSection:
         "Cross-modality pairs",
         paragraphs=[
             f"Gene × ion {result.config.correlation.method} correlation across spots with MSI "
-            "data; p-values from spatially constrained surrogates, Benjamini–Hochberg adjusted."
+            "data. Neighbouring spots repeat each other, so p-values account for spatial "
+            f"autocorrelation (null: {result.config.correlation.null}; n_eff is the effective "
+            "number of independent spots) and are Benjamini–Hochberg adjusted."
         ],
         tables=[ReportTable(table.head(n_top), caption=f"Top {n_top} pairs")],
         figures=figures,
     )
+
+
+def _distinct_pairs(table, n: int) -> list:
+    """The strongest pairs that share neither their gene nor their ion with a stronger one.
+
+    The top of the table is often one ion against a family of co-expressed genes; maps of those
+    repeat one picture, while distinct pairs show different tissue patterns.
+    """
+    chosen, genes, ions = [], set(), set()
+    for row in table.itertuples(index=False):
+        if row.gene in genes or row.ion in ions:
+            continue
+        chosen.append(row)
+        genes.add(row.gene)
+        ions.add(row.ion)
+        if len(chosen) == n:
+            break
+    return chosen
 
 
 def _metadata(result: RunResult) -> dict[str, Any]:
