@@ -9,9 +9,11 @@ summary and the report, unless the path (or the caller) accepts failures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +172,7 @@ def run_pipeline(
             }
         )
     out = Path(config.output)
-    with output_lock(out):
+    with output_lock(out), _library_notices_silenced():
         _remove_partial_outputs(out)
         return _run_locked(
             config, out, reuse=reuse, show=show_progress, report=write_report, evaluate=evaluate
@@ -271,6 +273,22 @@ def _run_locked(
     if result.failed is not None:
         raise RegistrationFailedError(result.failed.registration.name, result.failed.failures)
     return result
+
+
+@contextlib.contextmanager
+def _library_notices_silenced():
+    """Hide other libraries' notices about their own future defaults during a run.
+
+    They concern those libraries' APIs, not the user's data, and would bury the run's own
+    warnings (e.g. a failed registration). Everything else is shown.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
+        warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*zarr v3 autosharding.*")
+        warnings.filterwarnings("ignore", category=SyntaxWarning, module="docrep")
+        warnings.filterwarnings("ignore", message=".*is not a valid key.*", category=SyntaxWarning)
+        yield
 
 
 def _remove_partial_outputs(out: Path) -> None:
