@@ -79,7 +79,7 @@ def test_dutilleul_keeps_the_nominal_false_positive_rate(null_pairs):
 
 def test_msr_keeps_the_rate_on_moderately_smooth_fields():
     # MSR is exact only where a map's covariance is diagonal in the Moran basis; at σ = 1.5
-    # pitches it is (measured 4.6-5 % over 22,500 pairs); at σ = 4 it is liberal (5.5-9 %).
+    # pitches it nearly is (measured 4.6-4.8 % over 22,500 pairs); at σ = 4 it is liberal (5.5-9 %).
     rng = np.random.default_rng(77)
     coords = hex_points(30, 30)
     x = smooth_fields(coords, N_PAIRS, 150.0, rng)

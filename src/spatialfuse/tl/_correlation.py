@@ -146,7 +146,8 @@ def cross_modal_correlation(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if null not in NULLS:
         raise ValueError(f"null must be one of {NULLS}, got {null!r}")
-    n_permutations = _count(n_permutations, "n_permutations", minimum=1)
+    if null == "msr":
+        n_permutations = _count(n_permutations, "n_permutations", minimum=1)
     if n_top is not None:
         n_top = _count(n_top, "n_top", minimum=1)
     rna, msi = modalities(mdata, rna_key, msi_key)
