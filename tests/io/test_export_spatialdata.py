@@ -233,6 +233,8 @@ def test_mudata_tables_and_bad_tables(affine, tmp_path):
     trio, msi, visium, _ = affine
     spots = sf.tl.map_to_spots(msi, visium, transform=trio.msi_to_visium)
     joint = md.MuData({"rna": visium, "msi": spots})
+    joint.obs["cluster"] = np.arange(joint.n_obs) % 3
+    joint.obsm["X_joint"] = np.arange(2.0 * joint.n_obs).reshape(-1, 2)
     path = sf.io.write_spatialdata(
         tmp_path / "joint.zarr",
         visium=visium,
@@ -241,8 +243,13 @@ def test_mudata_tables_and_bad_tables(affine, tmp_path):
         transforms={"msi": trio.msi_to_visium},
     )
     sdata = _read(path)
-    for name in ("joint_rna", "joint_msi"):
+    for name in ("joint_rna", "joint_msi", "joint"):
         assert sdata.tables[name].uns["spatialdata_attrs"]["region"] == "visium_spots"
+    np.testing.assert_array_equal(sdata.tables["joint_msi"].X, spots.X)
+    glob = sdata.tables["joint"]
+    assert glob.n_vars == 0 and not any(":" in c for c in glob.obs.columns)
+    np.testing.assert_array_equal(glob.obs["cluster"], np.arange(joint.n_obs) % 3)
+    np.testing.assert_array_equal(glob.obsm["X_joint"], joint.obsm["X_joint"])
     pixel_table = msi[:10].copy()
     path = sf.io.write_spatialdata(
         tmp_path / "pixels.zarr", msi=msi, tables={"some_pixels": pixel_table}

@@ -38,7 +38,8 @@ Tables
 (``region_key="region"``, ``instance_key="spot_id"`` / ``"pixel_id"``, as spatialdata-io names
 them), with the spot / pixel centres in the shared system added as
 ``obsm["spatial_<coordinate_system>"]``. Further tables (``tables=``) annotate the spots or the
-pixels, whichever their ``obs_names`` belong to; a MuData contributes one table per modality.
+pixels, whichever their ``obs_names`` belong to; a MuData contributes one table per modality and
+one for its global annotation.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def write_spatialdata(
     tables
         Further tables by name, e.g. ``{"msi_spots": sf.tl.map_to_spots(...)}``; each annotates
         the Visium spots or the MSI pixels, whichever element its ``obs_names`` belong to (all of
-        them must). A MuData gives one table per modality, named ``"<name>_<modality>"``.
+        them must). A MuData gives one table per modality, named ``"<name>_<modality>"``, and
+        a table ``"<name>"`` without features holding its global ``obs`` (joint clusters, minus
+        the columns copied from modalities), ``obsm`` (joint embeddings), ``obsp`` and ``uns``.
     transforms
         ``{modality: Transform}`` for every modality given except ``reference``: the map from that
         modality's µm frame to the reference's, e.g. ``{"msi": trio.msi_to_he, "visium":
@@ -465,7 +468,7 @@ def _pixels_element(msi, transform: Transform | None, coordinate_system: str):
 
 
 def _flatten_tables(tables) -> dict[str, anndata.AnnData]:
-    """``{name: AnnData}``; a MuData becomes one table per modality."""
+    """``{name: AnnData}``; a MuData becomes one table per modality plus its global annotation."""
     from anndata import AnnData
 
     out: dict[str, AnnData] = {}
@@ -477,11 +480,26 @@ def _flatten_tables(tables) -> dict[str, anndata.AnnData]:
         elif hasattr(table, "mod") and isinstance(getattr(table, "mod", None), Mapping):
             for modality, adata in table.mod.items():
                 out[f"{name}_{modality}"] = adata
+            out[name] = _global_annotation(table)
         else:
             raise TypeError(
                 f"tables[{name!r}] must be an AnnData or a MuData, got {type(table).__name__}"
             )
     return out
+
+
+def _global_annotation(mdata) -> anndata.AnnData:
+    """The MuData's own annotation (joint clusters, embeddings) as a table without features."""
+    from anndata import AnnData
+
+    copied = tuple(f"{modality}:" for modality in mdata.mod)
+    obs = mdata.obs.loc[:, [c for c in mdata.obs.columns if not str(c).startswith(copied)]]
+    return AnnData(
+        obs=obs.copy(),
+        obsm={k: np.asarray(v) for k, v in mdata.obsm.items() if k not in mdata.mod},
+        obsp=dict(mdata.obsp),
+        uns=dict(mdata.uns),
+    )
 
 
 def _table_element(name: str, table, regions: dict, obsm_key: str):
