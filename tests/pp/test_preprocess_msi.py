@@ -47,6 +47,21 @@ def test_rows_without_msi_are_ignored():
     assert set(steps) == {"normalize_msi", "preprocess_msi"}
 
 
+def test_has_msi_false_rows_count_as_missing():
+    """map_to_spots(..., fill_value=0) leaves zero rows, flagged by has_msi, not NaN rows."""
+    adata, _ = _spots()
+    has = np.ones(adata.n_obs, dtype=bool)
+    has[[5, 6, 60]] = False
+    zeros = adata.copy()
+    zeros.X[~has] = 0.0
+    zeros.obs["has_msi"] = has
+    out = sf.pp.preprocess_msi(zeros, n_comps=4, copy=True)  # no all-zero DataWarning
+    ref = sf.pp.preprocess_msi(adata[has].copy(), n_comps=4, copy=True)
+    assert np.isnan(out.obsm["X_pca"][~has]).all()
+    np.testing.assert_allclose(out.obsm["X_pca"][has], ref.obsm["X_pca"], atol=1e-4)
+    assert (out.X[~has] == 0).all() and np.isnan(out.obs["norm_factor"][~has]).all()
+
+
 def test_components_separate_groups_and_rerun_is_stable():
     adata, group = _spots()
     sf.pp.preprocess_msi(adata, n_comps=3)

@@ -56,6 +56,18 @@ def finite_rows(x) -> np.ndarray:
     return np.isfinite(np.asarray(x)).all(axis=1)
 
 
+def rows_with_data(adata) -> np.ndarray:
+    """Rows that hold data: all values finite and, where the table says, ``obs["has_msi"]``.
+
+    :func:`spatialfuse.tl.map_to_spots` marks spots without MSI with ``has_msi`` false; their
+    rows are NaN by default but zeros with ``fill_value=0``, and must not count as spectra.
+    """
+    rows = finite_rows(adata.X)
+    if "has_msi" in adata.obs:
+        rows &= adata.obs["has_msi"].to_numpy(dtype=bool)
+    return rows
+
+
 def dense_rows(x, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
     """``x[rows][:, columns]`` as a dense float64 array (dask computed, sparse densified)."""
     from scipy import sparse

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._logging import logger
-from spatialfuse.pp._common import check_adata, finite_rows, is_dask, pca_on_rows, record
+from spatialfuse.pp._common import check_adata, is_dask, pca_on_rows, record, rows_with_data
 from spatialfuse.pp._msi_norm import normalize_msi
 from spatialfuse.pp._spatial_filter import filter_ions_spatial
 
@@ -37,8 +37,8 @@ def preprocess_msi(
     uses the flagged ions only; each ion z-scored over the spectra with data (clipped at
     ``max_value``, on a temporary copy) when ``scale``; scanpy's PCA (ARPACK, seeded).
 
-    Rows without MSI data (all NaN, e.g. spots outside the MSI acquisition after
-    :func:`spatialfuse.tl.map_to_spots`) are left out of every statistic and get NaN scores.
+    Rows without MSI data (NaN, or ``obs["has_msi"]`` false: spots outside the MSI acquisition
+    after :func:`spatialfuse.tl.map_to_spots`) are left out of every statistic and get NaN scores.
 
     The raw intensities are kept in ``layers["raw"]``; if that layer already exists it is the
     starting point, so running the function twice gives the same result. A dask-backed ``X``
@@ -113,7 +113,7 @@ def preprocess_msi(
         key = kwargs.setdefault("key_added", "spatially_variable")
         filter_ions_spatial(adata, **kwargs)
         var_mask = adata.var[key].to_numpy(dtype=bool)
-    rows = finite_rows(adata.X)
+    rows = rows_with_data(adata)
     pca = pca_on_rows(
         adata,
         rows=rows,

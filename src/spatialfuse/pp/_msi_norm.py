@@ -38,8 +38,9 @@ def normalize_msi(
       tables are mostly zeros, whose median would be 0);
     - ``"none"``: no scaling (``log`` still applies).
 
-    Rows made only of NaN are spots without MSI data (as :func:`spatialfuse.tl.map_to_spots`
-    writes them): they stay NaN and are left out of every statistic. Isolated NaN values inside a
+    Rows made only of NaN, and rows with ``obs["has_msi"]`` false, are spots without MSI data
+    (as :func:`spatialfuse.tl.map_to_spots` writes them): they are left as they are (NaN, or
+    zeros with ``fill_value=0``) and out of every statistic. Isolated NaN values inside a
     spectrum are ignored by its factor and stay NaN. A spectrum whose factor is 0 (all zeros) is
     left at zero, with a :class:`~spatialfuse.errors.DataWarning`, rather than divided by zero.
 
@@ -104,6 +105,8 @@ def normalize_msi(
             f"the intensities contain negative values (minimum {minimum:g}); log1p needs "
             "non-negative data: clip them or pass log=False"
         )
+    if "has_msi" in adata.obs:
+        missing = missing | ~adata.obs["has_msi"].to_numpy(dtype=bool)
     has_data = ~missing
     if not has_data.any():
         warnings.warn("no spectrum has data (every row is NaN)", DataWarning, stacklevel=2)

@@ -9,7 +9,7 @@ import numpy as np
 
 from spatialfuse._logging import logger
 from spatialfuse.errors import DataWarning
-from spatialfuse.pp._common import check_adata, check_count, dense_rows, finite_rows, record
+from spatialfuse.pp._common import check_adata, check_count, dense_rows, record, rows_with_data
 
 if TYPE_CHECKING:
     import anndata
@@ -35,8 +35,8 @@ def filter_ions_spatial(
     (``squidpy.gr.spatial_neighbors_knn``) and Moran's I of every feature over it
     (``squidpy.gr.spatial_autocorr``, analytic p-values under normality, Benjamini–Hochberg FDR)
     are computed on a temporary table, so ``adata.obsp`` is left untouched. Rows with NaN values
-    (spots without MSI data) are left out. Noise ions and matrix ions spread evenly over the
-    slide score near 0; ions that follow tissue structure score high.
+    or ``obs["has_msi"]`` false (spots without MSI data) are left out. Noise ions and matrix ions
+    spread evenly over the slide score near 0; ions that follow tissue structure score high.
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ def filter_ions_spatial(
         n_neighs = 4 if "imzml_x" in adata.obs else 6
     check_count(n_neighs, "n_neighs")
 
-    rows = finite_rows(adata.X)
+    rows = rows_with_data(adata)
     if rows.sum() < 3:
         raise ValueError(
             f"Moran's I needs at least 3 observations with data, got {int(rows.sum())}"

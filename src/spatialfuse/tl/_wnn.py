@@ -161,18 +161,20 @@ def wnn_graph(hoods: dict[str, Neighbourhoods], weights: np.ndarray, *, n_candid
     names = list(hoods)
     first = hoods[names[0]]
     n, k = first.embedding.shape[0], first.k
-    pairs = []
+    keys = []
     for m in names:
         h = hoods[m]
         width = min(n_candidates, h.index.shape[1])
-        pairs.append(np.stack([np.repeat(np.arange(n), width), h.index[:, :width].ravel()]))
-    rows, cols = np.unique(np.concatenate(pairs, axis=1), axis=1)
+        keys.append(np.repeat(np.arange(n, dtype=np.int64), width) * n + h.index[:, :width].ravel())
+    keys = np.sort(np.concatenate(keys))
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    rows, cols = np.divmod(keys, n)
     theta = np.zeros(rows.size)
     for a, m in enumerate(names):
         w = weights[rows, a]
         on = w > 0
         theta[on] += w[on] * hoods[m].affinity(rows[on], cols[on])
-    order = np.lexsort((cols, -theta, rows))
+    order = np.lexsort((-theta, rows))  # stable: equal θ stay in column order
     rows, cols, theta = rows[order], cols[order], theta[order]
     starts = np.searchsorted(rows, np.arange(n))
     take = (np.arange(rows.size) - starts[rows]) < k - 1
