@@ -1,5 +1,8 @@
-"""``sf.io``: readers that turn MSI, histology and Visium files into Python objects in micrometres,
-and writers (h5ad/h5mu, SpatialData zarr, Space Ranger-like folders) that write results atomically.
+"""``sf.io``: readers and writers of MSI, histology and Visium data, in micrometres.
+
+Readers turn imzML, histology images and Space Ranger folders into Python objects; writers
+(:mod:`spatialfuse.io.export`: h5ad/h5mu, SpatialData zarr, Space Ranger-like folders) write
+results atomically.
 
 See ``docs/coordinates.md`` for how pixels, spectra and spots map to micrometres.
 """
