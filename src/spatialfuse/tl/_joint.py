@@ -53,9 +53,9 @@ def joint_table(
         ``obs_names`` are the barcodes. Slots written:
 
         - ``obs``: the expression table's ``obs`` columns plus ``has_msi``, ``msi_coverage`` and
-          ``n_msi_pixels`` from the MSI table (also copied into the expression modality's
-          ``obs``; ``has_msi`` false for every spot when the MSI table lacks it and its rows
-          are all NaN, see below);
+          ``n_msi_pixels`` from the MSI table, also copied into the expression modality's
+          ``obs`` (a table without them gets ``has_msi`` = its row is all finite,
+          ``msi_coverage`` NaN where it has data, else 0, and ``n_msi_pixels`` −1, unknown);
         - ``obsm["spatial"]`` (full-res pixels) and ``obsm["spatial_um"]``, and the same in each
           modality;
         - ``uns["spatial"]`` (images and scale factors), also in each modality, so that
