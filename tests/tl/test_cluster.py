@@ -206,7 +206,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="positions"):
         sf.tl.joint_cluster(mdata, spatial_smoothing=0.5)
     with pytest.raises(ValueError, match="n_neighbors"):
-        sf.tl.joint_cluster(mdata, n_neighbors=0)
+        sf.tl.joint_cluster(mdata, n_neighbors=1)
+    with pytest.raises(ValueError, match="weights apply to method='concat' only"):
+        sf.tl.joint_cluster(mdata, weights={"rna": 2.0})
+    with pytest.raises(ValueError, match="weights name modalities not clustered"):
+        sf.tl.joint_cluster(mdata, method="concat", weights={"atac": 2.0})
     with pytest.raises(TypeError, match="MuData"):
         sf.tl.joint_cluster(rna)
     odd = (np.arange(len(rna)) % 2 == 1)[:, None]

@@ -89,7 +89,8 @@ def joint_cluster(
     method
         ``"wnn"``, ``"concat"`` or ``"mofa"``.
     resolution
-        Leiden resolution (modularity); higher gives more clusters. Ignored with ``n_clusters``.
+        Leiden resolution (modularity); higher gives more clusters. With ``n_clusters``, where
+        the search starts.
     n_clusters
         Search the resolution that gives exactly this many clusters (bisection over Leiden runs;
         a :class:`~spatialfuse.errors.DataWarning` if none does, keeping the closest count).
@@ -164,6 +165,8 @@ def joint_cluster(
             f"joint clustering needs at least two modalities, got {names}; use "
             "sf.tl.cluster_modality for one"
         )
+    if weights is not None and method != "concat":
+        raise ValueError(f"weights apply to method='concat' only, not {method!r}")
     if method == "mofa":
         _require_mofapy2()
     mdata = mdata.copy() if copy else mdata
@@ -270,7 +273,7 @@ def cluster_modality(
     n_spatial_neighbors: int = 6,
     seed: int = 0,
     copy: bool = False,
-):
+) -> mudata.MuData | anndata.AnnData | None:
     """Cluster the spots on one modality with exactly the graph and Leiden of :func:`joint_cluster`.
 
     The graph is the same kernel graph on one embedding that ``joint_cluster`` builds from
