@@ -18,6 +18,21 @@ import numpy as np
 from spatialfuse._logging import progress
 
 _BINS_PER_PPM = 4
+#: A dense bin grid is used up to this many bins (or 4 per peak), occupied bins only beyond.
+_DENSE_BINS = 1 << 24
+#: Bytes of peak data handled per chunk.
+_CHUNK_BYTES = 32 << 20
+
+
+def _occupied_sums(bins, first_in_bin, weights, weighted_mz):
+    """Per occupied bin of one chunk: bin, spectra with a peak there, weight, weighted m/z."""
+    occupied, inverse = np.unique(bins, return_inverse=True)
+    return (
+        occupied,
+        np.bincount(inverse[first_in_bin], minlength=occupied.size).astype(np.float64),
+        np.bincount(inverse, weights=weights, minlength=occupied.size),
+        np.bincount(inverse, weights=weighted_mz, minlength=occupied.size),
+    )
 
 
 @dataclass(frozen=True)
@@ -69,29 +84,60 @@ def build_mz_axis(
     low = max(low, 1e-6)
     step = np.log1p(ppm * 1e-6 / _BINS_PER_PPM)
     n_bins = int(np.floor(np.log(high / low) / step)) + 2
-    peaks = np.zeros(n_bins, dtype=np.int64)
-    spectra = np.zeros(n_bins, dtype=np.int64)  # spectra with a peak in the bin
-    weight = np.zeros(n_bins, dtype=np.float64)
-    weighted_mz = np.zeros(n_bins, dtype=np.float64)
-    chunks = list(reader.iter_chunks())
+    n_peaks = int(reader._table.mz_length.sum())
+    # A dense grid costs 32 bytes a bin; where the m/z range is absurd (one damaged value makes
+    # it 1e-6..1e300: half a billion bins), only the occupied bins are kept instead.
+    dense = n_bins <= max(_DENSE_BINS, 4 * n_peaks)
+    parts = []
+    totals = (
+        [np.zeros(n_bins, dtype=np.int64) for _ in range(2)]
+        + [np.zeros(n_bins, dtype=np.float64) for _ in range(2)]
+        if dense
+        else None
+    )
+    mean_len = max(1.0, n_peaks / max(reader.n_spectra, 1))
+    chunk_spectra = max(1, int(_CHUNK_BYTES // (16 * mean_len)))
+    n_chunks = -(-reader.n_spectra // chunk_spectra)
     for start, stop, mz, intensity, lengths in progress(
-        chunks, show=show_progress, desc="m/z axis"
+        reader.iter_chunks(chunk_spectra=chunk_spectra),
+        show=show_progress,
+        desc="m/z axis",
+        total=n_chunks,
     ):
         if mz.size == 0:
             continue
         mz64 = mz.astype(np.float64, copy=False)
         keep = mz64 > 0
-        bins = np.clip(np.floor(np.log(mz64[keep] / low) / step).astype(np.int64), 0, n_bins - 1)
+        with np.errstate(over="ignore"):
+            position = np.floor(np.log(mz64[keep] / low) / step)
+        # Clipped before the cast: an infinite m/z belongs in the last bin, not in bin 0.
+        bins = np.clip(position, 0, n_bins - 1).astype(np.int64)
         w = np.maximum(intensity[keep].astype(np.float64, copy=False), 0)
-        peaks += np.bincount(bins, minlength=n_bins)
         rows = np.repeat(np.arange(stop - start), lengths)[keep]
         # A spectrum counts once per bin: its peaks are sorted, so repeats are neighbours.
         first_in_bin = np.r_[True, (rows[1:] != rows[:-1]) | (bins[1:] != bins[:-1])]
-        spectra += np.bincount(bins[first_in_bin], minlength=n_bins)
-        weight += np.bincount(bins, weights=w, minlength=n_bins)
-        weighted_mz += np.bincount(bins, weights=w * mz64[keep], minlength=n_bins)
+        if dense:
+            for total, (index, weights) in zip(
+                totals,
+                ((bins, None), (bins[first_in_bin], None), (bins, w), (bins, w * mz64[keep])),
+                strict=True,
+            ):
+                total += np.bincount(index, weights=weights, minlength=n_bins)
+        else:
+            parts.append(_occupied_sums(bins, first_in_bin, w, w * mz64[keep]))
 
-    occupied = np.flatnonzero(peaks)
+    if dense:
+        peaks, spectra, weight, weighted_mz = totals
+        occupied = np.flatnonzero(peaks)
+        spectra, weight, weighted_mz = spectra[occupied], weight[occupied], weighted_mz[occupied]
+    elif parts:
+        bins = np.concatenate([p[0] for p in parts])
+        occupied, inverse = np.unique(bins, return_inverse=True)
+        spectra, weight, weighted_mz = (
+            np.bincount(inverse, weights=np.concatenate([p[k] for p in parts])) for k in (1, 2, 3)
+        )
+    else:
+        occupied = np.empty(0, dtype=np.int64)
     if occupied.size == 0:
         empty = np.empty(0)
         return MzAxis(empty, empty, empty, empty)
@@ -102,9 +148,9 @@ def build_mz_axis(
     piece = (occupied - run_start) // (2 * _BINS_PER_PPM)
     cluster = np.cumsum(np.r_[True, (np.diff(run_id) > 0) | (np.diff(piece) != 0)]) - 1
     n_clusters = int(cluster[-1]) + 1
-    w = np.bincount(cluster, weights=weight[occupied], minlength=n_clusters)
-    wm = np.bincount(cluster, weights=weighted_mz[occupied], minlength=n_clusters)
-    count = np.bincount(cluster, weights=spectra[occupied], minlength=n_clusters)
+    w = np.bincount(cluster, weights=weight, minlength=n_clusters)
+    wm = np.bincount(cluster, weights=weighted_mz, minlength=n_clusters)
+    count = np.bincount(cluster, weights=spectra, minlength=n_clusters)
     first_bin = occupied[np.r_[0, np.flatnonzero(np.diff(cluster)) + 1]]
     last_bin = occupied[np.r_[np.flatnonzero(np.diff(cluster)), occupied.size - 1]]
     edges_lo = low * np.exp(first_bin * step)

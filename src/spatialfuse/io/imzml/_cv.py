@@ -21,6 +21,23 @@ EXTERNAL_OFFSET = "IMS:1000102"
 EXTERNAL_ARRAY_LENGTH = "IMS:1000103"
 EXTERNAL_ENCODED_LENGTH = "IMS:1000104"
 
+#: Accessions whose values are read: given twice with different values, a file is ambiguous.
+VALUED = frozenset(
+    {
+        UUID,
+        CHECKSUM_MD5,
+        CHECKSUM_SHA1,
+        PIXEL_SIZE_X,
+        PIXEL_SIZE_Y,
+        POSITION_X,
+        POSITION_Y,
+        POSITION_Z,
+        EXTERNAL_OFFSET,
+        EXTERNAL_ARRAY_LENGTH,
+        EXTERNAL_ENCODED_LENGTH,
+    }
+)
+
 MZ_ARRAY = "MS:1000514"
 INTENSITY_ARRAY = "MS:1000515"
 

@@ -71,37 +71,66 @@ def _localname(tag) -> str:
     return tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
 
 
-def cv_params(element) -> dict[str, dict[str, str]]:
-    """Direct ``cvParam`` children of ``element`` as ``{accession: attributes}``."""
+def cv_params(element, path: Path | None = None, where: str = "") -> dict[str, dict[str, str]]:
+    """Direct ``cvParam`` children of ``element`` as ``{accession: attributes}``.
+
+    An accession whose value spatialfuse uses (a position, an offset, a length, the UUID, ...)
+    given twice with two different values leaves the file ambiguous and is refused.
+    """
     out: dict[str, dict[str, str]] = {}
     for child in element:
         if _localname(child.tag) == "cvParam":
             accession = child.get("accession")
             if accession:
-                out[accession] = dict(child.attrib)
+                attrib = dict(child.attrib)
+                previous = out.get(accession)
+                if (
+                    previous is not None
+                    and accession in _cv.VALUED
+                    and previous.get("value") != attrib.get("value")
+                ):
+                    name = attrib.get("name") or previous.get("name") or "cvParam"
+                    raise FileFormatError(
+                        path,
+                        f"{where or _localname(element.tag)}: {accession} ({name}) is given twice, "
+                        f"as {previous.get('value')!r} and {attrib.get('value')!r}; which one "
+                        "holds is not defined",
+                    )
+                out[accession] = attrib
     return out
 
 
-def array_spec_from_params(params: dict[str, dict[str, str]], path: Path) -> ArraySpec:
-    """Read array kind, dtype and compression from a set of cvParams."""
-    kind = None
-    if _cv.MZ_ARRAY in params:
-        kind = "mz"
-    elif _cv.INTENSITY_ARRAY in params:
-        kind = "intensity"
-    else:
+def _declared_once(params, table: dict, path: Path, what: str, where: str):
+    """The one value of ``table`` that ``params`` declares (None if none); refuse two."""
+    found = {value for accession, value in table.items() if accession in params}
+    if len(found) > 1:
+        names = ", ".join(sorted(a for a in table if a in params))
+        raise FileFormatError(
+            path,
+            f"{where}: declares {len(found)} different {what}s ({names}); which one holds "
+            "is not defined",
+        )
+    return found.pop() if found else None
+
+
+def array_spec_from_params(
+    params: dict[str, dict[str, str]], path: Path, where: str = "array"
+) -> ArraySpec:
+    """Read array kind, dtype and compression from one set of cvParams (one element or group).
+
+    Two different data types, two compressions, or both the m/z and the intensity kind in one set
+    are refused: the file would not say what the array is.
+    """
+    kind = _declared_once(
+        params, {_cv.MZ_ARRAY: "mz", _cv.INTENSITY_ARRAY: "intensity"}, path, "array kind", where
+    )
+    if kind is None:
         for accession, attrib in params.items():
             name = attrib.get("name", "")
             if accession.startswith("MS:") and name.endswith(" array"):
                 kind = name
-    dtype = None
-    for accession, dt in _cv.DTYPES.items():
-        if accession in params:
-            dtype = dt
-    compression = None
-    for accession, name in _cv.COMPRESSIONS.items():
-        if accession in params:
-            compression = name
+    dtype = _declared_once(params, _cv.DTYPES, path, "data type", where)
+    compression = _declared_once(params, _cv.COMPRESSIONS, path, "compression", where)
     for accession, name in _cv.UNSUPPORTED_COMPRESSIONS.items():
         if accession in params:
             raise UnsupportedFormatError(
@@ -225,18 +254,19 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
     for element in root.iter():
         name = _localname(element.tag)
         if name == "fileContent":
-            file_params.update(cv_params(element))
+            file_params.update(cv_params(element, path))
         elif name == "referenceableParamGroup":
             group_id = element.get("id")
             if group_id is None:
                 raise FileFormatError(path, "a referenceableParamGroup has no id")
-            params = cv_params(element)
+            where = f"referenceableParamGroup {group_id!r}"
+            params = cv_params(element, path, where)
             param_groups[group_id] = params
-            spec = array_spec_from_params(params, path)
+            spec = array_spec_from_params(params, path, where)
             if spec.kind is not None:
                 array_groups[group_id] = spec
         elif name == "scanSettings":
-            settings_params.update(cv_params(element))
+            settings_params.update(cv_params(element, path))
         elif name == "software":
             software.append(f"{element.get('id', '?')} {element.get('version', '')}".strip())
 

@@ -24,6 +24,10 @@ from spatialfuse.io.imzml._table import DTYPE_CODES, SpectrumTable
 SCAN_VERSION = "1"
 #: Largest image (grid cells) that to_image/ion_image will allocate.
 MAX_IMAGE_PIXELS = 400_000_000
+#: Images may hold this many grid cells per spectrum (sparse or multi-region acquisitions) ...
+MAX_CELLS_PER_SPECTRUM = 64
+#: ... or this many cells whatever the spectrum count: positions beyond either are implausible.
+MIN_IMAGE_PIXELS_ALLOWED = 1 << 24
 
 
 def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -281,7 +285,8 @@ class ImzMLReader:
         if self.n_spectra == 0:
             return (0, 0)
         t = self._table
-        return (int(t.y.max() - t.y.min() + 1), int(t.x.max() - t.x.min() + 1))
+        # Python ints: positions near the int64 limits must not wrap around.
+        return (int(t.y.max()) - int(t.y.min()) + 1, int(t.x.max()) - int(t.x.min()) + 1)
 
     def mz_range(self) -> tuple[float, float]:
         """Smallest and largest m/z over all spectra (reads the first and last value of each)."""
@@ -345,18 +350,17 @@ class ImzMLReader:
         Returns an array of shape ``grid_shape`` (or ``(k, *grid_shape)``); image row ``r``,
         column ``c`` holds the spectrum at grid position ``(x0 + c, y0 + r)`` with
         ``(x0, y0) = grid_origin``.
-        Positions without a spectrum hold ``fill``.
+        Positions without a spectrum hold ``fill``. An image of more than
+        ``max(MIN_IMAGE_PIXELS_ALLOWED, MAX_CELLS_PER_SPECTRUM × n_spectra)`` cells (at most
+        ``MAX_IMAGE_PIXELS``) is refused with :class:`~spatialfuse.errors.FileFormatError`:
+        positions that far apart are damage, not an acquisition, and would allocate gigabytes.
         """
         values = np.asarray(values)
         if values.shape[0] != self.n_spectra:
             raise ValueError(f"expected {self.n_spectra} values, got {values.shape[0]}")
         x0, y0 = self.grid_origin
         rows, cols = self.grid_shape
-        if rows * cols > MAX_IMAGE_PIXELS:
-            raise ValueError(
-                f"{self.path}: positions span {cols} × {rows} grid cells; an image of that size "
-                f"(over {MAX_IMAGE_PIXELS:,} pixels) is refused — use window_sums() per spectrum"
-            )
+        self._check_image_size(rows * cols)
         dtype = np.result_type(values.dtype, np.float32 if np.isnan(fill) else values.dtype)
         t = self._table
         if values.ndim == 1:
@@ -366,6 +370,21 @@ class ImzMLReader:
         image = np.full((values.shape[1], rows, cols), fill, dtype=dtype)
         image[:, t.y - y0, t.x - x0] = values.T
         return image
+
+    def _check_image_size(self, cells: int) -> None:
+        """Refuse an image whose size the positions declare but the spectra cannot fill."""
+        allowed = min(
+            MAX_IMAGE_PIXELS, max(MIN_IMAGE_PIXELS_ALLOWED, MAX_CELLS_PER_SPECTRUM * self.n_spectra)
+        )
+        if cells > allowed:
+            rows, cols = self.grid_shape
+            raise FileFormatError(
+                self.path,
+                f"positions span {cols:,} × {rows:,} grid cells for {self.n_spectra:,} spectra; "
+                f"an image of that size (over {allowed:,} pixels) is refused as implausible — "
+                "check the positions (IMS:1000050/IMS:1000051), or use window_sums() for "
+                "per-spectrum values",
+            )
 
     def ion_image(
         self,
@@ -402,6 +421,8 @@ class ImzMLReader:
         show_progress: bool = False,
     ) -> np.ndarray:
         """Ion images for many m/z values in one pass over the data: ``(len(mzs), rows, cols)``."""
+        rows, cols = self.grid_shape
+        self._check_image_size(rows * cols)
         sums = self.window_sums(mzs, tol=tol, ppm=ppm, show_progress=show_progress)
         return self.to_image(sums, fill=fill)
 

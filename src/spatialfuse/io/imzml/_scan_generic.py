@@ -78,7 +78,7 @@ def scan_generic(xml_path: Path, header: ImzMLHeader) -> SpectrumTable:
             for element in spectrum.iter():
                 name = _localname(element.tag)
                 if name == "scan":
-                    params = cv_params(element)
+                    params = cv_params(element, xml_path, where)
                     for ref in element:
                         if _localname(ref.tag) == "referenceableParamGroupRef":
                             params = {**groups.get(ref.get("ref"), {}), **params}
@@ -102,10 +102,10 @@ def scan_generic(xml_path: Path, header: ImzMLHeader) -> SpectrumTable:
                                     f"{where}: reference to undeclared param group {ref!r}",
                                 )
                             params.update(groups[ref])
-                            spec = spec.merged(array_spec_from_params(groups[ref], xml_path))
-                    inline = cv_params(element)
+                            spec = spec.merged(array_spec_from_params(groups[ref], xml_path, where))
+                    inline = cv_params(element, xml_path, where)
                     params.update(inline)
-                    spec = spec.merged(array_spec_from_params(inline, xml_path))
+                    spec = spec.merged(array_spec_from_params(inline, xml_path, where))
                     if spec.kind in ("mz", "intensity"):
                         if spec.kind in arrays:
                             raise FileFormatError(xml_path, f"{where}: two {spec.kind} arrays")

@@ -152,3 +152,16 @@ class SpectrumTable:
                 f"spectrum {i}: {label} array offset {cols[label][0][i]} points into "
                 "the 16-byte UUID at the start of the .ibd",
             )
+        # Each intensity array is another pixel's data, so together they cannot need more bytes
+        # than the .ibd holds. Where they do, arrays overlap (spectra declaring the same bytes over
+        # and over) and a table of them would be many times the size of the files.
+        stored = cols["intensity"][2].astype(np.float64)  # float: the sum must not wrap around
+        total = float(stored.sum())
+        if total > ibd_size:
+            i = int(np.searchsorted(np.cumsum(stored), ibd_size, side="right"))
+            raise FileFormatError(
+                path,
+                f"the intensity arrays of its {self.n:,} spectra declare {total:,.0f} bytes in "
+                f"all, more than the {ibd_size:,} bytes of {ibd_path.name} (used up by spectrum "
+                f"{i}): arrays overlap, so their offsets or lengths are wrong",
+            )
