@@ -65,6 +65,36 @@ def test_failure_is_flagged_not_silent():
     assert "FAILED" in repr(result)
 
 
+def test_image_without_tissue_is_a_failed_result_with_a_reason():
+    moving, fixed, _ = make_pair(0)
+    blank = RegistrationImage(
+        np.full((60, 60), 0.2, np.float32), np.zeros((60, 60), bool), (20.0, 20.0)
+    )
+    with pytest.warns(RegistrationWarning, match="uniform: no tissue"):
+        result = register(moving, blank)
+    assert not result.ok and "fixed image" in result.failures[0]
+    speckle = np.zeros((60, 60), np.float32)
+    speckle[5, 5] = 1.0
+    mask = speckle > 0
+    with pytest.warns(RegistrationWarning, match="no tissue found in the moving image"):
+        result = register(RegistrationImage(speckle, mask, (50.0, 50.0)), fixed)
+    assert not result.ok
+
+
+def test_simpleitk_errors_become_a_failed_result(monkeypatch):
+    from spatialfuse.reg import _register
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ITK ERROR: Zero-valued spacing is not supported")
+
+    monkeypatch.setattr(_register, "refine_linear", broken)
+    moving, fixed, _ = make_pair(0)
+    with pytest.warns(RegistrationWarning, match="could not optimise any start"):
+        result = register(moving, fixed)
+    assert not result.ok
+    assert "Zero-valued spacing" in result.failures[0]
+
+
 def test_bad_arguments():
     moving, fixed, _ = make_pair(0)
     with pytest.raises(ValueError, match="model must be one of"):

@@ -170,6 +170,9 @@ def register(
         fixed, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
     )
     linear_model = "affine" if model == "bspline" else model
+    problems = [p for p in (_tissue_problem(mov, "moving"), _tissue_problem(fix, "fixed")) if p]
+    if problems:
+        return _failed(mov, fix, model, problems, work, t0)
     mov, fix = _match_footprints(mov, fix)
 
     if initial is not None:
@@ -187,26 +190,39 @@ def register(
     # Screening uses at most a similarity (rotation, scale, translation): with fewer degrees of
     # freedom a rotation error cannot hide behind shear and anisotropic scale.
     screen_model = "rigid" if linear_model == "rigid" else "similarity"
+    optimiser_errors = []
     for _score, start, info in progress(starts, show=show_progress, desc="registration"):
-        transform = _refine(
-            mov, fix, start, screen_model, seed, levels=COARSE_LEVELS, iterations=80
-        )
+        try:
+            transform = _refine(
+                mov, fix, start, screen_model, seed, levels=COARSE_LEVELS, iterations=80
+            )
+        except RuntimeError as exc:  # SimpleITK reports degenerate geometry this way
+            optimiser_errors.append(_itk_message(exc))
+            continue
         scores = alignment_scores(mov, fix, transform)
         rank = combined_score(scores)
         tried.append({**info, **scores, "score": rank})
         screened.append((rank, transform))
+    if not screened:
+        errors = "; ".join(sorted(set(optimiser_errors)))
+        reason = f"SimpleITK could not optimise any start: {errors}"
+        return _failed(mov, fix, model, [reason], work, t0)
     screened.sort(key=lambda item: -item[0])
 
     # Finish the best screened start; if it did not gain information (a wrong orientation of a
     # roundish tissue), finish the next ones and keep the first that does.
-    transform, scores = _finish(mov, fix, screened[0][1], linear_model, seed)
-    if initial is None:
-        for _rank, other in screened[1:]:
-            if scores["nmi"] >= initial_scores["nmi"] + MIN_NMI_GAIN:
-                break
-            candidate, candidate_scores = _finish(mov, fix, other, linear_model, seed)
-            if candidate_scores["nmi"] > scores["nmi"]:
-                transform, scores = candidate, candidate_scores
+    try:
+        transform, scores = _finish(mov, fix, screened[0][1], linear_model, seed)
+        if initial is None:
+            for _rank, other in screened[1:]:
+                if scores["nmi"] >= initial_scores["nmi"] + MIN_NMI_GAIN:
+                    break
+                candidate, candidate_scores = _finish(mov, fix, other, linear_model, seed)
+                if candidate_scores["nmi"] > scores["nmi"]:
+                    transform, scores = candidate, candidate_scores
+    except RuntimeError as exc:
+        reason = f"SimpleITK failed while refining the best start: {_itk_message(exc)}"
+        return _failed(mov, fix, model, [reason], work, t0)
 
     metrics: dict = {}
     if model == "bspline":
@@ -259,6 +275,53 @@ def register(
             RegistrationWarning,
             stacklevel=2,
         )
+    logger.info("%r", result)
+    return result
+
+
+#: A registration image whose tissue mask covers less than this fraction has no usable tissue.
+MIN_TISSUE_FRACTION = 0.005
+
+
+def _tissue_problem(image: RegistrationImage, role: str) -> str | None:
+    """Why ``image`` cannot be registered (no contrast, no tissue), or None."""
+    values = image.image[np.isfinite(image.image)]
+    if values.size == 0 or float(values.max() - values.min()) <= 1e-9 * max(1.0, abs(values.max())):
+        return f"the {role} image ({image.description}) is uniform: no tissue to register"
+    fraction = float(image.mask.mean())
+    if fraction < MIN_TISSUE_FRACTION:
+        return (
+            f"no tissue found in the {role} image ({image.description}): the tissue mask covers "
+            f"{100 * fraction:.2f} % of it"
+        )
+    return None
+
+
+def _itk_message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
+    """A result that says why no registration could be made (identity transform, ok=False)."""
+    nan = float("nan")
+    metrics = {
+        "nmi_initial": nan,
+        "nmi_final": nan,
+        "dice_initial": nan,
+        "dice_final": nan,
+        "fixed_tissue_covered": nan,
+        "working_pixel_size_um": work,
+        "seconds": time.perf_counter() - t0,
+    }
+    result = RegistrationResult(
+        AffineTransform.identity(), metrics, False, list(failures), model, mov, fix, []
+    )
+    warnings.warn(
+        f"registration {mov.description} → {fix.description} failed: " + "; ".join(failures),
+        RegistrationWarning,
+        stacklevel=3,
+    )
     logger.info("%r", result)
     return result
 
