@@ -8,6 +8,7 @@ a whole.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,7 +22,7 @@ __all__ = ["EXAMPLE_CONFIG", "RunConfig", "load_config", "parse_config"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Modality(_Model):
@@ -102,7 +103,7 @@ class Correlation(_Model):
     """Cross-modality association (:func:`spatialfuse.tl.cross_modal_correlation`)."""
 
     method: Literal["pearson", "spearman"] = "pearson"
-    null: Literal["dutilleul", "msr"] = "dutilleul"
+    null_model: Literal["dutilleul", "msr"] = "dutilleul"
     n_features: Annotated[int, Field(gt=1)] = 50
     n_top: Annotated[int, Field(gt=0)] = 20
     n_permutations: Annotated[int, Field(ge=19)] = 999
@@ -213,10 +214,64 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     if not path.is_file():
         raise MissingFileError(path, "no such config file (spatialfuse init-config writes one)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_strict_loader())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"not valid YAML: {exc}") from None
     return parse_config(data, base=path.resolve().parent, source=str(path))
+
+
+#: Nesting deeper than this is refused while parsing (a config needs 4 levels).
+MAX_YAML_DEPTH = 64
+
+
+@functools.cache
+def _strict_loader():
+    """PyYAML's safe loader, refusing repeated keys and nesting deeper than ``MAX_YAML_DEPTH``.
+
+    PyYAML keeps the last of two equal keys silently (YAML forbids them: a setting would be
+    dropped without a word) and builds nested collections recursively (a few thousand ``[`` end
+    in a RecursionError).
+    """
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        _depth = 0
+
+        def compose_node(self, parent, index):
+            if self._depth >= MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_YAML_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                if (
+                    isinstance(key_node, yaml.ScalarNode)
+                    and key_node.tag != "tag:yaml.org,2002:merge"
+                ):
+                    key = (key_node.tag, key_node.value)
+                    line = key_node.start_mark.line + 1
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"the key {key_node.value!r} appears twice (lines {seen[key]} and "
+                            f"{line}); remove one",
+                            key_node.start_mark,
+                        )
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def _resolved(config: RunConfig, base: Path) -> RunConfig:

@@ -60,10 +60,10 @@ clustering:
 
 correlation:
   method: pearson                   # pearson | spearman
-  null: dutilleul                   # spatial significance: dutilleul (modified t-test) | msr
+  null_model: dutilleul             # spatial significance: dutilleul (modified t-test) | msr
   n_features: 50                    # most variable genes and ions that are paired
   n_top: 20                         # pairs shown in the report
-  n_permutations: 999               # null: msr only (Moran spectral randomisation surrogates)
+  n_permutations: 999               # msr only: Moran spectral randomisation surrogates
 
 outputs:
   h5mu: true                        # joint table as MuData

@@ -278,8 +278,9 @@ def _pairs(result: RunResult) -> ReportSection:
         paragraphs=[
             f"Gene × ion {result.config.correlation.method} correlation across spots with MSI "
             "data. Neighbouring spots repeat each other, so p-values account for spatial "
-            f"autocorrelation (null: {result.config.correlation.null}; n_eff is the effective "
-            "number of independent spots) and are Benjamini–Hochberg adjusted."
+            "autocorrelation (null model: "
+            f"{result.config.correlation.null_model}; n_eff is the effective number of "
+            "independent spots) and are Benjamini–Hochberg adjusted."
         ],
         tables=[ReportTable(table.head(n_top), caption=f"Top {n_top} pairs")],
         figures=figures,

@@ -162,7 +162,7 @@ def correlate(mdata: mudata.MuData, correlation: Correlation, *, seed: int = 0) 
     return tl.cross_modal_correlation(
         mdata,
         method=correlation.method,
-        null=correlation.null,
+        null=correlation.null_model,
         n_top=correlation.n_features,
         n_permutations=correlation.n_permutations,
         seed=seed,
