@@ -214,3 +214,32 @@ def test_subcommands_share_the_pipeline_steps(demo, tmp_path):
     ours = anndata.read_h5ad(spots)
     theirs = anndata.read_h5ad(out / "results" / "msi_spots.h5ad")
     np.testing.assert_array_equal(np.asarray(ours.X), np.asarray(theirs.X))
+
+
+def test_demo_report_renders_in_a_browser_with_every_section(demo, chromium):
+    out, _ = demo
+    report = out / "results" / "report.html"
+    url = report.resolve().as_uri()
+    page, tab = chromium.load(url, width=1280, height=900)
+    assert page.errors == []
+    assert [u for u in page.requests if not u.startswith("data:")] == [url]
+    # two registration QC figures, the composed overlay, coverage, clusters, the heat map and
+    # three gene–ion maps
+    assert len(page.images) == 9
+    for image in page.images:
+        assert image["complete"] and image["naturalWidth"] > 0, image
+    headings = chromium.evaluate(
+        "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)", tab
+    )
+    text = " ".join(headings)
+    for title in (
+        "Overview",
+        "Inputs",
+        "Registrations",
+        "Spot coverage",
+        "Joint clusters",
+        "Cross-modality pairs",
+    ):
+        assert title in text, (title, headings)
+    body = chromium.evaluate("document.body.innerText", tab)
+    assert "Against truth" in body and "TRE MSI → Visium (composed)" in body
