@@ -87,3 +87,17 @@ def test_file_errors(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match=str(binary.name)):
         load_config(binary)
+
+
+def test_the_config_reference_in_the_docs_is_the_example():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert EXAMPLE_CONFIG in docs.read_text(encoding="utf-8")
+
+
+def test_max_tre_needs_landmarks():
+    data = _example()
+    data["registrations"][0]["max_tre_um"] = 20
+    with pytest.raises(ConfigError, match="max_tre_um needs landmarks"):
+        parse_config(data, base=".")

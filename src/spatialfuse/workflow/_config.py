@@ -49,7 +49,14 @@ class Registration(_Model):
     fixed: str
     model: Literal["rigid", "similarity", "affine", "bspline"] = "affine"
     landmarks: Path | None = None
+    max_tre_um: Annotated[float, Field(gt=0)] | None = None
     accept_failed: bool = False
+
+    @model_validator(mode="after")
+    def _tre_needs_landmarks(self) -> Registration:
+        if self.max_tre_um is not None and self.landmarks is None:
+            raise ValueError("max_tre_um needs landmarks (the error is measured on them)")
+        return self
 
     @property
     def name(self) -> str:

@@ -29,6 +29,7 @@ registrations:
     model: affine                   # rigid | similarity | affine | bspline
     landmarks: null                 # optional CSV: moving_x,moving_y,fixed_x,fixed_y or MAGPIE's
                                     # X_left,Y_left,X_right,Y_right (left = moving)
+    max_tre_um: null                # with landmarks: fail above this median landmark error
     accept_failed: false            # true: continue even if the quality checks fail
   - moving: he_msi
     fixed: visium

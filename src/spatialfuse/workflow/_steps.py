@@ -57,6 +57,7 @@ def register_pair(
             fixed,
             model=registration.model,
             landmarks=landmarks,
+            max_tre_um=registration.max_tre_um,
             seed=seed,
             show_progress=show_progress,
         )
