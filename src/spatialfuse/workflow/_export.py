@@ -65,7 +65,6 @@ def export_outputs(result: RunResult) -> None:
             result.msi_spots,
             out / "spaceranger_msi",
             visium=result.modalities[config.visium_name],
-            feature_type="Metabolite",
             overwrite=True,
         )
 
