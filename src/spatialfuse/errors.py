@@ -110,3 +110,7 @@ class RegistrationFailedError(SpatialfuseError, RuntimeError):
 
 class OutputLockedError(SpatialfuseError, OSError):
     """Another run is writing to the same output folder."""
+
+
+class MissingDependencyError(SpatialfuseError, ImportError):
+    """An optional package that a requested method needs is not installed."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._logging import logger
-from spatialfuse.errors import DataWarning, SpatialfuseError
+from spatialfuse.errors import DataWarning, MissingDependencyError
 from spatialfuse.pp._common import check_count
 from spatialfuse.tl._wnn import (
     kernel_graph,
@@ -40,10 +40,6 @@ METHODS = ("wnn", "concat", "mofa")
 N_CANDIDATES = 200
 # Leiden runs spent looking for a resolution that gives n_clusters.
 _MAX_SEARCH = 40
-
-
-class MissingDependencyError(SpatialfuseError, ImportError):
-    """An optional package that a requested method needs is not installed."""
 
 
 def joint_cluster(
