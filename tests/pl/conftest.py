@@ -6,7 +6,6 @@ import warnings
 from dataclasses import dataclass
 
 import matplotlib
-import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -72,18 +71,3 @@ def _no_show(monkeypatch):
     monkeypatch.setattr(plt, "show", refuse)
     yield
     plt.close("all")
-
-
-def drawn_patches(ax):
-    """The PatchCollection squidpy drew the spots with (exactly one per axes)."""
-    from matplotlib.collections import PatchCollection
-
-    found = [c for c in ax.collections if isinstance(c, PatchCollection)]
-    assert len(found) == 1, ax.collections
-    return found[0]
-
-
-def patch_centres(collection) -> np.ndarray:
-    """Centres of the drawn discs (of their bounding boxes), in data coordinates."""
-    boxes = [path.get_extents() for path in collection.get_paths()]
-    return np.array([[(b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2] for b in boxes])

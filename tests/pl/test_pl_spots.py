@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from spot_drawing import drawn_patches, patch_centres  # tests/pl/spot_drawing.py
 
 import spatialfuse as sf
-from conftest import drawn_patches, patch_centres  # tests/pl/conftest.py
 
 
 def _hires(mdata):
