@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from spatialfuse.reg import RegistrationResult
 
 
 def _checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
@@ -15,13 +21,13 @@ def _checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
 
 
 def registration_qc(
-    result,
+    result: RegistrationResult,
     *,
-    landmarks=None,
+    landmarks: tuple[np.ndarray, np.ndarray] | None = None,
     tiles: int = 8,
     title: str | None = None,
     save: str | os.PathLike | None = None,
-):
+) -> Figure:
     """Overlay, checkerboard and tissue outlines of a registration, and landmark residuals.
 
     Parameters
@@ -40,7 +46,9 @@ def registration_qc(
 
     Returns
     -------
-    The matplotlib Figure.
+    matplotlib.figure.Figure
+        The figure: the fixed image with the warped moving image overlaid, a checkerboard of the
+        two, their tissue outlines, and with ``landmarks`` a fourth panel of residuals.
     """
     import matplotlib.pyplot as plt
 
