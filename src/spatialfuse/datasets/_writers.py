@@ -281,22 +281,10 @@ def write_ome_tiff(path: Path, rgb: np.ndarray, pixel_size_um: float, *, uuid_te
     """
     import tifffile
 
+    from spatialfuse.io.export._ome_tiff import ome_xml
+
     height, width = rgb.shape[:2]
-    size = repr(float(pixel_size_um))
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
-        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-        'xsi:schemaLocation="http://www.openmicroscopy.org/Schemas/OME/2016-06 '
-        'http://www.openmicroscopy.org/Schemas/OME/2016-06/ome.xsd" '
-        f'UUID="urn:uuid:{uuid_text}" Creator="spatialfuse">'
-        f'<Image ID="Image:0" Name="{name}"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
-        f'Type="uint8" SizeX="{width}" SizeY="{height}" SizeC="3" SizeZ="1" SizeT="1" '
-        f'Interleaved="true" PhysicalSizeX="{size}" PhysicalSizeXUnit="µm" '
-        f'PhysicalSizeY="{size}" PhysicalSizeYUnit="µm">'
-        '<Channel ID="Channel:0:0" SamplesPerPixel="3"><LightPath/></Channel>'
-        '<TiffData IFD="0" PlaneCount="1"/></Pixels></Image></OME>'
-    )
+    xml = ome_xml(width, height, pixel_size_um, uuid_text=uuid_text, name=name)
     per_cm = 1e4 / float(pixel_size_um)
     tifffile.imwrite(
         path,

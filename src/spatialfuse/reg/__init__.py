@@ -23,6 +23,7 @@ from spatialfuse.reg._transform import (
     Transform,
     compose,
 )
+from spatialfuse.reg._warp_image import warp_histology
 
 __all__ = [
     "INVERSE_TOLERANCE_UM",
@@ -46,4 +47,5 @@ __all__ = [
     "register_chain",
     "resample",
     "visium_um_to_fullres_px",
+    "warp_histology",
 ]
