@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spatialfuse._io_utils import atomic_path
+from spatialfuse._json import jsonable
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
 from spatialfuse.errors import RegistrationFailedError
@@ -66,7 +67,7 @@ class RegistrationRecord:
             "ok": self.ok,
             "accepted_despite_failure": (not self.ok) and self.registration.accept_failed,
             "failures": list(self.failures),
-            "metrics": _jsonable(self.metrics),
+            "metrics": jsonable(self.metrics),
             "reused_from_cache": self.reused,
             "transform_file": str(self.transform_file),
             "transform_kind": self.transform.kind,
@@ -358,7 +359,7 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
         result = _steps.register_pair(
             modalities[reg.moving], modalities[reg.fixed], reg, seed=config.clustering.seed
         )
-        transform, metrics = result.transform, _jsonable(result.metrics)
+        transform, metrics = result.transform, jsonable(result.metrics)
         ok, failures, reused = bool(result.ok), list(result.failures), False
         _qc_figure(result, reg, qc_target)
         png = cache.path(slug, key, ".png")
@@ -485,10 +486,10 @@ def _summary(result: RunResult) -> dict[str, Any]:
         summary["correlation"] = {
             "method": config.correlation.method,
             "n_pairs_tested": len(result.correlation),
-            "top_pairs": _jsonable(top.to_dict(orient="records")),
+            "top_pairs": jsonable(top.to_dict(orient="records")),
         }
     if result.evaluation is not None:
-        summary["evaluation"] = _jsonable(result.evaluation)
+        summary["evaluation"] = jsonable(result.evaluation)
     summary["files"] = {k: str(v) for k, v in result.files.items()}
     summary["reused_steps"] = list(result.reused)
     summary["timings_s"] = dict(result.timings)
@@ -505,37 +506,19 @@ def _describe_input(name: str, data, modality) -> dict[str, Any]:
         uns = data.uns.get("spatialfuse", {})
         info["n_pixels"] = int(data.n_obs)
         info["n_features"] = int(data.n_vars)
-        info["pixel_size_um"] = _jsonable(uns.get("pixel_size_um"))
+        info["pixel_size_um"] = jsonable(uns.get("pixel_size_um"))
     elif modality.kind == "histology":
         info["shape_px"] = [int(v) for v in data.shape[:2]]
-        info["pixel_size_um"] = _jsonable(getattr(data, "pixel_size_um", None))
+        info["pixel_size_um"] = jsonable(getattr(data, "pixel_size_um", None))
     else:
         info["n_spots"] = int(data.n_obs)
         info["n_genes"] = int(data.n_vars)
-        info["um_per_px"] = _jsonable(data.uns.get("spatialfuse", {}).get("um_per_px"))
+        info["um_per_px"] = jsonable(data.uns.get("spatialfuse", {}).get("um_per_px"))
     return info
 
 
-def _jsonable(value):
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _write_json(path: Path, data) -> Path:
-    text = json.dumps(_jsonable(data), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(data), indent=1, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path

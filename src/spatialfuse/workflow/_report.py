@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spatialfuse._io_utils import atomic_path
+from spatialfuse._json import jsonable
 from spatialfuse._version import __version__
 from spatialfuse.workflow._report_style import STATUS_COLOURS, stylesheet
 
@@ -508,7 +509,7 @@ def _plain(value: Any) -> str:
 def _table(table: ReportTable) -> str:
     caption = f"<caption>{_esc(table.caption)}</caption>" if table.caption else ""
     if isinstance(table.data, Mapping):
-        body = _nested(_jsonable(table.data), caption=caption)
+        body = _nested(jsonable(table.data), caption=caption)
     else:
         body = _dataframe(table.data, caption, table.max_rows)
     return f'<div class="table-wrap">{body}</div>'
@@ -559,25 +560,8 @@ def _nested(value: Any, caption: str = "") -> str:
     return f'<table class="kv">{caption}<tbody>{"".join(rows)}</tbody></table>'
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | str) or value is None:
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return _jsonable(tolist())
-    return str(value)
-
-
 def _metadata_block(metadata: Mapping[str, Any]) -> str:
-    plain = _jsonable(metadata)
+    plain = jsonable(metadata)
     as_json = json.dumps(plain, indent=2, ensure_ascii=False)
     return (
         f'<details class="meta" id="{METADATA_ANCHOR}"><summary>Versions and parameters</summary>'
