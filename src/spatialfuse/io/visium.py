@@ -82,6 +82,13 @@ _PITCH_MAX_POINTS = 200_000
 _PLAUSIBLE_UM_PER_PX = (0.05, 20.0)
 # Relative disagreement between microns_per_pixel and the grid pitch that earns a warning.
 _PITCH_TOLERANCE = 0.05
+# An HDF5 dataset may declare at most this many times the file's size (gzip's ratio is ~1,032).
+_H5_MAX_EXPANSION = 1100
+# Values of a 10x matrix's indices checked at a time.
+_H5_CHUNK_VALUES = 1 << 24
+# Largest |array_row|, |array_col| or in_tissue value accepted: every integer up to it is exact in
+# float64 (the text of a larger one may have been rounded on the way in).
+_MAX_GRID_INDEX = 2**53 - 1
 # Fraction of spots that may fall outside an image before the image is reported as misplaced.
 _OUTSIDE_IMAGE_TOLERANCE = 0.1
 
@@ -571,11 +578,15 @@ def _validate_positions(frame: pd.DataFrame, file: Path, *, first_line: int) -> 
         if col.startswith("pxl_"):
             out[col] = values
         else:
-            if not np.array_equal(values, np.round(values)):
-                i = int(np.flatnonzero(values != np.round(values))[0])
+            # Grid indices are small integers; from ±2**53 on a float no longer holds every integer
+            # (and beyond ±2**63 the int64 cast would wrap around).
+            bad = (values != np.round(values)) | (np.abs(values) > _MAX_GRID_INDEX)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
                 raise FileFormatError(
                     file,
-                    f"column {col!r} must hold integers; line {i + first_line} has {values[i]!r}",
+                    f"column {col!r} must hold integers (grid indices); line {i + first_line} has "
+                    f"{frame[col].iloc[i]!r}",
                 )
             out[col] = values.astype(np.int64)
     if not out.index.is_unique:
@@ -592,6 +603,8 @@ def _read_scalefactors(spatial_dir: Path, notes: list[str]) -> tuple[dict[str, A
         raw = json.loads(file.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FileFormatError(file, f"not valid JSON ({exc})") from exc
+    except RecursionError:  # the json module parses nested arrays and objects recursively
+        raise FileFormatError(file, "not usable JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise FileFormatError(file, f"expected a JSON object, found {type(raw).__name__}")
     out: dict[str, Any] = {}
@@ -735,6 +748,7 @@ def _read_counts(counts_path: Path) -> tuple[anndata.AnnData, dict[str, Any], st
     for key in ("chemistry_description", "software_version"):
         if key in attrs and isinstance(attrs[key], str | int | float):
             metadata[key] = attrs[key]
+    _check_10x_h5(counts_path)
     try:
         adata = sc.read_10x_h5(counts_path)
     except Exception as exc:  # scanpy raises bare Exception/KeyError/ValueError for bad files
@@ -743,6 +757,85 @@ def _read_counts(counts_path: Path) -> tuple[anndata.AnnData, dict[str, Any], st
         ) from exc
     adata.var_names_make_unique()
     return adata, metadata, library_id
+
+
+def _check_10x_h5(counts_path: Path) -> None:
+    """Refuse a 10x HDF5 matrix whose arrays do not fit together, before scanpy reads it.
+
+    scanpy builds the sparse matrix without checking it, and out-of-range indices or pointers
+    then crash the interpreter inside scipy. HDF5 stores chunks that were never written as
+    nothing, so a dataset can declare any size; one declaring more than the file could hold
+    (gzip expands at most ~1,032-fold) is refused before anything is read.
+    """
+    import h5py
+
+    file_size = counts_path.stat().st_size
+    limit = _H5_MAX_EXPANSION * file_size + (1 << 20)
+
+    def fail(problem: str):
+        raise FileFormatError(counts_path, f"not a readable 10x HDF5 matrix: {problem}")
+
+    try:
+        with h5py.File(counts_path, "r") as fh:
+            group = fh.get("matrix")
+            if group is None:  # Space Ranger 1.x: one group per genome
+                groups = [g for g in fh.values() if isinstance(g, h5py.Group) and "indptr" in g]
+                if len(groups) != 1:
+                    return  # not a layout this check knows; scanpy's reader decides
+                group = groups[0]
+            datasets: dict[str, h5py.Dataset] = {}
+
+            def collect(name, obj) -> None:  # visititems stops at the first non-None return
+                if isinstance(obj, h5py.Dataset):
+                    datasets[name] = obj
+
+            group.visititems(collect)
+            for name, dataset in datasets.items():
+                nbytes = dataset.size * dataset.dtype.itemsize
+                if nbytes > limit:
+                    fail(
+                        f"{name} declares {dataset.size:,} values ({nbytes:,} bytes), more than a "
+                        f"file of {file_size:,} bytes can hold"
+                    )
+            features = "features/id" if "features/id" in datasets else "genes"
+            missing = [
+                n
+                for n in ("data", "indices", "indptr", "shape", "barcodes", features)
+                if n not in datasets
+            ]
+            if missing:
+                fail(f"no {', '.join(missing)} dataset in {group.name}")
+            n_features, n_barcodes = len(datasets[features]), len(datasets["barcodes"])
+            shape = np.asarray(datasets["shape"][()])
+            if shape.shape != (2,) or shape.dtype.kind not in "iu":
+                fail(f"shape is {shape.tolist()!r}, not two integers")
+            if shape.tolist() != [n_features, n_barcodes]:
+                fail(
+                    f"shape says {shape.tolist()} (features × barcodes) but there are "
+                    f"{n_features:,} features and {n_barcodes:,} barcodes"
+                )
+            data, indices = datasets["data"], datasets["indices"]
+            if data.dtype.kind not in "iufb" or indices.dtype.kind not in "iu":
+                fail(f"data ({data.dtype}) or indices ({indices.dtype}) are not numbers")
+            if data.shape != indices.shape or data.ndim != 1:
+                fail(f"data has shape {data.shape} but indices {indices.shape}")
+            indptr = np.asarray(datasets["indptr"][()])
+            if indptr.dtype.kind not in "iu" or indptr.shape != (n_barcodes + 1,):
+                fail(f"indptr has {indptr.size:,} values, not one per barcode plus one")
+            indptr = indptr.astype(np.int64)  # Space Ranger writes uint32: differences would wrap
+            if indptr[0] != 0 or indptr[-1] != len(data) or (np.diff(indptr) < 0).any():
+                fail(
+                    f"indptr does not rise from 0 to the {len(data):,} stored values "
+                    f"(it runs from {indptr[0]} to {indptr[-1]})"
+                )
+            for start in range(0, len(indices), _H5_CHUNK_VALUES):
+                block = indices[start : start + _H5_CHUNK_VALUES]
+                if block.size and (block.min() < 0 or block.max() >= n_features):
+                    fail(f"a feature index lies outside 0..{n_features - 1}")
+    except FileFormatError:
+        raise
+    except Exception as exc:  # h5py raises many types for a damaged file
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 def _read_mtx(folder: Path) -> anndata.AnnData:

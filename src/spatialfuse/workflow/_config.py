@@ -236,8 +236,9 @@ def _strict_loader():
     """PyYAML's safe loader, refusing repeated keys and nesting deeper than ``MAX_YAML_DEPTH``.
 
     PyYAML keeps the last of two equal keys silently (YAML forbids them: a setting would be
-    dropped without a word) and builds nested collections recursively (a few thousand ``[`` end
-    in a RecursionError).
+    dropped without a word), builds nested collections recursively (a few thousand ``[`` end in a
+    RecursionError) and lets some explicitly tagged values fail with a bare AttributeError or
+    ValueError; here all of these are YAML errors.
     """
     import yaml
 
@@ -257,6 +258,16 @@ def _strict_loader():
                 return super().compose_node(parent, index)
             finally:
                 self._depth -= 1
+
+        def construct_object(self, node, deep=False):
+            try:
+                return super().construct_object(node, deep=deep)
+            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+                # PyYAML's constructors fail like this on explicitly tagged values they cannot
+                # read (`!!timestamp 12`, `!!int abc`).
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"cannot read {node.value!r} as {node.tag} ({exc})", node.start_mark
+                ) from None
 
         def construct_mapping(self, node, deep=False):
             seen = {}

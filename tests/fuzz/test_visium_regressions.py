@@ -1,0 +1,215 @@
+"""Regression tests for Visium reader bugs the fuzzer found; each writes its minimal input.
+
+Before the fixes: a deeply nested scale-factors JSON raised a bare RecursionError; grid indices too
+large for int64 wrapped around silently (1e300 became -9223372036854775808); a count matrix whose
+``indices`` or (unsigned) ``indptr`` point outside it crashed the interpreter inside scipy
+(segmentation fault); an HDF5 dataset declaring more values than the file holds was allocated.
+The crashing cases run in a subprocess, so a regression fails the test instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from spatialfuse.datasets._writers import write_visium
+from spatialfuse.errors import FileFormatError
+from spatialfuse.io import read_visium
+
+H5 = "filtered_feature_bc_matrix.h5"
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A small Space Ranger 2.x folder: 36 spots on the hexagonal grid, 12 genes."""
+    rng = np.random.default_rng(11)
+    rows, cols = np.meshgrid(np.arange(6), np.arange(12), indexing="ij")
+    keep = (rows + cols) % 2 == 0
+    array_row, array_col = rows[keep], cols[keep]
+    n = array_row.size
+    write_visium(
+        tmp_path / "outs",
+        barcodes=np.array([f"AAAC{i:012d}-1" for i in range(n)]),
+        in_tissue=np.ones(n, dtype=np.int64),
+        array_row=array_row,
+        array_col=array_col,
+        pxl_row=20 + array_row * 50 * math.sqrt(3) / 2,
+        pxl_col=20 + array_col * 25.0,
+        counts=rng.poisson(2.0, (n, 12)),
+        gene_ids=np.array([f"ENSG{i:05d}" for i in range(12)]),
+        gene_names=np.array([f"G{i}" for i in range(12)]),
+        fullres=(rng.random((300, 300, 3)) * 255).astype(np.uint8),
+        um_per_px=2.0,
+        library_id="fuzz",
+    )
+    return tmp_path / "outs"
+
+
+def _read(folder: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_visium(folder, load_images=False)
+
+
+def _read_in_subprocess(folders: list[Path]) -> list[str]:
+    """Read each folder in one fresh interpreter; per folder the error type and message, or
+    "read". A crash fails the test here instead of killing pytest."""
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore')\n"
+        "from spatialfuse.io import read_visium\n"
+        "for folder in sys.argv[1:]:\n"
+        "    try:\n"
+        "        read_visium(folder, load_images=False)\n"
+        "        print('read', flush=True)\n"
+        "    except Exception as exc:\n"
+        "        print((type(exc).__name__ + ': ' + str(exc)).replace('\\n', ' '), flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *map(str, folders)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"the reader crashed (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    )
+    return proc.stdout.strip().splitlines()
+
+
+def test_deeply_nested_scalefactors_are_refused(folder):
+    file = folder / "spatial" / "scalefactors_json.json"
+    file.write_text('{"deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(FileFormatError, match="nested too deeply") as info:
+        _read(folder)
+    assert str(file) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value", ["1e300", "9223372036854775808", "-9007199254740993", "9007199254740992"]
+)
+@pytest.mark.parametrize("column", [1, 2, 3])
+def test_grid_indices_beyond_exact_integers_are_refused(folder, value, column):
+    file = folder / "spatial" / "tissue_positions.csv"
+    lines = file.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[column] = value
+    lines[5] = ",".join(cells)
+    file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FileFormatError, match="must hold integers") as info:
+        _read(folder)
+    assert "line 6" in str(info.value) and value in str(info.value)
+
+
+def test_grid_indices_of_ordinary_size_are_read_exactly(folder):
+    file = folder / "spatial" / "tissue_positions.csv"
+    lines = file.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[2] = "9007199254740991"  # 2**53 - 1: still exact
+    lines[1] = ",".join(cells)
+    file.write_text("\n".join(lines) + "\n")
+    adata = _read(folder)
+    assert adata.obs.loc[cells[0], "array_row"] == 2**53 - 1
+
+
+def _edit_h5(folder: Path, fn) -> None:
+    with h5py.File(folder / H5, "r+") as fh:
+        fn(fh["matrix"])
+
+
+def _replace(group, name, values):
+    del group[name]
+    group[name] = values
+
+
+MATRIX_DAMAGE = {
+    "index-out-of-range": (
+        lambda g: _replace(g, "indices", np.r_[g["indices"][:-1], 10**6]),
+        "feature index",
+    ),
+    "pointer-past-end": (
+        lambda g: _replace(
+            g, "indptr", np.r_[g["indptr"][:3], g["indptr"][-1] + 7, g["indptr"][4:]]
+        ),
+        "indptr does not rise",
+    ),
+    "pointer-falls-uint32": (
+        lambda g: _replace(
+            g, "indptr", np.r_[g["indptr"][:-2], g["indptr"][-1] + 1, g["indptr"][-1:]]
+        ),
+        "indptr does not rise",
+    ),
+    "shape": (lambda g: _replace(g, "shape", np.array([12, 10**6])), "shape says"),
+    "data-short": (lambda g: _replace(g, "data", g["data"][:-1]), "data has shape"),
+}
+
+
+def test_inconsistent_count_matrix_is_refused_not_crashed(folder):
+    folders = []
+    for name, (edit, _) in MATRIX_DAMAGE.items():
+        copy = folder.parent / name
+        shutil.copytree(folder, copy)
+
+        def unsigned(g, edit=edit):  # Space Ranger writes indices and indptr as uint32
+            edit(g)
+            for dataset in ("indptr", "indices"):
+                values = g[dataset][:]
+                if values.min() >= 0:
+                    _replace(g, dataset, values.astype(np.uint32))
+
+        _edit_h5(copy, unsigned)
+        folders.append(copy)
+    outcomes = _read_in_subprocess(folders)
+    assert len(outcomes) == len(folders)
+    for (name, (_, match)), copy, outcome in zip(
+        MATRIX_DAMAGE.items(), folders, outcomes, strict=True
+    ):
+        assert outcome.startswith("FileFormatError: "), (name, outcome)
+        assert str(copy / H5) in outcome and match in outcome, (name, outcome)
+        assert "not a readable 10x HDF5" in outcome, (name, outcome)
+
+
+def test_dataset_declaring_more_than_the_file_holds_is_refused_before_reading(folder):
+    def huge(g):
+        del g["barcodes"]
+        g.create_dataset("barcodes", shape=(10**10,), dtype="S18", chunks=(1 << 16,))
+
+    _edit_h5(folder, huge)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileFormatError, match="barcodes declares 10,000,000,000 values"):
+            _read(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+def test_consistent_uint32_matrix_is_still_read(folder):
+    with h5py.File(folder / H5, "r") as fh:
+        g = fh["matrix"]
+        assert g["indptr"].dtype == np.dtype("int64") or g["indptr"].dtype.kind in "iu"
+        barcodes = [b.decode() for b in g["barcodes"][:]]
+        dense = np.zeros(tuple(g["shape"][:]))
+        indptr, indices, data = g["indptr"][:], g["indices"][:], g["data"][:]
+        for j in range(len(barcodes)):
+            dense[indices[indptr[j] : indptr[j + 1]], j] = data[indptr[j] : indptr[j + 1]]
+
+    def unsigned(g):
+        for name in ("indptr", "indices"):
+            _replace(g, name, g[name][:].astype(np.uint32))
+
+    _edit_h5(folder, unsigned)
+    adata = _read(folder)
+    assert list(adata.obs_names) == barcodes
+    np.testing.assert_array_equal(adata.X.toarray(), dense.T)
+    assert json.loads((folder / "spatial" / "scalefactors_json.json").read_text())
