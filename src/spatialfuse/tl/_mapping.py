@@ -35,6 +35,8 @@ from spatialfuse.tl._quadrature import (
 from spatialfuse.tl._raster import MsiRaster, check_anndata
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import anndata
     from scipy import sparse
 
@@ -321,7 +323,7 @@ def map_to_pixels(
     spot_diameter_um: float = SPOT_DIAMETER_UM,
     max_distance_um: float | None = None,
     sigma_um: float | None = None,
-    genes=None,
+    genes: Sequence[str] | None = None,
     layer: str | None = None,
     fill_value: float = 0.0,
     key_added: str = "mapping",
