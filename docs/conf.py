@@ -27,7 +27,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "make_figures.py"]
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store", "make_figures.py"]
 templates_path = ["_templates"]
 
 # Offline: no intersphinx inventories are fetched.
@@ -50,6 +50,36 @@ html_title = f"spatialfuse {release}"
 html_static_path = ["_static"]
 
 
+API_PAGES = {
+    "io": "sf.io: readers and writers",
+    "reg": "sf.reg: transforms and registration",
+    "pp": "sf.pp: preprocessing",
+    "tl": "sf.tl: integration tools",
+    "pl": "sf.pl: plots",
+    "datasets": "sf.datasets: synthetic data",
+}
+
+
+def _write_api_pages(app, config) -> None:
+    """One page per namespace listing everything in its ``__all__`` (so none goes stale)."""
+    import importlib
+
+    out = HERE / "api"
+    out.mkdir(exist_ok=True)
+    for namespace, title in API_PAGES.items():
+        module = importlib.import_module(f"spatialfuse.{namespace}")
+        names = "\n".join(f"   {name}" for name in module.__all__)
+        text = (
+            f"{title}\n{'=' * len(title)}\n\n"
+            f".. automodule:: spatialfuse.{namespace}\n   :no-members:\n\n"
+            f".. currentmodule:: spatialfuse.{namespace}\n\n"
+            f".. autosummary::\n   :toctree: generated\n   :nosignatures:\n\n{names}\n"
+        )
+        page = out / f"{namespace}.rst"
+        if not page.is_file() or page.read_text(encoding="utf-8") != text:
+            page.write_text(text, encoding="utf-8")
+
+
 def _make_figures(app) -> None:
     """Draw the figures from their source script (offline, matplotlib only)."""
     import make_figures
@@ -57,5 +87,23 @@ def _make_figures(app) -> None:
     make_figures.main(HERE / "_static")
 
 
+def _make_cli_help(app) -> None:
+    """Write every command's ``--help`` text for ``cli.md`` to include."""
+    from click.testing import CliRunner
+
+    from spatialfuse.cli.main import cli
+
+    runner = CliRunner()
+    parts = []
+    for args in [[], *([name] for name in sorted(cli.commands))]:
+        result = runner.invoke(cli, [*args, "--help"], prog_name="spatialfuse", terminal_width=100)
+        parts.append(f"$ spatialfuse {' '.join(args)} --help".replace("  ", " ") + "\n" + result.output)
+    out = HERE / "_generated"
+    out.mkdir(exist_ok=True)
+    (out / "cli_help.txt").write_text("\n".join(parts), encoding="utf-8")
+
+
 def setup(app) -> None:
+    app.connect("config-inited", _write_api_pages)  # before Sphinx lists the source files
     app.connect("builder-inited", _make_figures)
+    app.connect("builder-inited", _make_cli_help)
