@@ -32,7 +32,7 @@ def filter_ions_spatial(
     """Score each feature's spatial autocorrelation (Moran's I) and flag the patterned ones.
 
     A k-nearest-neighbour graph of the observations' positions
-    (``squidpy.gr.spatial_neighbors_knn``) and Moran's I of every feature over it
+    (squidpy's kNN spatial graph) and Moran's I of every feature over it
     (``squidpy.gr.spatial_autocorr``, analytic p-values under normality, Benjamini–Hochberg FDR)
     are computed on a temporary table, so ``adata.obsp`` is left untouched. Rows with NaN values
     or ``obs["has_msi"]`` false (spots without MSI data) are left out. Noise ions and matrix ions
@@ -90,6 +90,8 @@ def filter_ions_spatial(
     import pandas as pd
     import squidpy as sq
 
+    from spatialfuse._spatial_graph import spatial_knn_graph
+
     check_adata(adata)
     if spatial_key not in adata.obsm:
         raise ValueError(f"adata.obsm has no {spatial_key!r} positions (spatial_key)")
@@ -112,7 +114,7 @@ def filter_ions_spatial(
     k = int(min(n_neighs, rows.sum() - 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant features: 0 / 0
-        sq.gr.spatial_neighbors_knn(tmp, spatial_key="spatial", n_neighs=k)
+        spatial_knn_graph(tmp, spatial_key="spatial", n_neighs=k)
         table = sq.gr.spatial_autocorr(
             tmp, mode="moran", n_perms=None, copy=True, n_jobs=1, show_progress_bar=False
         )

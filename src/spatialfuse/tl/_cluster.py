@@ -113,7 +113,7 @@ def joint_cluster(
     spatial_smoothing
         Weight ``α`` in ``[0, 1)`` of the spatial graph: the clustered graph is
         ``(1 − α)·G_features + α·G_spatial``, ``G_spatial`` being squidpy's
-        ``spatial_neighbors_knn`` graph (``n_spatial_neighbors`` nearest spots, weight 1).
+        kNN graph (``n_spatial_neighbors`` nearest spots, weight 1).
     n_spatial_neighbors
         Neighbours per spot of the spatial graph (6 on the Visium hexagonal grid).
     seed
@@ -516,7 +516,8 @@ def _smooth(graph, data, alpha: float, n_spatial: int, *, valid: np.ndarray | No
     if alpha <= 0:
         return graph
     import anndata as ad
-    import squidpy as sq
+
+    from spatialfuse._spatial_graph import spatial_knn_graph
 
     key = "spatial_um" if "spatial_um" in data.obsm else "spatial"
     if key not in data.obsm:
@@ -525,7 +526,7 @@ def _smooth(graph, data, alpha: float, n_spatial: int, *, valid: np.ndarray | No
     valid = np.ones(graph.shape[0], dtype=bool) if valid is None else valid
     tmp = ad.AnnData(obs={"i": np.flatnonzero(valid)})
     tmp.obsm["spatial"] = np.asarray(data.obsm[key], dtype=np.float64)[valid]
-    sq.gr.spatial_neighbors_knn(tmp, n_neighs=int(min(n_spatial, valid.sum() - 1)))
+    spatial_knn_graph(tmp, n_neighs=int(min(n_spatial, valid.sum() - 1)))
     spatial = tmp.obsp["spatial_connectivities"]
     spatial = symmetrise((spatial > 0).astype(np.float64))
     return ((1.0 - alpha) * graph + alpha * _embed_graph(spatial, valid)).tocsr()
