@@ -3,27 +3,32 @@
 Before the fixes: a deeply nested scale-factors JSON raised a bare RecursionError; grid indices too
 large for int64 wrapped around silently (1e300 became -9223372036854775808); a count matrix whose
 ``indices`` or (unsigned) ``indptr`` point outside it crashed the interpreter inside scipy
-(segmentation fault); an HDF5 dataset declaring more values than the file holds was allocated.
+(segmentation fault); an HDF5 dataset declaring more values than the file holds was allocated,
+and so was an image declaring more pixels than its bytes could hold.
 The crashing cases run in a subprocess, so a regression fails the test instead of killing pytest.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
+import struct
 import subprocess
 import sys
 import tracemalloc
 import warnings
+import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from spatialfuse.datasets._writers import write_visium
-from spatialfuse.errors import FileFormatError
+from spatialfuse.errors import DataWarning, FileFormatError
 from spatialfuse.io import read_visium
 
 H5 = "filtered_feature_bc_matrix.h5"
@@ -213,3 +218,21 @@ def test_consistent_uint32_matrix_is_still_read(folder):
     assert list(adata.obs_names) == barcodes
     np.testing.assert_array_equal(adata.X.toarray(), dense.T)
     assert json.loads((folder / "spatial" / "scalefactors_json.json").read_text())
+
+
+def test_image_declaring_more_pixels_than_its_bytes_hold_is_not_decoded(folder):
+    file = folder / "spatial" / "tissue_hires_image.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), (200, 120, 90)).save(buffer, "PNG")
+    data = buffer.getvalue()  # a few hundred bytes
+    ihdr = bytearray(data[12:29])  # chunk type and the 13 bytes of IHDR
+    ihdr[4:12] = struct.pack(">II", 9000, 9000)  # 243 MB of RGB declared
+    file.write_bytes(data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:])
+    with pytest.warns(DataWarning) as caught:
+        adata = read_visium(folder)
+    messages = [str(w.message) for w in caught]
+    assert any(
+        str(file) in m and "declares 9000 × 9000 pixels, more than its" in m for m in messages
+    ), messages
+    images = adata.uns["spatial"]["fuzz"]["images"]
+    assert "hires" not in images and images["lowres"].dtype == np.uint8

@@ -86,6 +86,9 @@ _PITCH_TOLERANCE = 0.05
 _H5_MAX_EXPANSION = 1100
 # Values of a 10x matrix's indices checked at a time.
 _H5_CHUNK_VALUES = 1 << 24
+# An image may declare at most this many bytes of pixels per byte of file (deflate's ratio is
+# ~1,032; JPEG's lower).
+_IMAGE_MAX_EXPANSION = 2000
 # Largest |array_row|, |array_col| or in_tissue value accepted: every integer up to it is exact in
 # float64 (the text of a larger one may have been rounded on the way in).
 _MAX_GRID_INDEX = 2**53 - 1
@@ -940,6 +943,13 @@ def _read_rgb(file: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(file) as im:
+        declared = im.width * im.height * max(1, len(im.getbands()))
+        limit = _IMAGE_MAX_EXPANSION * file.stat().st_size + (16 << 20)
+        if declared > limit:  # checked before PIL allocates the declared size
+            raise ValueError(
+                f"it declares {im.width} × {im.height} pixels, more than its "
+                f"{file.stat().st_size:,} bytes can hold"
+            )
         im.load()
         if im.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
             arr = np.asarray(im, dtype=np.float64)
