@@ -29,6 +29,13 @@ MIN_DICE = 0.75
 MIN_NMI_GAIN = 0.005
 #: Largest working image side (pixels) when no MSI sets the working resolution.
 WORKING_SIDE_PX = 500
+#: Both frames are in µm, so a right registration scales by about 1; beyond this factor (either
+#: way, along either axis) a pixel size is wrong. Real sections stretch by up to ~22 %.
+MAX_SCALE = 1.35
+#: Least fraction of the moving tissue that must land inside the fixed image.
+MIN_MOVING_TISSUE_INSIDE = 0.9
+#: Images whose extents differ by more than this factor (either way) get a pixel-size hint.
+EXTENT_RATIO_HINT = 3.0
 
 
 class RegistrationWarning(SpatialfuseWarning):
@@ -45,7 +52,10 @@ class RegistrationResult:
         Moving µm → fixed µm, in the frames the readers define.
     metrics
         ``nmi_initial``/``nmi_final`` (normalised mutual information on the fixed grid, 1 = none),
-        ``dice_initial``/``dice_final`` (tissue masks), ``min_jacobian`` (nonrigid: < 0 means
+        ``dice_initial``/``dice_final`` (tissue masks), ``scale_min``/``scale_max`` (of the
+        affine that best fits the transform over the moving tissue; about 1 when the pixel sizes
+        are right), ``moving_tissue_inside`` (fraction of the moving tissue that lands inside
+        the fixed image), ``min_jacobian`` (nonrigid: < 0 means
         folding), with landmarks ``tre_um_median``/``tre_um_max``/``tre_px_median`` (in moving
         pixels, for MSI: MSI pixels), ``seconds``.
     ok
@@ -242,6 +252,8 @@ def register(
             "dice_initial": initial_scores["dice"],
             "dice_final": scores["dice"],
             "fixed_tissue_covered": scores["fixed_tissue_covered"],
+            "moving_tissue_inside": _moving_tissue_inside(mov, fix, transform),
+            **dict(zip(("scale_min", "scale_max"), _scales(mov, transform), strict=True)),
             "working_pixel_size_um": work,
         }
     )
@@ -260,6 +272,20 @@ def register(
         failures.append(
             f"refinement did not increase mutual information (NMI {initial_scores['nmi']:.3f} → "
             f"{scores['nmi']:.3f}); the orientation is probably wrong"
+        )
+    low, high = metrics["scale_min"], metrics["scale_max"]
+    if high > MAX_SCALE or low < 1 / MAX_SCALE:
+        failures.append(
+            f"the registration scales the moving image by {low:.2f}–{high:.2f} (about 1 expected: "
+            "both frames are in µm); a pixel size is probably wrong — check the pixel_size_um "
+            "of both images (pass pixel_size_um= to the reader) — or the two images do not show "
+            "the same tissue"
+        )
+    if metrics["moving_tissue_inside"] < MIN_MOVING_TISSUE_INSIDE:
+        failures.append(
+            f"only {100 * metrics['moving_tissue_inside']:.0f} % of the moving tissue lands inside "
+            "the fixed image: the fixed image shows part of the tissue (a crop?) — register "
+            "against an image of the whole section"
         )
     if metrics.get("min_jacobian", 1.0) <= 0:
         failures.append(f"the nonrigid map folds (min Jacobian {metrics['min_jacobian']:.2f})")
@@ -297,6 +323,45 @@ def _tissue_problem(image: RegistrationImage, role: str) -> str | None:
     return None
 
 
+def _extent_hint(mov: RegistrationImage, fix: RegistrationImage) -> str | None:
+    """A pixel-size hint when the two images span very different areas, else None."""
+    sizes = [
+        max(img.shape[1] * img.pixel_size_um[0], img.shape[0] * img.pixel_size_um[1])
+        for img in (mov, fix)
+    ]
+    ratio = sizes[0] / sizes[1]
+    if 1 / EXTENT_RATIO_HINT <= ratio <= EXTENT_RATIO_HINT:
+        return None
+    return (
+        f"the moving image spans {sizes[0]:,.0f} µm and the fixed one {sizes[1]:,.0f} µm: if "
+        "both show the same tissue, the pixel size of one is wrong (pass pixel_size_um= to "
+        "the reader)"
+    )
+
+
+def _scales(mov: RegistrationImage, transform: Transform) -> tuple[float, float]:
+    """Smallest and largest scale of the affine that best fits ``transform`` over the tissue."""
+    points = mov.centres_um(mask_only=bool(mov.mask.any()))[::7]
+    design = np.column_stack([points, np.ones(len(points))])
+    fit, *_ = np.linalg.lstsq(design, transform.apply(points), rcond=None)
+    singular = np.linalg.svd(fit[:2].T, compute_uv=False)
+    return float(singular.min()), float(singular.max())
+
+
+def _moving_tissue_inside(
+    mov: RegistrationImage, fix: RegistrationImage, transform: Transform
+) -> float:
+    """Fraction of the moving tissue mask that ``transform`` puts inside the fixed image."""
+    points = transform.apply(mov.centres_um(mask_only=True))
+    if len(points) == 0:
+        return float("nan")
+    low = np.asarray(fix.origin_um)
+    high = low + np.array(
+        [fix.shape[1] * fix.pixel_size_um[0], fix.shape[0] * fix.pixel_size_um[1]]
+    )
+    return float(np.all((points >= low) & (points <= high), axis=1).mean())
+
+
 def _itk_message(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
@@ -304,6 +369,8 @@ def _itk_message(exc: Exception) -> str:
 
 def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
     """A result that says why no registration could be made (identity transform, ok=False)."""
+    hint = _extent_hint(mov, fix)
+    failures = list(failures) + ([hint] if hint else [])
     nan = float("nan")
     metrics = {
         "nmi_initial": nan,
@@ -315,7 +382,7 @@ def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
         "seconds": time.perf_counter() - t0,
     }
     result = RegistrationResult(
-        AffineTransform.identity(), metrics, False, list(failures), model, mov, fix, []
+        AffineTransform.identity(), metrics, False, failures, model, mov, fix, []
     )
     warnings.warn(
         f"registration {mov.description} → {fix.description} failed: " + "; ".join(failures),
