@@ -243,3 +243,34 @@ def test_demo_report_renders_in_a_browser_with_every_section(demo, chromium):
         assert title in text, (title, headings)
     body = chromium.evaluate("document.body.innerText", tab)
     assert "Against truth" in body and "TRE MSI → Visium (composed)" in body
+
+
+def test_warped_histology_overlays_the_visium_image(demo, tmp_path):
+    from skimage.transform import resize
+
+    out, _ = demo
+    data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    data["outputs"] = {"warped_images": True, "spatialdata": False, "report": False}
+    data["output"] = str(tmp_path / "results")
+    for modality in data["modalities"].values():
+        modality["path"] = str(out / modality["path"])
+    shutil.copytree(out / "results" / ".cache", tmp_path / "results" / ".cache")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = run_pipeline(load_config(config), show_progress=False)
+    assert "register_he_msi_to_visium" in result.reused
+    warped = sf.io.read_histology(result.files["warped he_msi"])
+    visium = result.modalities["visium"]
+    assert warped.pixel_size_um == pytest.approx((visium.uns["spatialfuse"]["um_per_px"],) * 2)
+    library = next(iter(visium.uns["spatial"]))
+    hires = np.asarray(visium.uns["spatial"][library]["images"]["hires"], dtype=float)
+    hires = hires / 255.0 if hires.max() > 1.5 else hires
+    scale = visium.uns["spatial"][library]["scalefactors"]["tissue_hires_scalef"]
+    small = warped.downsampled(factor=max(1, round(1 / scale)))[0].astype(float) / 255.0
+    target = (round(warped.shape[0] * scale), round(warped.shape[1] * scale))
+    small = resize(small, target, order=1)  # the hires image's grid
+    rows, cols = min(small.shape[0], hires.shape[0]), min(small.shape[1], hires.shape[1])
+    tissue_warped = small[:rows, :cols].mean(axis=2) < 0.85
+    tissue_visium = hires[:rows, :cols, :3].mean(axis=2) < 0.85
+    dice = 2 * (tissue_warped & tissue_visium).sum() / (tissue_warped.sum() + tissue_visium.sum())
+    assert dice > 0.9, dice

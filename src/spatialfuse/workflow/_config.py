@@ -123,6 +123,7 @@ class Outputs(_Model):
     h5ad: bool = True
     spatialdata: bool = True
     spaceranger_like: bool = False
+    warped_images: bool = False
     report: bool = True
 
 

@@ -71,5 +71,6 @@ outputs:
   h5ad: true                        # joint table as one AnnData (var["feature_types"])
   spatialdata: true                 # SpatialData zarr with every element in one µm frame
   spaceranger_like: false           # MSI on Visium spots as a Space Ranger folder
+  warped_images: false              # histology warped into the Visium frame (pyramidal OME-TIFF)
   report: true                      # self-contained HTML QC report
 """

@@ -9,6 +9,7 @@
 ``qc/*.png``                      registration QC figures
 ``spatialdata.zarr``              H&E, spots, MSI pixels and tables in one µm coordinate system
 ``spaceranger_msi/``              the MSI on the spots as a Space Ranger folder (optional)
+``warped/*.ome.tif``              histology in the Visium frame, pyramidal (optional)
 ``summary.json``, ``report.html``  every metric; the QC report
 ================================  =============================================================
 """
@@ -60,6 +61,8 @@ def export_outputs(result: RunResult) -> None:
     he_name = _he_name(result)
     if config.outputs.spatialdata and result.msi_to_visium is not None:
         files["spatialdata"] = _write_spatialdata(result, he_name)
+    if config.outputs.warped_images and config.visium_name is not None:
+        files.update(_warp_histology(result))
     if config.outputs.spaceranger_like and result.msi_spots is not None:
         files["spaceranger_like"] = io.write_visium(
             result.msi_spots,
@@ -67,6 +70,50 @@ def export_outputs(result: RunResult) -> None:
             visium=result.modalities[config.visium_name],
             overwrite=True,
         )
+
+
+def _warp_histology(result: RunResult) -> dict:
+    """Every histology image with a registration path to the Visium data, in its frame.
+
+    The grid is the Visium full-resolution frame (origin at its corner, its µm per pixel), so
+    the warped image overlays the spots as Space Ranger's full-resolution image would.
+    """
+    import numpy as np
+
+    from spatialfuse.reg import warp_histology
+    from spatialfuse.workflow._steps import compose_path, output_name
+
+    config = result.config
+    visium = result.modalities[config.visium_name]
+    edges = {
+        (r.registration.moving, r.registration.fixed): r.transform for r in result.registrations
+    }
+    um_per_px = float(visium.uns["spatialfuse"]["um_per_px"])
+    written = {}
+    for name, modality in config.modalities.items():
+        if modality.kind != "histology":
+            continue
+        try:
+            transform = compose_path(edges, name, config.visium_name)
+        except ValueError:  # no registration path to the Visium data
+            continue
+        he = result.modalities[name]
+        w, h = he.extent_um
+        corners = transform.apply(np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=float))
+        cols, rows = np.ceil(corners.max(axis=0) / um_per_px).astype(int)
+        path = (
+            result.output
+            / "warped"
+            / (f"{output_name(name)}_in_{output_name(config.visium_name)}.ome.tif")
+        )
+        written[f"warped {name}"] = warp_histology(
+            he,
+            transform,
+            path,
+            output_shape=(max(int(rows), 1), max(int(cols), 1)),
+            output_pixel_size_um=um_per_px,
+        )
+    return written
 
 
 def _he_name(result: RunResult) -> str | None:
