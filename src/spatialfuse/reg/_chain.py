@@ -14,6 +14,11 @@ def visium_um_to_fullres_px(visium) -> AffineTransform:
     ``px = µm / u − ½`` with ``u = uns["spatialfuse"]["um_per_px"]`` (pixel centres, see
     ``docs/coordinates.md``). Compose it after a transform into the Visium frame to draw on the H&E
     the way squidpy does.
+
+    Returns
+    -------
+    AffineTransform
+        Visium µm → full-resolution pixel coordinates.
     """
     u = float(visium.uns["spatialfuse"]["um_per_px"])
     return AffineTransform([[1 / u, 0, -0.5], [0, 1 / u, -0.5], [0, 0, 1]], model="similarity")

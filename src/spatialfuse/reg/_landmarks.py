@@ -143,7 +143,8 @@ def read_landmarks(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    ``(moving_points, fixed_points)``, each ``(n, 2)`` float64.
+    tuple of numpy.ndarray
+        ``(moving_points, fixed_points)``, each ``(n, 2)`` float64.
     """
     import pandas as pd
 

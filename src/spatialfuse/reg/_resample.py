@@ -12,6 +12,11 @@ def pixel_centres_um(shape, pixel_size_um, origin_um=(0.0, 0.0)) -> np.ndarray:
 
     Pixel ``(col, row)`` has its centre at ``origin + ((col + ½)·sx, (row + ½)·sy)``
     (``docs/coordinates.md``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows·cols, 2)`` float64 ``(x, y)`` in µm.
     """
     rows, cols = int(shape[0]), int(shape[1])
     sx, sy = np.broadcast_to(np.asarray(pixel_size_um, dtype=np.float64), (2,))
@@ -53,7 +58,9 @@ def resample(
 
     Returns
     -------
-    Array of ``output_shape`` (plus channels), dtype float64 (or the input dtype for ``order=0``).
+    numpy.ndarray
+        Array of ``output_shape`` (plus channels), dtype float64 (or the input dtype for
+        ``order=0``).
     """
     from scipy.ndimage import map_coordinates
 

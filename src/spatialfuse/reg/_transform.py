@@ -649,6 +649,12 @@ def compose(*transforms: Transform) -> Transform:
     """``compose(a, b, c)`` = ``a @ b @ c``: apply ``c`` first, then ``b``, then ``a``.
 
     Chains of affine maps collapse into one :class:`AffineTransform`.
+
+    Returns
+    -------
+    Transform
+        An :class:`AffineTransform` when every step is linear, else a
+        :class:`CompositeTransform` of the steps.
     """
     if not transforms:
         raise ValueError("compose needs at least one transform")

@@ -73,7 +73,8 @@ def build_mz_axis(
 
     Returns
     -------
-    The common axis, sorted by m/z.
+    MzAxis
+        The common axis, sorted by m/z.
     """
     if not ppm > 0:
         raise ValueError(f"ppm must be positive, got {ppm!r}")

@@ -14,7 +14,13 @@ def _size(nbytes: int) -> str:
 
 
 def describe_imzml(reader: ImzMLReader) -> str:
-    """Summarise an open :class:`ImzMLReader`: files, spectra, grid, pixel size, m/z, types."""
+    """Summarise an open :class:`ImzMLReader`: files, spectra, grid, pixel size, m/z, types.
+
+    Returns
+    -------
+    str
+        One line per item, as ``spatialfuse info`` prints it.
+    """
     rows, cols = reader.grid_shape
     x0, y0 = reader.grid_origin
     size = reader.pixel_size_um

@@ -173,17 +173,19 @@ def read_imzml(
 
     Returns
     -------
-    AnnData with
+    anndata.AnnData
+        Spectra × features:
 
-    - ``X``: float32 summed intensities, spectra × features (CSR where that is smaller);
-    - ``obs_names`` ``"x_y"`` (``"x_y_z"`` for 3-D data); ``obs["imzml_x"]``, ``obs["imzml_y"]``
-      (and ``obs["imzml_z"]``): grid positions exactly as written; ``obs["tic"]``: total ion count
-      of the whole spectrum;
-    - ``obsm["spatial"]``: pixel centres ``((x − ½)·sx, (y − ½)·sy)`` in µm, in the MSI's own frame;
-    - ``var_names`` like ``mz-760.5851``; ``var["mz"]`` (float64), ``var["mz_lo"]``,
-      ``var["mz_hi"]``: the closed window each feature sums;
-    - ``uns["spatialfuse"]``: provenance (file, UUID, mode, pixel size and its source, m/z range,
-      window rule, version).
+        - ``X``: float32 summed intensities (CSR where that is smaller);
+        - ``obs_names`` ``"x_y"`` (``"x_y_z"`` for 3-D data); ``obs["imzml_x"]``,
+          ``obs["imzml_y"]`` (and ``obs["imzml_z"]``): grid positions exactly as written;
+          ``obs["tic"]``: total ion count of the whole spectrum;
+        - ``obsm["spatial"]``: pixel centres ``((x − ½)·sx, (y − ½)·sy)`` in µm, in the MSI's
+          own frame;
+        - ``var_names`` like ``mz-760.5851``; ``var["mz"]`` (float64), ``var["mz_lo"]``,
+          ``var["mz_hi"]``: the closed window each feature sums;
+        - ``uns["spatialfuse"]``: provenance (file, UUID, mode, pixel size and its source, m/z
+          range, window rule, version).
     """
     import anndata as ad
 

@@ -223,7 +223,8 @@ def convert_imzml(
 
     Returns
     -------
-    The path of the store.
+    pathlib.Path
+        The path of the store.
 
     Notes
     -----

@@ -45,10 +45,11 @@ def read_msi_zarr(path: str | os.PathLike, *, chunks=None):
 
     Returns
     -------
-    AnnData with a lazy ``X`` (float32, pixels × features). Per-pixel work runs chunk-wise:
-    ``adata.X.sum(axis=1)``, ``adata.X / adata.obs["tic"].to_numpy()[:, None]``; for a sparse
-    weight matrix ``W`` (e.g. spots × pixels) use :func:`sparse_matmul` — ``W @ adata.X`` with
-    a scipy ``W`` would load all of ``X``.
+    anndata.AnnData
+        AnnData with a lazy ``X`` (float32, pixels × features). Per-pixel work runs chunk-wise:
+        ``adata.X.sum(axis=1)``, ``adata.X / adata.obs["tic"].to_numpy()[:, None]``; for a sparse
+        weight matrix ``W`` (e.g. spots × pixels) use :func:`sparse_matmul` — ``W @ adata.X`` with
+        a scipy ``W`` would load all of ``X``.
     """
     import anndata as ad
     import dask.array as da
@@ -93,8 +94,9 @@ def ion_image_from_zarr(
 
     Returns
     -------
-    float64 image of the bounding box of the pixel grid: row ``r``, column ``c`` is position
-    ``(x0 + c, y0 + r)``, as :meth:`ImzMLReader.to_image`.
+    numpy.ndarray
+        float64 image of the bounding box of the pixel grid: row ``r``, column ``c`` is position
+        ``(x0 + c, y0 + r)``, as :meth:`ImzMLReader.to_image`.
     """
     from spatialfuse.io.imzml import _kernels
 
@@ -146,9 +148,10 @@ def sparse_matmul(weights, X):
 
     Returns
     -------
-    ``(m, n_features)`` dask array of ``result_type(weights, X)``: each block of ``X`` rows is
-    multiplied by the matching columns of ``weights`` and the products summed; row blocks that
-    ``weights`` does not touch are never read.
+    dask.array.Array
+        ``(m, n_features)`` dask array of ``result_type(weights, X)``: each block of ``X`` rows is
+        multiplied by the matching columns of ``weights`` and the products summed; row blocks that
+        ``weights`` does not touch are never read.
     """
     from scipy import sparse
 
