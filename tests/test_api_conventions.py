@@ -215,3 +215,24 @@ def test_all_names_exist_and_are_unique(namespace):
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert not missing
     assert len(set(module.__all__)) == len(module.__all__), "duplicate names in __all__"
+
+
+def _returns_is_numpydoc(doc: str) -> bool:
+    """A Returns section whose entries are a type line, then an indented description."""
+    lines = [line for line in _sections(doc).get("Returns", "").splitlines() if line.strip()]
+    if not lines or lines[0].startswith(" "):
+        return False
+    return all(
+        head.startswith(" ") or (i + 1 < len(lines) and lines[i + 1].startswith(" "))
+        for i, head in enumerate(lines)
+    )
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_every_public_function_has_a_numpydoc_returns_section(namespace):
+    bad = [
+        name
+        for name, obj in _public(namespace)
+        if inspect.isfunction(obj) and not _returns_is_numpydoc(inspect.getdoc(obj) or "")
+    ]
+    assert not bad, f"sf.{namespace}: no numpydoc Returns section (type line + description): {bad}"
