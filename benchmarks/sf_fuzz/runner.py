@@ -319,6 +319,7 @@ def run(
     first_case: int = 0,
     progress_every: float = 0.0,
     max_failures_kept: int = 50,
+    keep_records: bool = False,
 ) -> dict:
     """Run ``cases`` cases of ``reader`` in a worker process; return the summary.
 
@@ -338,6 +339,8 @@ def run(
         Print progress to stderr every so many seconds (0: never).
     max_failures_kept
         Failure records kept in the summary (all are counted).
+    keep_records
+        Keep every case's record in the summary (``records``).
 
     Returns
     -------
@@ -354,6 +357,7 @@ def run(
     errors: Counter = Counter()
     notes: Counter = Counter()
     note_examples: list[dict] = []
+    records: list[dict] = []
     per_mutation: dict[str, Counter] = {}
     failures: list[dict] = []
     failure_count = 0
@@ -394,6 +398,8 @@ def run(
             record["index"] = index
             category = record["category"]
             counts[category] += 1
+            if keep_records:
+                records.append(record)
             if category in ("error", "error_unnamed", "refused_valid"):
                 errors[record.get("error_type", "")] += 1
             if record.get("note"):
@@ -449,6 +455,7 @@ def run(
             "slowest_case_seed": slowest[1],
         },
         "workers": {"starts": starts, "baseline_mb": baseline_mb, "peak_rss_mb": peak_rss_mb},
+        **({"records": records} if keep_records else {}),
     }
 
 

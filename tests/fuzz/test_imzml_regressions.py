@@ -11,50 +11,13 @@ from __future__ import annotations
 
 import re
 import tracemalloc
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzz_helpers import COORDS, edit, open_quietly, write_small_imzml
 
-from spatialfuse.datasets._writers import write_imzml
 from spatialfuse.errors import FileFormatError
-from spatialfuse.io.imzml import ImzMLReader, build_mz_axis, read_imzml
-
-COORDS = np.array([(x, y) for y in range(1, 4) for x in range(1, 5)])
-
-
-def _write(folder: Path, *, peaks=None, values=None, name="a") -> tuple[Path, list, list]:
-    rng = np.random.default_rng(3)
-    folder.mkdir(parents=True, exist_ok=True)
-    if peaks is None:
-        peaks = [np.sort(rng.uniform(100, 1000, 8)) for _ in COORDS]
-    if values is None:
-        values = [rng.gamma(2.0, 50.0, p.size) for p in peaks]
-    path, _ = write_imzml(
-        folder / f"{name}.imzML",
-        COORDS,
-        peaks,
-        values,
-        mode="processed",
-        pixel_size_um=(10.0, 10.0),
-        uuid_bytes=bytes(range(16)),
-        version="test",
-    )
-    return path, peaks, values
-
-
-def _edit(path: Path, fn) -> None:
-    text = path.read_bytes()
-    new = fn(text)
-    assert new != text, "the edit did not change the file"
-    path.write_bytes(new)
-
-
-def _open(path: Path, **kwargs) -> ImzMLReader:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return ImzMLReader(path, cache=False, **kwargs)
+from spatialfuse.io.imzml import build_mz_axis, read_imzml
 
 
 def _set_position(text: bytes, index: int, axis: str, value: str) -> bytes:
@@ -75,9 +38,9 @@ def _set_position(text: bytes, index: int, axis: str, value: str) -> bytes:
     [("1000000", "1000000"), ("100000000000000", "1"), (str(2**63 - 1), "1")],
 )
 def test_far_apart_positions_are_refused_before_allocating(tmp_path, x, y):
-    path, _, _ = _write(tmp_path)
-    _edit(path, lambda t: _set_position(_set_position(t, 0, "x", x), 0, "y", y))
-    with _open(path) as reader:
+    path, _, _ = write_small_imzml(tmp_path)
+    edit(path, lambda t: _set_position(_set_position(t, 0, "x", x), 0, "y", y))
+    with open_quietly(path) as reader:
         assert reader.coordinates[0, 0] == int(x)  # positions are still reported as written
         rows, cols = reader.grid_shape
         assert cols == int(x) and rows >= 1  # exact, no int64 wrap-around
@@ -95,25 +58,25 @@ def test_far_apart_positions_are_refused_before_allocating(tmp_path, x, y):
 
 
 def test_negative_position_at_the_int64_limit_is_refused(tmp_path):
-    path, _, _ = _write(tmp_path)
-    _edit(
+    path, _, _ = write_small_imzml(tmp_path)
+    edit(
         path,
         lambda t: t.replace(
             b'name="position y" value="1"', b'name="position y" value="-9223372036854775808"', 1
         ),
     )
-    with _open(path) as reader, pytest.raises(FileFormatError, match="implausible"):
+    with open_quietly(path) as reader, pytest.raises(FileFormatError, match="implausible"):
         reader.ion_images([500.0])
 
 
 def test_sparse_positions_within_the_allowance_still_give_an_image(tmp_path):
-    path, peaks, values = _write(tmp_path)
+    path, peaks, values = write_small_imzml(tmp_path)
     # spread the 12 spectra over a 400 × 300 grid: sparse, but a plausible acquisition
     text = path.read_bytes()
     for i, (x, y) in enumerate(COORDS):
         text = _set_position(_set_position(text, i, "x", str(x * 100)), i, "y", str(y * 100))
     path.write_bytes(text)
-    with _open(path) as reader:
+    with open_quietly(path) as reader:
         image = reader.ion_image(float(peaks[5][2]), tol=1e-6)
         assert image.shape == (201, 301)
         x, y = COORDS[5] * 100
@@ -145,23 +108,23 @@ def _duplicate_param(text: bytes, accession: bytes, index: int, new_value: bytes
 def test_a_parameter_given_twice_with_two_values_is_refused(
     tmp_path, validate, accession, index, value
 ):
-    path, _, _ = _write(tmp_path)
-    _edit(path, lambda t: _duplicate_param(t, accession, index, value))
+    path, _, _ = write_small_imzml(tmp_path)
+    edit(path, lambda t: _duplicate_param(t, accession, index, value))
     with pytest.raises(FileFormatError, match="given twice") as info:
-        _open(path, validate=validate)
+        open_quietly(path, validate=validate)
     assert accession.decode() in str(info.value) and str(path) in str(info.value)
 
 
 @pytest.mark.parametrize("validate", [False, True])
 def test_a_parameter_repeated_with_the_same_value_is_read(tmp_path, validate):
-    path, peaks, values = _write(tmp_path)
-    _edit(
+    path, peaks, values = write_small_imzml(tmp_path)
+    edit(
         path,
         lambda t: _duplicate_param(
             t, b"IMS:1000102", 7, re.findall(rb'accession="IMS:1000102"[^>]*value="(\d+)"', t)[7]
         ),
     )
-    with _open(path, validate=validate) as reader:
+    with open_quietly(path, validate=validate) as reader:
         for i in range(len(COORDS)):
             mz, intensity = reader.spectrum(i)
             assert np.array_equal(mz, peaks[i]) and np.array_equal(
@@ -179,12 +142,12 @@ def test_a_parameter_repeated_with_the_same_value_is_read(tmp_path, validate):
 )
 @pytest.mark.parametrize("inline", [False, True])
 def test_two_declarations_of_one_property_are_refused(tmp_path, old, extra, what, inline):
-    path, _, _ = _write(tmp_path)
+    path, _, _ = write_small_imzml(tmp_path)
     group = re.compile(
         rb'<referenceableParamGroup id="intensityArray">.*?</referenceableParamGroup>', re.S
     )
 
-    def edit(text: bytes) -> bytes:
+    def change(text: bytes) -> bytes:
         param = re.search(
             rb'<cvParam [^>]*accession="' + old + rb'"[^>]*/>', group.search(text).group()
         ).group()
@@ -195,10 +158,10 @@ def test_two_declarations_of_one_property_are_refused(tmp_path, old, extra, what
         ref = b'<referenceableParamGroupRef ref="intensityArray"/>'
         return text.replace(ref, ref + param + second, 1)
 
-    _edit(path, edit)
+    edit(path, change)
     for validate in (False, True):
         with pytest.raises(FileFormatError, match=f"different {what}s"):
-            _open(path, validate=validate)
+            open_quietly(path, validate=validate)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,11 +169,11 @@ def test_two_declarations_of_one_property_are_refused(tmp_path, old, extra, what
 
 
 def test_intensity_arrays_overlapping_beyond_the_file_are_refused_at_open(tmp_path):
-    path, _, _ = _write(tmp_path)
+    path, _, _ = write_small_imzml(tmp_path)
     ibd = path.with_suffix(".ibd")
     length = (ibd.stat().st_size - 16) // 4
 
-    def edit(text: bytes) -> bytes:
+    def change(text: bytes) -> bytes:
         arrays = re.compile(
             rb'<referenceableParamGroupRef ref="intensityArray"/>.*?</binaryDataArray>', re.S
         )
@@ -221,11 +184,11 @@ def test_intensity_arrays_overlapping_beyond_the_file_are_refused_at_open(tmp_pa
 
         return arrays.sub(everything, text)
 
-    _edit(path, edit)
+    edit(path, change)
     tracemalloc.start()
     try:
         with pytest.raises(FileFormatError, match="overlap") as info:
-            _open(path)
+            open_quietly(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -235,19 +198,19 @@ def test_intensity_arrays_overlapping_beyond_the_file_are_refused_at_open(tmp_pa
 
 def test_intensity_arrays_sharing_a_few_bytes_are_still_read(tmp_path):
     """Arrays that overlap a little (a writer's off-by-one) fit the file and are read."""
-    path, _, values = _write(tmp_path)
+    path, _, values = write_small_imzml(tmp_path)
     offsets = re.findall(rb'name="external offset" value="(\d+)"', path.read_bytes())
     first_int = int(offsets[1])
 
-    def edit(text):  # the first intensity array starts 4 bytes early, inside the m/z array
+    def change(text):  # the first intensity array starts 4 bytes early, inside the m/z array
         return text.replace(
             b'name="external offset" value="%d"' % first_int,
             b'name="external offset" value="%d"' % (first_int - 4),
             1,
         )
 
-    _edit(path, edit)
-    with _open(path) as reader:
+    edit(path, change)
+    with open_quietly(path) as reader:
         raw = path.with_suffix(".ibd").read_bytes()
         want = np.frombuffer(raw, "<f4", count=len(values[0]), offset=first_int - 4)
         assert np.array_equal(reader.spectrum(0)[1], want)
@@ -261,15 +224,15 @@ def test_one_damaged_mz_value_does_not_blow_up_the_common_axis(tmp_path):
     rng = np.random.default_rng(5)
     peaks = [np.sort(rng.uniform(100, 1000, 8)) for _ in COORDS]
     values = [rng.gamma(2.0, 50.0, 8) for _ in COORDS]
-    clean_path, _, _ = _write(
+    clean_path, _, _ = write_small_imzml(
         tmp_path / "clean",
         peaks=[p[:-1] if i == 0 else p for i, p in enumerate(peaks)],
         values=[v[:-1] if i == 0 else v for i, v in enumerate(values)],
     )
     damaged = [p.copy() for p in peaks]
     damaged[0][-1] = 1e300  # a flipped exponent bit
-    damaged_path, _, _ = _write(tmp_path / "damaged", peaks=damaged, values=values)
-    with _open(clean_path) as clean, _open(damaged_path) as reader:
+    damaged_path, _, _ = write_small_imzml(tmp_path / "damaged", peaks=damaged, values=values)
+    with open_quietly(clean_path) as clean, open_quietly(damaged_path) as reader:
         assert reader.mz_range()[1] == 1e300
         tracemalloc.start()
         try:
@@ -285,3 +248,43 @@ def test_one_damaged_mz_value_does_not_blow_up_the_common_axis(tmp_path):
     assert axis.mz[-1] == pytest.approx(1e300, rel=1e-5)
     table = read_imzml(damaged_path, cache=False, min_frequency=0.0)
     assert table.shape == (len(COORDS), len(axis))
+
+
+def test_largest_float_mz_does_not_overflow_the_axis_size(tmp_path):
+    rng = np.random.default_rng(6)
+    peaks = [np.sort(rng.uniform(100, 1000, 8)) for _ in COORDS]
+    peaks[3][-1] = 1.7e308  # high / low overflows to infinity
+    path, _, _ = write_small_imzml(tmp_path, peaks=peaks)
+    with open_quietly(path) as reader, np.errstate(over="ignore"):
+        axis = build_mz_axis(reader, ppm=5.0, min_frequency=0.0)
+    assert len(axis) == sum(p.size for p in peaks)  # random peaks: none merge
+    assert axis.lo[-1] <= 1.7e308 and axis.lo[-1] > 1e307  # its own feature, at the top
+    assert np.isfinite(axis.mz[:-1]).all() and (np.diff(axis.mz[:-1]) > 0).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# a value outside a cvParam (one flipped bit in an element name)
+
+
+@pytest.mark.parametrize(
+    ("accession", "index", "element"),
+    [
+        (b"IMS:1000050", 5, b"cvParaM"),  # same length: the fast scanner's distances still hold
+        (b"IMS:1000051", 2, b"userParam"),
+        (b"IMS:1000102", 7, b"cvParaM"),
+        (b"IMS:1000103", 0, b"cvparam"),
+    ],
+)
+@pytest.mark.parametrize("validate", [False, True])
+def test_a_value_outside_a_cvparam_is_not_read(tmp_path, accession, index, element, validate):
+    path, _, _ = write_small_imzml(tmp_path)
+
+    def rename(text: bytes) -> bytes:
+        pattern = rb'<cvParam ([^>]*accession="' + accession + rb'"[^>]*/>)'
+        m = list(re.finditer(pattern, text))[index]
+        return text[: m.start()] + b"<" + element + b" " + m.group(1) + text[m.end() :]
+
+    edit(path, rename)
+    with pytest.raises(FileFormatError, match=r"no position|no external offset") as info:
+        open_quietly(path, validate=validate)
+    assert str(path) in str(info.value)

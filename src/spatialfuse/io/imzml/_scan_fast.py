@@ -5,7 +5,8 @@ scanner finds the ``IMS:1000…`` accession tokens with a chunked numpy search, 
 everything with vectorised numpy:
 
 * each position/offset/length value sits where it sits in the first spectrum, relative to its
-  accession, behind ``value="``, and is a plain non-negative integer;
+  accession, behind ``value="``, and is a plain non-negative integer; the element holding it is a
+  cvParam written byte for byte like the first spectrum's up to the accession;
 * every spectrum has one x and one y; every array one offset, one length (and one encoded length if
   any array has one), in the same order as the first array;
 * every ``<binaryDataArray>`` is the first array of its kind (m/z or intensity) up to the digits
@@ -40,6 +41,7 @@ _ALL_KEYS = (50, 51, 52, *_ARRAY_KEYS)
 _MAX_DIGITS = 19
 _CHUNK = 1 << 24
 _ACCESSION_RE = re.compile(rb"""\baccession\s*=\s*["']([^"']*)["']""")
+_CVPARAM_HEAD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?cvParam\s[^<>]*\baccession\s*=\s*\"$")
 _TAG_RE = re.compile(rb"<\s*(/?)\s*(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 
 
@@ -160,10 +162,14 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
     if first_spectrum_end < 0:
         raise NotRegular("no </spectrum>")
     value_at = {}
+    element_head: dict[int, bytes] = {}
     for key in (50, 51, 52, *_ARRAY_KEYS):
         first = buf.find(b'"IMS:1000%03d"' % key, start, first_spectrum_end)
         if first >= 0:
             value_at[key] = _value_offset(buf, first + 1)
+            element_head[key] = bytes(buf[buf.rfind(b"<", start, first) : first + 1])
+            if not _CVPARAM_HEAD.match(element_head[key]):
+                raise NotRegular(f"IMS:1000{key:03d} is not in a cvParam")
         elif key not in (52, 104):
             raise NotRegular(f"no IMS:1000{key:03d} in the first spectrum")
     keys, all_values, all_digits = _parse_tokens(arr, tokens, value_at)
@@ -173,6 +179,9 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
     for key in value_at:
         sel = keys == key
         pos[key], values[key], digits[key] = tokens[sel], all_values[sel], all_digits[sel]
+        # Each value sits in a cvParam written like the first spectrum's, from its "<" on.
+        head = element_head[key]
+        _require(arr, pos[key] - len(head), head, f"IMS:1000{key:03d} in another element")
 
     # Spectra: one x and one y each, y following x at the first spectrum's distance.
     px, py = pos[50], pos[51]
