@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SRC = ROOT / "src" / "spatialfuse"
@@ -88,3 +90,18 @@ def test_every_example_is_on_the_examples_page():
     page = (DOCS / "examples.md").read_text(encoding="utf-8")
     missing = [p.name for p in (ROOT / "examples").glob("*.py") if f"examples/{p.name}" not in page]
     assert not missing, f"docs/examples.md does not include {missing}"
+
+
+def test_sphinx_builds_without_warnings(tmp_path):
+    for module in ["sphinx", "myst_parser", "numpydoc", "furo"]:
+        pytest.importorskip(module, reason='the docs extra: pip install -e ".[docs]"')
+    args = ["-W", "-q", "-b", "html", "-d", str(tmp_path / "doctrees"), str(DOCS)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", *args, str(tmp_path / "html")],
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "html" / "api" / "generated" / "spatialfuse.tl.map_to_spots.html").is_file()
