@@ -1,0 +1,98 @@
+"""Bad registration problems come back with ``ok=False`` and a reason of the right kind.
+
+A fast subset of ``benchmarks/bench_failure_detection.py`` (the cases are built by its own
+functions): one small trio, one case of each kind that the checks must catch, and the control.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_failure_detection.py"
+
+#: Which failure reasons answer which kind of bad case.
+REASONS = {
+    "unrelated_texture": r"overlap poorly|mutual information|scales the moving image",
+    "empty_tissue": r"uniform|no tissue|overlap poorly|mutual information|SimpleITK",
+    "pixel_size": r"pixel size",
+    "partial_crop": r"part of the tissue",
+}
+#: (kind, case name) of the subset; the slow pixel-size case (a 10x larger H&E) is in the sweep.
+SUBSET = [
+    ("control", "MSI → H&E"),
+    ("unrelated_texture", "MSI → texture"),
+    ("empty_tissue", "MSI → blank"),
+    ("empty_tissue", "noise MSI → H&E"),
+    ("pixel_size", "MSI pixel ×10"),
+    ("pixel_size", "MSI pixel ×0.1"),
+    ("pixel_size", "H&E pixel ×0.1"),
+    ("partial_crop", "MSI → H&E left half"),
+]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_failure_detection", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def cases(bench, tmp_path_factory):
+    kinds = tuple(k for k in bench.KINDS if k != "unrelated_trio")
+    built = bench.build_cases(
+        tmp_path_factory.mktemp("bad_pairs"),
+        [3],
+        kinds=kinds,
+        trio_options={"tissue_size_um": (1500.0, 1200.0)},
+    )
+    return {(c.kind, c.name.removesuffix(" (seed 3)")): c for c in built}
+
+
+@pytest.fixture(scope="module")
+def outcome(bench, cases):
+    """``outcome(key)``: the registration outcome of one case, run once per module."""
+    done = {}
+
+    def get(key):
+        if key not in done:
+            done[key] = bench.run_case(cases[key])
+        return done[key]
+
+    return get
+
+
+@pytest.mark.parametrize("key", SUBSET, ids=[f"{k}: {n}" for k, n in SUBSET])
+def test_bad_pairs_are_flagged_with_the_right_reason(outcome, key):
+    outcome = outcome(key)
+    assert outcome["ok"] is not None, outcome.get("error")  # never a crash
+    kind = key[0]
+    if kind == "control":
+        assert outcome["ok"], outcome["failures"]
+        assert 1 / 1.35 < outcome["metrics"]["scale_min"] <= outcome["metrics"]["scale_max"] < 1.35
+        assert outcome["metrics"]["moving_tissue_inside"] == pytest.approx(1.0, abs=0.02)
+        return
+    assert outcome["ok"] is False
+    reasons = " | ".join(outcome["failures"])
+    assert re.search(REASONS[kind], reasons), reasons
+
+
+def test_reasons_say_what_to_do(outcome):
+    """The scale reason names the pixel size to check; the crop reason names the remedy."""
+    scaled = outcome(("pixel_size", "MSI pixel ×0.1"))
+    text = " ".join(scaled["failures"])
+    assert "pixel_size_um=" in text
+    low, high = scaled["metrics"]["scale_min"], scaled["metrics"]["scale_max"]
+    assert 7 < low <= high < 13  # the 10x error is what the registration absorbed
+    cropped = outcome(("partial_crop", "MSI → H&E left half"))
+    inside = cropped["metrics"]["moving_tissue_inside"]
+    assert inside < 0.9
+    assert any("whole section" in f for f in cropped["failures"])
