@@ -10,7 +10,6 @@ maps. The trio's design says which gene and ion groups mark the same region.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,7 @@ trio = sf.datasets.synthetic_trio(
     n_ions=40, n_genes=60, serial_section=False,
 )  # fmt: skip
 msi = sf.io.read_imzml(trio.msi)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # the synthetic Space Ranger folder has no lowres image
-    visium = sf.io.read_visium(trio.visium)
+visium = sf.io.read_visium(trio.visium)
 
 spots = sf.tl.map_to_spots(msi, visium, transform=trio.msi_to_visium)
 sf.pp.normalize_msi(spots, method="tic")  # per-spot TIC, then log1p

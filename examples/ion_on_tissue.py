@@ -12,7 +12,6 @@ The ground-truth transforms of the synthetic trio stand in for a registration he
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,7 @@ trio = sf.datasets.synthetic_trio(
 )  # fmt: skip
 msi = sf.io.read_imzml(trio.msi)
 he = sf.io.read_histology(trio.he)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # the synthetic Space Ranger folder has no lowres image
-    visium = sf.io.read_visium(trio.visium)
+visium = sf.io.read_visium(trio.visium)
 
 # One region's marker ion, drawn on the H&E through MSI µm → H&E µm.
 region, mz = next(iter(trio.marker_ions.items()))

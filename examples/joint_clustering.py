@@ -9,7 +9,6 @@ region under every spot, so the adjusted Rand index (ARI) says how well the clus
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from sklearn.metrics import adjusted_rand_score
@@ -21,9 +20,7 @@ trio = sf.datasets.synthetic_trio(
     n_ions=40, n_genes=60, serial_section=False,
 )  # fmt: skip
 msi = sf.io.read_imzml(trio.msi)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # the synthetic Space Ranger folder has no lowres image
-    visium = sf.io.read_visium(trio.visium)
+visium = sf.io.read_visium(trio.visium)
 
 # The true MSI → Visium transform stands in for sf.reg.register_chain([msi, he, visium]).
 spots = sf.tl.map_to_spots(msi, visium, transform=trio.msi_to_visium)
