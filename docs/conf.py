@@ -57,6 +57,7 @@ API_PAGES = {
     "tl": "sf.tl: integration tools",
     "pl": "sf.pl: plots",
     "datasets": "sf.datasets: synthetic data",
+    "errors": "sf.errors: error and warning types",
 }
 
 
@@ -68,7 +69,12 @@ def _write_api_pages(app, config) -> None:
     out.mkdir(exist_ok=True)
     for namespace, title in API_PAGES.items():
         module = importlib.import_module(f"spatialfuse.{namespace}")
-        names = "\n".join(f"   {name}" for name in module.__all__)
+        public = getattr(module, "__all__", None) or [
+            name
+            for name, obj in vars(module).items()
+            if isinstance(obj, type) and obj.__module__ == module.__name__ and name[0] != "_"
+        ]
+        names = "\n".join(f"   {name}" for name in public)
         text = (
             f"{title}\n{'=' * len(title)}\n\n"
             f".. automodule:: spatialfuse.{namespace}\n   :no-members:\n\n"
