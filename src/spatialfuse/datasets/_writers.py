@@ -214,9 +214,13 @@ def write_imzml(
             v = np.ascontiguousarray(intensities[i], dtype="<f4")
             chunks.append(m.tobytes())
             chunks.append(v.tobytes())
-            b = int(np.argmax(v))
             tic = float(v.astype(np.float64).sum())
-            rows.append((m[0], m[-1], m[b], v[b], tic, len(m), offset, len(v), offset + m.nbytes))
+            if len(v):
+                b = int(np.argmax(v))
+                summary = (m[0], m[-1], m[b], v[b], tic)
+            else:  # an empty spectrum (no peaks above the threshold)
+                summary = (0.0, 0.0, 0.0, 0.0, 0.0)
+            rows.append((*summary, len(m), offset, len(v), offset + m.nbytes))
             offset += m.nbytes + v.nbytes
     ibd = b"".join(chunks)
     ibd_path.write_bytes(ibd)

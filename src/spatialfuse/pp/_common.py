@@ -125,6 +125,12 @@ def pca_on_rows(
 
     data = dense_rows(adata.X, rows, var_mask)
     n = clip_n_comps(n_comps, data.shape[0], data.shape[1], what)
+    if not np.any(data.max(axis=0) > data.min(axis=0)):
+        # ARPACK fails on a zero matrix with an error that names none of this
+        raise ValueError(
+            f"PCA of {what} needs features that vary: all {data.shape[1]} are constant over the "
+            f"{data.shape[0]} observations (all-zero data?)"
+        )
     tmp = ad.AnnData(data)
     mean = data.mean(axis=0)
     std = data.std(axis=0, ddof=1) if data.shape[0] > 1 else np.zeros(data.shape[1])

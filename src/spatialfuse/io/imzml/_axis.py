@@ -114,6 +114,7 @@ def build_mz_axis(
         # Clipped before the cast: an infinite m/z belongs in the last bin, not in bin 0.
         bins = np.clip(position, 0, n_bins - 1).astype(np.int64)
         w = np.maximum(intensity[keep].astype(np.float64, copy=False), 0)
+        w[~np.isfinite(w)] = 0.0  # a NaN/inf intensity must not make a centre NaN
         rows = np.repeat(np.arange(stop - start), lengths)[keep]
         # A spectrum counts once per bin: its peaks are sorted, so repeats are neighbours.
         first_in_bin = np.r_[True, (rows[1:] != rows[:-1]) | (bins[1:] != bins[:-1])]
