@@ -211,6 +211,11 @@ def read_imzml(
           ``var["mz_hi"]``: the closed window each feature sums;
         - ``uns["spatialfuse"]``: provenance (file, UUID, mode, pixel size and its source, m/z
           range, window rule, version).
+
+    Warns
+    -----
+    DataWarning
+        The file holds NaN or infinite intensities: they are read as 0 (in ``X`` and ``tic``).
     """
     import anndata as ad
 
