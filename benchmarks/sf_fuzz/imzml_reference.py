@@ -269,7 +269,9 @@ def _arrays(spectrum, groups, ibd: bytes, where) -> tuple[dict[str, np.ndarray],
             continue
         inflater = zlib.decompressobj()
         try:
-            data = inflater.decompress(ibd[offset : offset + encoded], nbytes + 1)
+            # never more than deflate can give (~1,032-fold), nor one byte past the declared size
+            limit = min(nbytes + 1, 1100 * encoded + 1025)
+            data = inflater.decompress(ibd[offset : offset + encoded], limit)
         except zlib.error:
             raise _Stop(Invalid(f"{where}: corrupt zlib data")) from None
         if len(data) != nbytes or not inflater.eof:

@@ -4,13 +4,17 @@ Before the fixes: far-apart positions allocated gigabytes or raised a bare Value
 int64 limits, "negative dimensions"); a parameter given twice with two values, or an array declaring
 two data types, was read with one of them picked silently; spectra declaring the same bytes over
 and over made a table hundreds of times the size of the files; one damaged m/z value made the
-common-axis builder allocate gigabytes of bins.
+common-axis builder allocate gigabytes of bins (or overflow); a flipped bit in a cvParam's element
+name, or an extra array without offsets, went unseen by the fast scanner; a compressed array could
+declare any length (2**62 values overflowed inside zlib).
 """
 
 from __future__ import annotations
 
 import re
 import tracemalloc
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +292,64 @@ def test_a_value_outside_a_cvparam_is_not_read(tmp_path, accession, index, eleme
     with pytest.raises(FileFormatError, match=r"no position|no external offset") as info:
         open_quietly(path, validate=validate)
     assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# declared sizes a compressed array cannot hold; arrays the fast scanner could not see
+
+
+def _write_zlib(folder: Path) -> tuple[Path, list, list]:
+    from pyimzml.compression import ZlibCompression
+    from pyimzml.ImzMLWriter import ImzMLWriter
+
+    rng = np.random.default_rng(8)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "z.imzML"
+    peaks = [np.sort(rng.uniform(100, 1000, 20)) for _ in COORDS]
+    values = [rng.gamma(2.0, 50.0, 20).astype(np.float32) for _ in COORDS]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ImzMLWriter(
+            str(path),
+            mode="processed",
+            mz_compression=ZlibCompression(),
+            intensity_compression=ZlibCompression(),
+        ) as writer:
+            for (x, y), mz, intensity in zip(COORDS, peaks, values, strict=True):
+                writer.addSpectrum(mz, intensity, (int(x), int(y)))
+    return path, peaks, values
+
+
+@pytest.mark.parametrize("length", [2**62, 10**9, 30_000])
+def test_compressed_array_declaring_more_than_zlib_can_inflate_is_refused(tmp_path, length):
+    path, _, _ = _write_zlib(tmp_path)
+    pattern = re.compile(rb'(accession="IMS:1000103"[^>]*value=")(\d+)')
+    edit(path, lambda t: pattern.sub(lambda m: m.group(1) + str(length).encode(), t, count=3))
+    for validate in (False, True):
+        with pytest.raises(FileFormatError, match="cannot inflate") as info:
+            open_quietly(path, validate=validate)
+        assert str(path) in str(info.value)
+
+
+def test_compressed_arrays_of_their_true_size_are_read(tmp_path):
+    path, peaks, values = _write_zlib(tmp_path)
+    with open_quietly(path) as reader:
+        for i in range(len(COORDS)):
+            mz, intensity = reader.spectrum(i)
+            assert np.array_equal(mz, peaks[i]) and np.array_equal(intensity, values[i])
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_an_extra_array_without_offsets_is_not_overlooked(tmp_path, validate):
+    path, _, _ = write_small_imzml(tmp_path)
+    junk = b'<binaryDataArray encodedLength="0"><referenceableParamGroupRef ref="nowhere"/>'
+    junk += b"<binary/></binaryDataArray>"
+
+    def add(text: bytes) -> bytes:
+        spectra = [m.start() for m in re.finditer(rb"<spectrum ", text)]
+        at = text.find(b"</binaryDataArrayList>", spectra[3])
+        return text[:at] + junk + text[at:]
+
+    edit(path, add)
+    with pytest.raises(FileFormatError, match="undeclared param group 'nowhere'"):
+        open_quietly(path, validate=validate)

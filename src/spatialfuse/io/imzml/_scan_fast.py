@@ -15,7 +15,8 @@ everything with vectorised numpy:
   discounted — so no inline
   declaration (a data type, a compression) can hide in it;
 * the first array of each kind references one param group and holds no cvParam but its external
-  offset/lengths (so an inline declaration written into *every* array cannot pass as the layout).
+  offset/lengths (so an inline declaration written into *every* array cannot pass as the layout);
+* there are no other ``<binaryDataArray>`` elements (one without accessions would go unseen).
 
 When any check fails it raises :class:`NotRegular` and the caller uses the general scanner, which is
 also the reference this one is tested against.
@@ -278,6 +279,13 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
         raise NotRegular("not one m/z and one intensity array per spectrum")
     expected_end = last_token + digits[last_key] + np.where(kind_of == 0, tails[0], tails[1])
     _require(arr, expected_end, _ARRAY_END, "an array's end does not match the first spectrum's")
+    # Arrays without accession tokens are invisible above; there must be none.
+    starts = find_literal(arr, _ARRAY_START, start, end)
+    starts = starts[starts + len(_ARRAY_START) < end]
+    if int((arr[starts + len(_ARRAY_START)] != ord("L")).sum()) != 2 * n:  # not ...ArrayList
+        raise NotRegular(
+            "binaryDataArray elements other than one m/z and one intensity per spectrum"
+        )
 
     mz_rows = np.flatnonzero(kind_of == 0)
     int_rows = np.flatnonzero(kind_of == 1)

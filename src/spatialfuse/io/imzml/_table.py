@@ -18,6 +18,8 @@ DTYPE_CODES: tuple[np.dtype, ...] = (
 )
 COMPRESSION_CODES: tuple[str, ...] = ("none", "zlib")
 MISSING = -1
+#: An upper bound of deflate's compression ratio (its true maximum is about 1,032).
+ZLIB_MAX_RATIO = 1100
 
 
 def dtype_code(dtype: np.dtype) -> int:
@@ -143,6 +145,15 @@ class SpectrumTable:
                 f"spectrum {i} ({label} array) needs bytes {offset[i]}..{int(offset[i]) + size} "
                 f"but the .ibd has only {ibd_size} bytes: it is truncated or the offsets in "
                 f"{path.name} are wrong",
+            )
+        # zlib inflates at most ~1,032-fold: a larger declared size cannot be in the file.
+        bad = first(lambda o, n, e, s, u, m: ~u & (n > (ZLIB_MAX_RATIO * e + 1024) // s))
+        if bad:
+            i, label = bad
+            raise FileFormatError(
+                path,
+                f"spectrum {i}: the compressed {label} array declares {cols[label][1][i]:,} values "
+                f"but has {cols[label][2][i]:,} bytes, which zlib cannot inflate that far",
             )
         bad = first(lambda o, n, e, s, u, m: (o < 16) & (e > 0))
         if bad and ibd_size >= 16:
