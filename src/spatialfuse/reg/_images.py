@@ -179,18 +179,20 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     data = data.astype(np.float64)
     tic = data.sum(axis=1)
     candidates: dict[str, np.ndarray] = {"tic": tic}
+    normalised = np.log1p(data / np.maximum(tic, 1e-12)[:, None] * np.median(tic))
+    if normalised.shape[1] > 2000:
+        keep = np.argsort(normalised.var(axis=0))[-2000:]
+        normalised = normalised[:, keep]
+    centred = normalised - normalised.mean(axis=0)
+    scores = np.zeros((len(centred), 0))
+    if centred.shape[1] >= 2 and centred.shape[0] >= 3:
+        _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
+        scores = centred @ vt[: min(N_SPECTRAL_COMPONENTS, len(vt))].T
     if isinstance(image, str):
-        normalised = np.log1p(data / np.maximum(tic, 1e-12)[:, None] * np.median(tic))
-        if normalised.shape[1] > 2000:
-            keep = np.argsort(normalised.var(axis=0))[-2000:]
-            normalised = normalised[:, keep]
-        centred = normalised - normalised.mean(axis=0)
-        if centred.shape[1] >= 2 and centred.shape[0] >= 3:
-            _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
-            scores = centred @ vt[: min(8, len(vt))].T
+        if scores.shape[1] >= 2:
             candidates["pc1"], candidates["pc2"] = scores[:, 0], scores[:, 1]
             if image == "labels":
-                candidates["labels"] = _cluster_labels(scores)
+                candidates["labels"] = _cluster_labels(scores[:, :8])
     else:
         mz = np.asarray(adata.var["mz"], dtype=np.float64)
         columns = [int(np.argmin(np.abs(mz - m))) for m in image]
@@ -241,8 +243,20 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
         ((x0 - 1) * size[0], (y0 - 1) * size[1]),
         "msi",
         f"MSI {chosen}",
-        {"choice": chosen, "separability": {k: v[1] for k, v in masks.items()}, "valid": valid},
+        {
+            "choice": chosen,
+            "separability": {k: v[1] for k, v in masks.items()},
+            "valid": valid,
+            # Principal components of every spectrum, with its (row, col): the footprint stage
+            # of registration models the H&E under each pixel from them.
+            "spectral_components": scores.astype(np.float32),
+            "spectral_pixels": (y - y0, x - x0),
+        },
     )
+
+
+#: Principal components of the spectra kept for the footprint stage of registration.
+N_SPECTRAL_COMPONENTS = 10
 
 
 def _cluster_labels(scores: np.ndarray, k: int = 6) -> np.ndarray:
@@ -290,12 +304,29 @@ def _resized(array: np.ndarray, size_um, target_um) -> tuple[np.ndarray, tuple[f
     return out, (extent[0] / new_cols, extent[1] / new_rows)
 
 
+def _optical_densities(rgb: np.ndarray, size_um, target_um: float) -> dict:
+    """Optical density per colour channel at about ``target_um`` (for the footprint stage)."""
+    rgb = rgb[..., :3].astype(np.float32)
+    rgb = rgb / (255.0 if rgb.max() <= 255 else 65535.0) if rgb.max() > 1.5 else rgb
+    od = -np.log(np.clip(rgb, 1 / 255, 1))
+    od, size = _resized(od, size_um, target_um)
+    return {"optical_density": od.astype(np.float32), "optical_density_pixel_um": size}
+
+
 def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") -> RegistrationImage:
-    """Registration image of a :class:`~spatialfuse.io.HistologyImage` at a working resolution."""
+    """Registration image of a :class:`~spatialfuse.io.HistologyImage` at a working resolution.
+
+    ``extra["optical_density"]`` holds the three colour channels' optical densities at half the
+    working pixel (the footprint stage of registration integrates them over MSI pixels).
+    """
     longest_um = max(he.extent_um)
     max_size = int(np.ceil(longest_um / working_pixel_size_um)) * 2
+    array, size = he.downsampled(max_size=max(2 * max_size, 16))
+    rgb = array if array.ndim == 3 else np.dstack([array[..., 0]] * 3)
+    densities = _optical_densities(rgb, size, working_pixel_size_um / 2)
     array, size = he.downsampled(max_size=max(max_size, 16))
-    grey = _rgb_to_channel(array if array.ndim == 3 else np.dstack([array[..., 0]] * 3), channel)
+    rgb = array if array.ndim == 3 else np.dstack([array[..., 0]] * 3)
+    grey = _rgb_to_channel(rgb, channel)
     grey, size = _resized(grey, size, working_pixel_size_um)
     mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
     return RegistrationImage(
@@ -305,7 +336,7 @@ def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") ->
         (0.0, 0.0),
         "histology",
         f"H&E {channel}",
-        {"separability": separability, "path": str(he.path)},
+        {"separability": separability, "path": str(he.path), **densities},
     )
 
 
@@ -325,7 +356,9 @@ def visium_image(
     else:
         raise ValueError(f"Visium library {library_id!r} has no hires or lowres image to register")
     pixel = um_per_px / scale
-    grey = _rgb_to_channel(array if array.ndim == 3 else np.dstack([array] * 3), channel)
+    rgb = array if array.ndim == 3 else np.dstack([array] * 3)
+    densities = _optical_densities(rgb, (pixel, pixel), max(working_pixel_size_um / 2, pixel))
+    grey = _rgb_to_channel(rgb, channel)
     grey, size = _resized(grey, (pixel, pixel), max(working_pixel_size_um, pixel))
     mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
     return RegistrationImage(
@@ -335,7 +368,7 @@ def visium_image(
         (0.0, 0.0),
         "visium",
         f"Visium {res} {channel}",
-        {"separability": separability, "library_id": library_id},
+        {"separability": separability, "library_id": library_id, **densities},
     )
 
 

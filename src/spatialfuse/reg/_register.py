@@ -10,7 +10,7 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse.errors import SpatialfuseWarning
-from spatialfuse.reg import _initialize
+from spatialfuse.reg import _footprint, _initialize
 from spatialfuse.reg._images import (
     RegistrationImage,
     as_registration_image,
@@ -222,12 +222,16 @@ def register(
     # Finish the best screened start; if it did not gain information (a wrong orientation of a
     # roundish tissue), finish the next ones and keep the first that does.
     try:
-        transform, scores = _finish(mov, fix, screened[0][1], linear_model, seed)
+        # With the footprint stage to come, the derivative-free polish is not needed.
+        polish = not (linear_model == "affine" and _footprint.available(mov, fix))
+        transform, scores = _finish(mov, fix, screened[0][1], linear_model, seed, polish=polish)
         if initial is None:
             for _rank, other in screened[1:]:
                 if scores["nmi"] >= initial_scores["nmi"] + MIN_NMI_GAIN:
                     break
-                candidate, candidate_scores = _finish(mov, fix, other, linear_model, seed)
+                candidate, candidate_scores = _finish(
+                    mov, fix, other, linear_model, seed, polish=polish
+                )
                 if candidate_scores["nmi"] > scores["nmi"]:
                     transform, scores = candidate, candidate_scores
     except RuntimeError as exc:
@@ -235,7 +239,22 @@ def register(
         return _failed(mov, fix, model, [reason], work, t0)
 
     metrics: dict = {}
-    if model == "bspline":
+    if linear_model == "affine" and _footprint.available(mov, fix):
+        # The last fraction of a pixel: fit the MSI's own forward model (see _footprint).
+        transform, info = _footprint.refine_affine(mov, fix, transform)
+        scores = alignment_scores(mov, fix, transform)
+        metrics["footprint_cost"] = info["cost_final"]
+    if model == "bspline" and _footprint.available(mov, fix):
+        grid = bspline_grid_um or _default_grid(mov, fix)
+        transform, field, info = _footprint.refine_nonrigid(mov, fix, transform, grid_um=grid)
+        scores = alignment_scores(mov, fix, transform)
+        sample = mov.centres_um(mask_only=bool(mov.mask.any()))[::3]
+        metrics["min_jacobian"] = (
+            1.0 if field is None else float(field.jacobian_determinant(sample).min())
+        )
+        metrics["bspline_grid_um"] = float(grid)
+        metrics["nonrigid_kept"] = bool(info["kept"])
+    elif model == "bspline":
         grid = bspline_grid_um or _default_grid(mov, fix)
         warped, residual = refine_bspline(mov, fix, transform, grid_spacing_um=grid, seed=seed)
         warped_scores = alignment_scores(mov, fix, warped)
@@ -393,7 +412,7 @@ def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
     return result
 
 
-def _finish(mov, fix, start, linear_model: str, seed: int):
+def _finish(mov, fix, start, linear_model: str, seed: int, *, polish: bool = True):
     """Full-resolution refinement of a screened start, then a derivative-free polish."""
     transform = start
     if linear_model == "affine":  # a similarity at full resolution first, then all six parameters
@@ -404,6 +423,8 @@ def _finish(mov, fix, start, linear_model: str, seed: int):
     # Gradient descent on sampled MI stops short of the optimum; a derivative-free polish gets the
     # last fraction of a pixel, kept only if it scores better.
     scores = alignment_scores(mov, fix, transform)
+    if not polish:
+        return transform, scores
     polished = _refine(
         mov,
         fix,

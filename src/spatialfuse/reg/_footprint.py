@@ -1,0 +1,305 @@
+"""The footprint stage: an MSI ↔ H&E fit by the MSI's own forward model.
+
+Mutual information between an interpolated MSI image and a point-sampled H&E has its optimum a
+fraction of a pixel off the truth: an MSI pixel integrates the tissue over its whole area, and
+neither interpolation nor a Gaussian blur of the H&E is that. This stage compares each MSI pixel
+with the H&E *averaged over that pixel's footprint* (``SUB × SUB`` points per pixel, mapped through
+the transform) and fits the transform by least squares:
+
+- the H&E side is the optical density of the three colour channels averaged over each footprint;
+- the MSI side is a fixed design matrix: a quadratic expansion of the first principal components of
+  the normalised spectra (the relation between ions and colour is non-linear and region by region);
+- the cost is the part of the footprint-averaged colour that the spectra cannot explain (residual
+  of the least-squares projection onto the design), relative to its variance. The projection is
+  fixed, so the residual is a smooth function of the transform and Gauss-Newton fits it.
+
+The nonrigid variant (:func:`refine_nonrigid`) adds a smooth displacement of the MSI frame: a
+:class:`~spatialfuse.reg.DisplacementField` on a coarse grid, held back by penalties on its values
+and on their second differences (bending). It is kept only if it lowers the cost on pixels it was
+not fitted to (a checkerboard of blocks held out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._transform import AffineTransform, DisplacementField, Transform, compose
+
+#: Sample points per MSI pixel side for the footprint average.
+SUB = 4
+#: Largest move (MSI pixels, anywhere in the tissue) the stage may make; more means it went astray.
+MAX_MOVE_PX = 3.0
+
+
+def available(moving: RegistrationImage, fixed: RegistrationImage) -> bool:
+    """Whether the stage applies: MSI spectra on one side, optical densities on the other."""
+    comps = moving.extra.get("spectral_components")
+    return (
+        moving.modality == "msi"
+        and comps is not None
+        and comps.shape[1] >= 2
+        and "optical_density" in fixed.extra
+    )
+
+
+class _Problem:
+    """Footprint points, the fixed design projection and the H&E sampler."""
+
+    def __init__(self, moving: RegistrationImage, fixed: RegistrationImage, keep=None):
+        comps = np.asarray(moving.extra["spectral_components"], dtype=np.float64)
+        rows, cols = moving.extra["spectral_pixels"]
+        if keep is not None:
+            comps, rows, cols = comps[keep], rows[keep], cols[keep]
+        # Enough features to model the region-wise relation, few enough not to fit noise.
+        k = int(min(comps.shape[1], max(2, np.sqrt(len(comps) / 6))))
+        z = comps[:, :k] / np.maximum(comps[:, :k].std(axis=0), 1e-12)
+        columns = [np.ones(len(z))] + [z[:, i] for i in range(k)]
+        columns += [z[:, i] * z[:, j] for i in range(k) for j in range(i, k)]
+        self.basis, _ = np.linalg.qr(np.stack(columns, axis=1))
+        sub = (np.arange(SUB) + 0.5) / SUB
+        sx, sy = (v.ravel() for v in np.meshgrid(sub, sub))
+        px, py = moving.pixel_size_um
+        self.points = np.stack(
+            [
+                (moving.origin_um[0] + (cols[:, None] + sx[None]) * px).ravel(),
+                (moving.origin_um[1] + (rows[:, None] + sy[None]) * py).ravel(),
+            ],
+            axis=1,
+        )
+        self.n = len(comps)
+        self.centre = self.points.mean(axis=0)
+        self.radius = float(np.sqrt(((self.points - self.centre) ** 2).sum(axis=1).mean()))
+        self.od = np.asarray(fixed.extra["optical_density"], dtype=np.float64)
+        self.od_pixel = fixed.extra["optical_density_pixel_um"]
+        self.od_origin = fixed.origin_um
+        self.pixel = float(min(px, py))
+
+    def colours(self, mapped: np.ndarray) -> np.ndarray:
+        """``(n_pixels, 3)`` optical density averaged over each footprint (``mapped`` points)."""
+        from scipy.ndimage import map_coordinates
+
+        coords = np.vstack(
+            [
+                (mapped[:, 1] - self.od_origin[1]) / self.od_pixel[1] - 0.5,
+                (mapped[:, 0] - self.od_origin[0]) / self.od_pixel[0] - 0.5,
+            ]
+        )
+        values = [
+            map_coordinates(self.od[..., c], coords, order=1, mode="nearest")
+            for c in range(self.od.shape[2])
+        ]
+        return np.stack(values, axis=1).reshape(self.n, SUB * SUB, -1).mean(axis=1)
+
+    def colours_and_gradients(self, mapped: np.ndarray):
+        """Optical density at each ``mapped`` point and its x and y gradients, ``(n, 3)`` each."""
+        from scipy.ndimage import map_coordinates
+
+        if not hasattr(self, "_grads"):
+            self._grads = [np.gradient(self.od[..., c]) for c in range(self.od.shape[2])]
+        coords = np.vstack(
+            [
+                (mapped[:, 1] - self.od_origin[1]) / self.od_pixel[1] - 0.5,
+                (mapped[:, 0] - self.od_origin[0]) / self.od_pixel[0] - 0.5,
+            ]
+        )
+
+        def sample(a):
+            return map_coordinates(a, coords, order=1, mode="nearest")
+
+        value = np.stack([sample(self.od[..., c]) for c in range(3)], axis=1)
+        gx = np.stack([sample(g[1]) / self.od_pixel[0] for g in self._grads], axis=1)
+        gy = np.stack([sample(g[0]) / self.od_pixel[1] for g in self._grads], axis=1)
+        return value, gx, gy
+
+    def project_out(self, y: np.ndarray) -> np.ndarray:
+        return y - self.basis @ (self.basis.T @ y)
+
+    def residual(self, mapped: np.ndarray) -> np.ndarray:
+        """What the spectra cannot explain of the colours, relative to their spread."""
+        y = self.colours(mapped)
+        y = y - y.mean(axis=0)
+        r = y - self.basis @ (self.basis.T @ y)
+        return (r / np.sqrt(max(float((y**2).sum()), 1e-12))).ravel()
+
+    def affine(self, start: AffineTransform, theta: np.ndarray) -> AffineTransform:
+        """``start`` plus a change: 4 linear parameters (µm at the tissue's radius), 2 shifts."""
+        d = theta[:4].reshape(2, 2) / self.radius
+        m = start.matrix.copy()
+        m[:2, :2] += d
+        m[:2, 2] += theta[4:6] - d @ self.centre
+        return AffineTransform(m, model="affine")
+
+
+def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransform, dict]:
+    """Fit an affine by the footprint model from ``start`` (moving µm → fixed µm).
+
+    Returns the transform (``start`` itself if the fit would move any footprint point by more
+    than :data:`MAX_MOVE_PX` MSI pixels) and ``{"cost_start", "cost_final", "evaluations"}``.
+    """
+    from scipy.optimize import least_squares
+
+    problem = _Problem(moving, fixed)
+    base = start.apply(problem.points)
+    rel = (problem.points - problem.centre) / problem.radius
+
+    def residual(theta):
+        mapped = base + rel @ theta[:4].reshape(2, 2).T + theta[4:6]
+        return problem.residual(mapped)
+
+    fit = least_squares(residual, np.zeros(6), x_scale=problem.pixel, method="trf")
+    cost0 = float((residual(np.zeros(6)) ** 2).sum())
+    info = {"cost_start": cost0, "cost_final": 2 * float(fit.cost), "evaluations": int(fit.nfev)}
+    found = problem.affine(start, fit.x)
+    move = np.linalg.norm(found.apply(problem.points) - base, axis=1).max()
+    if not fit.success or 2 * fit.cost >= cost0 or move > MAX_MOVE_PX * problem.pixel:
+        return start, info
+    return found, info
+
+
+#: Nonrigid grid: nodes every this many MSI pixels by default (the coarser, the less it fits noise).
+GRID_PX = 8.0
+#: Penalties (per node, in MSI pixels) on the displacement and on its second differences.
+PENALTY_VALUE = 0.01
+PENALTY_BENDING = 0.05
+
+
+def _blocks(rows: np.ndarray, cols: np.ndarray, size: int = 4) -> np.ndarray:
+    """A checkerboard of ``size × size``-pixel blocks: True on one colour."""
+    return ((rows // size + cols // size) % 2) == 0
+
+
+def _fit_field(moving, fixed, affine: AffineTransform, grid_um: float, keep=None):
+    """Node displacements (MSI frame, µm) of a smooth field fitted after ``affine``.
+
+    Returns ``(field, problem)``: a :class:`DisplacementField` and the fitted problem.
+    """
+    problem = _Problem(moving, fixed, keep)
+    lo = problem.points.min(axis=0) - grid_um
+    hi = problem.points.max(axis=0) + grid_um
+    shape = tuple(int(np.ceil((hi[k] - lo[k]) / grid_um)) + 1 for k in (1, 0))  # rows, cols
+    n_nodes = shape[0] * shape[1]
+    # The field is linear in its node values: its basis, once, at the footprint points.
+    basis = np.empty((len(problem.points), n_nodes))
+    unit = np.zeros((*shape, 2))
+    for k in range(n_nodes):
+        unit[..., 0].flat[k] = 1.0
+        field = DisplacementField(unit, origin_um=tuple(lo), spacing_um=(grid_um, grid_um))
+        basis[:, k] = field.displacement_at(problem.points)[:, 0]
+        unit[..., 0].flat[k] = 0.0
+    linear = affine.matrix[:2, :2]
+    base = affine.apply(problem.points)
+    pixel = problem.pixel
+    averaging = 1.0 / (SUB * SUB)
+
+    def second_differences(n_rows, n_cols):
+        eye_r, eye_c = np.eye(n_rows), np.eye(n_cols)
+        ops = []
+        if n_cols >= 3:
+            d = np.diff(eye_c, n=2, axis=0)
+            ops.append(np.kron(eye_r, d))
+        if n_rows >= 3:
+            d = np.diff(eye_r, n=2, axis=0)
+            ops.append(np.kron(d, eye_c))
+        return np.vstack(ops) if ops else np.zeros((0, n_rows * n_cols))
+
+    bend = second_differences(*shape)
+    penalty = np.vstack([PENALTY_VALUE * np.eye(n_nodes), PENALTY_BENDING * bend])
+    y0 = problem.colours(base)
+    scale = np.sqrt(max(float(((y0 - y0.mean(axis=0)) ** 2).sum()), 1e-12))
+
+    def unpack(theta):
+        return theta.reshape(2, n_nodes).T * pixel  # (n_nodes, 2) µm in the moving frame
+
+    def mapped_of(theta):
+        return base + (basis @ unpack(theta)) @ linear.T
+
+    def residual(theta):
+        y = problem.colours(mapped_of(theta))
+        r = problem.project_out(y - y.mean(axis=0)) / scale
+        reg = penalty @ theta.reshape(2, n_nodes).T
+        return np.concatenate([r.ravel(), reg.ravel()])
+
+    def jacobian(theta):
+        _, gx, gy = problem.colours_and_gradients(mapped_of(theta))
+        blocks = []
+        for comp in (0, 1):  # d mapped / d node = linear[:, comp] * basis
+            dx, dy = linear[0, comp], linear[1, comp]
+            cols = []
+            for c in range(3):
+                per_point = (gx[:, c] * dx + gy[:, c] * dy)[:, None] * basis * pixel
+                per_pixel = per_point.reshape(problem.n, SUB * SUB, n_nodes).sum(axis=1)
+                cols.append(per_pixel * averaging)
+            j = np.stack(cols, axis=1)  # (n_pixels, 3, n_nodes)
+            j = j - j.mean(axis=0)
+            flat = j.reshape(problem.n, 3 * n_nodes)
+            flat = problem.project_out(flat).reshape(problem.n * 3, n_nodes) / scale
+            blocks.append(flat)
+        data = np.hstack(blocks)
+        reg = np.zeros((penalty.shape[0] * 2, 2 * n_nodes))
+        # residual order of the penalty: row-major over (penalty row, component)
+        reg[0::2, :n_nodes] = penalty
+        reg[1::2, n_nodes:] = penalty
+        return np.vstack([data, reg])
+
+    theta = _levenberg_marquardt(residual, jacobian, np.zeros(2 * n_nodes))
+    nodes = unpack(theta).reshape((*shape, 2))
+    field = DisplacementField(nodes, origin_um=tuple(lo), spacing_um=(grid_um, grid_um))
+    return field, problem
+
+
+def _levenberg_marquardt(residual, jacobian, theta, *, iterations: int = 6) -> np.ndarray:
+    """Minimise ``|residual(θ)|²`` by damped Gauss-Newton on the normal equations (small θ)."""
+    r = residual(theta)
+    cost = float(r @ r)
+    damping = 1e-3
+    for _ in range(iterations):
+        j = jacobian(theta)
+        jtj, jtr = j.T @ j, j.T @ r
+        diagonal = np.diag(jtj).copy()
+        while damping < 1e6:
+            step = np.linalg.solve(jtj + damping * np.diag(diagonal + 1e-12), -jtr)
+            trial = theta + step
+            r_trial = residual(trial)
+            cost_trial = float(r_trial @ r_trial)
+            if cost_trial < cost:
+                gain = cost - cost_trial
+                theta, r, cost = trial, r_trial, cost_trial
+                damping = max(damping / 3, 1e-7)
+                break
+            damping *= 4
+        else:
+            break
+        if gain < 1e-6 * cost:
+            break
+    return theta
+
+
+def _cost(problem: _Problem, transform: Transform) -> float:
+    return float((problem.residual(transform.apply(problem.points)) ** 2).sum())
+
+
+def refine_nonrigid(
+    moving, fixed, affine: AffineTransform, *, grid_um: float | None = None
+) -> tuple[Transform, DisplacementField | None, dict]:
+    """A smooth nonrigid correction after ``affine``, kept only if it gains on held-out pixels.
+
+    The field is first fitted to half of the pixels (a checkerboard of 4 × 4 blocks) and judged on
+    the other half; only if it gains there is it fitted again to every pixel.
+
+    Returns ``(transform, field, info)``: ``transform = affine ∘ field`` (moving µm → fixed µm),
+    or ``affine`` and ``None`` when the field does not lower the cost on held-out pixels;
+    ``info`` holds ``heldout_cost_affine``/``heldout_cost_nonrigid`` and ``kept``.
+    """
+    grid = grid_um or GRID_PX * float(max(moving.pixel_size_um))
+    rows, cols = moving.extra["spectral_pixels"]
+    train = _blocks(np.asarray(rows), np.asarray(cols))
+    field, _ = _fit_field(moving, fixed, affine, grid, keep=train)
+    held = _Problem(moving, fixed, keep=~train)
+    before = _cost(held, affine)
+    after = _cost(held, compose(affine, field))
+    info = {"heldout_cost_affine": before, "heldout_cost_nonrigid": after, "kept": after < before}
+    if not after < before:
+        return affine, None, info
+    field, _ = _fit_field(moving, fixed, affine, grid)  # the gain is real: fit every pixel
+    return compose(affine, field), field, info
