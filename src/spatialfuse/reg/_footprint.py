@@ -75,16 +75,20 @@ class _Problem:
         self.od_origin = fixed.origin_um
         self.pixel = float(min(px, py))
 
-    def colours(self, mapped: np.ndarray) -> np.ndarray:
-        """``(n_pixels, 3)`` optical density averaged over each footprint (``mapped`` points)."""
-        from scipy.ndimage import map_coordinates
-
-        coords = np.vstack(
+    def _coords(self, mapped: np.ndarray) -> np.ndarray:
+        """(row, col) coordinates of ``mapped`` µm points in the optical-density image."""
+        return np.vstack(
             [
                 (mapped[:, 1] - self.od_origin[1]) / self.od_pixel[1] - 0.5,
                 (mapped[:, 0] - self.od_origin[0]) / self.od_pixel[0] - 0.5,
             ]
         )
+
+    def colours(self, mapped: np.ndarray) -> np.ndarray:
+        """``(n_pixels, 3)`` optical density averaged over each footprint (``mapped`` points)."""
+        from scipy.ndimage import map_coordinates
+
+        coords = self._coords(mapped)
         values = [
             map_coordinates(self.od[..., c], coords, order=1, mode="nearest")
             for c in range(self.od.shape[2])
@@ -97,12 +101,7 @@ class _Problem:
 
         if not hasattr(self, "_grads"):
             self._grads = [np.gradient(self.od[..., c]) for c in range(self.od.shape[2])]
-        coords = np.vstack(
-            [
-                (mapped[:, 1] - self.od_origin[1]) / self.od_pixel[1] - 0.5,
-                (mapped[:, 0] - self.od_origin[0]) / self.od_pixel[0] - 0.5,
-            ]
-        )
+        coords = self._coords(mapped)
 
         def sample(a):
             return map_coordinates(a, coords, order=1, mode="nearest")

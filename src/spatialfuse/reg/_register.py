@@ -141,7 +141,13 @@ def register(
         (:func:`~spatialfuse.io.read_visium`; its H&E, in its full-resolution µm frame), a
         :class:`~spatialfuse.io.HistologyImage`, or a prepared :class:`RegistrationImage`.
     model
-        ``"rigid"``, ``"similarity"``, ``"affine"`` or ``"bspline"`` (affine, then a B-spline).
+        ``"rigid"``, ``"similarity"``, ``"affine"`` or ``"bspline"`` (affine, then a smooth
+        nonrigid field). MSI → H&E affine and nonrigid registrations end with the footprint stage
+        (:mod:`spatialfuse.reg._footprint`): the H&E averaged over each MSI pixel's footprint is
+        fitted against the spectra. Its nonrigid field is kept only if it lowers the cost on
+        held-out pixels (otherwise the result is the affine one, ``metrics["nonrigid_kept"]``
+        says which); on the synthetic benchmark it takes back part of a one-pixel warp, not all
+        of it (see ``docs/benchmarks.md``). Other pairs use a regularised SimpleITK B-spline.
     initial
         A moving → fixed transform to start from (e.g. from landmarks); skips the search.
     landmarks
@@ -156,7 +162,7 @@ def register(
         The start search: rotations every ``angle_step_deg``, with and without mirroring; the
         ``n_starts`` best distinct starts are refined and the best result kept.
     bspline_grid_um
-        B-spline control-point spacing (default: 8 MSI pixels, or 1/8 of the fixed image).
+        Node spacing of the nonrigid field (default: 8 MSI pixels, or 1/8 of the fixed image).
     max_tre_um, min_dice
         Quality thresholds; a result that misses one has ``ok=False`` and warns.
     seed

@@ -1,0 +1,72 @@
+"""The footprint stage of registration against the synthetic trio's ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialfuse as sf
+from spatialfuse.reg import AffineTransform, _footprint
+from spatialfuse.reg._images import histology_image, msi_image
+
+PIXEL_UM = 80.0
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    def get(warp_um):
+        folder = tmp_path_factory.mktemp(f"footprint{warp_um:g}")
+        trio = sf.datasets.synthetic_trio(
+            folder,
+            seed=21,
+            msi_pixel_size_um=PIXEL_UM,
+            warp_um=warp_um,
+            he_pixel_size_um=4.0,
+            write_he_serial=False,
+        )
+        msi = sf.io.read_imzml(trio.msi)
+        he = sf.io.read_histology(trio.he)
+        moving = msi_image(msi)
+        fixed = histology_image(he, working_pixel_size_um=PIXEL_UM / 2)
+        affine = AffineTransform.from_params(**trio.params["msi_affine"])
+        return trio, np.asarray(msi.obsm["spatial"], dtype=np.float64), moving, fixed, affine
+
+    return get
+
+
+def _tre_px(transform, truth, points) -> float:
+    errors = np.linalg.norm(transform.apply(points) - truth.apply(points), axis=1)
+    return float(np.median(errors)) / PIXEL_UM
+
+
+def test_affine_fit_returns_to_the_truth_from_a_pixel_away(pair):
+    _trio, points, moving, fixed, truth = pair(0.0)
+    assert _footprint.available(moving, fixed)
+    # Off by 0.6 px of shift and 1.5 % of scale: about one pixel at the tissue's edge.
+    off = sf.reg.compose(
+        truth,
+        AffineTransform.from_params(
+            scale=(1.015, 0.99), translation=(0.6 * PIXEL_UM, -0.3 * PIXEL_UM)
+        ),
+    )
+    start = AffineTransform(off.matrix, model="affine")
+    assert _tre_px(start, truth, points) > 0.6
+    found, info = _footprint.refine_affine(moving, fixed, start)
+    assert info["cost_final"] < info["cost_start"]
+    assert _tre_px(found, truth, points) < 0.3
+
+
+def test_nonrigid_follows_a_warp_and_is_refused_without_one(pair):
+    trio, points, moving, fixed, affine = pair(PIXEL_UM)
+    warped, field, info = _footprint.refine_nonrigid(moving, fixed, affine)
+    assert info["kept"] and field is not None
+    assert info["heldout_cost_nonrigid"] < info["heldout_cost_affine"]
+    # The truth's affine misses the warp (up to one pixel); the field takes part of it back.
+    assert _tre_px(warped, trio.msi_to_he, points) < 0.8 * _tre_px(affine, trio.msi_to_he, points)
+
+    trio, points, moving, fixed, affine = pair(0.0)
+    same, field, info = _footprint.refine_nonrigid(moving, fixed, affine)
+    if info["kept"]:  # a field that passed the held-out check must not move far from the truth
+        assert _tre_px(same, trio.msi_to_he, points) < 0.25
+    else:
+        assert same is affine and field is None
