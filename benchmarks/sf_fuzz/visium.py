@@ -507,6 +507,8 @@ def _replace(group, name, values):
 
 
 def _edit_h5(g, variant, rng) -> str:
+    if any(g[name].size > 10**7 for name in ("data", "indices", "indptr") if name in g):
+        return "h5_structure:none"  # an earlier mutation declared it huge: reading it would be too
     if variant == 0:
         shape = g["shape"][:].astype(np.int64)
         which = int(rng.integers(2))
@@ -844,10 +846,15 @@ def _reference_h5(data: bytes, folder: Path):
     ):
         return None
     keep = np.flatnonzero(np.array(types) == "Gene Expression")
+    # scanpy stores int32 counts as float32, exactly as numpy casts them
+    stored = values.astype(np.float32) if values.dtype == np.int32 else values
     out = {}
     for j, barcode in enumerate(barcodes):
-        row = np.zeros(n_features)
-        np.add.at(row, indices[indptr[j] : indptr[j + 1]], values[indptr[j] : indptr[j + 1]])
+        column = indices[indptr[j] : indptr[j + 1]]
+        if np.unique(column).size != column.size:
+            return None  # repeated entries are summed in the stored type: order-dependent
+        row = np.zeros(n_features, dtype=stored.dtype)
+        row[column] = stored[indptr[j] : indptr[j + 1]]
         out[barcode] = row[keep]
     return out
 

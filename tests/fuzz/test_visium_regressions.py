@@ -4,7 +4,8 @@ Before the fixes: a deeply nested scale-factors JSON raised a bare RecursionErro
 large for int64 wrapped around silently (1e300 became -9223372036854775808); a count matrix whose
 ``indices`` or (unsigned) ``indptr`` point outside it crashed the interpreter inside scipy
 (segmentation fault); an HDF5 dataset declaring more values than the file holds was allocated,
-and so was an image declaring more pixels than its bytes could hold.
+and so was an image declaring more pixels than its bytes could hold; damaged HDF5 attribute
+metadata raised a bare RuntimeError; a tiny image scale factor overflowed the image extent.
 The crashing cases run in a subprocess, so a regression fails the test instead of killing pytest.
 """
 
@@ -236,3 +237,32 @@ def test_image_declaring_more_pixels_than_its_bytes_hold_is_not_decoded(folder):
     ), messages
     images = adata.uns["spatial"]["fuzz"]["images"]
     assert "hires" not in images and images["lowres"].dtype == np.uint8
+
+
+def test_damaged_hdf5_attribute_metadata_is_refused(folder):
+    """One flipped bit in an attribute's dataspace: h5py raised a bare RuntimeError."""
+    h5 = folder / H5
+    data = bytearray(h5.read_bytes())
+    name = data.find(b"library_ids\x00")
+    dims = data.find(struct.pack("<QQ", 1, 1), name)  # the dimension and its maximum, both 1
+    assert name >= 0 and dims > name
+    data[dims : dims + 8] = struct.pack("<Q", 2**42 + 1)
+    h5.write_bytes(bytes(data))
+    with pytest.raises(FileFormatError, match="cannot be opened as HDF5") as info:
+        _read(folder)
+    assert str(h5) in str(info.value) and "dataspace" in str(info.value)
+
+
+def test_absurd_image_scale_factor_leaves_the_extent_to_the_other_image(folder):
+    """tissue_hires_scalef = 1e-300 made the full-resolution extent overflow int64."""
+    file = folder / "spatial" / "scalefactors_json.json"
+    factors = json.loads(file.read_text())
+    factors["tissue_hires_scalef"] = 1e-300
+    file.write_text(json.dumps(factors))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = read_visium(folder, load_images=False)
+    height, width = Image.open(folder / "spatial" / "tissue_lowres_image.png").size[::-1]
+    lowres = factors["tissue_lowres_scalef"]
+    expected = [round(height / lowres), round(width / lowres)]
+    assert adata.uns["spatialfuse"]["fullres_shape_px"].tolist() == expected

@@ -89,6 +89,8 @@ _H5_CHUNK_VALUES = 1 << 24
 # An image may declare at most this many bytes of pixels per byte of file (deflate's ratio is
 # ~1,032; JPEG's lower).
 _IMAGE_MAX_EXPANSION = 2000
+# A full-resolution image extent beyond this (pixels per side) comes from a broken scale factor.
+_MAX_FULLRES_PX = 2**31
 # Largest |array_row|, |array_col| or in_tissue value accepted: every integer up to it is exact in
 # float64 (the text of a larger one may have been rounded on the way in).
 _MAX_GRID_INDEX = 2**53 - 1
@@ -741,7 +743,7 @@ def _read_counts(counts_path: Path) -> tuple[anndata.AnnData, dict[str, Any], st
     try:
         with h5py.File(counts_path, "r") as fh:
             attrs = {k: _attr_to_str(v) for k, v in fh.attrs.items()}
-    except OSError as exc:
+    except Exception as exc:  # h5py raises OSError, RuntimeError, ... for damaged metadata
         raise FileFormatError(counts_path, f"cannot be opened as HDF5 ({exc})") from exc
     ids = attrs.get("library_ids")
     if isinstance(ids, list):
@@ -991,6 +993,8 @@ def _fullres_shape(
             except Exception:  # an unreadable image just leaves the extent unknown
                 continue
         sf = float(scalefactors[key])
+        if not max(h, w) / sf < _MAX_FULLRES_PX:  # a scale factor like 1e-300 says nothing
+            continue
         return round(h / sf), round(w / sf)
     return None
 
