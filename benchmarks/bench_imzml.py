@@ -12,7 +12,9 @@ benchmarks/README.md for what each benchmark measures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -66,6 +68,11 @@ TOL_CONTINUOUS = 0.1
 #: Seconds of timed calls aimed at per side and benchmark (never fewer than 3 calls, or --repeat).
 BUDGET_S = 12.0
 SEED = 0
+#: m2aia: ion images of the feature table timed one by one (each is a pass over the file), then
+#: extrapolated to all windows.
+M2AIA_TABLE_IMAGES = {"full": 10, "quick": 20}
+#: m2aia computes in float32 (intensities and its own m/z copy): agreement tolerance.
+M2AIA_RTOL = 1e-5
 
 
 def parse_args(argv=None):
@@ -107,6 +114,10 @@ class Results:
     def __init__(self):
         self.rows: list[dict] = []
         self.checks: list[h.Check] = []
+        #: Does a baseline agree with us? Reported, never a failure of ours (ours is checked
+        #: against an independent reference above).
+        self.baseline_checks: list[h.Check] = []
+        self.skipped: dict[str, str] = {}
 
     def speedup(self, name, title, ours: h.Timing, base: h.Timing, target=None, note=""):
         ratio = base.median / ours.median
@@ -195,6 +206,11 @@ class Results:
         self.checks.append(check)
         status = "ok  " if check.passed else "FAIL"
         print(f"  check {status} {check.name}: {check.detail}", flush=True)
+
+    def baseline_check(self, check: h.Check):
+        self.baseline_checks.append(check)
+        status = "agree " if check.passed else "DIFFER"
+        print(f"  baseline {status} {check.name}: {check.detail}", flush=True)
 
     def table(self) -> str:
         rows = []
@@ -324,7 +340,9 @@ def bench_ion_image(
 
     reader = ImzMLReader(path)
     print(f"{title}: m/z {mz:.4f} ± {tol:g}", flush=True)
-    t_ours = h.time_call(lambda: reader.ion_image(mz, tol=tol), repeat, budget_s=BUDGET_S)
+    t_ours = h.time_call(
+        lambda r=reader, mz=mz, tol=tol: r.ion_image(mz, tol=tol), repeat, budget_s=BUDGET_S
+    )
 
     def baseline():
         with h.quiet_warnings():
@@ -412,6 +430,222 @@ def bench_feature_table(res: Results, path, parser, mzs, tol, repeat, subset, n_
         "np.searchsorted for all windows at once and a cumulative sum), "
         f"extrapolated linearly to {n} spectra",
     )
+
+
+# -------------------------------------------------------------------------------------------------
+# m2aia (optional baseline)
+# -------------------------------------------------------------------------------------------------
+
+_M2AIA_PROBE = """
+import sys
+import numpy as np
+import m2aia
+reader = m2aia.ImzMLReader(sys.argv[1], pooling=m2aia.m2PoolingSum)
+reader.GetArray(float(sys.argv[2]), float(sys.argv[3]), np.float64)
+print("M2AIA-OK", reader.GetNumberOfSpectra())
+"""
+
+
+def m2aia_problem(paths_mz_tol) -> str | None:
+    """Why m2aia cannot run here (None when it can): not installed, or it fails on a file.
+
+    Each file is opened and one ion image read in a child process first, so a crash of m2aia's
+    native library (it bundles its own ITK/MITK) skips the comparison instead of the benchmark.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("m2aia") is None:
+        return "m2aia is not installed (pip install 'spatialfuse[bench]')"
+    for path, mz, tol in paths_mz_tol:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _M2AIA_PROBE, str(path), repr(mz), repr(tol)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            return f"m2aia took over 10 min to open {path.name} and read one ion image"
+        if proc.returncode != 0 or "M2AIA-OK" not in proc.stdout:
+            tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+            return f"m2aia failed on {path.name} (exit status {proc.returncode}): " + " | ".join(
+                tail
+            )
+    return None
+
+
+@contextlib.contextmanager
+def native_output_silenced():
+    """m2aia's library logs every open to the process's stdout/stderr: send that to /dev/null."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def m2aia_open(path: Path):
+    """``m2aia.ImzMLReader`` summing intensities in a window (its default pools by maximum)."""
+    import m2aia
+
+    with native_output_silenced():
+        return m2aia.ImzMLReader(str(path), pooling=m2aia.m2PoolingSum)
+
+
+def m2aia_close(reader) -> None:
+    # ImzMLReader defines __delete__ where __del__ was meant: its native handle is never freed
+    # unless destroyed explicitly.
+    reader.lib.DestroyImageHandle(reader.handle)
+    reader.handle = None
+
+
+def m2aia_per_spectrum(reader, images: np.ndarray) -> np.ndarray:
+    """m2aia images ``(k, z, rows, cols)`` (or one ``(z, rows, cols)``) as ``(n_spectra, k)``."""
+    images = images[None] if images.ndim == 3 else images
+    pos = np.asarray(
+        [reader.GetSpectrumPosition(i) for i in range(reader.GetNumberOfSpectra())], np.int64
+    )
+    return images[:, pos[:, 2], pos[:, 1], pos[:, 0]].T
+
+
+def m2aia_compare(name: str, reader, mzs, tol: float, ours: np.ndarray, theirs: np.ndarray):
+    """``h.compare`` of ours with m2aia, ``(n_spectra, k)``; differences explained if possible.
+
+    m2aia was seen to count a spectrum's last peak when the window lies above it (the mirror
+    image of pyimzML's first-peak case, see the README): such values are counted separately.
+    """
+    check = h.compare(name, ours, theirs, rtol=M2AIA_RTOL)
+    bad = np.argwhere(~np.isclose(ours, theirs, rtol=M2AIA_RTOL, atol=0))
+    explained = 0
+    for i, k in bad.tolist():
+        mz, intensity = reader.spectrum(i)
+        if mz.size and mz[-1] < mzs[k] - tol and np.isclose(theirs[i, k], intensity[-1]):
+            explained += 1
+    check.extra["differing"] = len(bad)
+    check.extra["explained_by_last_peak_below_window"] = explained
+    if len(bad):
+        check.detail += (
+            f"; {explained} of the {len(bad)} differences are where the window lies above the "
+            "spectrum's last peak and m2aia returns that peak's intensity"
+        )
+    return check
+
+
+def baseline_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("pyimzML", "m2aia"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def bench_m2aia(res: Results, files: dict, repeat: int, mzs_table: np.ndarray, n_table: int):
+    """Open, ion images and the feature table: ours vs m2aia, and do the values agree?
+
+    ``files``: key → ``(path, mz, tol, title)`` for "continuous" and "processed".
+    """
+    from spatialfuse.io.imzml import ImzMLReader
+
+    processed = files["processed"][0]
+
+    def open_theirs():
+        m2aia_close(m2aia_open(processed))
+
+    def open_ours():
+        ImzMLReader(processed, cache=False).close()
+
+    print("m2aia: open (m2aia.ImzMLReader, which also computes its mean and max spectra)")
+    t_ours = h.time_call(open_ours, repeat, budget_s=BUDGET_S)
+    t_theirs = h.time_call(open_theirs, repeat, budget_s=BUDGET_S)
+    res.speedup(
+        "m2aia_open",
+        "open, cold, vs m2aia",
+        t_ours,
+        t_theirs,
+        note="m2aia.ImzMLReader(path) then its handle destroyed; m2aia's open reads every "
+        "spectrum (mean and max spectra); ours: ImzMLReader(path, cache=False)",
+    )
+    for key, (path, mz, tol, title) in files.items():
+        reader = ImzMLReader(path)
+        theirs_reader = m2aia_open(path)
+        print(f"m2aia: {title}: m/z {mz:.4f} ± {tol:g}", flush=True)
+        t_ours = h.time_call(
+            lambda r=reader, mz=mz, tol=tol: r.ion_image(mz, tol=tol), repeat, budget_s=BUDGET_S
+        )
+
+        def theirs(r=theirs_reader, mz=mz, tol=tol):
+            with native_output_silenced():
+                return r.GetArray(mz, tol, np.float64)
+
+        t_theirs = h.time_call(theirs, repeat, budget_s=BUDGET_S)
+        res.baseline_check(
+            m2aia_compare(
+                f"m2aia ion image, {key}: ours == m2aia (every spectrum)",
+                reader,
+                [mz],
+                tol,
+                reader.window_sums([mz], tol=tol),
+                m2aia_per_spectrum(theirs_reader, theirs()),
+            )
+        )
+        res.speedup(
+            f"m2aia_ion_image_{key}",
+            f"{title} vs m2aia",
+            t_ours,
+            t_theirs,
+            note="m2aia GetArray(mz, tol, float64) with sum pooling",
+        )
+        if key == "processed":
+            pick = np.linspace(0, mzs_table.size - 1, min(n_table, mzs_table.size))
+            sub = mzs_table[np.unique(pick.round().astype(np.int64))]
+            print(
+                f"m2aia: {mzs_table.size}-feature table as {sub.size} GetArray calls, extrapolated",
+                flush=True,
+            )
+            t_table = h.time_call(
+                lambda r=reader, tol=tol: r.window_sums(mzs_table, tol=tol, dtype=np.float32),
+                repeat,
+                budget_s=BUDGET_S,
+            )
+
+            def theirs_table(r=theirs_reader, tol=tol, sub=sub):
+                with native_output_silenced():
+                    return np.stack([r.GetArray(float(m), tol, np.float64) for m in sub])
+
+            t_theirs_table = h.time_call(theirs_table, repeat, budget_s=BUDGET_S)
+            res.baseline_check(
+                m2aia_compare(
+                    f"m2aia feature table, {sub.size} windows: ours == m2aia (every spectrum)",
+                    reader,
+                    sub,
+                    tol,
+                    reader.window_sums(sub, tol=tol),
+                    m2aia_per_spectrum(theirs_reader, theirs_table()),
+                )
+            )
+            res.extrapolated(
+                "m2aia_feature_table",
+                f"{mzs_table.size}-feature table, {reader.n_spectra} px vs m2aia",
+                t_table,
+                t_theirs_table,
+                mzs_table.size / sub.size,
+                note=f"m2aia has no many-window call: {sub.size} of the {mzs_table.size} windows "
+                "as GetArray calls (one pass over the data each), extrapolated linearly",
+            )
+        m2aia_close(theirs_reader)
+        reader.close()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -516,6 +750,39 @@ def main(argv=None) -> int:
             )
         close_parser(parser)
 
+    # 5. m2aia, where installed and working on these files
+    c, p = size["continuous"], size["processed"]
+    m2aia_files = {
+        "continuous": (
+            continuous,
+            float(axis[axis.size // 2]),
+            TOL_CONTINUOUS,
+            f"ion image, continuous {c['nx']}x{c['ny']}x{c['n_mz']}",
+        ),
+        "processed": (
+            processed,
+            h.benchmark_ion(p["n_ions"], SEED),
+            TOL_PROCESSED,
+            f"ion image, processed {p['nx']}x{p['ny']}, ~{(p['min_peaks'] + p['max_peaks']) // 2}"
+            " peaks",
+        ),
+    }
+    print("m2aia: probing (open + one ion image per file, in a child process)", flush=True)
+    problem = m2aia_problem([f[:3] for f in m2aia_files.values()])
+    if problem:
+        res.skipped["m2aia"] = problem
+        print(f"m2aia SKIPPED: {problem}", flush=True)
+    else:
+        centres = h.ion_centres(p["n_ions"], SEED)
+        pick = np.linspace(0, centres.size - 1, size["n_features"]).round().astype(np.int64)
+        bench_m2aia(
+            res,
+            m2aia_files,
+            repeat,
+            centres[pick],
+            M2AIA_TABLE_IMAGES["quick" if args.quick else "full"],
+        )
+
     total_s = time.perf_counter() - started
     print()
     print(res.table())
@@ -546,6 +813,15 @@ def main(argv=None) -> int:
         f"\ncorrectness checks: {len(res.checks) - len(failed)}/{len(res.checks)} passed"
         + ("" if not failed else " - FAILED: " + ", ".join(c.name for c in failed))
     )
+    for name, why in res.skipped.items():
+        print(f"{name} SKIPPED: {why}")
+    if res.baseline_checks:
+        differ = [c for c in res.baseline_checks if not c.passed]
+        print(
+            f"baseline agreement (reported, not a failure of ours): "
+            f"{len(res.baseline_checks) - len(differ)}/{len(res.baseline_checks)} agree"
+            + "".join(f"\n  DIFFER {c.name}: {c.detail}" for c in differ)
+        )
     if missed and not args.quick:
         print(
             "targets missed: "
@@ -568,6 +844,9 @@ def main(argv=None) -> int:
             "benchmarks": res.rows,
             "checks": res.checks,
             "all_checks_passed": not failed,
+            "baseline_checks": res.baseline_checks,
+            "skipped": res.skipped,
+            "baseline_versions": baseline_versions(),
             "targets_missed": [r["name"] for r in missed],
             "generation_s": generation_s,
             "total_s": total_s,

@@ -1,0 +1,72 @@
+"""Smoke test of benchmarks/bench_elastix.py: the --quick run works end to end.
+
+Its accuracy numbers mean nothing on 2 tiny seeds; what is checked is that the transform conversion
+self-check passed (elastix recovered a known affine and its result image matches ours through the
+converted transform) and that the results are complete and sane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pytest
+
+try:  # the distribution, not ``import itk``: loading ITK takes seconds and warns a lot
+    version("itk-elastix")
+except PackageNotFoundError:
+    pytest.skip(
+        "itk-elastix is not installed (pip install 'spatialfuse[bench]')", allow_module_level=True
+    )
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "bench_elastix.py"
+METHODS = ("spatialfuse", "elastix_default", "elastix_moments")
+
+
+@pytest.mark.slow
+def test_quick_elastix_benchmark_runs(tmp_path):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "SPATIALFUSE_BENCH_DATA": str(tmp_path / "data"), "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "MEANINGLESS" in proc.stdout
+    assert "conversion self-check PASSED" in proc.stdout
+
+    result = json.loads(out.read_text())
+    check = result["self_check"]
+    assert check["passed"] is True
+    assert check["tre_moving_px"] < 0.1
+    assert check["result_image_max_rel_difference"] < 1e-3
+    assert result["n_seeds"] == 2 and result["versions"]["itk-elastix"]
+
+    sweep = result["sweep"]
+    assert [r["seed"] for r in sweep["records"]] == [0, 1]
+    for record in sweep["records"]:
+        for method in METHODS:
+            run = record[method]
+            assert run["seconds"] > 0
+            if math.isfinite(run["tre_px"]):
+                assert math.isclose(run["tre_um"], run["tre_px"] * record["msi_pixel_um"])
+            else:
+                assert run.get("error"), (method, run)
+        assert (
+            record["elastix_default"]["working_shape"] == record["elastix_moments"]["working_shape"]
+        )
+    for method in METHODS:
+        summary = sweep[method]
+        assert summary["n"] == 2 and 0 <= summary["successes"] <= 2
+        assert summary["time_ratio"] > 0
+    assert sweep["spatialfuse"]["time_ratio"] == 1.0
