@@ -28,6 +28,8 @@ from spatialfuse.reg._transform import AffineTransform, DisplacementField, Trans
 
 #: Sample points per MSI pixel side for the footprint average.
 SUB = 4
+#: Most MSI pixels the affine fit uses (a regular subset of larger images).
+MAX_PIXELS = 4000
 #: Largest move (MSI pixels, anywhere in the tissue) the stage may make; more means it went astray.
 MAX_MOVE_PX = 3.0
 
@@ -138,7 +140,10 @@ def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransfor
     """
     from scipy.optimize import least_squares
 
-    problem = _Problem(moving, fixed)
+    n = len(moving.extra["spectral_components"])
+    # A large MSI determines six parameters with a fraction of its pixels: every k-th one.
+    keep = np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
+    problem = _Problem(moving, fixed, keep)
     base = start.apply(problem.points)
     rel = (problem.points - problem.centre) / problem.radius
 
@@ -146,7 +151,7 @@ def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransfor
         mapped = base + rel @ theta[:4].reshape(2, 2).T + theta[4:6]
         return problem.residual(mapped)
 
-    fit = least_squares(residual, np.zeros(6), x_scale=problem.pixel, method="trf")
+    fit = least_squares(residual, np.zeros(6), x_scale=problem.pixel, method="trf", max_nfev=60)
     cost0 = float((residual(np.zeros(6)) ** 2).sum())
     info = {"cost_start": cost0, "cost_final": 2 * float(fit.cost), "evaluations": int(fit.nfev)}
     found = problem.affine(start, fit.x)

@@ -321,6 +321,8 @@ def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") ->
     """
     longest_um = max(he.extent_um)
     max_size = int(np.ceil(longest_um / working_pixel_size_um)) * 2
+    # A finer read for the footprint stage: from the working read alone (pixel ½–1 working
+    # pixel, block means) the affine sweep's median TRE was 0.189 MSI px instead of 0.164.
     array, size = he.downsampled(max_size=max(2 * max_size, 16))
     rgb = array if array.ndim == 3 else np.dstack([array[..., 0]] * 3)
     densities = _optical_densities(rgb, size, working_pixel_size_um / 2)
