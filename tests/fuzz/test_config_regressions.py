@@ -64,7 +64,12 @@ def test_nesting_within_the_limit_reaches_validation(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "tag"),
-    [("!!timestamp 12", "timestamp"), ("!!int abc", "int"), ("!!float x", "float")],
+    [
+        ("!!timestamp 12", "timestamp"),
+        ("!!int abc", "int"),
+        ("!!float x", "float"),
+        ("!!float ''", "float"),  # an IndexError inside PyYAML
+    ],
 )
 def test_unreadable_tagged_values_are_refused(tmp_path, value, tag):
     text = f"modalities:\n  msi: {{kind: imzml, path: msi.imzML, pixel_size_um: {value}}}\n"

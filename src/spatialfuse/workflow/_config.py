@@ -238,8 +238,8 @@ def _strict_loader():
 
     PyYAML keeps the last of two equal keys silently (YAML forbids them: a setting would be
     dropped without a word), builds nested collections recursively (a few thousand ``[`` end in a
-    RecursionError) and lets some explicitly tagged values fail with a bare AttributeError or
-    ValueError; here all of these are YAML errors.
+    RecursionError) and lets some explicitly tagged values fail with a bare AttributeError,
+    ValueError or IndexError; here all of these are YAML errors.
     """
     import yaml
 
@@ -263,9 +263,11 @@ def _strict_loader():
         def construct_object(self, node, deep=False):
             try:
                 return super().construct_object(node, deep=deep)
-            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
-                # PyYAML's constructors fail like this on explicitly tagged values they cannot
-                # read (`!!timestamp 12`, `!!int abc`).
+            except (yaml.YAMLError, MemoryError):
+                raise
+            except Exception as exc:
+                # PyYAML's constructors fail with AttributeError, ValueError, IndexError, ... on
+                # explicitly tagged values they cannot read (`!!timestamp 12`, `!!float ''`).
                 raise yaml.constructor.ConstructorError(
                     None, None, f"cannot read {node.value!r} as {node.tag} ({exc})", node.start_mark
                 ) from None
