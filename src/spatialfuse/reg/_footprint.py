@@ -30,6 +30,9 @@ from spatialfuse.reg._transform import AffineTransform, DisplacementField, Trans
 SUB = 4
 #: Most MSI pixels the affine fit uses (a regular subset of larger images).
 MAX_PIXELS = 4000
+#: Above this cost (share of the colour the spectra leave unexplained) a result is suspect: right
+#: alignments of the benchmark's trios end at 0.04-0.09, a wrong orientation at 0.19.
+SUSPECT_COST = 0.12
 #: Largest move (MSI pixels, anywhere in the tissue) the stage may make; more means it went astray.
 MAX_MOVE_PX = 3.0
 

@@ -248,6 +248,17 @@ def register(
     if linear_model == "affine" and _footprint.available(mov, fix):
         # The last fraction of a pixel: fit the MSI's own forward model (see _footprint).
         transform, info = _footprint.refine_affine(mov, fix, transform)
+        if initial is None and info["cost_final"] > _footprint.SUSPECT_COST:
+            # The spectra explain the colour poorly: perhaps a wrong orientation that gained
+            # information anyway. Finish the other starts; the lowest footprint cost wins.
+            for _rank, other in screened[1:]:
+                try:
+                    candidate, _ = _finish(mov, fix, other, linear_model, seed, polish=False)
+                except RuntimeError:
+                    continue
+                candidate, other_info = _footprint.refine_affine(mov, fix, candidate)
+                if other_info["cost_final"] < info["cost_final"]:
+                    transform, info = candidate, other_info
         scores = alignment_scores(mov, fix, transform)
         metrics["footprint_cost"] = info["cost_final"]
     if model == "bspline" and _footprint.available(mov, fix):
