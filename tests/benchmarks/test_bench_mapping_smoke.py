@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +24,6 @@ EXPECTED = {
 def test_quick_mapping_benchmark_runs_and_checks_itself(tmp_path):
     out = tmp_path / "results.json"
     env = {**os.environ, "SPATIALFUSE_BENCH_DATA": str(tmp_path / "data")}
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--repeat", "1", "--json", str(out)],
         env=env,
@@ -34,9 +32,7 @@ def test_quick_mapping_benchmark_runs_and_checks_itself(tmp_path):
         text=True,
         timeout=120,
     )
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert elapsed < 20, f"--quick took {elapsed:.1f} s"
     assert "MEANINGLESS" in proc.stdout
     assert "EXTRAPOLATED" in proc.stdout
 

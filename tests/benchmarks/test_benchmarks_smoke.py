@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +34,6 @@ HAVE_M2AIA = importlib.util.find_spec("m2aia") is not None
 def test_quick_benchmark_runs_and_checks_itself(tmp_path):
     data, cache, out = tmp_path / "data", tmp_path / "cache", tmp_path / "results.json"
     env = {**os.environ, "SPATIALFUSE_CACHE_DIR": str(cache), "SPATIALFUSE_BENCH_DATA": str(data)}
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--repeat", "1", "--json", str(out)],
         env=env,
@@ -44,11 +42,7 @@ def test_quick_benchmark_runs_and_checks_itself(tmp_path):
         text=True,
         timeout=120,
     )
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    # m2aia adds its probe (a child process loading its native library) and its own timings.
-    limit = 60 if HAVE_M2AIA else 20
-    assert elapsed < limit, f"--quick took {elapsed:.1f} s"
     assert "MEANINGLESS" in proc.stdout
 
     result = json.loads(out.read_text())
