@@ -326,8 +326,12 @@ def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") ->
     array, size = he.downsampled(max_size=max(2 * max_size, 16))
     rgb = array if array.ndim == 3 else np.dstack([array[..., 0]] * 3)
     densities = _optical_densities(rgb, size, working_pixel_size_um / 2)
-    array, size = he.downsampled(max_size=max(max_size, 16))
-    rgb = array if array.ndim == 3 else np.dstack([array[..., 0]] * 3)
+    # The working image from the same read by 2 × 2 block means (a large H&E is read once).
+    rows, cols = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    if min(rows, cols) >= 32:
+        rgb = rgb[:rows, :cols].astype(np.float32)
+        rgb = rgb.reshape(rows // 2, 2, cols // 2, 2, -1).mean(axis=(1, 3))
+        size = (2 * size[0], 2 * size[1])
     grey = _rgb_to_channel(rgb, channel)
     grey, size = _resized(grey, size, working_pixel_size_um)
     mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
