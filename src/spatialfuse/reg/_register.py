@@ -302,9 +302,14 @@ def register(
         failures.append(f"tissue masks overlap poorly (Dice {scores['dice']:.2f} < {min_dice})")
     if scores["nmi"] <= 1.0 + 1e-3:
         failures.append("no mutual information between the aligned images")
-    elif initial is None and scores["nmi"] < initial_scores["nmi"] + MIN_NMI_GAIN:
+    elif (
+        initial is None
+        and scores["nmi"] < initial_scores["nmi"] + MIN_NMI_GAIN
+        and metrics.get("footprint_cost", np.inf) > _footprint.SUSPECT_COST
+    ):
         # Refinement from a right start always gains information; a start that loses it was the
-        # wrong orientation of a roundish tissue, which Dice alone cannot tell.
+        # wrong orientation of a roundish tissue, which Dice alone cannot tell. Where the
+        # footprint stage ran, its cost tells directly (a start close to right gains little NMI).
         failures.append(
             f"refinement did not increase mutual information (NMI {initial_scores['nmi']:.3f} → "
             f"{scores['nmi']:.3f}); the orientation is probably wrong"
