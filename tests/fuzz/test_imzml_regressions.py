@@ -353,3 +353,15 @@ def test_an_extra_array_without_offsets_is_not_overlooked(tmp_path, validate):
     edit(path, add)
     with pytest.raises(FileFormatError, match="undeclared param group 'nowhere'"):
         open_quietly(path, validate=validate)
+
+
+def test_mz_values_all_below_the_axis_floor_still_give_an_axis(tmp_path):
+    """m/z values all under 1e-6 (a random .ibd): the bin count came out negative."""
+    rng = np.random.default_rng(9)
+    peaks = [np.sort(rng.uniform(1e-10, 1e-8, 5)) for _ in COORDS]
+    path, _, _ = write_small_imzml(tmp_path, peaks=peaks)
+    with open_quietly(path) as reader:
+        axis = build_mz_axis(reader, ppm=5.0, min_frequency=0.0)
+    assert len(axis) == 1 and axis.frequency[0] == 1.0  # everything in the lowest bin
+    table = read_imzml(path, cache=False, min_frequency=0.0)
+    assert table.shape == (len(COORDS), 1)
