@@ -5,7 +5,8 @@ large for int64 wrapped around silently (1e300 became -9223372036854775808); a c
 ``indices`` or (unsigned) ``indptr`` point outside it crashed the interpreter inside scipy
 (segmentation fault); an HDF5 dataset declaring more values than the file holds was allocated,
 and so was an image declaring more pixels than its bytes could hold; damaged HDF5 attribute
-metadata raised a bare RuntimeError; a tiny image scale factor overflowed the image extent.
+metadata raised a bare RuntimeError; a tiny image scale factor overflowed the image extent; a spot
+at 1e300 pixels made the pitch estimate index past its arrays.
 The crashing cases run in a subprocess, so a regression fails the test instead of killing pytest.
 """
 
@@ -266,3 +267,17 @@ def test_absurd_image_scale_factor_leaves_the_extent_to_the_other_image(folder):
     lowres = factors["tissue_lowres_scalef"]
     expected = [round(height / lowres), round(width / lowres)]
     assert adata.uns["spatialfuse"]["fullres_shape_px"].tolist() == expected
+
+
+def test_a_spot_far_outside_does_not_break_the_pitch(folder):
+    """pxl coordinates of 1e300 overflow every distance: the k-d tree reports no neighbour
+    (index n), which was used as an index."""
+    file = folder / "spatial" / "tissue_positions.csv"
+    lines = file.read_text().splitlines()
+    cells = lines[7].split(",")
+    cells[4] = "1e300"
+    lines[7] = ",".join(cells)
+    file.write_text("\n".join(lines) + "\n")
+    adata = _read(folder)
+    assert adata.uns["spatialfuse"]["um_per_px"] == pytest.approx(2.0, rel=1e-9)
+    assert adata.obsm["spatial"][:, 1].max() == 1e300

@@ -650,7 +650,9 @@ def _grid_pitch_px(xy: np.ndarray, rc: np.ndarray, *, square: bool) -> float:
         return math.nan
     dist, idx = cKDTree(xy).query(xy, k=2)
     d = dist[:, 1]
-    step = np.abs(rc - rc[idx[:, 1]]).astype(np.float64)
+    # A spot whose distances overflow (coordinates like 1e300) has no neighbour: index len(xy).
+    neighbour = np.minimum(idx[:, 1], len(xy) - 1)
+    step = np.abs(rc - rc[neighbour]).astype(np.float64)
     if square:
         grid = np.hypot(step[:, 0], step[:, 1])
     else:
