@@ -122,39 +122,15 @@ def test_h5ad_contents_and_bytes(two_runs):
     assert first["h5ad"].read_bytes() == second["h5ad"].read_bytes()
 
 
-CONFIG = """\
-output: results
-modalities:
-  msi:
-    kind: imzml
-    path: {data}/msi.imzML
-  he_msi:
-    kind: histology
-    path: {data}/he.ome.tif
-  visium:
-    kind: visium
-    path: {data}/visium
-registrations:
-  - moving: msi
-    fixed: he_msi
-    model: affine
-  - moving: he_msi
-    fixed: visium
-    model: affine
-mapping:
-  method: area
-clustering:
-  method: wnn
-  seed: 5
-"""
-
-
 @pytest.mark.slow
 def test_spatialfuse_run_twice_gives_identical_outputs(trio, tmp_path):
     import mudata
 
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG.format(data=trio.folder), encoding="utf-8")
+    from spatialfuse.workflow._demo import DEMO_CONFIG
+
+    # The demo's config, beside the trio's "data" folder that its relative paths name.
+    config = trio.folder.parent / "config.yaml"
+    config.write_text(DEMO_CONFIG.format(seed=5), encoding="utf-8")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "SPATIALFUSE_CACHE_DIR": str(tmp_path / "c")}
     outputs = []
     for name in ("one", "two"):

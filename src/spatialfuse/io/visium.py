@@ -190,6 +190,30 @@ def read_visium(
             warnings.warn(message, DataWarning, stacklevel=2)
 
 
+def tissue_image(
+    adata: anndata.AnnData, *, library_id: str | None = None
+) -> tuple[np.ndarray, float, str] | None:
+    """The Visium H&E held in ``uns["spatial"]``: the hires image, else the lowres one.
+
+    Returns
+    -------
+    tuple or None
+        ``(image, scale, resolution)``: the array, its ``tissue_<resolution>_scalef`` (image
+        pixels per full-resolution pixel) and ``"hires"`` or ``"lowres"``; None when the data
+        hold no image.
+    """
+    spatial = adata.uns.get("spatial", {}) or {}
+    library_id = library_id or next(iter(spatial), None)
+    if library_id is None or library_id not in spatial:
+        return None
+    entry = spatial[library_id]
+    images, scales = entry.get("images", {}) or {}, entry.get("scalefactors", {}) or {}
+    for res in ("hires", "lowres"):
+        if res in images:
+            return np.asarray(images[res]), float(scales[f"tissue_{res}_scalef"]), res
+    return None
+
+
 def describe_visium(adata: anndata.AnnData) -> str:
     """Summarise a Visium AnnData read by :func:`read_visium` in a few lines.
 

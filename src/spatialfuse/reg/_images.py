@@ -350,17 +350,14 @@ def visium_image(
     adata, *, working_pixel_size_um: float, channel: str = "od", library_id: str | None = None
 ) -> RegistrationImage:
     """Registration image of a Visium AnnData: its H&E in the full-resolution µm frame."""
-    spatial = adata.uns["spatial"]
-    library_id = library_id or next(iter(spatial))
-    entry = spatial[library_id]
+    from spatialfuse.io.visium import tissue_image
+
     um_per_px = float(adata.uns["spatialfuse"]["um_per_px"])
-    for res in ("hires", "lowres"):
-        if res in entry.get("images", {}):
-            scale = float(entry["scalefactors"][f"tissue_{res}_scalef"])
-            array = np.asarray(entry["images"][res])
-            break
-    else:
+    library_id = library_id or next(iter(adata.uns.get("spatial", {}) or {}), None)
+    found = tissue_image(adata, library_id=library_id)
+    if found is None:
         raise ValueError(f"Visium library {library_id!r} has no hires or lowres image to register")
+    array, scale, res = found
     pixel = um_per_px / scale
     rgb = array if array.ndim == 3 else np.dstack([array] * 3)
     densities = _optical_densities(rgb, (pixel, pixel), max(working_pixel_size_um / 2, pixel))

@@ -175,30 +175,18 @@ def _composed(result: RunResult) -> ReportSection:
     )
 
 
-def _visium_image(visium):
-    """The Visium hires (or lowres) image and its scale factor to full-res pixels."""
-    library = next(iter(visium.uns.get("spatial", {}) or {}), None)
-    if library is None:
-        return None, None
-    entry = visium.uns["spatial"][library]
-    images, scales = entry.get("images", {}), entry.get("scalefactors", {})
-    for name in ("hires", "lowres"):
-        if name in images:
-            return images[name], float(scales[f"tissue_{name}_scalef"])
-    return None, None
-
-
 def _msi_on_visium(msi, visium, transform):
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
 
+    from spatialfuse.io.visium import tissue_image
     from spatialfuse.reg import visium_um_to_fullres_px
 
     to_px = visium_um_to_fullres_px(visium)
-    image, scale = _visium_image(visium)
-    scale = 1.0 if scale is None else scale
+    found = tissue_image(visium)
+    image, scale = (found[0], found[1]) if found is not None else (None, 1.0)
     fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
     if image is not None:
         ax.imshow(image)

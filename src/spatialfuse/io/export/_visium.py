@@ -14,13 +14,13 @@ from spatialfuse._io_utils import atomic_dir
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
 from spatialfuse.errors import DataWarning
+from spatialfuse.io.visium import IMAGE_FILES
 
 if TYPE_CHECKING:
     import anndata
 
 __all__ = ["write_visium"]
 
-_IMAGE_FILES = {"hires": "tissue_hires_image.png", "lowres": "tissue_lowres_image.png"}
 _SPOT_COLUMNS = ("in_tissue", "array_row", "array_col")
 
 
@@ -240,7 +240,7 @@ def _write_images(source, entry: dict[str, Any], spatial: Path) -> None:
     info = source.uns.get("spatialfuse", {}) or {}
     origin = Path(info["path"]) / "spatial" if info.get("path") else None
     arrays = entry.get("images", {}) or {}
-    for res, name in _IMAGE_FILES.items():
+    for res, name in IMAGE_FILES.items():
         if origin is not None and (origin / name).is_file():
             shutil.copyfile(origin / name, spatial / name)
         elif res in arrays and arrays[res] is not None:
