@@ -30,6 +30,7 @@ import statistics
 import sys
 import textwrap
 import time
+import uuid
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -50,9 +51,17 @@ SIZES = {
         "tissue_um": (3000.0, 2400.0),  # the generator's default tissue
         "he_px": 1.0,  # the generator's default H&E pixel
         "msi_px": (50.0, 100.0),  # drawn per seed, uniform, rounded to 0.5 µm
-        # ~150 × 100 MSI pixels of 50 µm; the H&E spans ~9500 × 6250 µm: 2000 px wide at
-        # 4.75 µm, then 4× finer (8000 px wide).
-        "speed": {"tissue_um": (8300.0, 4950.0), "msi_px": 50.0, "he_px": 4.75, "big": 4},
+        # The issue's sizes: 150 × 100 MSI pixels of 50 µm (the tissue plus the generator's two
+        # pixels of margin), against an H&E of 2000 × 1600 px and one 4× finer, 8000 × 6400 px.
+        # The generator's H&E spans 8376 µm (2000 px at 4.19 µm) by 5876 µm; it is padded with
+        # background at the bottom (which leaves every transform unchanged) to 1600 rows.
+        "speed": {
+            "tissue_um": (8325.0, 4990.0),
+            "msi_px": 50.0,
+            "he_px": 4.77,
+            "big": 4,
+            "he_shape_xy": (2000, 1600),
+        },
         "speed_repeat": 3,
         "reg_seeds": (1, 2),
         "serial_working_um": None,  # register()'s default
@@ -64,7 +73,13 @@ SIZES = {
         "tissue_um": (2000.0, 1600.0),
         "he_px": 4.0,
         "msi_px": (60.0, 80.0),
-        "speed": {"tissue_um": (2000.0, 1600.0), "msi_px": 60.0, "he_px": 4.0, "big": 2},
+        "speed": {
+            "tissue_um": (2000.0, 1600.0),
+            "msi_px": 60.0,
+            "he_px": 4.0,
+            "big": 2,
+            "he_shape_xy": None,
+        },
         "speed_repeat": 1,
         "reg_seeds": (1,),
         "serial_working_um": 20.0,  # coarser than the default, to stay fast
@@ -207,6 +222,38 @@ def ensure_trio(root: Path, **options) -> Case:
     if stored != json.loads(json.dumps(key, default=list)):  # pragma: no cover - CRC collision
         raise RuntimeError(f"{folder}: stored options {stored} differ from {key}")
     return load_case(folder, generation_s)
+
+
+def padded_he(case: Case, shape_xy: tuple[int, int]) -> Case:
+    """``case`` with its H&E padded at the bottom and right to ``shape_xy`` pixels.
+
+    The padding is the image's own background colour (the median of its border pixels); the
+    origin stays where it was, so every transform of the case still holds. Written once, beside
+    the generated H&E.
+    """
+    from dataclasses import replace
+
+    import tifffile
+
+    from spatialfuse.datasets._writers import write_ome_tiff
+
+    width, height = shape_xy
+    path = case.he.with_name(f"he_{width}x{height}.ome.tif")
+    if not path.is_file():
+        rgb = tifffile.imread(case.he)
+        rows, cols = rgb.shape[:2]
+        if rows > height or cols > width:
+            raise ValueError(f"{case.he}: {cols}×{rows} px is larger than {width}×{height}")
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        padded = np.empty((height, width, rgb.shape[2]), rgb.dtype)
+        padded[...] = np.median(border, axis=0).astype(rgb.dtype)
+        padded[:rows, :cols] = rgb
+        partial = path.with_name(path.name + ".partial.ome.tif")
+        write_ome_tiff(
+            partial, padded, case.he_px, uuid_text=str(uuid.UUID(int=case.seed)), name=path.stem
+        )
+        os.replace(partial, path)
+    return replace(case, he=path)
 
 
 def load_case(folder: Path, generation_s: float = 0.0) -> Case:
@@ -975,6 +1022,9 @@ def main(argv=None) -> int:
             **SPEED_AFFINE,
         )
         generation_s += case.generation_s
+        if sp["he_shape_xy"] is not None:
+            shape = (sp["he_shape_xy"][0] * factor, sp["he_shape_xy"][1] * factor)
+            case = padded_he(case, shape)
         speed_cases.append(case)
     print(f"  ({generation_s:.1f} s of generation, not part of any measurement)", flush=True)
 

@@ -662,3 +662,50 @@ def test_describe(ome_pyramid):
     assert "0.5 × 0.6 µm" in text and "OME-XML" in text
     assert "0.2495 × 0.1806 mm" in text
     assert "levels:     3" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# uncompressed single-block levels are read by plain file reads
+
+
+@pytest.mark.parametrize(
+    ("dtype", "byteorder", "channels"),
+    [(np.uint8, "<", 3), (np.uint16, ">", 3), (np.uint8, "<", 1), (np.float32, ">", 1)],
+)
+def test_contiguous_level_matches_tifffile(tmp_path, monkeypatch, dtype, byteorder, channels):
+    import spatialfuse.io.histology as histology
+
+    rng = np.random.default_rng(3)
+    shape = (301, 257, 3) if channels == 3 else (301, 257)
+    if np.dtype(dtype).kind == "f":
+        data = rng.random(shape).astype(dtype)
+    else:
+        data = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype, endpoint=True)
+    path = tmp_path / "plain.tif"
+    photometric = "rgb" if channels == 3 else "minisblack"
+    tifffile.imwrite(path, data, photometric=photometric, byteorder=byteorder)
+    used = []
+    original = histology._ContiguousLevelReader.region
+    monkeypatch.setattr(
+        histology._ContiguousLevelReader,
+        "region",
+        lambda self, *a: used.append(a) or original(self, *a),
+    )
+    img = read_histology(path, pixel_size_um=1.0)
+    ref = tifffile.imread(path).reshape(301, 257, channels)
+    np.testing.assert_array_equal(img.read(), ref)
+    np.testing.assert_array_equal(img.read_region(10, 20, 100, 50), ref[20:70, 10:110])
+    arr, _ = img.downsampled(factor=3)
+    atol = 1e-6 if np.dtype(dtype).kind == "f" else 0.5 + 1e-6  # integers are rounded
+    np.testing.assert_allclose(arr, _block_mean_ref(ref.astype(np.float64), 3), atol=atol)
+    assert used, "the uncompressed level was not read through the contiguous reader"
+
+
+def test_contiguous_level_truncated_after_opening(tmp_path):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, _rgb(200, 100), photometric="rgb")
+    img = read_histology(path, pixel_size_um=1.0)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size - 1000)
+    with pytest.raises(FileFormatError, match=r"plain\.tif.*truncated"):
+        img.read()
