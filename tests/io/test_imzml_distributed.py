@@ -128,3 +128,50 @@ def test_failure_on_a_worker_leaves_no_output(client, files, tmp_path):
     # The workers are fine afterwards.
     convert_imzml(truth.imzml, out, chunks=(64, 16), client=client)
     assert read_msi_zarr(out).n_obs == truth.n
+
+
+@pytest.mark.parametrize("mode", ["continuous", "processed"])
+def test_cluster_reads_nan_and_inf_intensities_as_zero(client, tmp_path, mode):
+    import warnings
+
+    from spatialfuse.datasets._writers import write_imzml
+    from spatialfuse.errors import DataWarning
+
+    rng = np.random.default_rng(4)
+    coords = grid_coords(12, 10)
+    axis = np.linspace(100.0, 900.0, 200)
+    values = rng.gamma(2.0, 20.0, (len(coords), axis.size)).astype(np.float32)
+    bad = [(3, 10, np.nan), (50, 10, np.inf), (50, 11, -np.inf), (119, 199, np.nan)]
+    for i, j, v in bad:
+        values[i, j] = v
+    path = tmp_path / f"{mode}.imzML"
+    mzs = axis if mode == "continuous" else [axis] * len(coords)
+    ints = values if mode == "continuous" else list(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the writer's own TIC
+        write_imzml(
+            path,
+            np.asarray(coords),
+            mzs,
+            ints,
+            mode=mode,
+            pixel_size_um=(5.0, 5.0),
+            uuid_bytes=bytes(16),
+            version="test",
+        )
+    zeroed = np.where(np.isfinite(values), values, 0).astype(np.float64)
+    options = dict(chunks=(32, 16), max_memory="16MiB", mz=axis[8:14], tol=2 * (axis[1] - axis[0]))
+    stores = {}
+    for where, extra in (("local", {}), ("remote", {"client": client})):
+        with pytest.warns(DataWarning, match="4 NaN or infinite intensities in 3 spectra"):
+            stores[where] = convert_imzml(path, tmp_path / f"{where}.zarr", **options, **extra)
+    with pytest.warns(DataWarning):  # each read of the two stores
+        _same_store(stores["local"], stores["remote"])
+    info = zarr.open_group(stores["remote"], mode="r").attrs["spatialfuse_store"]
+    assert info["nonfinite_intensities"] == [4, 3]
+    with pytest.warns(DataWarning, match="4 NaN or infinite intensities in 3 spectra"):
+        adata = read_msi_zarr(stores["remote"])
+    np.testing.assert_allclose(adata.obs["tic"], zeroed.sum(axis=1), rtol=1e-12)
+    lo, hi = adata.var["mz_lo"].to_numpy(), adata.var["mz_hi"].to_numpy()
+    inside = (axis[None, :] >= lo[:, None]) & (axis[None, :] <= hi[:, None])
+    np.testing.assert_allclose(adata.X.compute(), zeroed @ inside.T, rtol=1e-6)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from spatialfuse._logging import progress
+from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._access import IbdAccess
 from spatialfuse.io.imzml._table import DTYPE_CODES
 
@@ -448,27 +449,45 @@ def window_sums_sparse(
     return sparse.csr_matrix((data, indices, indptr), shape=(n, k))
 
 
-def spectrum_sums(acc: IbdAccess, *, show_progress: bool = False) -> np.ndarray:
-    """Total intensity (TIC) of every spectrum, float64."""
+def spectrum_sums(
+    acc: IbdAccess, start: int = 0, stop: int | None = None, *, show_progress: bool = False
+) -> np.ndarray:
+    """Total intensity (TIC) of spectra ``start:stop`` (all by default), float64, as stored.
+
+    NaN/±inf intensities make their spectrum's sum non-finite (see ``_finite.repair_tic``).
+    """
     t = acc.table
+    stop = t.n if stop is None else stop
     matrix = intensity_matrix(acc)
-    out = np.zeros(t.n, dtype=np.float64)
+    out = np.zeros(stop - start, dtype=np.float64)
     if matrix is not None:
-        for a, b in progress(_row_chunks(t.n, matrix.shape[1] * 8), show=show_progress, desc="TIC"):
-            out[a:b] = matrix[a:b].sum(axis=1, dtype=np.float64)
+        chunks = _row_chunks(stop - start, matrix.shape[1] * 8)
+        for a, b in progress(chunks, show=show_progress, desc="TIC"):
+            out[a:b] = matrix[start + a : start + b].sum(axis=1, dtype=np.float64)
         return out
-    for a, b in progress(_row_chunks(t.n, 1 << 14), show=show_progress, desc="TIC"):
+    for a, b in progress(_row_chunks(stop - start, 1 << 14), show=show_progress, desc="TIC"):
         for i in range(a, b):
-            out[i] = acc.array(i, "int").sum(dtype=np.float64)
+            out[i] = acc.array(start + i, "int").sum(dtype=np.float64)
     return out
 
 
-def mean_of_rows(acc: IbdAccess, *, show_progress: bool = False) -> np.ndarray:
-    """Mean intensity per m/z position over all spectra (shared-axis files only), float64."""
+def mean_of_rows(acc: IbdAccess, *, show_progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Mean intensity per m/z position over all spectra (shared-axis files only), float64.
+
+    NaN/±inf intensities count as 0; returns the mean and ``found`` (see ``_finite``).
+    """
     t = acc.table
     matrix = intensity_matrix(acc)
     length = int(t.int_length[0])
     total = np.zeros(length, dtype=np.float64)
+    found: dict[int, int] = {}
     for a, b in progress(_row_chunks(t.n, length * 8), show=show_progress, desc="mean spectrum"):
-        total += _dense_rows(acc, matrix, a, b).sum(axis=0, dtype=np.float64)
-    return total / max(t.n, 1)
+        block = _dense_rows(acc, matrix, a, b)
+        sums = block.sum(axis=0, dtype=np.float64)
+        if not _finite.all_finite(sums):
+            bad = ~np.isfinite(block)
+            for r in np.flatnonzero(bad.any(axis=1)).tolist():
+                found[a + r] = int(bad[r].sum())
+            sums = _finite.zeroed(block).sum(axis=0, dtype=np.float64)
+        total += sums
+    return total / max(t.n, 1), found

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
 from spatialfuse._version import __version__
-from spatialfuse.errors import DataWarning
-from spatialfuse.io.imzml import _kernels
+from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._reader import ImzMLReader
 
 
@@ -137,29 +135,6 @@ def _smaller_layout(table):
     return table
 
 
-def _finite_intensities(reader: ImzMLReader, table, tic: np.ndarray):
-    """``table`` and ``tic`` with NaN/±inf intensities read as 0, warning once how many."""
-    bad_rows = np.flatnonzero(~np.isfinite(tic))
-    if bad_rows.size == 0:
-        return table, tic
-    values = table if isinstance(table, np.ndarray) else table.data  # dense or scipy sparse
-    values[~np.isfinite(values)] = 0.0
-    tic = tic.copy()
-    n_values = 0
-    for i in bad_rows:
-        intensity = reader.spectrum(int(i))[1]
-        finite = np.isfinite(intensity)
-        n_values += int((~finite).sum())
-        tic[i] = float(intensity[finite].sum(dtype=np.float64))
-    warnings.warn(
-        f"{reader.path.name}: {n_values} NaN or infinite "
-        f"intensities in {bad_rows.size} spectra were read as 0 (a converter fault?)",
-        DataWarning,
-        stacklevel=3,
-    )
-    return table, tic
-
-
 def read_imzml(
     path: str | os.PathLike,
     *,
@@ -227,6 +202,7 @@ def read_imzml(
         kind, centres, lo, hi, window_rule = choose_features(
             reader, mz, ppm, tol, min_frequency, max_features, show_progress
         )
+        tic, found = reader._tic(show_progress=show_progress)
         if kind == "identity":
             matrix = _kernels.intensity_matrix(reader._acc)
             if matrix is not None:
@@ -235,13 +211,13 @@ def read_imzml(
                 table = np.stack(
                     [reader._acc.array(i, "int") for i in range(reader.n_spectra)]
                 ).astype(np.float32)
+            _finite.zero_rows(table, found)  # the TIC finds every spectrum that holds any
         else:
-            table = _kernels.window_sums_sparse(
-                reader._acc, lo, hi, dtype=np.float32, show_progress=show_progress
+            table, _ = reader._window_sums(
+                lo, hi, dtype=np.float32, sparse=True, show_progress=show_progress
             )
+        _finite.warn_nonfinite(reader.path, found)
         coords = reader.coordinates
-        tic = reader.tic(show_progress=show_progress)
-        table, tic = _finite_intensities(reader, table, tic)
         obs = msi_obs(coords, tic)
         var = feature_var(centres, lo, hi)
         spatial = np.stack(

@@ -13,7 +13,7 @@ import numpy as np
 from spatialfuse import _cache
 from spatialfuse._logging import logger
 from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError, MissingFileError
-from spatialfuse.io.imzml import _kernels
+from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._access import IbdAccess
 from spatialfuse.io.imzml._header import ImzMLHeader, parse_header
 from spatialfuse.io.imzml._scan_fast import NotRegular, scan_fast
@@ -28,6 +28,25 @@ MAX_IMAGE_PIXELS = 400_000_000
 MAX_CELLS_PER_SPECTRUM = 64
 #: ... or this many cells whatever the spectrum count: positions beyond either are implausible.
 MIN_IMAGE_PIXELS_ALLOWED = 1 << 24
+
+
+def check_grid_size(path, rows: int, cols: int, n_spectra: int, hint: str = "") -> None:
+    """Refuse an image of ``rows × cols`` grid cells that ``n_spectra`` spectra cannot fill.
+
+    Positions that far apart are damage, not an acquisition, and would allocate gigabytes: the
+    limit is ``max(MIN_IMAGE_PIXELS_ALLOWED, MAX_CELLS_PER_SPECTRUM × n_spectra)`` cells, at most
+    ``MAX_IMAGE_PIXELS``.
+    """
+    allowed = min(
+        MAX_IMAGE_PIXELS, max(MIN_IMAGE_PIXELS_ALLOWED, MAX_CELLS_PER_SPECTRUM * n_spectra)
+    )
+    if rows * cols > allowed:
+        raise FileFormatError(
+            path,
+            f"positions span {cols:,} × {rows:,} grid cells for {n_spectra:,} spectra; an image "
+            f"of that size (over {allowed:,} pixels) is refused as implausible — check the "
+            f"positions (IMS:1000050/IMS:1000051){', ' + hint if hint else ''}",
+        )
 
 
 def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -340,7 +359,7 @@ class ImzMLReader:
         return index % n
 
     def spectrum(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """m/z and intensity arrays of spectrum ``i`` (0-based), as stored (copies)."""
+        """m/z and intensity arrays of spectrum ``i`` (0-based), as stored (copies; NaN kept)."""
         index = self._check_index(i)
         return self._acc.array(index, "mz").copy(), self._acc.array(index, "int").copy()
 
@@ -372,19 +391,10 @@ class ImzMLReader:
         return image
 
     def _check_image_size(self, cells: int) -> None:
-        """Refuse an image whose size the positions declare but the spectra cannot fill."""
-        allowed = min(
-            MAX_IMAGE_PIXELS, max(MIN_IMAGE_PIXELS_ALLOWED, MAX_CELLS_PER_SPECTRUM * self.n_spectra)
+        rows, cols = self.grid_shape
+        check_grid_size(
+            self.path, rows, cols, self.n_spectra, "or use window_sums() for per-spectrum values"
         )
-        if cells > allowed:
-            rows, cols = self.grid_shape
-            raise FileFormatError(
-                self.path,
-                f"positions span {cols:,} × {rows:,} grid cells for {self.n_spectra:,} spectra; "
-                f"an image of that size (over {allowed:,} pixels) is refused as implausible — "
-                "check the positions (IMS:1000050/IMS:1000051), or use window_sums() for "
-                "per-spectrum values",
-            )
 
     def ion_image(
         self,
@@ -408,8 +418,15 @@ class ImzMLReader:
         Returns
         -------
         ``grid_shape`` float64 image (see :meth:`to_image` for the layout).
+
+        Warns
+        -----
+        DataWarning
+            The window holds NaN or infinite intensities: they are read as 0.
         """
-        return self.ion_images([mz], tol=tol, ppm=ppm, fill=fill)[0]
+        images, found = self._ion_images([mz], tol=tol, ppm=ppm, fill=fill)
+        _finite.warn_nonfinite(self.path, found)
+        return images[0]
 
     def ion_images(
         self,
@@ -420,11 +437,22 @@ class ImzMLReader:
         fill: float = np.nan,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """Ion images for many m/z values in one pass over the data: ``(len(mzs), rows, cols)``."""
+        """Ion images for many m/z values in one pass over the data: ``(len(mzs), rows, cols)``.
+
+        NaN or infinite intensities are read as 0, with a :class:`DataWarning`.
+        """
+        images, found = self._ion_images(
+            mzs, tol=tol, ppm=ppm, fill=fill, show_progress=show_progress
+        )
+        _finite.warn_nonfinite(self.path, found)
+        return images
+
+    def _ion_images(self, mzs, *, tol, ppm, fill, show_progress=False):
         rows, cols = self.grid_shape
         self._check_image_size(rows * cols)
-        sums = self.window_sums(mzs, tol=tol, ppm=ppm, show_progress=show_progress)
-        return self.to_image(sums, fill=fill)
+        _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
+        sums, found = self._window_sums(lo, hi, show_progress=show_progress)
+        return self.to_image(sums, fill=fill), found
 
     def window_sums(
         self,
@@ -456,17 +484,48 @@ class ImzMLReader:
         -------
         ``(n_spectra, len(mzs))`` array (or CSR matrix); row ``i`` is spectrum ``i`` (see
         :attr:`coordinates`).
+
+        Warns
+        -----
+        DataWarning
+            The windows hold NaN or infinite intensities: they are read as 0.
         """
         _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
-        if sparse:
-            return _kernels.window_sums_sparse(
-                self._acc, lo, hi, dtype=dtype, show_progress=show_progress
-            )
-        return _kernels.window_sums(self._acc, lo, hi, dtype=dtype, show_progress=show_progress)
+        sums, found = self._window_sums(
+            lo, hi, dtype=dtype, sparse=sparse, show_progress=show_progress
+        )
+        _finite.warn_nonfinite(self.path, found)
+        return sums
+
+    def _window_sums(self, lo, hi, *, dtype=np.float64, sparse=False, show_progress=False):
+        """Sums over windows ``[lo, hi]``, and ``found`` (NaN/±inf intensities read as 0)."""
+        work = dtype if np.dtype(dtype).kind == "f" else np.float64  # NaN must fit until repaired
+        with np.errstate(invalid="ignore"):
+            if sparse:
+                sums = _kernels.window_sums_sparse(
+                    self._acc, lo, hi, dtype=work, show_progress=show_progress
+                )
+                found = _finite.repair_csr(self._acc, lo, hi, sums)
+            else:
+                sums = _kernels.window_sums(
+                    self._acc, lo, hi, dtype=work, show_progress=show_progress
+                )
+                found = _finite.repair_window_sums(self._acc, lo, hi, sums)
+        return sums.astype(dtype, copy=False), found
 
     def tic(self, *, show_progress: bool = False) -> np.ndarray:
-        """Total ion count (sum of intensities) of every spectrum, float64, length ``n_spectra``."""
-        return _kernels.spectrum_sums(self._acc, show_progress=show_progress)
+        """Total ion count (sum of intensities) of every spectrum, float64, length ``n_spectra``.
+
+        NaN or infinite intensities are read as 0, with a :class:`DataWarning`.
+        """
+        tic, found = self._tic(show_progress=show_progress)
+        _finite.warn_nonfinite(self.path, found)
+        return tic
+
+    def _tic(self, *, show_progress: bool = False) -> tuple[np.ndarray, dict[int, int]]:
+        with np.errstate(invalid="ignore"):
+            tic = _kernels.spectrum_sums(self._acc, show_progress=show_progress)
+        return tic, _finite.repair_tic(self._acc, tic)
 
     def mean_spectrum(
         self, *, mz=None, ppm: float = 5.0, show_progress: bool = False
@@ -475,11 +534,15 @@ class ImzMLReader:
 
         Continuous files average over their shared m/z axis. Processed files are first put on a
         common axis: ``mz`` if given (each value the centre of a ``± ppm`` window), else one built
-        by merging peaks within ``ppm`` (:func:`spatialfuse.io.imzml.build_mz_axis`).
+        by merging peaks within ``ppm`` (:func:`spatialfuse.io.imzml.build_mz_axis`). NaN or
+        infinite intensities are read as 0, with a :class:`DataWarning`.
         """
         axis = _kernels.shared_mz_axis(self._acc)
         if axis is not None and mz is None:
-            return axis, _kernels.mean_of_rows(self._acc, show_progress=show_progress)
+            with np.errstate(invalid="ignore"):
+                mean, found = _kernels.mean_of_rows(self._acc, show_progress=show_progress)
+            _finite.warn_nonfinite(self.path, found)
+            return axis, mean
         if mz is None:
             from spatialfuse.io.imzml._axis import build_mz_axis
 
@@ -487,7 +550,8 @@ class ImzMLReader:
             centres, lo, hi = common.mz, common.lo, common.hi
         else:
             centres, lo, hi = _kernels.mz_windows(mz, ppm=ppm)
-        sums = _kernels.window_sums(self._acc, lo, hi, show_progress=show_progress)
+        sums, found = self._window_sums(lo, hi, show_progress=show_progress)
+        _finite.warn_nonfinite(self.path, found)
         return np.asarray(centres, dtype=np.float64), sums.mean(axis=0)
 
     def iter_chunks(self, *, chunk_spectra: int = 4096):

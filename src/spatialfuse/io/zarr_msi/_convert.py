@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialfuse._logging import logger, progress
+from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._read import choose_features, feature_var, msi_obs, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
@@ -106,11 +107,12 @@ def _publish(tmp: Path, output: Path, overwrite: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _run_local(spec, tiles, reader, tic, show_progress):
+def _run_local(spec, tiles, reader, tic, found, show_progress):
     for tile in progress(tiles, show=show_progress, desc="convert"):
-        r0, r1, part = run_tile(spec, tile, reader=reader)
+        r0, r1, part, nonfinite = run_tile(spec, tile, reader=reader)
         if part is not None:
             tic[r0:r1] = part
+        found.update(nonfinite)
 
 
 def _run_tile_task(tile, spec):
@@ -139,18 +141,19 @@ def _client_of(client):
         )
 
 
-def _run_distributed(c, spec, tiles, tic, show_progress):
+def _run_distributed(c, spec, tiles, tic, found, show_progress):
     from distributed import as_completed
 
     shared = c.scatter(spec, broadcast=True, hash=False)
     futures = c.map(_run_tile_task, tiles, spec=shared, pure=False)
     try:
         done = as_completed(futures, with_results=True)
-        for _future, (r0, r1, part) in progress(
+        for _future, (r0, r1, part, nonfinite) in progress(
             done, show=show_progress, total=len(futures), desc="convert"
         ):
             if part is not None:
                 tic[r0:r1] = part
+            found.update(nonfinite)
     except BaseException:
         c.cancel(futures)
         raise
@@ -306,10 +309,11 @@ def convert_imzml(
             )
             tiles = plan.tiles()
             tic = np.zeros(n, dtype=np.float64)
+            found: dict[int, int] = {}
             if dask_client is None:
-                _run_local(spec, tiles, reader, tic, show_progress)
+                _run_local(spec, tiles, reader, tic, found, show_progress)
             else:
-                _run_distributed(dask_client, spec, tiles, tic, show_progress)
+                _run_distributed(dask_client, spec, tiles, tic, found, show_progress)
 
             write_elem(root, "obs", msi_obs(coords, tic), dataset_kwargs=_NO_SHARDS)
             store_info = {
@@ -319,6 +323,8 @@ def convert_imzml(
                 "compression": compression_name,
                 "max_memory": budget,
                 "converted_with": "dask.distributed" if client is not None else "local",
+                # NaN/±inf intensities of the imzML, stored as 0 (read_msi_zarr warns of them)
+                "nonfinite_intensities": [sum(found.values()), len(found)],
             }
             root.attrs.update(
                 {
@@ -329,6 +335,7 @@ def convert_imzml(
                 }
             )
             _publish(tmp, output, overwrite)
+            _finite.warn_nonfinite(reader.path, found)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

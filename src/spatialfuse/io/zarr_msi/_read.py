@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from spatialfuse.errors import FileFormatError, MissingFileError
+from spatialfuse.errors import DataWarning, FileFormatError, MissingFileError
+from spatialfuse.io.imzml._finite import nonfinite_message, zeroed
+from spatialfuse.io.imzml._reader import check_grid_size
+from spatialfuse.io.zarr_msi._check import check_store, chunk_error
 from spatialfuse.io.zarr_msi._convert import STORE_FORMAT, _require_zarr
-
-#: Largest image (grid cells) that ion_image_from_zarr will allocate (as ImzMLReader).
-MAX_IMAGE_PIXELS = 400_000_000
 
 
 def open_msi_store(path: str | os.PathLike):
-    """The root group of a store written by :func:`convert_imzml` (read-only), checked."""
+    """The root group of a store written by :func:`convert_imzml` (read-only), checked.
+
+    Raises
+    ------
+    MissingFileError
+        There is nothing at ``path``.
+    FileFormatError
+        ``path`` is not such a store, or it is damaged: an array missing or of the wrong kind,
+        shape or dtype, shapes that disagree, chunks of ``X`` missing, or a declared size that
+        the stored bytes cannot hold (refused before anything is allocated).
+    """
+    return _open_checked(path)[0]
+
+
+def _open_checked(path: str | os.PathLike):
+    """``(root, layout)`` of the store at ``path``, checked (see :func:`open_msi_store`)."""
     zarr = _require_zarr()
     path = Path(path)
     if not path.exists():
@@ -27,7 +43,39 @@ def open_msi_store(path: str | os.PathLike):
     info = root.attrs.get("spatialfuse_store")
     if not isinstance(info, dict) or info.get("format") != STORE_FORMAT:
         raise FileFormatError(path, "is not an MSI store written by spatialfuse.io.convert_imzml")
-    return root
+    return root, check_store(path, root)
+
+
+def _warn_nonfinite(path, layout) -> None:
+    n_values, n_spectra = layout.nonfinite
+    if n_values:
+        source = layout.provenance.get("file", "its imzML")
+        warnings.warn(
+            nonfinite_message(f"{path} (converted from {source})", n_values, n_spectra),
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+class _CheckedX:
+    """``X`` of a store as dask reads it: NaN/±inf read as 0, a damaged chunk a FileFormatError.
+
+    (Stores written by :func:`convert_imzml` hold no NaN/±inf; older ones may.)
+    """
+
+    def __init__(self, array, path: Path):
+        self.array = array
+        self.path = path
+        self.shape = array.shape
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+
+    def __getitem__(self, key):
+        try:
+            block = self.array[key]
+        except Exception as exc:  # codecs raise many types for corrupt bytes
+            raise chunk_error(self.path, exc, f"at {key}") from exc
+        return zeroed(block)
 
 
 def read_msi_zarr(path: str | os.PathLike, *, chunks=None):
@@ -50,20 +98,47 @@ def read_msi_zarr(path: str | os.PathLike, *, chunks=None):
         ``adata.X.sum(axis=1)``, ``adata.X / adata.obs["tic"].to_numpy()[:, None]``; for a sparse
         weight matrix ``W`` (e.g. spots × pixels) use :func:`sparse_matmul` — ``W @ adata.X`` with
         a scipy ``W`` would load all of ``X``.
+
+    Raises
+    ------
+    MissingFileError, FileFormatError
+        As :func:`open_msi_store`; computing ``X`` raises FileFormatError for a chunk that cannot
+        be decoded.
+
+    Warns
+    -----
+    DataWarning
+        The imzML held NaN or infinite intensities, which the conversion stored as 0.
     """
     import anndata as ad
     import dask.array as da
     from anndata.io import read_elem
+    from dask.base import tokenize
 
-    root = open_msi_store(path)
-    obs = read_elem(root["obs"])
-    var = read_elem(root["var"])
-    spatial = np.asarray(root["obsm"]["spatial"][:])
+    path = Path(path)
+    root, layout = _open_checked(path)
+    try:
+        obs = read_elem(root["obs"])
+        var = read_elem(root["var"])
+        spatial = np.asarray(root["obsm"]["spatial"][:], dtype=np.float64)
+    except Exception as exc:  # anndata and zarr raise many types for damaged metadata
+        problem = f"{type(exc).__name__}: {exc}"
+        raise FileFormatError(
+            path, f"damaged MSI store: obs, var or obsm cannot be read ({problem})"
+        ) from exc
     x = root["X"]
-    X = da.from_zarr(x, chunks=x.chunks if chunks is None else chunks, inline_array=True)
+    chunks = x.chunks if chunks is None else chunks
+    X = da.from_array(
+        _CheckedX(x, path),
+        chunks=chunks,
+        name="from-zarr-" + tokenize(str(path.absolute()), x.shape, x.dtype.str, chunks),
+        inline_array=True,
+        meta=np.empty((0, 0), dtype=x.dtype),
+    )
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.obsm["spatial"] = spatial
-    adata.uns["spatialfuse"] = dict(root.attrs["spatialfuse"])
+    adata.uns["spatialfuse"] = dict(layout.provenance)
+    _warn_nonfinite(path, layout)
     return adata
 
 
@@ -77,9 +152,10 @@ def ion_image_from_zarr(
 ) -> np.ndarray:
     """Ion image from a converted store: the features with m/z in ``mz ± tol`` (or ``± ppm``).
 
-    Reads only the chunks that hold those columns. For a continuous file stored on its own axis
-    this equals :meth:`ImzMLReader.ion_image` (same window rule, float32 intensities); for binned
-    stores it sums the features whose centre falls in the window.
+    Reads only the chunks that hold those columns, one band of chunk rows at a time. For a
+    continuous file stored on its own axis this equals :meth:`ImzMLReader.ion_image` (same window
+    rule, float32 intensities); for binned stores it sums the features whose centre falls in the
+    window.
 
     Parameters
     ----------
@@ -97,22 +173,29 @@ def ion_image_from_zarr(
     numpy.ndarray
         float64 image of the bounding box of the pixel grid: row ``r``, column ``c`` is position
         ``(x0 + c, y0 + r)``, as :meth:`ImzMLReader.to_image`.
+
+    Raises
+    ------
+    MissingFileError, FileFormatError
+        As :func:`open_msi_store`; also for positions spanning an implausibly large grid and for
+        a chunk that cannot be decoded.
+
+    Warns
+    -----
+    DataWarning
+        The imzML held NaN or infinite intensities, which the conversion stored as 0.
     """
     from spatialfuse.io.imzml import _kernels
 
-    root = store if hasattr(store, "attrs") and hasattr(store, "members") else open_msi_store(store)
-    _, lo, hi = _kernels.mz_windows([mz], tol=tol, ppm=ppm)
-    centres = np.asarray(root["var"]["mz"][:], dtype=np.float64)
-    x = root["X"]
-    n = x.shape[0]
-    columns = np.flatnonzero((centres >= lo[0]) & (centres <= hi[0]))
-    if columns.size == 0:
-        values = np.zeros(n, dtype=np.float64)
-    elif columns[-1] - columns[0] + 1 == columns.size:
-        values = x[:, int(columns[0]) : int(columns[-1]) + 1].sum(axis=1, dtype=np.float64)
+    if hasattr(store, "attrs") and hasattr(store, "members"):
+        root = store
+        path = Path(getattr(root.store, "root", "") or "MSI store")
+        layout = check_store(path, root)
     else:
-        block = x.get_orthogonal_selection((slice(None), columns))
-        values = block.sum(axis=1, dtype=np.float64)
+        path = Path(store)
+        root, layout = _open_checked(path)
+    _, lo, hi = _kernels.mz_windows([mz], tol=tol, ppm=ppm)
+    n = layout.n
     obs = root["obs"]
     xs = np.asarray(obs["imzml_x"][:], dtype=np.int64)
     ys = np.asarray(obs["imzml_y"][:], dtype=np.int64)
@@ -120,14 +203,32 @@ def ion_image_from_zarr(
         return np.full((0, 0), fill, dtype=np.float64)
     x0, y0 = int(xs.min()), int(ys.min())
     rows, cols = int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1
-    if rows * cols > MAX_IMAGE_PIXELS:
-        raise ValueError(
-            f"positions span {cols} × {rows} grid cells; an image of that size (over "
-            f"{MAX_IMAGE_PIXELS:,} pixels) is refused"
-        )
+    check_grid_size(path, rows, cols, n)
+    centres = np.asarray(root["var"]["mz"][:], dtype=np.float64)
+    values = _column_sums(_CheckedX(root["X"], path), (centres >= lo[0]) & (centres <= hi[0]))
     image = np.full((rows, cols), fill, dtype=np.result_type(np.float64, np.asarray(fill).dtype))
     image[ys - y0, xs - x0] = values
+    _warn_nonfinite(path, layout)
     return image
+
+
+def _column_sums(x: _CheckedX, chosen: np.ndarray) -> np.ndarray:
+    """Per-row float64 sums of the ``chosen`` columns of ``x``, one band of chunk rows at a time."""
+    n = x.shape[0]
+    values = np.zeros(n, dtype=np.float64)
+    columns = np.flatnonzero(chosen)
+    if columns.size == 0:
+        return values
+    first, last = int(columns[0]), int(columns[-1]) + 1
+    contiguous = last - first == columns.size
+    step = int(x.array.chunks[0])
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        block = x[a:b, first:last]
+        if not contiguous:
+            block = block[:, columns - first]
+        values[a:b] = block.sum(axis=1, dtype=np.float64)
+    return values
 
 
 def _left_product(w, x):

@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.zarr_msi._memory import Plan
 
-#: Rows per block when summing whole spectra for the TIC.
-_TIC_BLOCK_BYTES = 32 << 20
 #: Working bytes per peak while binning (concatenated arrays, lookups, keys, weights).
 _BYTES_PER_PEAK = 64
 
@@ -81,11 +80,12 @@ def open_reader(spec: TileSpec):
 
 
 def run_tile(spec: TileSpec, tile: tuple[int, int, int, int], reader=None):
-    """Compute and store tile ``(r0, r1, c0, c1)``; return ``(r0, r1, tic)``.
+    """Compute and store tile ``(r0, r1, c0, c1)``; return ``(r0, r1, tic, found)``.
 
     ``tic`` (float64 total ion counts of spectra ``r0:r1``, summed exactly as
     :meth:`ImzMLReader.tic` does) comes from the tile of each row band that starts at column 0;
-    other tiles return None.
+    other tiles return None. NaN/±inf intensities are read as 0; ``found`` says which spectra
+    held how many (the band's first tile finds them all).
     """
     import zarr
 
@@ -98,24 +98,32 @@ def run_tile(spec: TileSpec, tile: tuple[int, int, int, int], reader=None):
         {"write_empty_chunks": True}
     )
     acc = reader._acc
-    if c1 > c0:
-        if spec.kind == "identity":
-            _identity_tile(spec, acc, array, r0, r1, c0, c1)
-        elif spec.kind == "shared_windows":
-            _windows_tile(spec, acc, array, r0, r1, c0, c1)
-        elif spec.kind == "peaks":
-            _peaks_tile(spec, acc, array, r0, r1, c0, c1)
-        else:  # pragma: no cover - the driver sets the kind
-            raise ValueError(f"unknown table kind {spec.kind!r}")
-    tic = _tic(acc, r0, r1) if c0 == 0 else None
-    return r0, r1, tic
+    found: dict[int, int] = {}
+    with np.errstate(invalid="ignore"):  # inf - inf: such cells are recomputed
+        if c1 > c0:
+            if spec.kind == "identity":
+                _identity_tile(spec, acc, array, r0, r1, c0, c1)
+            elif spec.kind == "shared_windows":
+                found.update(_windows_tile(spec, acc, array, r0, r1, c0, c1))
+            elif spec.kind == "peaks":
+                found.update(_peaks_tile(spec, acc, array, r0, r1, c0, c1))
+            else:  # pragma: no cover - the driver sets the kind
+                raise ValueError(f"unknown table kind {spec.kind!r}")
+        tic = None
+        if c0 == 0:
+            tic = _kernels.spectrum_sums(acc, r0, r1)
+            found.update(_finite.repair_tic(acc, tic, r0))
+    return r0, r1, tic, found
 
 
-def write_stripes(spec: TileSpec, array, r0: int, r1: int, c0: int, c1: int, values) -> None:
+def write_stripes(
+    spec: TileSpec, array, r0: int, r1: int, c0: int, c1: int, values, *, zero_nonfinite=False
+) -> None:
     """Write ``values`` (rows ``r0:r1``, columns ``c0:c1``, any array-like) a few chunks at once.
 
     zarr encodes the chunks of one write concurrently, each in its own buffer; handing it at most
-    ``plan.stripe_chunks`` chunks at a time bounds that memory.
+    ``plan.stripe_chunks`` chunks at a time bounds that memory. ``zero_nonfinite``: write NaN/±inf
+    values as 0.
     """
     step = spec.plan.stripe_chunks * spec.plan.chunk_cols
     marker = Path(spec.store) / "zarr.json"
@@ -123,21 +131,20 @@ def write_stripes(spec: TileSpec, array, r0: int, r1: int, c0: int, c1: int, val
         b = min(c1, a + step)
         if not marker.exists():
             raise StoreRemovedError(f"{spec.store} was removed: the conversion was abandoned")
-        array[r0:r1, a:b] = values[:, a - c0 : b - c0]
+        part = values[:, a - c0 : b - c0]
+        array[r0:r1, a:b] = _finite.zeroed(part) if zero_nonfinite else part
 
 
 def _identity_tile(spec, acc, array, r0, r1, c0, c1):
-    from spatialfuse.io.imzml import _kernels
-
     matrix = _kernels.intensity_matrix(acc)
     if matrix is not None:
         # Straight from the memory map: zarr copies each chunk out of the strided view.
-        write_stripes(spec, array, r0, r1, c0, c1, matrix[r0:r1, c0:c1])
-        return
-    tile = np.empty((r1 - r0, c1 - c0), dtype=np.float32)
-    for i in range(r0, r1):
-        tile[i - r0] = acc.array(i, "int")[c0:c1]
-    write_stripes(spec, array, r0, r1, c0, c1, tile)
+        values = matrix[r0:r1, c0:c1]
+    else:
+        values = np.empty((r1 - r0, c1 - c0), dtype=np.float32)
+        for i in range(r0, r1):
+            values[i - r0] = acc.array(i, "int")[c0:c1]
+    write_stripes(spec, array, r0, r1, c0, c1, values, zero_nonfinite=True)
 
 
 def _row_blocks(r0: int, r1: int, row_bytes: int, work: int) -> list[tuple[int, int]]:
@@ -147,8 +154,6 @@ def _row_blocks(r0: int, r1: int, row_bytes: int, work: int) -> list[tuple[int, 
 
 def _windows_tile(spec, acc, array, r0, r1, c0, c1):
     """Continuous data, ``mz=`` windows: sum each window's column range, per row."""
-    from spatialfuse.io.imzml import _kernels
-
     axis = _kernels.shared_mz_axis(acc)
     lo, hi = spec.lo[c0:c1], spec.hi[c0:c1]
     i0 = np.searchsorted(axis, lo, side="left")
@@ -180,12 +185,12 @@ def _windows_tile(spec, acc, array, r0, r1, c0, c1):
                 segment = np.add.reduceat(block, bounds, axis=1, dtype=np.float64)
                 tile[a - r0 : b - r0, layer] = segment[:, 0::2]
             del block
+    found = _finite.repair_window_sums(acc, lo, hi, tile, r0)
     write_stripes(spec, array, r0, r1, c0, c1, tile)
+    return found
 
 
 def _peak_lookups(lo: np.ndarray, hi: np.ndarray):
-    from spatialfuse.io.imzml import _kernels
-
     hi_open = np.nextafter(hi, np.inf)
     lookups = []
     for layer in _kernels._window_layers(lo, hi_open):
@@ -234,21 +239,6 @@ def _peaks_tile(spec, acc, array, r0, r1, c0, c1):
                 flat[offset + cells] = np.bincount(inverse, weights=weight)
             del key, weight
         a = b
+    found = _finite.repair_window_sums(acc, spec.lo[c0:c1], spec.hi[c0:c1], tile, r0)
     write_stripes(spec, array, r0, r1, c0, c1, tile)
-
-
-def _tic(acc, r0: int, r1: int) -> np.ndarray:
-    """Total ion count of spectra ``r0:r1``, float64, summed as ``ImzMLReader.tic`` does."""
-    from spatialfuse.io.imzml import _kernels
-
-    out = np.zeros(r1 - r0, dtype=np.float64)
-    matrix = _kernels.intensity_matrix(acc)
-    if matrix is not None:
-        rows = max(1, _TIC_BLOCK_BYTES // max(1, matrix.shape[1] * 8))
-        for a in range(r0, r1, rows):
-            b = min(r1, a + rows)
-            out[a - r0 : b - r0] = matrix[a:b].sum(axis=1, dtype=np.float64)
-        return out
-    for i in range(r0, r1):
-        out[i - r0] = acc.array(i, "int").sum(dtype=np.float64)
-    return out
+    return found
