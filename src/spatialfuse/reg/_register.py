@@ -55,7 +55,9 @@ class RegistrationResult:
         ``dice_initial``/``dice_final`` (tissue masks), ``scale_min``/``scale_max`` (of the
         affine that best fits the transform over the moving tissue; about 1 when the pixel sizes
         are right), ``moving_tissue_inside`` (fraction of the moving tissue that lands inside
-        the fixed image), ``min_jacobian`` (nonrigid: < 0 means
+        the fixed image), ``localisation`` (MSI → H&E: how much the footprint stage's cost
+        rises when the result is moved by 50 µm; about 1 means nothing pins the alignment
+        down, as when the images show different tissues), ``min_jacobian`` (nonrigid: < 0 means
         folding), with landmarks ``tre_um_median``/``tre_um_max``/``tre_px_median`` (in moving
         pixels, for MSI: MSI pixels), ``seconds``.
     ok
@@ -293,6 +295,8 @@ def register(
             "working_pixel_size_um": work,
         }
     )
+    if _footprint.available(mov, fix):
+        metrics["localisation"] = _footprint.localisation(mov, fix, transform)
     if landmarks is not None:
         metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
     metrics["seconds"] = time.perf_counter() - t0
@@ -327,6 +331,17 @@ def register(
             f"only {100 * metrics['moving_tissue_inside']:.0f} % of the moving tissue lands inside "
             "the fixed image: the fixed image shows part of the tissue (a crop?) — register "
             "against an image of the whole section"
+        )
+    least = _footprint.least_localisation(metrics.get("footprint_cost"))
+    if metrics.get("localisation", np.inf) < least:
+        unexplained = metrics.get("footprint_cost")
+        failures.append(
+            "the spectra do not pin the alignment down: moving it by "
+            f"{max(_footprint.LOCALISATION_SHIFT_UM, *mov.pixel_size_um):g} µm raises "
+            f"the colour they cannot explain only {metrics['localisation']:.2f}× (at least "
+            f"{least:g}× expected"
+            + ("" if unexplained is None else f" where {100 * unexplained:.0f} % is unexplained")
+            + "); the images probably show different tissues or sections"
         )
     if metrics.get("min_jacobian", 1.0) <= 0:
         failures.append(f"the nonrigid map folds (min Jacobian {metrics['min_jacobian']:.2f})")
