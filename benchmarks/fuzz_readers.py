@@ -1,4 +1,6 @@
-"""Mutation fuzzing of spatialfuse's imzML, Visium and run-config readers (see docs/fuzzing.md).
+"""Mutation fuzzing of spatialfuse's imzML, Visium, histology and run-config readers.
+
+See docs/fuzzing.md.
 
 Every case is one mutated input; it must end in a correct read or one of spatialfuse's own errors,
 within the time bound and the memory bound. Prints a table of outcome counts and, for every
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sf_fuzz import READERS, runner
 
 #: How ``--reader all`` splits ``--cases`` (by the ground each reader covers and a case's cost).
-SHARES = {"imzml": 0.55, "visium": 0.15, "config": 0.30}
+SHARES = {"imzml": 0.45, "visium": 0.15, "config": 0.25, "histology": 0.15}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
-"""Mutation fuzzing of spatialfuse's readers (imzML, Visium, run config).
+"""Mutation fuzzing of spatialfuse's readers (imzML, Visium, histology, run config).
 
 ``runner`` runs cases in a worker process with a time bound per case and an address-space limit;
-``imzml``, ``visium`` and ``config`` build the cases of one reader each and check their outcome;
-``mutate`` holds the byte- and text-level mutators they share. ``benchmarks/fuzz_readers.py`` is
-the command line; ``docs/fuzzing.md`` describes both.
+``imzml``, ``visium``, ``histology`` and ``config`` build the cases of one reader each and check
+their outcome; ``mutate`` holds the byte- and text-level mutators they share.
+``benchmarks/fuzz_readers.py`` is the command line; ``docs/fuzzing.md`` describes both.
 """
 
-READERS = ("imzml", "visium", "config")
+READERS = ("imzml", "visium", "config", "histology")

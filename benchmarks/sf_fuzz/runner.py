@@ -326,7 +326,7 @@ def run(
     Parameters
     ----------
     reader
-        ``"imzml"``, ``"visium"`` or ``"config"``.
+        ``"imzml"``, ``"visium"``, ``"histology"`` or ``"config"``.
     cases, seed, first_case
         Cases ``first_case … first_case + cases - 1`` of the run with ``seed``.
     timeout

@@ -23,7 +23,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_readers.py"
 
 @pytest.mark.parametrize(
     ("reader", "cases", "seed"),
-    [("imzml", 300, 101), ("config", 400, 102), ("visium", 80, 103)],
+    [("imzml", 300, 101), ("config", 400, 102), ("visium", 80, 103), ("histology", 150, 104)],
 )
 def test_quick_slice_reads_correctly_or_raises_our_errors(tmp_path, reader, cases, seed):
     summary = runner.run(

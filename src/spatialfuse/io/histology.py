@@ -61,6 +61,22 @@ MAX_DENSITY_PIXEL_SIZE_UM = 25.4
 #: Bytes of pixel data read at once while downsampling block-wise (a strip of tiles).
 _BLOCK_BYTES = 8 * 2**20
 
+#: The most each compression can inflate, by TIFF Compression code (uncompressed: 1; PackBits:
+#: 128 bytes from 2; deflate ~1,032; LZW ~1,350; zstd ~32,800; LZMA ~6,500). A level, or one of
+#: its strips or tiles, that declares more pixel bytes than its stored bytes times this cannot be
+#: in the file and is refused before anything is allocated. Other codecs (JPEG, JPEG 2000, WebP,
+#: ...) get _IMAGE_MAX_RATIO: whole-slide levels stay far below it.
+_TIFF_MAX_RATIO = {1: 1, 32773: 64, 8: 1100, 32946: 1100, 5: 1400, 50000: 33000, 34926: 33000}
+_TIFF_MAX_RATIO.update({34925: 7000})
+_IMAGE_MAX_RATIO = 2000
+#: Slack on those bounds, for headers, row padding and tiny images.
+_RATIO_SLACK_BYTES = 4096
+#: An OME image may declare at most this many planes (Z × C × T, or a TiffData index or count)
+#: per page of the file, and at least this many whatever the pages: tifffile allocates a list of
+#: them before it reads anything.
+_OME_PLANES_PER_PAGE = 64
+_OME_MIN_PLANES = 1 << 16
+
 _SOURCE_WORDS = {
     "argument": "the pixel_size_um argument",
     "ome": "OME-XML PhysicalSizeX/Y",
@@ -250,7 +266,7 @@ class _Color:
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Turn a raw ``(h, w, n_raw)`` block into ``(h, w, n_out)`` in the output dtype."""
         if raw.dtype == np.bool_:
-            raw = raw.view(np.uint8) * np.uint8(255)
+            raw = _bilevel_as_uint8(raw)
         color = raw[..., : self.n_out]
         if self.invert:
             color = np.iinfo(raw.dtype).max - color
@@ -271,6 +287,14 @@ class _Color:
         return _cast(out, raw.dtype)
 
 
+def _bilevel_as_uint8(values: np.ndarray) -> np.ndarray:
+    """1-bit pixels as 0/255 ``uint8``, read from their bytes.
+
+    A decoder may leave bytes other than 0 and 1 in a bool array; arithmetic on those wraps.
+    """
+    return np.where(values.view(np.uint8) != 0, np.uint8(255), np.uint8(0))
+
+
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind in "ui":
@@ -289,12 +313,13 @@ def _block_mean(block: np.ndarray, k: int) -> np.ndarray:
     c)``.
     """
     h, w, c = block.shape
-    if block.dtype.kind in "ub":
-        top = 1 if block.dtype.kind == "b" else int(np.iinfo(block.dtype).max)
+    kind = block.dtype.kind
+    top = 1 if kind == "b" else int(np.iinfo(block.dtype).max) if kind in "ui" else 0
+    if kind in "ub" and top * k * k <= np.iinfo(np.uint64).max:
         row_acc, acc = np.min_scalar_type(top * k), np.min_scalar_type(top * k * k)
-    elif block.dtype.kind == "i":
+    elif kind == "i" and (top + 1) * k * k <= np.iinfo(np.int64).max:
         row_acc = acc = np.dtype(np.int64)
-    else:
+    else:  # floats, and 64-bit integers whose sums could overflow
         row_acc = acc = np.dtype(np.float64)
     nh, nw = -(-h // k), -(-w // k)
     rows = np.zeros((nh, w, c), row_acc)
@@ -365,12 +390,11 @@ class _Source:
 
 class _TiffSource(_Source):
     def __init__(self, path: Path, series: int):
-        import tifffile
 
         self.path = path
         self.series = series
         with _translate_errors(path, "parsing the TIFF structure"):
-            with tifffile.TiffFile(path) as tif:
+            with _open_tiff(path) as tif:
                 self._inspect(tif)
 
     # -- opening
@@ -415,6 +439,13 @@ class _TiffSource(_Source):
             layout = self._layout(lvl.axes, lvl.shape, i)
             self._layouts.append(layout)
             self.level_shapes.append((lvl.shape[layout["y"]], lvl.shape[layout["x"]]))
+            h, w = self.level_shapes[-1]
+            if not all(isinstance(v, int | np.integer) and v >= 1 for v in lvl.shape):
+                raise FileFormatError(
+                    path,
+                    f"level {i} has no pixels or a size that is not a "
+                    f"whole number ({w!r} × {h!r}): its size tags are damaged",
+                )
             c = 1 if layout["c"] is None else lvl.shape[layout["c"]]
             if n_raw is None:
                 n_raw = c
@@ -447,7 +478,7 @@ class _TiffSource(_Source):
         self._color = _Color(n_raw, n_out, alpha, invert=invert)
         self.n_channels = n_out
 
-        self._check_truncation(s)
+        self._check_storage(s)
         self.calibration = self._calibration(tif, s, kf)
         self.levels_note = "stored pyramid" if len(self.level_shapes) > 1 else ""
 
@@ -491,23 +522,45 @@ class _TiffSource(_Source):
         kept = [i for i in range(len(axes)) if index[i] is None or i == c]
         return {"y": y, "x": x, "c": c, "index": index, "kept": kept}
 
-    def _check_truncation(self, s: Any) -> None:
+    def _check_storage(self, s: Any) -> None:
+        """Refuse pixel data past the end of the file, and sizes its stored bytes cannot hold."""
         size = os.path.getsize(self.path)
         for i, lvl in enumerate(s.levels):
             for page in lvl.pages:
                 if page is None:
                     continue
                 offsets = np.asarray(page.dataoffsets, dtype=np.int64)
-                counts = np.asarray(page.databytecounts, dtype=np.int64)
-                if offsets.size == 0:
-                    continue
-                end = int(np.max(offsets + counts))
-                if end > size:
-                    raise FileFormatError(
-                        self.path,
-                        f"is truncated: pixel data of level {i} extends to byte {end} but the "
-                        f"file has {size} bytes",
-                    )
+                counts = np.asarray(page.databytecounts, dtype=np.int64)[: offsets.size]
+                if offsets.size:
+                    end = int(np.max(offsets + counts))
+                    if end > size:
+                        raise FileFormatError(
+                            self.path,
+                            f"is truncated: pixel data of level {i} extends to byte {end} but "
+                            f"the file has {size} bytes",
+                        )
+                stored = int(counts.sum()) if counts.size else 0
+                self._check_declared(page, i, stored, int(counts.max()) if counts.size else 0)
+
+    def _check_declared(self, page: Any, level: int, stored: int, largest: int) -> None:
+        """Refuse a level, or a strip or tile of it, declaring more than ``stored`` bytes hold."""
+        page = page.keyframe  # (a TiffFrame has its own data, the keyframe's layout)
+        code = int(page.compression)
+        ratio = _TIFF_MAX_RATIO.get(code, _IMAGE_MAX_RATIO)
+        bits = max(int(page.bitspersample), 1)
+        declared = -(-math.prod(int(v) for v in page.shape) * bits // 8)
+        chunk = -(-math.prod(int(v) for v in page.chunks) * bits // 8)
+        codec = getattr(page.compression, "name", str(code)).lower()
+        for what, need, have in (
+            (f"{'×'.join(map(str, page.shape))} values", declared, stored),
+            (f"strips or tiles of {'×'.join(map(str, page.chunks))} values", chunk, largest),
+        ):
+            if need > have * ratio + _RATIO_SLACK_BYTES:
+                raise FileFormatError(
+                    self.path,
+                    f"level {level} declares {what} ({need:,} bytes), more than its {have:,} "
+                    f"stored bytes of {codec} data can hold: its size tags are damaged",
+                )
 
     def _calibration(self, tif: Any, s: Any, kf: Any) -> _Calibration:
         cal = _Calibration()
@@ -605,12 +658,11 @@ class _TiffSource(_Source):
 
     @contextlib.contextmanager
     def reader(self, level: int) -> Iterator[_LevelReader]:
-        import tifffile
         import zarr
 
         path = self.path
         with _translate_errors(path, f"opening level {level}"):
-            tif = tifffile.TiffFile(path)
+            tif = _open_tiff(path)
         try:
             with _translate_errors(path, f"opening level {level}"):
                 s = tif.series[self.series]
@@ -626,6 +678,78 @@ class _TiffSource(_Source):
             yield _TiffLevelReader(self, z, self._layouts[level], self.level_shapes[level], level)
         finally:
             tif.close()
+
+
+def _open_tiff(path: Path) -> Any:
+    """A ``tifffile.TiffFile`` of ``path``, its IFDs indexed and its OME-XML checked.
+
+    Counting the pages first bounds the walk of the IFD chain: tifffile's series parsing alone
+    goes round some circular chains without end.
+    """
+    import tifffile
+
+    tif = tifffile.TiffFile(path)
+    try:
+        n_pages = len(tif.pages)
+        if tif.is_ome:
+            _check_ome_planes(path, tif, n_pages)
+    except BaseException:
+        tif.close()
+        raise
+    return tif
+
+
+def _check_ome_planes(path: Path, tif: Any, n_pages: int) -> None:
+    """Refuse OME-XML that declares far more planes than the file has pages, or entities.
+
+    tifffile lists the planes an OME image declares (its sizes over its first page's) before it
+    reads any, and expands entities.
+    """
+    import xml.etree.ElementTree as ET
+
+    omexml = tif.ome_metadata
+    if not omexml:
+        return
+    if "<!DOCTYPE" in omexml or "<!ENTITY" in omexml:
+        raise FileFormatError(
+            path, "its OME-XML declares a DOCTYPE or entities, which OME never uses"
+        )
+    try:
+        root = ET.fromstring(omexml)
+    except ET.ParseError:
+        return  # tifffile falls back to reading the pages as they are
+    limit = max(_OME_MIN_PLANES, _OME_PLANES_PER_PAGE * n_pages)
+    for pixels in (e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"):
+        sizes = {k: _ome_int(pixels.get(f"Size{k}")) for k in "XYZCT"}
+        first = 0
+        for data in (e for e in pixels if e.tag.rsplit("}", 1)[-1] == "TiffData"):
+            values = [_ome_int(data.get(k), 0) for k in ("IFD", "PlaneCount", "FirstZ")]
+            values += [_ome_int(data.get(k), 0) for k in ("FirstC", "FirstT")]
+            if max(values) > limit:
+                raise FileFormatError(
+                    path,
+                    f"its OME-XML TiffData points at plane {max(values):,} of a file of "
+                    f"{n_pages:,} page(s): the metadata is damaged",
+                )
+            first = first or values[0]
+        page = tif.pages[first] if first < n_pages else tif.pages.first
+        area = max(1, int(page.imagewidth) * int(page.imagelength))
+        planes = math.prod(sizes.values()) // area
+        if planes > limit:
+            raise FileFormatError(
+                path,
+                f"its OME-XML declares an image of {planes:,} planes of {page.imagewidth} × "
+                f"{page.imagelength} pixels for a file of {n_pages:,} page(s) (Size X, Y, Z, C, T "
+                f"= {', '.join(str(v) for v in sizes.values())}): the metadata is damaged",
+            )
+
+
+def _ome_int(value: str | None, default: int = 1) -> int:
+    """An OME integer attribute, ``default`` where absent or not an integer (tifffile says so)."""
+    try:
+        return max(int(value), 0) if value is not None else default
+    except ValueError:
+        return default
 
 
 def _contiguous_offset(series: Any, level: int, layout: dict[str, Any]) -> int | None:
@@ -756,6 +880,7 @@ class _JpegSource(_Source):
             raise UnsupportedFormatError(path, f"JPEG colour mode {mode} is not supported")
         self.mode = mode
         self.n_channels = 1 if mode in ("L", "1") else 3
+        _check_declared_size(path, width, height, width * height * self.n_channels, "JPEG")
         self.dtype = np.dtype(np.uint8)
         self.scales = [s for s in (1, 2, 4, 8) if min(width, height) >= s]
         self.level_shapes = [(-(-height // s), -(-width // s)) for s in self.scales]
@@ -789,12 +914,25 @@ class _JpegSource(_Source):
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.dtype == np.bool_:
-            arr = arr.view(np.uint8) * np.uint8(255)
+            arr = _bilevel_as_uint8(arr)
         if arr.shape[:2] != expected:
             # PIL declined DCT scaling (unusual JPEG): reduce the full decode by block means
             logger.debug("%s: DCT scaling unavailable, block-averaging instead", self.path)
             arr = _cast(_block_mean(arr, scale), arr.dtype)
         yield _ArrayReader(np.ascontiguousarray(arr))
+
+
+def _check_declared_size(
+    path: Path, width: int, height: int, nbytes: int, kind: str, *, ratio: int = _IMAGE_MAX_RATIO
+) -> None:
+    """Refuse a header declaring more pixel bytes than the file can hold (before decoding)."""
+    size = os.path.getsize(path)
+    if nbytes > size * ratio + _RATIO_SLACK_BYTES:
+        raise FileFormatError(
+            path,
+            f"its {kind} header declares {width:,} × {height:,} pixels ({nbytes:,} bytes), more "
+            f"than its {size:,} bytes can hold: the header is damaged",
+        )
 
 
 def _check_jpeg_end(path: Path) -> None:
@@ -818,6 +956,9 @@ class _PngSource(_Source):
         width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[:13])
         if width == 0 or height == 0 or ctype not in (0, 2, 3, 4, 6):
             raise FileFormatError(path, f"PNG header is invalid ({width}×{height}, type {ctype})")
+        samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ctype]
+        row_bytes = 1 + -(-width * samples * depth // 8)  # filter byte + packed samples
+        _check_declared_size(path, width, height, height * row_bytes, "PNG", ratio=1100)
         self.level_shapes = [(height, width)]
         self.n_channels = 1 if ctype in (0, 4) else 3
         self.dtype = np.dtype(np.uint16 if depth == 16 else np.uint8)
