@@ -95,6 +95,7 @@ def _tiff(path: Path):
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        len(tif.pages)  # index the IFDs first: series parsing alone loops on some circular chains
         if len(tif.series) != 1:
             raise _Stop(f"{len(tif.series)} series")
         series = tif.series[0]
