@@ -33,8 +33,11 @@ MAX_PIXELS = 4000
 #: Above this cost (share of the colour the spectra leave unexplained) a result is suspect: right
 #: alignments of the benchmark's trios end at 0.04-0.09, a wrong orientation at 0.19.
 SUSPECT_COST = 0.12
-#: Largest move (MSI pixels, anywhere in the tissue) the stage may make; more means it went astray.
+#: Largest median move (MSI pixels, over the tissue) the stage may make; more means it went
+#: astray. A start about one pixel off with a few % of scale error needs more than 3 px at the
+#: tissue's edge, so the largest move anywhere may be :data:`MAX_MOVE_EDGE_PX`.
 MAX_MOVE_PX = 3.0
+MAX_MOVE_EDGE_PX = 9.0
 
 
 def available(moving: RegistrationImage, fixed: RegistrationImage) -> bool:
@@ -138,8 +141,10 @@ class _Problem:
 def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransform, dict]:
     """Fit an affine by the footprint model from ``start`` (moving µm → fixed µm).
 
-    Returns the transform (``start`` itself if the fit would move any footprint point by more
-    than :data:`MAX_MOVE_PX` MSI pixels) and ``{"cost_start", "cost_final", "evaluations"}``.
+    Returns the transform (``start`` itself if the fit does not lower the cost, or moves the
+    footprint points by more than :data:`MAX_MOVE_PX` MSI pixels in the median or
+    :data:`MAX_MOVE_EDGE_PX` anywhere) and ``{"cost_start", "cost_final", "evaluations"}``
+    (``cost_final`` is the cost of the returned transform).
     """
     from scipy.optimize import least_squares
 
@@ -158,9 +163,10 @@ def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransfor
     cost0 = float((residual(np.zeros(6)) ** 2).sum())
     info = {"cost_start": cost0, "cost_final": 2 * float(fit.cost), "evaluations": int(fit.nfev)}
     found = problem.affine(start, fit.x)
-    move = np.linalg.norm(found.apply(problem.points) - base, axis=1).max()
-    if not fit.success or 2 * fit.cost >= cost0 or move > MAX_MOVE_PX * problem.pixel:
-        return start, info
+    move = np.linalg.norm(found.apply(problem.points) - base, axis=1) / problem.pixel
+    too_far = np.median(move) > MAX_MOVE_PX or move.max() > MAX_MOVE_EDGE_PX
+    if not fit.success or 2 * fit.cost >= cost0 or too_far:
+        return start, {**info, "cost_final": cost0}
     return found, info
 
 
