@@ -70,3 +70,29 @@ def test_nonrigid_follows_a_warp_and_is_refused_without_one(pair):
         assert _tre_px(same, trio.msi_to_he, points) < 0.25
     else:
         assert same is affine and field is None
+
+
+def test_affine_fit_may_move_the_tissue_edge_more_than_three_pixels(pair):
+    """A start one pixel off in the median with 6 % of scale error moves the edge > 3 px."""
+    _trio, points, moving, fixed, truth = pair(0.0)
+    off = sf.reg.compose(
+        truth, AffineTransform.from_params(scale=(1.06, 1.0), translation=(0.7 * PIXEL_UM, 0.0))
+    )
+    start = AffineTransform(off.matrix, model="affine")
+    edge = np.linalg.norm(start.apply(points) - truth.apply(points), axis=1).max() / PIXEL_UM
+    assert edge > 3.0 and _tre_px(start, truth, points) < 2.0
+    found, info = _footprint.refine_affine(moving, fixed, start)
+    assert _tre_px(found, truth, points) < 0.3
+    assert info["cost_final"] < info["cost_start"]
+
+
+def test_affine_fit_refuses_to_wander_and_reports_the_start_cost(pair, monkeypatch):
+    _trio, _points, moving, fixed, truth = pair(0.0)
+    start = AffineTransform(
+        sf.reg.compose(truth, AffineTransform.from_params(translation=(PIXEL_UM, 0.0))).matrix,
+        model="affine",
+    )
+    monkeypatch.setattr(_footprint, "MAX_MOVE_PX", 0.1)  # the one-pixel way back is too far now
+    found, info = _footprint.refine_affine(moving, fixed, start)
+    assert found is start
+    assert info["cost_final"] == info["cost_start"]
