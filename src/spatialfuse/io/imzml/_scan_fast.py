@@ -51,16 +51,24 @@ class NotRegular(Exception):
 
 
 def find_literal(arr: np.ndarray, literal: bytes, start: int, end: int) -> np.ndarray:
-    """Offsets of every ``literal`` in ``arr[start:end]``, found in chunks to bound memory."""
-    first = literal[0]
+    """Offsets of every ``literal`` in ``arr[start:end]``, found in chunks to bound memory.
+
+    Candidates are the places of the literal's byte that is rarest in the first MiB of the range
+    (for ``<binaryDataArray``, its ``D`` rather than ``<``, which starts every tag); the other
+    bytes are then compared at those places only.
+    """
+    sample = arr[start : min(end, start + (1 << 20))]
+    counts = np.bincount(sample, minlength=256) if sample.size else np.zeros(256, np.int64)
+    anchor = min(range(len(literal)), key=lambda k: counts[literal[k]])
     found = []
     for a in range(start, end, _CHUNK):
         b = min(end, a + _CHUNK)
-        candidates = np.flatnonzero(arr[a:b] == first) + a
-        candidates = candidates[candidates + len(literal) <= end]
+        candidates = np.flatnonzero(arr[a:b] == literal[anchor]) + (a - anchor)
+        candidates = candidates[(candidates >= start) & (candidates + len(literal) <= end)]
         keep = np.ones(candidates.size, dtype=bool)
-        for k in range(1, len(literal)):
-            keep &= arr[candidates + k] == literal[k]
+        for k in range(len(literal)):
+            if k != anchor:
+                keep &= arr[candidates + k] == literal[k]
         found.append(candidates[keep])
     return np.concatenate(found) if found else np.empty(0, np.int64)
 
