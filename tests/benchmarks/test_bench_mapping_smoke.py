@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_mapping.py"
-
 EXPECTED = {
     "radius_coarse",
     "radius_full",
@@ -21,22 +12,10 @@ EXPECTED = {
 }
 
 
-def test_quick_mapping_benchmark_runs_and_checks_itself(tmp_path):
-    out = tmp_path / "results.json"
-    env = {**os.environ, "SPATIALFUSE_BENCH_DATA": str(tmp_path / "data")}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--repeat", "1", "--json", str(out)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "MEANINGLESS" in proc.stdout
-    assert "EXTRAPOLATED" in proc.stdout
+def test_quick_mapping_benchmark_runs_and_checks_itself(tmp_path, run_quick_benchmark):
+    stdout, result = run_quick_benchmark("bench_mapping.py", "--repeat", "1", timeout=120)
+    assert "EXTRAPOLATED" in stdout
 
-    result = json.loads(out.read_text())
     assert result["quick"] is True and result["ratios_meaningful"] is False
     rows = {row["name"]: row for row in result["benchmarks"]}
     assert set(rows) == EXPECTED

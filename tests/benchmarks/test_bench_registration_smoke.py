@@ -6,44 +6,24 @@ for the targets, so only the structure of the results and their sanity are check
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_registration.py"
-
 
 @pytest.mark.slow
-def test_quick_registration_benchmark_runs(tmp_path):
-    out = tmp_path / "results.json"
+def test_quick_registration_benchmark_runs(tmp_path, run_quick_benchmark):
     data = tmp_path / "data"
-    env = {**os.environ, "SPATIALFUSE_BENCH_DATA": str(data), "MPLBACKEND": "Agg"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "MEANINGLESS" in proc.stdout
-    assert "REPORTED ok=True" in proc.stdout
+    stdout, result = run_quick_benchmark("bench_registration.py", timeout=300)
+    assert "REPORTED ok=True" in stdout
     for part in (
         "1. MSI ↔ H&E affine sweep",
         "2. MSI ↔ H&E nonrigid",
         "3. H&E ↔ serial",
         "4. speed",
     ):
-        assert part in proc.stdout, part
+        assert part in stdout, part
 
-    result = json.loads(out.read_text())
     assert result["quick"] is True and result["numbers_meaningful"] is False
     assert result["seeds"] == {"affine": 2, "nonrigid": 2, "serial": 2}
     assert 0 not in result["reg_seeds"]

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "bench_imzml.py"
 
 EXPECTED = {
     "open_cold",
@@ -31,21 +24,12 @@ M2AIA = {
 HAVE_M2AIA = importlib.util.find_spec("m2aia") is not None
 
 
-def test_quick_benchmark_runs_and_checks_itself(tmp_path):
-    data, cache, out = tmp_path / "data", tmp_path / "cache", tmp_path / "results.json"
-    env = {**os.environ, "SPATIALFUSE_CACHE_DIR": str(cache), "SPATIALFUSE_BENCH_DATA": str(data)}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--repeat", "1", "--json", str(out)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_quick_benchmark_runs_and_checks_itself(tmp_path, run_quick_benchmark):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    _stdout, result = run_quick_benchmark(
+        "bench_imzml.py", "--repeat", "1", timeout=120, env={"SPATIALFUSE_CACHE_DIR": str(cache)}
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "MEANINGLESS" in proc.stdout
 
-    result = json.loads(out.read_text())
     assert result["quick"] is True
     assert result["ratios_meaningful"] is False
 
