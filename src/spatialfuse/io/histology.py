@@ -666,7 +666,7 @@ class _TiffSource(_Source):
         try:
             with _translate_errors(path, f"opening level {level}"):
                 s = tif.series[self.series]
-                offset = _contiguous_offset(s, level, self._layouts[level])
+                offset = _contiguous_offset(s, level)
             if offset is not None:
                 dtype = np.dtype(s.levels[level].dtype).newbyteorder(tif.byteorder)
                 with open(path, "rb") as fh:
@@ -752,7 +752,7 @@ def _ome_int(value: str | None, default: int = 1) -> int:
         return default
 
 
-def _contiguous_offset(series: Any, level: int, layout: dict[str, Any]) -> int | None:
+def _contiguous_offset(series: Any, level: int) -> int | None:
     """File offset of a level stored uncompressed in one contiguous ``(Y, X[, C])`` block, or None.
 
     Such a level is read by plain file reads of whole rows: through zarr, a 150 MB uncompressed
@@ -773,9 +773,7 @@ def _contiguous_offset(series: Any, level: int, layout: dict[str, Any]) -> int |
         return None
     if page.bitspersample != 8 * dtype.itemsize:
         return None
-    if [a for a in lvl.axes if a not in "YX"] not in ([], ["S"]) or not lvl.axes.startswith("YX"):
-        return None
-    if layout["c"] not in (None, 2):
+    if lvl.axes not in ("YX", "YXS"):
         return None
     return int(offset)
 

@@ -138,6 +138,12 @@ class _Problem:
         return AffineTransform(m, model="affine")
 
 
+def _affine_subset(moving) -> np.ndarray:
+    """Pixels an affine is judged on: a large MSI determines six parameters with every k-th one."""
+    n = len(moving.extra["spectral_components"])
+    return np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
+
+
 def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransform, dict]:
     """Fit an affine by the footprint model from ``start`` (moving µm → fixed µm).
 
@@ -148,10 +154,7 @@ def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransfor
     """
     from scipy.optimize import least_squares
 
-    n = len(moving.extra["spectral_components"])
-    # A large MSI determines six parameters with a fraction of its pixels: every k-th one.
-    keep = np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
-    problem = _Problem(moving, fixed, keep)
+    problem = _Problem(moving, fixed, _affine_subset(moving))
     base = start.apply(problem.points)
     rel = (problem.points - problem.centre) / problem.radius
 
@@ -320,9 +323,7 @@ def localisation(moving, fixed, transform: Transform) -> float:
     tissue of the same kind can end where outlines and region types overlap well (high Dice,
     mutual information gained), but its boundaries cross the H&E's, and moving it changes little.
     """
-    n = len(moving.extra["spectral_components"])
-    keep = np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
-    problem = _Problem(moving, fixed, keep)
+    problem = _Problem(moving, fixed, _affine_subset(moving))
     at = _cost(problem, transform)
     dx, dy = (max(p, LOCALISATION_SHIFT_UM) for p in moving.pixel_size_um)
     shifted = []
