@@ -56,6 +56,28 @@ def test_affine_fit_returns_to_the_truth_from_a_pixel_away(pair):
     assert _tre_px(found, truth, points) < 0.3
 
 
+def test_affine_fit_does_not_shrink_the_tissue(tmp_path):
+    """Colour mixes linearly with the tissue under a pixel; a model of it from log-scale spectra
+    alone fitted every trio 0.6 % too small on average (-0.0064 here), 7 linear-scale components
+    plus 3 log-scale ones leave -0.0019."""
+    scales = []
+    for seed in (21, 22, 23, 24):
+        trio = sf.datasets.synthetic_trio(
+            tmp_path / str(seed),
+            seed=seed,
+            msi_pixel_size_um=PIXEL_UM,
+            he_pixel_size_um=4.0,
+            write_he_serial=False,
+        )
+        moving = msi_image(sf.io.read_imzml(trio.msi))
+        fixed = histology_image(sf.io.read_histology(trio.he), working_pixel_size_um=PIXEL_UM / 2)
+        truth = AffineTransform.from_params(**trio.params["msi_affine"])
+        found, _ = _footprint.refine_affine(moving, fixed, truth)
+        relative = np.linalg.inv(truth.matrix[:2, :2]) @ found.matrix[:2, :2]
+        scales += [relative[0, 0] - 1.0, relative[1, 1] - 1.0]
+    assert abs(np.mean(scales)) < 0.004
+
+
 def test_nonrigid_follows_a_warp_and_is_refused_without_one(pair):
     trio, points, moving, fixed, affine = pair(PIXEL_UM)
     warped, field, info = _footprint.refine_nonrigid(moving, fixed, affine)

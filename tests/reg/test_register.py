@@ -95,6 +95,22 @@ def test_simpleitk_errors_become_a_failed_result(monkeypatch):
     assert "Zero-valued spacing" in result.failures[0]
 
 
+def test_finish_keeps_its_start_when_refinement_scores_worse(monkeypatch):
+    """Full-resolution MI can drift to a far optimum; a worse-scoring refinement is not kept."""
+    from spatialfuse.reg import AffineTransform, _register, compose
+
+    moving, fixed, truth = make_pair(2)
+    shift = AffineTransform.from_params(translation=(6 * MOVING_PIXEL_UM, 0.0))
+
+    def drifting(mov, fix, start, model, seed, **kwargs):
+        return compose(start, shift)
+
+    monkeypatch.setattr(_register, "_refine", drifting)
+    transform, scores = _register._finish(moving, fixed, truth, "affine", 0, polish=False)
+    assert transform is truth
+    assert scores == _register.alignment_scores(moving, fixed, truth)
+
+
 def test_bad_arguments():
     moving, fixed, _ = make_pair(0)
     with pytest.raises(ValueError, match="model must be one of"):
