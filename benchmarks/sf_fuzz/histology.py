@@ -866,17 +866,23 @@ def _rounded(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _check_downsample(arr, size, img, levels, exact: int) -> None:
-    """``arr`` must be the ``k × k`` block means of one of the levels, with the extent kept."""
+    """``arr`` must be the ``k × k`` block means of one of the levels, its pixel ``k`` times the
+    level's, so it covers the extent and reaches less than one of its pixels past it."""
     h, w = img.shape
     if arr.ndim != 3 or arr.shape[2] != img.n_channels or arr.dtype != img.dtype:
         _fail(f"downsampled array {arr.shape} {arr.dtype}")
-    expected = (img.pixel_size_um[0] * w / arr.shape[1], img.pixel_size_um[1] * h / arr.shape[0])
-    if not np.allclose(size, expected, rtol=1e-12):
-        _fail(f"downsampled pixel size {size}, the extent implies {expected}")
+    for axis, (step, n, extent) in enumerate(
+        zip(size, (arr.shape[1], arr.shape[0]), img.extent_um, strict=True)
+    ):
+        if not (extent * (1 - 1e-12) <= step * n < (extent + step) * (1 + 1e-12)):
+            _fail(f"downsampled pixel size {size}: {n} pixels miss axis {axis} ({extent} µm)")
     for level in levels[:exact]:
         lh, lw = level.shape[:2]
+        level_size = (img.pixel_size_um[0] * w / lw, img.pixel_size_um[1] * h / lh)
         for k in range(1, max(lh, lw) + 1):  # every k giving this shape (5 and 4 both give 4 of 16)
             if (-(-lh // k), -(-lw // k)) != arr.shape[:2]:
+                continue
+            if not np.allclose(size, (k * level_size[0], k * level_size[1]), rtol=1e-12):
                 continue
             corner = _rounded(_block_means(level[:k, :k], k), img.dtype)  # a cheap first test
             if img.dtype.kind != "f" and not np.array_equal(arr[:1, :1], corner):

@@ -69,7 +69,10 @@ def test_over_the_he_the_ion_image_is_resampled_through_the_transform(joint_data
     background, overlay = ax.images
     he_small, he_pixel = he.downsampled(max_size=256)
     assert np.array_equal(background.get_array(), he_small)
-    width, height = he.extent_um
+    # The drawn pixels cover the H&E, the last ones reaching less than a pixel past it.
+    width, height = he_small.shape[1] * he_pixel[0], he_small.shape[0] * he_pixel[1]
+    assert he.extent_um[0] <= width < he.extent_um[0] + he_pixel[0]
+    assert he.extent_um[1] <= height < he.extent_um[1] + he_pixel[1]
     assert background.get_extent() == pytest.approx([0, width, height, 0])
     assert overlay.get_extent() == pytest.approx([0, width, height, 0])
     assert "H&E" in ax.get_xlabel()

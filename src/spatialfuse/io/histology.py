@@ -1396,14 +1396,16 @@ class HistologyImage:
         array : numpy.ndarray
             ``(rows, cols, n_channels)`` of ``dtype``.
         pixel_size_um : tuple of float
-            ``(x, y)`` pixel size of ``array`` in µm, from the real ratio of the full shape to the
-            result's shape per axis, so the result spans the same extent as the full image.
+            ``(x, y)`` pixel size of ``array`` in µm: ``k`` times the level's (see
+            :meth:`level_pixel_size_um`), so every full block is where its pixels were. Where a
+            side is not a multiple of ``k`` the result reaches less than one pixel past the image.
         """
         level, k = self._plan(max_size=max_size, factor=factor)
         logger.debug("%s: downsampling from level %d by block means of %d", self.path, level, k)
         with self._src.reader(level) as rd:
             arr = _reduce_level(rd, k, self.dtype, self.n_channels)
-        return arr, self._pixel_size_for_shape((arr.shape[0], arr.shape[1]))
+        sx, sy = self.level_pixel_size_um(level)
+        return arr, (k * sx, k * sy)
 
     def thumbnail(self, max_side: int = 512) -> tuple[np.ndarray, tuple[float, float]]:
         """Small overview image; :meth:`downsampled` with ``max_size=max_side``.
