@@ -40,7 +40,7 @@ _VALUE_BYTES = np.frombuffer(_VALUE, np.uint8)
 _ARRAY_KEYS = (102, 103, 104)
 _ALL_KEYS = (50, 51, 52, *_ARRAY_KEYS)
 _MAX_DIGITS = 19
-_CHUNK = 1 << 24
+_CHUNK = 1 << 21
 _ACCESSION_RE = re.compile(rb"""\baccession\s*=\s*["']([^"']*)["']""")
 _CVPARAM_HEAD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?cvParam\s[^<>]*\baccession\s*=\s*\"$")
 _TAG_RE = re.compile(rb"<\s*(/?)\s*(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
@@ -50,27 +50,31 @@ class NotRegular(Exception):
     """The file's spectra do not share one layout; use the general scanner."""
 
 
-def find_literal(arr: np.ndarray, literal: bytes, start: int, end: int) -> np.ndarray:
-    """Offsets of every ``literal`` in ``arr[start:end]``, found in chunks to bound memory.
+def find_literals(arr: np.ndarray, literals, start: int, end: int) -> list[np.ndarray]:
+    """Offsets of every occurrence of each of ``literals`` in ``arr[start:end]``, in one pass.
 
-    Candidates are the places of the literal's byte that is rarest in the first MiB of the range
+    Candidates are the places of each literal's byte that is rarest in the first MiB of the range
     (for ``<binaryDataArray``, its ``D`` rather than ``<``, which starts every tag); the other
-    bytes are then compared at those places only.
+    bytes are then compared at those places only. The range is read in chunks small enough to
+    stay in the CPU cache while every literal looks through them (on a 217 MB file, two literals
+    in one pass of 2 MiB chunks took 115 ms, in two passes of 16 MiB chunks 210 ms).
     """
     sample = arr[start : min(end, start + (1 << 20))]
     counts = np.bincount(sample, minlength=256) if sample.size else np.zeros(256, np.int64)
-    anchor = min(range(len(literal)), key=lambda k: counts[literal[k]])
-    found = []
+    anchors = [min(range(len(lit)), key=lambda k: counts[lit[k]]) for lit in literals]
+    found: list[list[np.ndarray]] = [[] for _ in literals]
     for a in range(start, end, _CHUNK):
         b = min(end, a + _CHUNK)
-        candidates = np.flatnonzero(arr[a:b] == literal[anchor]) + (a - anchor)
-        candidates = candidates[(candidates >= start) & (candidates + len(literal) <= end)]
-        keep = np.ones(candidates.size, dtype=bool)
-        for k in range(len(literal)):
-            if k != anchor:
-                keep &= arr[candidates + k] == literal[k]
-        found.append(candidates[keep])
-    return np.concatenate(found) if found else np.empty(0, np.int64)
+        chunk = arr[a:b]
+        for literal, anchor, out in zip(literals, anchors, found, strict=True):
+            candidates = np.flatnonzero(chunk == literal[anchor]) + (a - anchor)
+            candidates = candidates[(candidates >= start) & (candidates + len(literal) <= end)]
+            keep = np.ones(candidates.size, dtype=bool)
+            for k in range(len(literal)):
+                if k != anchor:
+                    keep &= arr[candidates + k] == literal[k]
+            out.append(candidates[keep])
+    return [np.concatenate(f) if f else np.empty(0, np.int64) for f in found]
 
 
 def _matches(arr: np.ndarray, positions: np.ndarray, expected: bytes) -> np.ndarray:
@@ -92,22 +96,25 @@ def _parse_tokens(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Key, integer value and digit count of every ``IMS:1000xyz`` token.
 
-    ``value_at[key]`` is the distance from the token to its value's first digit. Each token's
-    surrounding text is copied once into a row of a small 2-D array (one memory access per token, in
-    document order) and everything is checked there; tokens with other keys get key -1.
+    ``value_at[key]`` is the distance from the token to its value's first digit. The 13 bytes
+    around each token (its quotes and key) are copied into the rows of a small 2-D array, then, per
+    key, the bytes from ``value="`` to past the longest number; tokens with other keys get key -1.
+    Copying only those two windows moves half the bytes of one window over both.
     """
-    width = max(value_at.values()) + _MAX_DIGITS + 2
     keys_out = np.full(tokens.size, -1, dtype=np.int64)
     values = np.zeros(tokens.size, dtype=np.int64)
     ndigits = np.zeros(tokens.size, dtype=np.int64)
-    windows = sliding_window_view(arr, width + 1)
-    step = max(1, (32 << 20) // (width + 1))
+    value_width = len(_VALUE) + _MAX_DIGITS + 1
+    if tokens.size and (
+        tokens.min() < 1 or tokens.max() + max(value_at.values()) + _MAX_DIGITS + 1 >= arr.size
+    ):
+        raise NotRegular("token too close to the start or end of the document")
+    heads = sliding_window_view(arr, 13)
+    tails = sliding_window_view(arr, value_width)
+    step = max(1, (32 << 20) // value_width)
     for a in range(0, tokens.size, step):
         b = min(tokens.size, a + step)
-        start = tokens[a:b] - 1
-        if start.min() < 0 or start.max() >= len(windows):
-            raise NotRegular("token too close to the start or end of the document")
-        rows = windows[start]  # rows[:, 0] is the quote before the token
+        rows = heads[tokens[a:b] - 1]  # rows[:, 0] is the quote before the token
         if not ((rows[:, 0] == 34) & (rows[:, 12] == 34)).all():
             raise NotRegular("IMS:1000 outside an accession attribute")
         keys = (
@@ -119,10 +126,10 @@ def _parse_tokens(
             sel = np.flatnonzero(keys == key)
             if sel.size == 0:
                 continue
-            sub = rows[sel]
-            if not (sub[:, d + 1 - len(_VALUE) : d + 1] == _VALUE_BYTES).all():
+            sub = tails[tokens[a + sel] + d - len(_VALUE)]
+            if not (sub[:, : len(_VALUE)] == _VALUE_BYTES).all():
                 raise NotRegular(f"IMS:1000{key:03d} written in different ways")
-            text = sub[:, d + 1 : d + 2 + _MAX_DIGITS]
+            text = sub[:, len(_VALUE) :]
             is_digit = (text >= 48) & (text <= 57)
             count = np.argmin(is_digit, axis=1)
             if not ((text[np.arange(sel.size), count] == 34) & (count > 0)).all():
@@ -166,7 +173,7 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
         raise NotRegular("array group without a data type")
     arr = np.frombuffer(buf, dtype=np.uint8)
 
-    tokens = find_literal(arr, _TOKEN, start, end)
+    tokens, array_starts = find_literals(arr, (_TOKEN, _ARRAY_START), start, end)
     first_spectrum_end = buf.find(b"</spectrum>", start, end)
     if first_spectrum_end < 0:
         raise NotRegular("no </spectrum>")
@@ -288,8 +295,7 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
     expected_end = last_token + digits[last_key] + np.where(kind_of == 0, tails[0], tails[1])
     _require(arr, expected_end, _ARRAY_END, "an array's end does not match the first spectrum's")
     # Arrays without accession tokens are invisible above; there must be none.
-    starts = find_literal(arr, _ARRAY_START, start, end)
-    starts = starts[starts + len(_ARRAY_START) < end]
+    starts = array_starts[array_starts + len(_ARRAY_START) < end]
     if int((arr[starts + len(_ARRAY_START)] != ord("L")).sum()) != 2 * n:  # not ...ArrayList
         raise NotRegular(
             "binaryDataArray elements other than one m/z and one intensity per spectrum"
