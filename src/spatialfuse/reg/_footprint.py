@@ -7,8 +7,10 @@ with the H&E *averaged over that pixel's footprint* (``SUB × SUB`` points per p
 the transform) and fits the transform by least squares:
 
 - the H&E side is the optical density of the three colour channels averaged over each footprint;
-- the MSI side is a fixed design matrix: a quadratic expansion of the first principal components of
-  the normalised spectra (the relation between ions and colour is non-linear and region by region);
+- the MSI side is a fixed design matrix: a quadratic expansion of principal components of the
+  TIC-normalised spectra, mostly on the linear scale, on which a pixel's spectrum mixes like its
+  colour with the tissue under it, and a few on the log scale (see ``reg/_images.py``; the
+  relation between ions and colour is non-linear and region by region);
 - the cost is the part of the footprint-averaged colour that the spectra cannot explain (residual
   of the least-squares projection onto the design), relative to its variance. The projection is
   fixed, so the residual is a smooth function of the transform and Gauss-Newton fits it.
