@@ -180,9 +180,7 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     tic = data.sum(axis=1)
     candidates: dict[str, np.ndarray] = {"tic": tic}
     linear = data / np.maximum(tic, 1e-12)[:, None] * np.median(tic)
-    normalised = np.log1p(linear)
-    if normalised.shape[1] > 2000:
-        normalised = normalised[:, np.argsort(normalised.var(axis=0))[-2000:]]
+    normalised = _most_variable(np.log1p(linear))
     scores = _principal_components(normalised, N_SPECTRAL_COMPONENTS)
     # The footprint stage models colour, which mixes linearly with the tissue under a pixel, from
     # the spectra: components of the linear-scale spectra track that mixing (log-scale ones alone
@@ -269,14 +267,20 @@ N_SPECTRAL_COMPONENTS = 10
 N_FOOTPRINT_LINEAR = 7
 
 
+def _most_variable(values: np.ndarray, n: int = 2000) -> np.ndarray:
+    """The ``n`` columns of ``values`` with the largest variance (all of them if fewer)."""
+    if values.shape[1] <= n:
+        return values
+    return values[:, np.argsort(values.var(axis=0))[-n:]]
+
+
 def _principal_components(values: np.ndarray, n: int) -> np.ndarray:
     """Scores of the first ``n`` principal components of the rows of ``values``.
 
     Only the 2000 most variable columns take part, and the axes come from at most 20,000 rows.
     """
-    if values.shape[1] > 2000:
-        values = values[:, np.argsort(values.var(axis=0))[-2000:]]
-    centred = values - values.mean(axis=0)
+    centred = _most_variable(values)
+    centred = centred - centred.mean(axis=0)
     if centred.shape[1] < 2 or centred.shape[0] < 3:
         return np.zeros((len(centred), 0))
     _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
