@@ -1,19 +1,83 @@
-"""Writing outputs atomically: a temporary file in the destination folder, then a rename."""
+"""Writing outputs atomically: a temporary file in the destination folder, then a rename.
+
+While a journal is active (:func:`journaling`, set by the pipeline for its output folder), every
+temporary is reported to it *before* it is created, and every output once it is complete, just
+before the rename that puts it in place (so a kill between the two cannot leave an output the
+journal does not know). A later run can then delete exactly what a killed run left behind and
+nothing else (:mod:`spatialfuse.workflow._journal`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+#: Called with ``("tmp", path)`` before a temporary is created and ``("out", path)`` when the
+#: output is complete, before it is renamed into place; None when no journal is active.
+_JOURNAL: contextvars.ContextVar[Callable[[str, Path], None] | None] = contextvars.ContextVar(
+    "spatialfuse_journal", default=None
+)
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+#: Tries at a fresh random name before giving up (a collision of 64 random bits is not expected).
+_NAME_TRIES = 100
+
+
+@contextlib.contextmanager
+def journaling(record: Callable[[str, Path], None]) -> Iterator[None]:
+    """Report every atomic write of this context (thread or task) to ``record`` within the block."""
+    token = _JOURNAL.set(record)
+    try:
+        yield
+    finally:
+        _JOURNAL.reset(token)
+
+
+def _report(kind: str, path: Path) -> None:
+    record = _JOURNAL.get()
+    if record is not None:
+        record(kind, path)
+
+
+def _new_temporary(parent: Path, name: str, suffix: str, create: Callable[[Path], None]) -> Path:
+    """Create ``parent/.<name>.<random><suffix>`` with ``create`` (which must fail if it exists)."""
+    for _ in range(_NAME_TRIES):
+        tmp = parent / f".{name}.{secrets.token_hex(8)}{suffix}"
+        _report("tmp", tmp)
+        try:
+            create(tmp)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{parent}: no free temporary name for {name}")  # pragma: no cover
+
+
+def _create_file(path: Path) -> None:
+    # Mode 0666 before the umask: the permissions of a normal new file.
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _create_dir(path: Path) -> None:
+    os.mkdir(path, 0o700)
+
+
+@contextlib.contextmanager
+def temporary_dir(parent: str | os.PathLike, name: str) -> Iterator[Path]:
+    """A private hidden folder ``.<name>.<random>`` in ``parent`` for the block, then deleted.
+
+    Like the temporaries of the atomic writers, it is reported to the active journal first.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = _new_temporary(parent, name, "", _create_dir)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -21,12 +85,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, else it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    # mkstemp creates the file private (0600); outputs get the permissions of a normal new file.
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp = _new_temporary(path.parent, path.name, path.suffix, _create_file)
     try:
-        yield Path(tmp)
+        yield tmp
+        _report("out", path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -62,12 +124,13 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    workdir = _new_temporary(path.parent, path.name, "", _create_dir)
     try:
         target = workdir / path.name
         yield target
         if not target.exists():
             raise FileNotFoundError(f"nothing was written at {target}")
+        _report("out", path)
         if path.exists() or path.is_symlink():
             if not overwrite:
                 raise FileExistsError(f"{path} appeared while it was being written")

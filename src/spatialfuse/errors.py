@@ -112,5 +112,25 @@ class OutputLockedError(SpatialfuseError, OSError):
     """Another run is writing to the same output folder."""
 
 
+class OutputFolderError(SpatialfuseError, OSError):
+    """An output folder holds files spatialfuse did not write, or overlaps an input.
+
+    Parameters
+    ----------
+    folder
+        The output folder.
+    message
+        What is in the way and what to do about it.
+    paths
+        The offending files or inputs (a few, for the message).
+    """
+
+    def __init__(self, folder: str | os.PathLike, message: str, paths=()):
+        self.folder = os.fspath(folder)
+        self.problem = message
+        self.paths = [os.fspath(p) for p in paths]
+        super().__init__(_with_path(folder, message))
+
+
 class MissingDependencyError(SpatialfuseError, ImportError):
     """An optional package that a requested method needs is not installed."""

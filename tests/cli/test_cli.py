@@ -47,3 +47,35 @@ def test_info_missing_file_is_a_clean_error(tmp_path):
     assert result.exit_code == 1
     assert "nope.imzML: no such imzML file" in result.output
     assert "Traceback" not in result.output
+
+
+def test_run_refuses_a_folder_of_foreign_files_and_force_keeps_them(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (190, 110, 140)).save(tmp_path / "he.png")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "output: out\n"
+        "modalities:\n  he: {kind: histology, path: he.png, pixel_size_um: 2}\n"
+        "outputs: {report: false}\n",
+        encoding="utf-8",
+    )
+    mine = {
+        ".gitlab-ci.yml": b"stages: [test]\n",
+        ".env.local": b"TOKEN=x\n",
+        ".git/objects/x.y.z": b"\x00blob",
+        "._msi.imzML": b"\x00\x05\x16\x07",
+    }
+    for name, content in mine.items():
+        (tmp_path / "out" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / name).write_bytes(content)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["run", str(config), "--quiet"])
+    assert refused.exit_code == 1, refused.output
+    assert "did not write" in refused.output and "--force" in refused.output
+    assert "Traceback" not in refused.output
+    assert not (tmp_path / "out" / "summary.json").exists()
+    forced = runner.invoke(cli, ["run", str(config), "--quiet", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (tmp_path / "out" / "summary.json").is_file()
+    assert {name: (tmp_path / "out" / name).read_bytes() for name in mine} == mine

@@ -59,6 +59,7 @@ def _visible_outputs(results: Path):
 def test_killed_runs_leave_only_complete_outputs_and_a_rerun_finishes(tmp_path):
     from spatialfuse.datasets import synthetic_trio
     from spatialfuse.workflow._demo import DEMO_CONFIG, _load_or_make
+    from spatialfuse.workflow._journal import JOURNAL_NAME
 
     _load_or_make(tmp_path / "data", 0, synthetic_trio)
     config = tmp_path / "config.yaml"
@@ -89,6 +90,8 @@ def test_killed_runs_leave_only_complete_outputs_and_a_rerun_finishes(tmp_path):
     for path in _visible_outputs(results):
         _complete(path)
     leftovers = [
-        p for p in results.rglob(".*") if p.name not in (".cache",) and ".zarr" not in str(p)
+        p
+        for p in results.rglob(".*")
+        if p.name not in (".cache", JOURNAL_NAME) and ".zarr" not in str(p)
     ]
     assert leftovers == []

@@ -20,6 +20,7 @@ import spatialfuse as sf
 from spatialfuse.cli.main import cli
 from spatialfuse.errors import OutputLockedError, RegistrationFailedError
 from spatialfuse.workflow._config import load_config
+from spatialfuse.workflow._journal import JOURNAL_NAME
 from spatialfuse.workflow._lock import output_lock
 from spatialfuse.workflow._pipeline import run_pipeline
 
@@ -67,7 +68,7 @@ def test_demo_writes_every_output(demo):
     ):
         assert (results / name).exists(), name
     assert (results / "spatialdata.zarr").is_dir()
-    leftovers = [p.name for p in results.rglob(".*") if p.name not in (".cache",)]
+    leftovers = [p.name for p in results.rglob(".*") if p.name not in (".cache", JOURNAL_NAME)]
     assert leftovers == [], f"temporary files left behind: {leftovers}"
 
     mdata = mudata.read_h5mu(results / "joint.h5mu")

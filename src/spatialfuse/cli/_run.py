@@ -46,6 +46,9 @@ def _run_help() -> str:
         "Finished steps are reused when their inputs and settings are unchanged. A registration "
         f"that fails its checks stops the run with exit status {EXIT_REGISTRATION_FAILED} (the "
         "report still shows it) unless it is accepted.\n\n"
+        "The output folder must be new, empty or one that spatialfuse wrote: a folder holding "
+        "other files, or containing an input, is refused unless --force; one inside an input "
+        "folder always. spatialfuse deletes only files it wrote.\n\n"
         "A complete annotated config (spatialfuse init-config writes it):\n\n" + example
     )
 
@@ -58,7 +61,15 @@ def _run_help() -> str:
 )
 @click.option("--no-cache", is_flag=True, help="Recompute every step.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def run(config: Path, output: Path | None, accept_failed: bool, no_cache: bool, quiet: bool):
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an output folder that holds files spatialfuse did not write, or that "
+    "contains an input (those files are kept; one at a path the run writes is replaced).",
+)
+def run(
+    config: Path, output: Path | None, accept_failed: bool, no_cache: bool, quiet: bool, force: bool
+):
     from spatialfuse.workflow._config import load_config
     from spatialfuse.workflow._pipeline import run_pipeline
 
@@ -68,7 +79,11 @@ def run(config: Path, output: Path | None, accept_failed: bool, no_cache: bool, 
         if output is not None:
             cfg = cfg.model_copy(update={"output": output.resolve()})
         result = run_pipeline(
-            cfg, accept_failed=accept_failed, reuse=not no_cache, show_progress=not quiet
+            cfg,
+            accept_failed=accept_failed,
+            reuse=not no_cache,
+            show_progress=not quiet,
+            force=force,
         )
     except (base, OSError) as exc:
         raise _fail(exc) from exc

@@ -1,7 +1,9 @@
 """``spatialfuse run``: read, register, map, integrate, cluster, correlate, export, report.
 
 Each step's result is cached under a key of everything it used (:mod:`._steps_cache`), every
-output is written atomically, and the output folder is locked for the run (:mod:`._lock`). A
+output is written atomically, and the output folder is locked for the run (:mod:`._lock`). What
+a run writes is listed in the folder's journal (:mod:`._journal`): a run deletes only temporaries
+listed there and refuses a folder holding files it did not write, unless forced. A
 registration that fails its quality checks stops the run with
 :class:`~spatialfuse.errors.RegistrationFailedError` after writing its transform, QC figure, the
 summary and the report, unless the path (or the caller) accepts failures.
@@ -25,6 +27,7 @@ from spatialfuse._logging import logger
 from spatialfuse._version import __version__
 from spatialfuse.errors import RegistrationFailedError
 from spatialfuse.workflow import _steps
+from spatialfuse.workflow._journal import Journal, check_foreign, check_output_folder
 from spatialfuse.workflow._lock import output_lock
 from spatialfuse.workflow._steps_cache import StepCache, input_fingerprint, step_key
 
@@ -129,6 +132,7 @@ def run_pipeline(
     show_progress: bool = True,
     write_report: bool | None = None,
     evaluate: Callable[[RunResult], dict[str, Any]] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run everything a config asks for and write the outputs into ``config.output``.
 
@@ -149,6 +153,9 @@ def run_pipeline(
         Called with the finished result before the summary and report are written; what it
         returns goes into ``summary.json["evaluation"]`` and the report (the demo scores the run
         against the synthetic truth this way).
+    force
+        Write into an output folder that holds files spatialfuse did not write, or that contains
+        an input. Those files are never deleted (one at a path the run writes is replaced).
 
     Returns
     -------
@@ -163,6 +170,9 @@ def run_pipeline(
         figure, ``summary.json`` and the report are written first.
     OutputLockedError
         Another run is writing to the same output folder.
+    OutputFolderError
+        The output folder is, or lies inside, an input; or (unless ``force``) it contains an
+        input or holds files spatialfuse did not write.
     """
     if accept_failed:
         config = config.model_copy(
@@ -173,11 +183,24 @@ def run_pipeline(
             }
         )
     out = Path(config.output)
+    check_output_folder(out, _inputs(config), force=force)
+    journal = Journal(out)
     with output_lock(out), _library_notices_silenced():
-        _remove_partial_outputs(out)
-        return _run_locked(
-            config, out, reuse=reuse, show=show_progress, report=write_report, evaluate=evaluate
-        )
+        journal.remove_temporaries()
+        check_foreign(journal, force=force)
+        with journal.active():
+            return _run_locked(
+                config, out, reuse=reuse, show=show_progress, report=write_report, evaluate=evaluate
+            )
+
+
+def _inputs(config: RunConfig) -> dict[str, Path]:
+    """Every input path of a run, by what it is."""
+    inputs = {f"modality {name!r}": m.path for name, m in config.modalities.items()}
+    for reg in config.registrations:
+        if reg.landmarks is not None:
+            inputs[f"landmarks of {reg.name}"] = reg.landmarks
+    return inputs
 
 
 def _run_locked(
@@ -290,26 +313,6 @@ def _library_notices_silenced():
         warnings.filterwarnings("ignore", category=SyntaxWarning, module="docrep")
         warnings.filterwarnings("ignore", message=".*is not a valid key.*", category=SyntaxWarning)
         yield
-
-
-def _remove_partial_outputs(out: Path) -> None:
-    """Delete the hidden temporaries of atomic writes that a killed run left behind.
-
-    Only called while holding the folder's lock, so no live writer owns them. Every atomic
-    writer names its temporary ``.<final name>.<random>``; finished outputs are never hidden.
-    """
-    import shutil
-
-    from spatialfuse.workflow._lock import LOCK_NAME
-
-    for path in sorted(out.rglob(".*"), reverse=True):
-        if path.name in (LOCK_NAME, ".cache") or path.name.count(".") < 2:
-            continue
-        logger.info("removing %s, left by an interrupted run", path)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def _read_all(config: RunConfig) -> dict[str, Any]:
