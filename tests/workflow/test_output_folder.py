@@ -7,6 +7,7 @@ the temporaries a killed run left, and the refusal of folders holding the user's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from spatialfuse.errors import OutputFolderError
 from spatialfuse.workflow._config import parse_config
-from spatialfuse.workflow._journal import JOURNAL_NAME
+from spatialfuse.workflow._journal import JOURNAL_NAME, Journal
 from spatialfuse.workflow._pipeline import run_pipeline
 
 #: Files a user or their tools keep beside outputs; the old cleanup deleted each of these.
@@ -186,3 +187,56 @@ def test_an_output_folder_in_an_input_folder_is_refused_even_forced(tmp_path, wh
         run_pipeline(config, show_progress=False, force=True)
     assert "modality 'spots'" in str(info.value)
     assert list(visium.iterdir()) == []
+
+
+# -- spatialfuse demo ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Trio:
+    folder: Path
+    image: Path
+    seed: int
+
+
+def _make(folder: Path, *, seed: int, write_he_serial: bool) -> _Trio:
+    """A stand-in for ``synthetic_trio``: seeded, byte-identical files."""
+    (folder / "visium").mkdir(parents=True, exist_ok=True)
+    (folder / "visium" / "spots.csv").write_text(f"seed,{seed}\n", encoding="utf-8")
+    (folder / "he.png").write_bytes(bytes([seed]) * 100)
+    return _Trio(folder=folder, image=folder / "he.png", seed=seed)
+
+
+def test_demo_data_is_kept_when_identical_and_replaced_only_when_its_own(tmp_path):
+    from spatialfuse.workflow._demo import _load_or_make
+
+    config = tmp_path / "config.yaml"
+    trio = _load_or_make(tmp_path / "data", 1, _make, extra={config: b"seed: 1\n"})
+    assert trio.image == tmp_path / "data" / "he.png" and trio.image.read_bytes() == b"\x01" * 100
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    identity = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [config, trio.image]}
+
+    _load_or_make(tmp_path / "data", 1, _make, extra={config: b"seed: 1\n"})
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in identity} == identity
+
+    # Another seed replaces the demo's own files; the user's file stays.
+    _load_or_make(tmp_path / "data", 2, _make, extra={config: b"seed: 2\n"})
+    assert trio.image.read_bytes() == b"\x02" * 100 and config.read_bytes() == b"seed: 2\n"
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden == [JOURNAL_NAME]
+    assert {"config.yaml", "data/he.png", "data/visium/spots.csv"} <= Journal(tmp_path).outputs()
+
+
+def test_demo_refuses_to_overwrite_a_config_or_data_it_did_not_write(tmp_path):
+    from spatialfuse.workflow._demo import run_demo
+
+    mine = {"config.yaml": b"output: elsewhere\n", "data/he.ome.tif": b"my slide"}
+    _plant(tmp_path, mine)
+    with pytest.raises(OutputFolderError, match="did not write") as info:
+        run_demo(tmp_path, show_progress=False)
+    message = str(info.value)
+    assert str(tmp_path / "config.yaml") in message
+    assert str(tmp_path / "data" / "he.ome.tif") in message
+    assert _tree(tmp_path) == mine  # nothing written, nothing left behind
+    assert not (tmp_path / "results").exists()

@@ -275,3 +275,18 @@ def test_warped_histology_overlays_the_visium_image(demo, tmp_path):
     tissue_visium = hires[:rows, :cols, :3].mean(axis=2) < 0.85
     dice = 2 * (tissue_warped & tissue_visium).sum() / (tissue_warped.sum() + tissue_visium.sum())
     assert dice > 0.9, dice
+
+
+def test_demo_rerun_into_its_folder_keeps_its_files_and_reuses_every_step(demo):
+    out, _ = demo
+    unrelated = out / "config_resolution.yaml"  # written by a test above: not the demo's
+    unrelated.write_text("mine\n", encoding="utf-8")
+    files = [out / "config.yaml", *(p for p in (out / "data").rglob("*") if p.is_file())]
+    identity = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == identity
+    assert unrelated.read_text(encoding="utf-8") == "mine\n"
+    assert sorted(set(_summary(out)["reused_steps"])) == sorted(
+        ["register_msi_to_he_msi", "register_he_msi_to_visium", "map", "joint", "correlate"]
+    )

@@ -58,6 +58,12 @@ def run_demo(
 ) -> DemoResult:
     """Generate a synthetic trio in ``out/data``, run the pipeline into ``out/results``, score it.
 
+    The demo never overwrites a file it did not write: ``out/config.yaml`` and ``out/data/*``
+    already there are left untouched when they hold what the demo would write, replaced when the
+    folder's journal lists them as the demo's own, and otherwise refused
+    (:class:`~spatialfuse.errors.OutputFolderError`, before anything is written). Other files in
+    ``out`` are left alone.
+
     Returns
     -------
     DemoResult
@@ -68,55 +74,107 @@ def run_demo(
     """
     from spatialfuse.datasets import synthetic_trio
     from spatialfuse.workflow._config import load_config
+    from spatialfuse.workflow._lock import output_lock
     from spatialfuse.workflow._pipeline import run_pipeline
 
     start = time.perf_counter()
     out = Path(out)
-    data = out / "data"
-    trio = _load_or_make(data, seed, synthetic_trio)
     config_file = out / "config.yaml"
-    with atomic_path(config_file) as tmp:
-        tmp.write_text(DEMO_CONFIG.format(seed=seed), encoding="utf-8")
-    config = load_config(config_file)
-    result = run_pipeline(
-        config,
-        reuse=reuse,
-        show_progress=show_progress,
-        evaluate=lambda run: evaluate_against_truth(run, trio),
-    )
+    with output_lock(out):
+        trio = _load_or_make(
+            out / "data",
+            seed,
+            synthetic_trio,
+            extra={config_file: DEMO_CONFIG.format(seed=seed).encode("utf-8")},
+        )
+        config = load_config(config_file)
+        result = run_pipeline(
+            config,
+            reuse=reuse,
+            show_progress=show_progress,
+            evaluate=lambda run: evaluate_against_truth(run, trio),
+        )
     return DemoResult(
         result, trio, result.summary["evaluation"], config_file, time.perf_counter() - start
     )
 
 
-def _load_or_make(data: Path, seed: int, make) -> SyntheticTrio:
-    """Generate the trio; files identical to those already in ``data`` are left untouched.
+def _load_or_make(
+    data: Path, seed: int, make, *, extra: dict[Path, bytes] | None = None
+) -> SyntheticTrio:
+    """Generate the trio into ``data`` (and ``extra`` files), never overwriting a user's file.
 
-    Generation is seeded and byte-identical, so keeping unchanged files keeps their identity
-    (mtime, inode) and a re-run of the demo reuses its cached steps.
+    The files are generated in a temporary folder first. A file already at one of the target
+    paths is left untouched when identical (generation is seeded and byte-identical, so keeping
+    unchanged files keeps their identity, mtime and inode, and a re-run of the demo reuses its
+    cached steps), replaced when the journal of ``data.parent`` lists it as the demo's, and
+    otherwise refused before anything is written.
+
+    Raises
+    ------
+    OutputFolderError
+        A differing file the demo did not write is at one of its paths.
     """
+    import contextlib
     import dataclasses
     import filecmp
     import shutil
-    import tempfile
 
-    data.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data.parent, prefix=".demo-data-") as tmp:
-        trio = make(Path(tmp), seed=seed, write_he_serial=False)
-        fresh = Path(tmp)
-        for source in sorted(p for p in fresh.rglob("*") if p.is_file()):
-            target = data / source.relative_to(fresh)
-            if target.is_file() and filecmp.cmp(source, target, shallow=False):
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as part:
-                shutil.copyfile(source, part)
+    from spatialfuse._io_utils import temporary_dir
+    from spatialfuse.errors import OutputFolderError
+    from spatialfuse.workflow._journal import Journal
+
+    folder = data.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = Journal(folder)
+    with journal.active(), contextlib.ExitStack() as stack:
+        journal.remove_temporaries()
+        stack.callback(journal.remove_temporaries)  # also compacts what this call recorded
+        with temporary_dir(folder, "demo-data") as fresh:
+            trio = make(fresh, seed=seed, write_he_serial=False)
+            planned: dict[Path, Path | bytes] = {
+                data / p.relative_to(fresh): p for p in sorted(fresh.rglob("*")) if p.is_file()
+            }
+            planned.update(extra or {})
+            own = journal.outputs()
+            write, conflicts = [], []
+            for target, source in planned.items():
+                if _same(target, source, filecmp):
+                    continue
+                if os.path.lexists(target) and journal.relative(target) not in own:
+                    conflicts.append(target)
+                write.append((target, source))
+            if conflicts:
+                shown = ", ".join(str(p) for p in conflicts[:3]) + (
+                    ", …" if len(conflicts) > 3 else ""
+                )
+                raise OutputFolderError(
+                    folder,
+                    f"the demo would overwrite files it did not write: {shown}. Move them away "
+                    "or choose another --out folder",
+                    conflicts[:3],
+                )
+            for target, source in write:
+                with atomic_path(target) as part:
+                    if isinstance(source, bytes):
+                        part.write_bytes(source)
+                    else:
+                        shutil.copyfile(source, part)
     moved = {
         f.name: data / getattr(trio, f.name).relative_to(fresh)
         for f in dataclasses.fields(trio)
         if isinstance(getattr(trio, f.name), Path) and f.name != "folder"
     }
     return dataclasses.replace(trio, folder=data, **moved)
+
+
+def _same(target: Path, source: Path | bytes, filecmp) -> bool:
+    """Whether ``target`` is a regular file holding exactly ``source``."""
+    if not target.is_file():
+        return False
+    if isinstance(source, bytes):
+        return target.stat().st_size == len(source) and target.read_bytes() == source
+    return filecmp.cmp(source, target, shallow=False)
 
 
 def evaluate_against_truth(run: RunResult, trio: SyntheticTrio) -> dict[str, Any]:
