@@ -101,3 +101,51 @@ def test_max_tre_needs_landmarks():
     data["registrations"][0]["max_tre_um"] = 20
     with pytest.raises(ConfigError, match="max_tre_um needs landmarks"):
         parse_config(data, base=".")
+
+
+def _names_config(modalities: dict[str, str], registrations: list[tuple[str, str]]) -> dict:
+    return {
+        "modalities": {
+            name: {"kind": kind, "path": f"{name}.x"} for name, kind in modalities.items()
+        },
+        "registrations": [{"moving": m, "fixed": f} for m, f in registrations],
+    }
+
+
+@pytest.mark.parametrize(
+    ("modalities", "registrations", "named"),
+    [
+        # Characters a file name cannot hold become "_"; macOS and Windows ignore case.
+        ({"H&E": "histology", "H_E": "histology"}, [], ["H&E", "H_E"]),
+        ({"HE": "histology", "he": "histology"}, [], ["HE", "he"]),
+        ({"a/b": "histology", "a:b": "histology"}, [], ["a/b", "a:b"]),
+        (
+            {"x_to_y": "histology", "z": "histology", "x": "histology", "y_to_z": "histology"},
+            [("x_to_y", "z"), ("x", "y_to_z")],
+            ["x_to_y → z", "x → y_to_z"],
+        ),
+        (
+            {"X_to_y": "histology", "z": "histology", "x": "histology", "y_to_Z": "histology"},
+            [("X_to_y", "z"), ("x", "y_to_Z")],
+            ["X_to_y → z", "x → y_to_Z"],
+        ),
+        # The composed MSI → Visium transform is written beside the registrations.
+        (
+            {"a_to_b": "imzml", "c": "visium", "a": "histology", "b_to_c": "histology"},
+            [("a", "b_to_c")],
+            ["a → b_to_c", "a_to_b → c"],
+        ),
+    ],
+)
+def test_names_whose_output_files_coincide_are_refused(modalities, registrations, named):
+    with pytest.raises(ConfigError, match="would") as info:
+        parse_config(_names_config(modalities, registrations), base=".")
+    for name in named:
+        assert name in str(info.value)
+
+
+def test_a_direct_msi_to_visium_registration_is_not_a_collision():
+    config = parse_config(
+        _names_config({"msi": "imzml", "visium": "visium"}, [("msi", "visium")]), base="."
+    )
+    assert (config.msi_name, config.visium_name) == ("msi", "visium")

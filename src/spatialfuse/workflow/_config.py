@@ -167,7 +167,46 @@ class RunConfig(_Model):
         for role, name, kind in (("msi", msi, "imzml"), ("visium", visium, "visium")):
             if name is not None and self.modalities[name].kind != kind:
                 raise ValueError(f"mapping.{role} is {name!r}, which is not of kind {kind!r}")
+        self._distinct_output_files()
         return self
+
+    def _distinct_output_files(self) -> None:
+        """No two modalities or registrations may write the same output file.
+
+        Names become file names (``transforms/<moving>_to_<fixed>.json``, ``qc/…``) with the
+        characters a file name cannot hold replaced, and macOS and Windows file systems ignore
+        case: names equal after that would silently replace each other's files.
+        """
+        from spatialfuse.workflow._steps import output_name
+
+        why = (
+            "file names cannot hold some characters and are case-insensitive on macOS and "
+            "Windows; rename one"
+        )
+        seen: dict[str, str] = {}
+        for name in self.modalities:
+            key = _folded(output_name(name))
+            if key in seen:
+                raise ValueError(
+                    f"modalities {seen[key]!r} and {name!r} would write files of the same name "
+                    f"({output_name(seen[key])!r}, {output_name(name)!r}): {why}"
+                )
+            seen[key] = name
+        pairs = [(r.moving, r.fixed, f"registration {r.name}") for r in self.registrations]
+        msi, visium = self.msi_name, self.visium_name
+        registered = {(r.moving, r.fixed) for r in self.registrations}
+        if msi is not None and visium is not None and (msi, visium) not in registered:
+            pairs.append((msi, visium, f"the composed MSI → Visium transform {msi} → {visium}"))
+        files: dict[str, str] = {}
+        for moving, fixed, what in pairs:
+            stem = f"{output_name(moving)}_to_{output_name(fixed)}"
+            key = _folded(stem)
+            if key in files:
+                raise ValueError(
+                    f"{files[key]} and {what} would both write transforms/{stem}.json (and its QC "
+                    f"figure): {why}"
+                )
+            files[key] = what
 
     def _only(self, kind: str, explicit: str | None, role: str) -> str | None:
         if explicit is not None:
@@ -190,6 +229,13 @@ class RunConfig(_Model):
     def visium_name(self) -> str | None:
         """The Visium modality spots come from (None when there is none)."""
         return self._only("visium", self.mapping.visium, "visium")
+
+
+def _folded(name: str) -> str:
+    """``name`` as a case-insensitive file system compares it."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def parse_config(data: dict, *, base: str | os.PathLike, source: str = "<config>") -> RunConfig:
