@@ -259,7 +259,9 @@ def run_case(case: Case) -> dict:
             "error": f"{type(exc).__name__}: {exc}",
             "seconds": time.perf_counter() - started,
         }
-    metrics = {k: float(v) for k, v in result.metrics.items() if np.isscalar(v)}
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+    if "estimated_pixel_size_um" in result.metrics:
+        metrics["estimated_pixel_size_um"] = result.metrics["estimated_pixel_size_um"]
     return {
         "kind": case.kind,
         "name": case.name,

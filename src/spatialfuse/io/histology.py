@@ -84,6 +84,8 @@ _SOURCE_WORDS = {
     "aperio_mpp": "Aperio MPP",
     "png_phys": "PNG pHYs chunk",
     "jpeg_density": "JPEG JFIF density",
+    "unknown": "nowhere (unknown: a nominal 1 µm until registration estimates it)",
+    "estimated": "registration's estimate",
 }
 
 _FORMAT_WORDS = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "ome-tiff": "OME-TIFF"}
@@ -1054,7 +1056,7 @@ def _sniff(path: Path) -> str:
 def read_histology(
     path: str | os.PathLike,
     *,
-    pixel_size_um: float | tuple[float, float] | None = None,
+    pixel_size_um: float | tuple[float, float] | str | None = None,
     series: int = 0,
 ) -> HistologyImage:
     """Open a histology image lazily and find its pixel size in µm.
@@ -1077,7 +1079,10 @@ def read_histology(
         inch or centimetre (unit NONE is not a calibration, except in ImageJ files that name a
         length unit), PNG ``pHYs`` in pixels per metre, JPEG JFIF density in dots per inch or cm.
         Densities below 1000 dpi (pixels larger than 25.4 µm) are display defaults such as 72 dpi
-        and are ignored with a :class:`~spatialfuse.errors.DataWarning`.
+        and are ignored with a :class:`~spatialfuse.errors.DataWarning`. ``"auto"``: the file's
+        calibration where it has one, else a nominal 1 µm with ``pixel_size_source ==
+        "unknown"``; :func:`spatialfuse.reg.register` then estimates the pixel size in its
+        search and reports it (also when a file's calibration is implausible).
     series
         Which image series of a multi-series TIFF to read (0 for JPEG and PNG).
 
@@ -1103,7 +1108,8 @@ def read_histology(
         raise MissingFileError(p, "histology image not found")
     if p.is_dir():
         raise FileFormatError(p, "is a directory, expected an image file")
-    arg = None if pixel_size_um is None else _validate_pixel_size_arg(pixel_size_um, p)
+    auto = isinstance(pixel_size_um, str) and pixel_size_um == "auto"
+    arg = None if pixel_size_um is None or auto else _validate_pixel_size_arg(pixel_size_um, p)
     if isinstance(series, bool) or not isinstance(series, int | np.integer):
         raise TypeError(f"series must be an int, got {series!r}")
     try:
@@ -1134,6 +1140,10 @@ def read_histology(
     elif cal.size is not None:
         assert cal.source is not None
         size, source = cal.size, cal.source
+    elif auto:
+        for note in cal.ignored:
+            warnings.warn(f"{p}: {note}", DataWarning, stacklevel=2)
+        size, source = (1.0, 1.0), "unknown"
     else:
         for note in cal.ignored:
             warnings.warn(f"{p}: {note}", DataWarning, stacklevel=2)
@@ -1174,7 +1184,9 @@ class HistologyImage:
         ``(x, y)`` pixel size at level 0 in µm.
     pixel_size_source : str
         Where ``pixel_size_um`` came from: ``"argument"``, ``"ome"``, ``"tiff_resolution"``,
-        ``"aperio_mpp"``, ``"png_phys"`` or ``"jpeg_density"``.
+        ``"aperio_mpp"``, ``"png_phys"``, ``"jpeg_density"``, ``"unknown"`` (read with
+        ``pixel_size_um="auto"`` from a file without calibration: a nominal 1 µm) or
+        ``"estimated"`` (:meth:`with_pixel_size` after registration estimated it).
     file_pixel_size_um : tuple of float or None
         The file's own calibration (also when overridden by the argument), None if it has none.
     level_shapes : tuple of tuple of int
@@ -1211,6 +1223,34 @@ class HistologyImage:
             self.shape[1] * self.pixel_size_um[0],
             self.shape[0] * self.pixel_size_um[1],
         )
+
+    def with_pixel_size(
+        self, pixel_size_um: float | tuple[float, float], *, source: str = "argument"
+    ) -> HistologyImage:
+        """The same image with another pixel size (e.g. the one registration estimated).
+
+        Parameters
+        ----------
+        pixel_size_um
+            µm per pixel at level 0, a number or an ``(x, y)`` pair.
+        source
+            What ``pixel_size_source`` says: ``"argument"`` or ``"estimated"``.
+
+        Returns
+        -------
+        HistologyImage
+            A new object; this one is unchanged.
+        """
+        import copy
+
+        if source not in _SOURCE_WORDS:
+            raise ValueError(f"source must be one of {sorted(_SOURCE_WORDS)}, got {source!r}")
+        size = _validate_pixel_size_arg(pixel_size_um, self.path)
+        out = copy.copy(self)
+        out.pixel_size_um = size
+        out.pixel_size_source = source
+        out.extent_um = (self.shape[1] * size[0], self.shape[0] * size[1])
+        return out
 
     def __repr__(self) -> str:
         h, w = self.shape

@@ -5,10 +5,12 @@ Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into 
 
 from spatialfuse.reg._chain import ChainResult, register_chain, visium_um_to_fullres_px
 from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._images import as_registration_image as registration_image
 from spatialfuse.reg._landmarks import LandmarkFit, from_landmarks, read_landmarks
 from spatialfuse.reg._register import (
     RegistrationResult,
     RegistrationWarning,
+    assess,
     register,
 )
 from spatialfuse.reg._resample import pixel_centres_um, resample
@@ -39,12 +41,14 @@ __all__ = [
     "RegistrationWarning",
     "ThinPlateSpline",
     "Transform",
+    "assess",
     "compose",
     "from_landmarks",
     "pixel_centres_um",
     "read_landmarks",
     "register",
     "register_chain",
+    "registration_image",
     "resample",
     "visium_um_to_fullres_px",
     "warp_histology",

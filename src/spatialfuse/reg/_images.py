@@ -67,6 +67,69 @@ class RegistrationImage:
         )
         return out
 
+    @classmethod
+    def from_array(
+        cls,
+        image: np.ndarray,
+        pixel_size_um: float | tuple[float, float],
+        *,
+        modality: str = "image",
+        description: str = "",
+        valid: np.ndarray | None = None,
+        origin_um: tuple[float, float] = (0.0, 0.0),
+    ) -> RegistrationImage:
+        """A registration image from a plain array: an ion image, a fluorescence channel, a mask.
+
+        Parameters
+        ----------
+        image
+            ``(rows, cols)`` values, or ``(rows, cols, 3)`` RGB; pixel ``(col, row)`` covers
+            ``origin + [col·sx, (col+1)·sx] × [row·sy, (row+1)·sy]`` µm.
+        pixel_size_um
+            µm per pixel, a number or ``(x, y)``.
+        modality
+            ``"msi"`` makes the image's pixel size set the working resolution of registration
+            (as an MSI's does); anything else is treated as an optical image.
+        valid
+            Pixels that carry data (an MSI's measured pixels); default: all.
+
+        The tissue mask is found as for optical images
+        (:func:`spatialfuse.reg._tissue.tissue_mask`): where nothing looks like background,
+        every valid pixel is tissue.
+        """
+        from spatialfuse.reg._tissue import tissue_mask
+
+        values = np.asarray(image, dtype=np.float64)
+        if values.ndim == 3:
+            values = values[..., :3]
+            grey = (-np.log(np.clip(values / max(values.max(), 1e-12), 1 / 255, 1))).sum(axis=2)
+        elif values.ndim == 2:
+            grey = values
+        else:
+            raise ValueError(f"image must be (rows, cols) or (rows, cols, 3), got {values.shape}")
+        size = (
+            (float(pixel_size_um), float(pixel_size_um))
+            if np.isscalar(pixel_size_um)
+            else tuple(float(v) for v in pixel_size_um)
+        )
+        if not all(np.isfinite(v) and v > 0 for v in size):
+            raise ValueError(f"pixel_size_um must be positive, got {pixel_size_um!r}")
+        valid = np.ones(grey.shape, bool) if valid is None else np.asarray(valid, bool)
+        finite = np.isfinite(grey)
+        grey = np.where(finite, grey, 0.0)
+        valid = valid & finite
+        mask, info = tissue_mask(values if values.ndim == 3 else grey, valid)
+        picture = _normalised(grey, valid)
+        extra = {
+            "separability": info.get("separation", 0.0),
+            "background": info.get("background"),
+            "channels": {"intensity": picture},
+            "channel": "intensity",
+        }
+        if not valid.all():
+            extra["valid"] = valid
+        return cls(picture, mask, size, tuple(origin_um), modality, description or modality, extra)
+
     def mirrored(self) -> tuple[RegistrationImage, object]:
         """The image flipped left-right about its own centre, and the flip as a transform."""
         from spatialfuse.reg._transform import AffineTransform
@@ -74,6 +137,11 @@ class RegistrationImage:
         width = self.shape[1] * self.pixel_size_um[0]
         centre_x = self.origin_um[0] + width / 2
         flip = AffineTransform([[-1, 0, 2 * centre_x], [0, 1, 0], [0, 0, 1]], model="rigid")
+        extra = dict(self.extra)
+        if "valid" in extra:
+            extra["valid"] = extra["valid"][:, ::-1].copy()
+        if "channels" in extra:
+            extra["channels"] = {k: v[:, ::-1].copy() for k, v in extra["channels"].items()}
         out = RegistrationImage(
             self.image[:, ::-1].copy(),
             self.mask[:, ::-1].copy(),
@@ -81,9 +149,29 @@ class RegistrationImage:
             self.origin_um,
             self.modality,
             self.description + " (mirrored)",
-            dict(self.extra),
+            extra,
         )
         return out, flip
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The candidate images registration may choose from (the current one if none)."""
+        return tuple(self.extra.get("channels", {})) or (self.extra.get("channel", "image"),)
+
+    def with_channel(self, name: str) -> RegistrationImage:
+        """The same image showing candidate ``name`` instead (same mask, frame and extras)."""
+        from dataclasses import replace
+
+        channels = self.extra.get("channels", {})
+        if name == self.extra.get("channel") or name not in channels:
+            return self
+        base = self.description.rsplit(" ", 1)[0] if " " in self.description else self.description
+        return replace(
+            self,
+            image=channels[name],
+            description=f"{base} {name}",
+            extra={**self.extra, "channel": name},
+        )
 
 
 def otsu_mask(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -240,8 +328,13 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     if not chosen.endswith("tissue PC1") and valid.any() and mask.any() and (~mask & valid).any():
         if picture[mask].mean() < picture[~mask & valid].mean():
             picture = -picture
+    channels = {name: _normalised(grid, valid) for name, grid in grids.items() if name != "tissue"}
+    if "tissue" in grids:
+        channels["tissue_pc1"] = _normalised(grids["tissue"], valid)
+    default = "tissue_pc1" if "tissue" in grids else chosen
+    channels[default] = _normalised(picture, valid)
     return RegistrationImage(
-        _normalised(picture, valid),
+        channels[default],
         mask,
         size,
         ((x0 - 1) * size[0], (y0 - 1) * size[1]),
@@ -255,6 +348,8 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
             # of registration models the H&E under each pixel from them.
             "spectral_components": footprint_scores.astype(np.float32),
             "spectral_pixels": (y - y0, x - x0),
+            "channels": channels,
+            "channel": default,
         },
     )
 
@@ -303,19 +398,30 @@ def _cluster_labels(scores: np.ndarray, k: int = 6) -> np.ndarray:
     return order[labels].astype(np.float64)
 
 
+#: The optical channels registration can use; ``channel="auto"`` picks one per pair.
+OPTICAL_CHANNELS = ("od", "gray", "hematoxylin", "eosin")
+
+
 def _rgb_to_channel(rgb: np.ndarray, channel: str) -> np.ndarray:
     rgb = rgb[..., :3].astype(np.float64)
     if rgb.max() > 1.5:
         rgb = rgb / (255.0 if rgb.max() <= 255 else 65535.0)
     if channel == "od":
         return (-np.log(np.clip(rgb, 1 / 255, 1))).sum(axis=2)
-    if channel == "hematoxylin":
+    if channel in ("hematoxylin", "eosin"):
         from skimage.color import rgb2hed
 
-        return rgb2hed(np.clip(rgb, 0, 1))[..., 0]
+        return rgb2hed(np.clip(rgb, 0, 1))[..., 0 if channel == "hematoxylin" else 1]
     if channel == "gray":
         return 1.0 - rgb.mean(axis=2)
-    raise ValueError(f"channel must be 'od', 'hematoxylin' or 'gray', got {channel!r}")
+    raise ValueError(
+        f"channel must be 'auto', 'od', 'gray', 'hematoxylin' or 'eosin', got {channel!r}"
+    )
+
+
+def _check_channel(channel: str) -> None:
+    if channel != "auto" and channel not in OPTICAL_CHANNELS:
+        _rgb_to_channel(np.zeros((1, 1, 3)), channel)  # raises the error naming the choices
 
 
 def _resized(array: np.ndarray, size_um, target_um) -> tuple[np.ndarray, tuple[float, float]]:
@@ -341,18 +447,82 @@ def _optical_densities(rgb: np.ndarray, size_um, target_um: float) -> dict:
     return {"optical_density": od.astype(np.float32), "optical_density_pixel_um": size}
 
 
-def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") -> RegistrationImage:
+def _optical_image(
+    rgb: np.ndarray,
+    size_um,
+    working_pixel_size_um: float,
+    channel: str,
+    *,
+    modality: str,
+    description: str,
+    extra: dict,
+) -> RegistrationImage:
+    """Registration image of an optical array: every channel, one tissue mask for all of them.
+
+    The mask (:func:`spatialfuse.reg._tissue.tissue_mask`) is a property of the image, not of
+    the channel: it comes from the colour image. ``channel="auto"`` starts from optical
+    density; :func:`~spatialfuse.reg.register` then picks the channel per pair.
+    """
+    from spatialfuse.reg._tissue import tissue_mask
+
+    _check_channel(channel)
+    working, size = _resized(rgb.astype(np.float32), size_um, working_pixel_size_um)
+    single = working.ndim == 2 or working.shape[2] == 1 or _is_grey(working)
+    if single:
+        grey = working if working.ndim == 2 else working[..., 0]
+        mask, info = tissue_mask(grey)
+        channels = {"intensity": _normalised(grey, np.ones(grey.shape, bool))}
+        default = "intensity"
+    else:
+        mask, info = tissue_mask(working[..., :3])
+        channels = {
+            name: _normalised(_rgb_to_channel(working, name), np.ones(working.shape[:2], bool))
+            for name in OPTICAL_CHANNELS
+        }
+        default = "od" if channel == "auto" else channel
+    return RegistrationImage(
+        channels[default],
+        mask,
+        size,
+        (0.0, 0.0),
+        modality,
+        f"{description} {default}",
+        {
+            "separability": info.get("separation", 0.0),
+            "background": info.get("background"),
+            "channels": channels,
+            "channel": default,
+            **extra,
+        },
+    )
+
+
+def _is_grey(rgb: np.ndarray) -> bool:
+    """Whether a 3-channel image carries one channel three times (a grey or fluorescence image)."""
+    sample = rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64), :3]
+    first = sample[..., 0]
+    return bool(np.allclose(first, sample[..., 1]) and np.allclose(first, sample[..., 2]))
+
+
+def histology_image(
+    he, *, working_pixel_size_um: float, channel: str = "auto"
+) -> RegistrationImage:
     """Registration image of a :class:`~spatialfuse.io.HistologyImage` at a working resolution.
 
     ``extra["optical_density"]`` holds the three colour channels' optical densities at half the
-    working pixel (the footprint stage of registration integrates them over MSI pixels).
+    working pixel (the footprint stage of registration integrates them over MSI pixels);
+    ``extra["channels"]`` every candidate channel at the working resolution.
     """
+    _check_channel(channel)
     longest_um = max(he.extent_um)
     max_size = int(np.ceil(longest_um / working_pixel_size_um)) * 2
     # A finer read for the footprint stage: from the working read alone (pixel ½–1 working
     # pixel, block means) the affine sweep's median TRE was 0.189 MSI px instead of 0.164.
     array, size = he.downsampled(max_size=max(2 * max_size, 16))
-    rgb = array if array.ndim == 3 else np.dstack([array[..., 0]] * 3)
+    if array.ndim == 3 and array.shape[2] >= 3:
+        rgb = array
+    else:
+        rgb = np.dstack([array.reshape(array.shape[:2])] * 3)
     densities = _optical_densities(rgb, size, working_pixel_size_um / 2)
     # The working image from the same read by 2 × 2 block means (a large H&E is read once).
     rows, cols = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
@@ -360,26 +530,24 @@ def histology_image(he, *, working_pixel_size_um: float, channel: str = "od") ->
         rgb = rgb[:rows, :cols].astype(np.float32)
         rgb = rgb.reshape(rows // 2, 2, cols // 2, 2, -1).mean(axis=(1, 3))
         size = (2 * size[0], 2 * size[1])
-    grey = _rgb_to_channel(rgb, channel)
-    grey, size = _resized(grey, size, working_pixel_size_um)
-    mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
-    return RegistrationImage(
-        _normalised(grey, np.ones(grey.shape, bool)),
-        mask,
+    return _optical_image(
+        rgb,
         size,
-        (0.0, 0.0),
-        "histology",
-        f"H&E {channel}",
-        {"separability": separability, "path": str(he.path), **densities},
+        working_pixel_size_um,
+        channel,
+        modality="histology",
+        description="H&E",
+        extra={"path": str(he.path), **densities},
     )
 
 
 def visium_image(
-    adata, *, working_pixel_size_um: float, channel: str = "od", library_id: str | None = None
+    adata, *, working_pixel_size_um: float, channel: str = "auto", library_id: str | None = None
 ) -> RegistrationImage:
     """Registration image of a Visium AnnData: its H&E in the full-resolution µm frame."""
     from spatialfuse.io.visium import tissue_image
 
+    _check_channel(channel)
     um_per_px = float(adata.uns["spatialfuse"]["um_per_px"])
     library_id = library_id or next(iter(adata.uns.get("spatial", {}) or {}), None)
     found = tissue_image(adata, library_id=library_id)
@@ -389,22 +557,19 @@ def visium_image(
     pixel = um_per_px / scale
     rgb = array if array.ndim == 3 else np.dstack([array] * 3)
     densities = _optical_densities(rgb, (pixel, pixel), max(working_pixel_size_um / 2, pixel))
-    grey = _rgb_to_channel(rgb, channel)
-    grey, size = _resized(grey, (pixel, pixel), max(working_pixel_size_um, pixel))
-    mask, separability = background_mask(grey) if channel == "od" else otsu_mask(grey)
-    return RegistrationImage(
-        _normalised(grey, np.ones(grey.shape, bool)),
-        mask,
-        size,
-        (0.0, 0.0),
-        "visium",
-        f"Visium {res} {channel}",
-        {"separability": separability, "library_id": library_id, **densities},
+    return _optical_image(
+        rgb,
+        (pixel, pixel),
+        max(working_pixel_size_um, pixel),
+        channel,
+        modality="visium",
+        description=f"Visium {res}",
+        extra={"library_id": library_id, **densities},
     )
 
 
 def as_registration_image(
-    obj, *, working_pixel_size_um: float | None, channel: str = "od", msi_image_kind="auto"
+    obj, *, working_pixel_size_um: float | None, channel: str = "auto", msi_image_kind="auto"
 ) -> RegistrationImage:
     """Build the registration image of ``obj``, whatever its kind.
 

@@ -23,30 +23,46 @@ def mask_moments(img: RegistrationImage) -> tuple[np.ndarray, float]:
     return centres.mean(axis=0), area
 
 
+def area_scale(moving: RegistrationImage, fixed: RegistrationImage) -> float:
+    """The scale that makes the moving tissue area equal to the fixed one."""
+    _, a_moving = mask_moments(moving)
+    _, a_fixed = mask_moments(fixed)
+    return float(np.sqrt(a_fixed / a_moving)) if a_moving > 0 else 1.0
+
+
 def candidates(
     moving: RegistrationImage,
     fixed: RegistrationImage,
     *,
     angle_step_deg: float = 10.0,
     allow_mirror: bool = True,
+    scales=None,
 ) -> list[tuple[float, AffineTransform, dict]]:
-    """Score similarity starts at every rotation (and mirror); best first."""
-    c_moving, a_moving = mask_moments(moving)
-    c_fixed, a_fixed = mask_moments(fixed)
+    """Score similarity starts at every rotation (and mirror) and scale; best first.
+
+    ``scales``: the scales to try (default: the one that matches the tissue areas).
+    """
+    c_moving, _ = mask_moments(moving)
+    c_fixed, _ = mask_moments(fixed)
     grid = coarse(fixed)  # candidates are ranked on a coarse copy of the reference
-    scale = float(np.sqrt(a_fixed / a_moving)) if a_moving > 0 else 1.0
+    scales = [area_scale(moving, fixed)] if scales is None else list(scales)
     found = []
-    for mirror in (False, True) if allow_mirror else (False,):
-        for angle in np.arange(0.0, 360.0, angle_step_deg):
-            linear = AffineTransform.from_params(rotation_deg=angle, scale=scale, mirror=mirror)
-            offset = c_fixed - linear.apply(c_moving[None])[0]
-            start = AffineTransform.from_params(
-                rotation_deg=angle, scale=scale, mirror=mirror, translation=offset
-            )
-            scores = alignment_scores(moving, grid, start)
-            found.append(
-                (combined_score(scores), start, {"angle": angle, "mirror": mirror, **scores})
-            )
+    for scale in scales:
+        for mirror in (False, True) if allow_mirror else (False,):
+            for angle in np.arange(0.0, 360.0, angle_step_deg):
+                linear = AffineTransform.from_params(rotation_deg=angle, scale=scale, mirror=mirror)
+                offset = c_fixed - linear.apply(c_moving[None])[0]
+                start = AffineTransform.from_params(
+                    rotation_deg=angle, scale=scale, mirror=mirror, translation=offset
+                )
+                scores = alignment_scores(moving, grid, start)
+                found.append(
+                    (
+                        combined_score(scores),
+                        start,
+                        {"angle": angle, "mirror": mirror, "scale": scale, **scores},
+                    )
+                )
     found.sort(key=lambda item: -item[0])
     return found
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spatialfuse._logging import logger, progress
+from spatialfuse._logging import logger
 from spatialfuse.errors import SpatialfuseWarning
-from spatialfuse.reg import _footprint, _initialize
+from spatialfuse.reg import _checks, _footprint, _initialize, _scale
 from spatialfuse.reg._images import (
     RegistrationImage,
     as_registration_image,
@@ -124,7 +124,8 @@ def register(
     landmarks=None,
     working_pixel_size_um: float | None = None,
     msi_image: str | list[float] = "auto",
-    channel: str = "od",
+    channel: str = "auto",
+    scale: str = "auto",
     angle_step_deg: float = 10.0,
     allow_mirror: bool = True,
     n_starts: int = 3,
@@ -141,28 +142,38 @@ def register(
     moving, fixed
         An MSI AnnData (:func:`~spatialfuse.io.read_imzml`), a Visium AnnData
         (:func:`~spatialfuse.io.read_visium`; its H&E, in its full-resolution µm frame), a
-        :class:`~spatialfuse.io.HistologyImage`, or a prepared :class:`RegistrationImage`.
+        :class:`~spatialfuse.io.HistologyImage`, or a prepared :class:`RegistrationImage`
+        (:meth:`RegistrationImage.from_array` makes one of an ion image, a fluorescence channel
+        or a mask).
     model
         ``"rigid"``, ``"similarity"``, ``"affine"`` or ``"bspline"`` (affine, then a smooth
         nonrigid field). MSI → H&E affine and nonrigid registrations end with the footprint stage
-        (:mod:`spatialfuse.reg._footprint`): the H&E averaged over each MSI pixel's footprint is
-        fitted against the spectra. Its nonrigid field is kept only if it lowers the cost on
-        held-out pixels (otherwise the result is the affine one, ``metrics["nonrigid_kept"]``
-        says which); on the synthetic benchmark it takes back part of a one-pixel warp, not all
-        of it (see ``docs/benchmarks.md``). Other pairs use a regularised SimpleITK B-spline.
+        (:mod:`spatialfuse.reg._footprint`) where the spectra explain the colour well enough
+        (``metrics["footprint"]`` says whether it ran and why not). Other pairs use a
+        regularised SimpleITK B-spline.
     initial
-        A moving → fixed transform to start from (e.g. from landmarks); skips the search.
+        A moving → fixed transform to start from (e.g. from a few clicked landmarks:
+        ``from_landmarks(...).transform``); skips the search. This is the way out where the
+        automatic search fails.
     landmarks
         ``(moving_points, fixed_points)`` in µm, to measure the target registration error.
     working_pixel_size_um
         Resolution the images are compared at; default: half the MSI pixel, or the larger image
         at about 500 px. The cost does not grow with the H&E's full size.
     msi_image, channel
-        Which MSI image (``"auto"``, ``"pc1"``, ``"pc2"``, ``"tic"`` or m/z values) and which
-        H&E channel (``"od"``, ``"hematoxylin"``, ``"gray"``) to register.
+        Which MSI image (``"auto"``, ``"pc1"``, ``"pc2"``, ``"tic"``, ``"tissue_pc1"`` or m/z
+        values) and which optical channel (``"auto"``, ``"od"``, ``"gray"``, ``"hematoxylin"``,
+        ``"eosin"``). ``"auto"`` picks, per pair, the combination with the most mutual
+        information at the best start (``metrics["msi_image"]``, ``metrics["channel"]`` and
+        ``metrics["channel_nmi"]`` report the choice).
+    scale
+        ``"auto"``, ``"given"`` or ``"estimate"``: whether the search estimates a pixel size
+        that is missing (``read_histology(..., pixel_size_um="auto")``) or implausible
+        (:mod:`spatialfuse.reg._scale`). The transform then maps between the frames as given
+        and ``metrics["estimated_pixel_size_um"]`` reports the estimate and its uncertainty.
     angle_step_deg, allow_mirror, n_starts
         The start search: rotations every ``angle_step_deg``, with and without mirroring; the
-        ``n_starts`` best distinct starts are refined and the best result kept.
+        ``n_starts`` best distinct starts are screened and the best one refined.
     bspline_grid_um
         Node spacing of the nonrigid field (default: 8 MSI pixels, or 1/8 of the fixed image).
     max_tre_um, min_dice
@@ -170,16 +181,36 @@ def register(
     seed
         Seeds ITK's metric sampling: the same inputs and seed give the same result.
     show_progress
-        Show a progress bar over the refined starts.
+        Show a progress bar over the stages.
 
     Returns
     -------
     RegistrationResult
-        ``transform`` maps moving µm → fixed µm; ``metrics`` and ``ok`` report quality.
+        ``transform`` maps moving µm → fixed µm; ``metrics`` and ``ok`` report quality. The
+        checks (:mod:`spatialfuse.reg._checks`) were calibrated on real pairs
+        (``docs/failure_detection.md``).
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=6, desc="registration", disable=not show_progress, leave=False)
+
+    def step(name: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(name)
+
+    step("images")
+    if _is_msi_anndata(moving):
+        moving = as_registration_image(moving, working_pixel_size_um=None, msi_image_kind=msi_image)
+    if _is_msi_anndata(fixed):
+        fixed = as_registration_image(fixed, working_pixel_size_um=None, msi_image_kind=msi_image)
+    plan = _scale.plan(moving, fixed, scale, lambda obj: _probe_image(obj, msi_image))
+    if plan.side == "moving":
+        moving = _scale.rescaled(moving, plan.factor)
+    elif plan.side == "fixed":
+        fixed = _scale.rescaled(fixed, plan.factor)
     work = _working_pixel_size(moving, fixed, working_pixel_size_um)
     mov = as_registration_image(
         moving, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
@@ -190,26 +221,42 @@ def register(
     linear_model = "affine" if model == "bspline" else model
     problems = [p for p in (_tissue_problem(mov, "moving"), _tissue_problem(fix, "fixed")) if p]
     if problems:
-        return _failed(mov, fix, model, problems, work, t0)
+        return _finalise(_failed(mov, fix, model, problems, work, t0), plan)
     mov, fix = _match_footprints(mov, fix)
 
+    step("search")
     if initial is not None:
-        starts = [(combined_score(alignment_scores(mov, fix, initial)), initial, {"given": True})]
+        start = _in_search_frame(initial, plan)
+        starts = [(combined_score(alignment_scores(mov, fix, start)), start, {"given": True})]
     else:
         found = _initialize.candidates(
-            mov, fix, angle_step_deg=angle_step_deg, allow_mirror=allow_mirror
+            mov,
+            fix,
+            angle_step_deg=angle_step_deg,
+            allow_mirror=allow_mirror,
+            scales=_start_scales(mov, fix, plan),
         )
         starts = _initialize.distinct(found, count=n_starts)
+        if linear_model == "affine" and _footprint.available(mov, fix):
+            # The spectra's model of the colour tells orientations apart where outlines and
+            # mutual information barely do (a roundish tissue): its best starts are screened too.
+            top = found[: 4 * n_starts * (2 if allow_mirror else 1)]
+            by_cost = sorted(
+                zip(
+                    _footprint.costs(mov, fix, [it[1] for it in top]), range(len(top)), strict=True
+                ),
+            )
+            extra = _initialize.distinct([top[i] for _, i in by_cost], count=n_starts)
+            seen = {(info["angle"], info["mirror"]) for _, _, info in starts}
+            starts += [item for item in extra if (item[2]["angle"], item[2]["mirror"]) not in seen]
     initial_scores = alignment_scores(mov, fix, starts[0][1])
 
-    # Screen every start with a short coarse refinement, then refine the best one fully.
-    tried = []
-    screened = []
-    # Screening uses at most a similarity (rotation, scale, translation): with fewer degrees of
-    # freedom a rotation error cannot hide behind shear and anisotropic scale.
+    # Screen every start with a short coarse refinement (at most a similarity: with fewer
+    # degrees of freedom a rotation error cannot hide behind shear and anisotropic scale).
+    step("screening")
     screen_model = "rigid" if linear_model == "rigid" else "similarity"
-    optimiser_errors = []
-    for _score, start, info in progress(starts, show=show_progress, desc="registration"):
+    tried, screened, optimiser_errors = [], [], []
+    for _score, start, info in starts:
         try:
             transform = _refine(
                 mov, fix, start, screen_model, seed, levels=COARSE_LEVELS, iterations=80
@@ -219,51 +266,76 @@ def register(
             continue
         scores = alignment_scores(mov, fix, transform)
         rank = combined_score(scores)
+        start_scores = alignment_scores(mov, fix, start)
+        if combined_score(start_scores) > rank:
+            # The coarse fit diverged (small images at the coarsest level): keep the start.
+            transform, scores, rank = start, start_scores, combined_score(start_scores)
         tried.append({**info, **scores, "score": rank})
         screened.append((rank, transform))
     if not screened:
         errors = "; ".join(sorted(set(optimiser_errors)))
         reason = f"SimpleITK could not optimise any start: {errors}"
-        return _failed(mov, fix, model, [reason], work, t0)
+        return _finalise(_failed(mov, fix, model, [reason], work, t0), plan)
     screened.sort(key=lambda item: -item[0])
 
-    # Finish the best screened start; if it did not gain information (a wrong orientation of a
-    # roundish tissue), finish the next ones and keep the first that does.
+    step("channels")
+    mov, fix, channel_table = _choose_channels(mov, fix, screened[0][1], msi_image, channel)
+
+    # Finish the best screened start; where its result is not a sharp optimum (a wrong
+    # orientation of a roundish tissue), finish the next ones and keep the best.
+    step("refinement")
+    # Finish the start the data prefer: where the spectra model the optical image (MSI →
+    # optical), the lowest footprint cost — it tells a wrong orientation of a roundish tissue
+    # even when mutual information barely does; elsewhere the screening's ranking. A result that
+    # is not a sharp optimum sends the next start to be finished too; the better one is kept.
+    footprint = linear_model == "affine" and _footprint.available(mov, fix)
+    ambiguous = 1
+    if footprint and len(screened) > 1:
+        costs = {id(item): _footprint.cost(mov, fix, item[1]) for item in screened}
+        screened.sort(key=lambda item: costs[id(item)])
+        least = costs[id(screened[0])]
+        # Screened starts are a few pixels off: a cost within AMBIGUOUS_COST_RATIO of the best
+        # could still be the right orientation; those are finished too and the data decide.
+        ambiguous = sum(costs[id(item)] <= AMBIGUOUS_COST_RATIO * least for item in screened)
+    finished = []
     try:
-        # With the footprint stage to come, the derivative-free polish is not needed.
-        polish = not (linear_model == "affine" and _footprint.available(mov, fix))
-        transform, scores = _finish(mov, fix, screened[0][1], linear_model, seed, polish=polish)
-        if initial is None:
-            for _rank, other in screened[1:]:
-                if scores["nmi"] >= initial_scores["nmi"] + MIN_NMI_GAIN:
-                    break
-                candidate, candidate_scores = _finish(
-                    mov, fix, other, linear_model, seed, polish=polish
+        for index, (_rank, screened_start) in enumerate(
+            screened[: 1 if initial is not None else 3]
+        ):
+            transform, scores = _finish(
+                mov, fix, screened_start, linear_model, seed, polish=not footprint
+            )
+            profile = _checks.peak_profile(mov, fix, transform)
+            cost = None
+            if footprint:
+                transform, info = _footprint_stage(
+                    mov, fix, transform, _footprint.cost(mov, fix, transform)
                 )
-                if candidate_scores["nmi"] > scores["nmi"]:
-                    transform, scores = candidate, candidate_scores
+                cost = info["cost_final"]
+                if info["ran"]:
+                    scores = alignment_scores(mov, fix, transform)
+                    profile = _checks.peak_profile(mov, fix, transform)
+            finished.append((transform, scores, profile, cost, info if footprint else None))
+            if index + 1 >= ambiguous and (footprint or not _checks.peak_failures(profile)):
+                break
+            if index + 1 >= 2 and not footprint:
+                break
     except RuntimeError as exc:
         reason = f"SimpleITK failed while refining the best start: {_itk_message(exc)}"
-        return _failed(mov, fix, model, [reason], work, t0)
+        return _finalise(_failed(mov, fix, model, [reason], work, t0), plan)
+    if footprint:
+        best = min(finished, key=lambda item: item[3])
+    else:
+        best = max(finished, key=lambda item: item[2]["nmi_excess"])
+    transform, scores, profile, cost, footprint_info = best
 
+    step("footprint")
     metrics: dict = {}
-    if linear_model == "affine" and _footprint.available(mov, fix):
-        # The last fraction of a pixel: fit the MSI's own forward model (see _footprint).
-        transform, info = _footprint.refine_affine(mov, fix, transform)
-        if initial is None and info["cost_final"] > _footprint.SUSPECT_COST:
-            # The spectra explain the colour poorly: perhaps a wrong orientation that gained
-            # information anyway. Finish the other starts; the lowest footprint cost wins.
-            for _rank, other in screened[1:]:
-                try:
-                    candidate, _ = _finish(mov, fix, other, linear_model, seed, polish=False)
-                except RuntimeError:
-                    continue
-                candidate, other_info = _footprint.refine_affine(mov, fix, candidate)
-                if other_info["cost_final"] < info["cost_final"]:
-                    transform, info = candidate, other_info
-        scores = alignment_scores(mov, fix, transform)
-        metrics["footprint_cost"] = info["cost_final"]
-    if model == "bspline" and _footprint.available(mov, fix):
+    if footprint:
+        metrics["footprint"] = footprint_info
+        metrics["footprint_cost"] = cost
+        metrics["localisation"] = _footprint.localisation(mov, fix, transform)
+    if model == "bspline" and metrics.get("footprint", {}).get("ran"):
         grid = bspline_grid_um or _default_grid(mov, fix)
         transform, field, info = _footprint.refine_nonrigid(mov, fix, transform, grid_um=grid)
         scores = alignment_scores(mov, fix, transform)
@@ -276,12 +348,11 @@ def register(
     elif model == "bspline":
         grid = bspline_grid_um or _default_grid(mov, fix)
         warped, residual = refine_bspline(mov, fix, transform, grid_spacing_um=grid, seed=seed)
-        warped_scores = alignment_scores(mov, fix, warped)
         sample = fix.centres_um(mask_only=bool(fix.mask.any()))[::3]
         # Folding is a property of the nonrigid part alone (a mirror is not a fold).
         metrics["min_jacobian"] = float(residual.jacobian_determinant(sample).min())
         metrics["bspline_grid_um"] = float(grid)
-        transform, scores = warped, warped_scores
+        transform, scores = warped, alignment_scores(mov, fix, warped)
 
     metrics.update(
         {
@@ -293,38 +364,287 @@ def register(
             "moving_tissue_inside": _moving_tissue_inside(mov, fix, transform),
             **dict(zip(("scale_min", "scale_max"), _scales(mov, transform), strict=True)),
             "working_pixel_size_um": work,
+            "msi_image": (mov if mov.modality == "msi" else fix).extra.get("channel"),
+            "channel": (fix if mov.modality == "msi" else mov).extra.get("channel"),
+            "channel_nmi": channel_table,
+            "tissue_area_scale": _initialize.area_scale(mov, fix),
+            **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
         }
     )
+    if plan.estimating:
+        metrics["estimated_pixel_size_um"] = _estimated_pixel_size(plan, mov, transform)
+    if landmarks is not None:
+        metrics.update(
+            _landmark_errors(_in_given_frame(transform, plan), landmarks, native_pixel_size(moving))
+        )
+    failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    metrics["seconds"] = time.perf_counter() - t0
+    bar.close()
+    result = RegistrationResult(transform, metrics, not failures, failures, model, mov, fix, tried)
+    result = _finalise(result, plan)
+    if failures:
+        warnings.warn(
+            f"registration {mov.description} → {fix.description} failed its checks: "
+            + "; ".join(failures),
+            RegistrationWarning,
+            stacklevel=2,
+        )
+    logger.info("%r", result)
+    return result
+
+
+def assess(
+    moving,
+    fixed,
+    transform: Transform,
+    *,
+    working_pixel_size_um: float | None = None,
+    msi_image: str | list[float] = "auto",
+    channel: str = "auto",
+    landmarks=None,
+    max_tre_um: float | None = None,
+    min_dice: float = MIN_DICE,
+) -> RegistrationResult:
+    """Run :func:`register`'s quality checks on a given transform, without optimising it.
+
+    For a hand alignment, a transform from another tool, or a stored result: the same images,
+    channel choice and checks as :func:`register`, so ``ok`` and ``failures`` mean the same.
+
+    Parameters
+    ----------
+    moving, fixed
+        As for :func:`register`.
+    transform
+        Moving µm → fixed µm, in the frames as given (an input read with
+        ``pixel_size_um="auto"`` and no calibration is in its nominal 1 µm frame).
+    working_pixel_size_um, msi_image, channel, landmarks, max_tre_um, min_dice
+        As for :func:`register`.
+
+    Returns
+    -------
+    RegistrationResult
+        ``transform`` unchanged, with ``metrics``, ``ok`` and ``failures``.
+    """
+    t0 = time.perf_counter()
+    if _is_msi_anndata(moving):
+        moving = as_registration_image(moving, working_pixel_size_um=None, msi_image_kind=msi_image)
+    if _is_msi_anndata(fixed):
+        fixed = as_registration_image(fixed, working_pixel_size_um=None, msi_image_kind=msi_image)
+    plan = _scale.ScalePlan(None)
+    if _scale._unknown(fixed) or _scale._unknown(moving):
+        # Work in a frame where the transform scales by about 1, as register does.
+        side = "fixed" if _scale._unknown(fixed) else "moving"
+        points = (
+            moving.centres_um()[:: max(1, moving.image.size // 200)]
+            if isinstance(moving, RegistrationImage)
+            else np.zeros((1, 2))
+        )
+        sigma = float(np.sqrt(np.median(np.abs(transform.jacobian_determinant(points)))))
+        factor = 1.0 / sigma if side == "fixed" else sigma
+        nominal = _scale.pixel_size_of(fixed if side == "fixed" else moving)
+        plan = _scale.ScalePlan(side, factor, "pixel size unknown", nominal)
+        if side == "fixed":
+            fixed = _scale.rescaled(fixed, factor)
+        else:
+            moving = _scale.rescaled(moving, factor)
+    work = _working_pixel_size(moving, fixed, working_pixel_size_um)
+    mov = as_registration_image(
+        moving, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
+    )
+    fix = as_registration_image(
+        fixed, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
+    )
+    problems = [p for p in (_tissue_problem(mov, "moving"), _tissue_problem(fix, "fixed")) if p]
+    if problems:
+        return _finalise(_failed(mov, fix, "given", problems, work, t0), plan)
+    mov, fix = _match_footprints(mov, fix)
+    inner = _in_search_frame(transform, plan)
+    mov, fix, channel_table = _choose_channels(mov, fix, inner, msi_image, channel)
+    scores = alignment_scores(mov, fix, inner)
+    profile = _checks.peak_profile(mov, fix, inner)
+    metrics = {
+        "nmi_final": scores["nmi"],
+        "dice_final": scores["dice"],
+        "fixed_tissue_covered": scores["fixed_tissue_covered"],
+        "moving_tissue_inside": _moving_tissue_inside(mov, fix, inner),
+        **dict(zip(("scale_min", "scale_max"), _scales(mov, inner), strict=True)),
+        "working_pixel_size_um": work,
+        "channel_nmi": channel_table,
+        "tissue_area_scale": _initialize.area_scale(mov, fix),
+        **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
+    }
     if _footprint.available(mov, fix):
-        metrics["localisation"] = _footprint.localisation(mov, fix, transform)
+        metrics["footprint_cost"] = _footprint.cost(mov, fix, inner)
+        metrics["localisation"] = _footprint.localisation(mov, fix, inner)
     if landmarks is not None:
         metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
+    failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
     metrics["seconds"] = time.perf_counter() - t0
+    result = RegistrationResult(inner, metrics, not failures, failures, "given", mov, fix, [])
+    return _finalise(result, plan)
 
+
+def _is_msi_anndata(obj) -> bool:
+    uns = getattr(obj, "uns", None)
+    return uns is not None and uns.get("spatialfuse", {}).get("modality") == "msi"
+
+
+def _probe_image(obj, msi_image) -> RegistrationImage:
+    """A quick registration image of ``obj`` (tissue mask in its frame as given)."""
+    if isinstance(obj, RegistrationImage):
+        return obj
+    extent = extent_um(obj) or 1000.0
+    return as_registration_image(
+        obj, working_pixel_size_um=extent / _scale.PROBE_SIDE_PX, msi_image_kind=msi_image
+    )
+
+
+def _start_scales(mov: RegistrationImage, fix: RegistrationImage, plan) -> list[float]:
+    """The scales the start search tries.
+
+    1 where the pixel sizes are trusted (and the tissue-area match where that is plausible), a
+    range around the first guess where a pixel size is estimated.
+    """
+    if plan.estimating:
+        base = _initialize.area_scale(mov, fix)
+        return sorted({round(base * f, 4) for f in _scale.SEARCH_FACTORS} | {1.0})
+    by_area = _initialize.area_scale(mov, fix)
+    scales = {1.0}
+    if 1 / MAX_SCALE <= by_area <= MAX_SCALE and abs(by_area - 1) > 0.03:
+        scales.add(round(by_area, 4))
+    return sorted(scales)
+
+
+def _choose_channels(mov, fix, transform, msi_image, channel):
+    """The (moving, fixed) candidate images with the most mutual information at ``transform``."""
+    moving_names = mov.channel_names if _auto(msi_image, mov) else (mov.extra.get("channel"),)
+    fixed_names = fix.channel_names if _auto(channel, fix) else (fix.extra.get("channel"),)
+    if mov.modality != "msi" and not _auto(channel, mov):
+        moving_names = (mov.extra.get("channel"),)
+    if fix.modality == "msi" and not _auto(msi_image, fix):
+        fixed_names = (fix.extra.get("channel"),)
+    table = {}
+    for m_name in moving_names:
+        m_img = mov.with_channel(m_name) if m_name else mov
+        for f_name in fixed_names:
+            f_img = fix.with_channel(f_name) if f_name else fix
+            table[f"{m_name} × {f_name}"] = _checks.region_nmi(m_img, f_img, transform) - 1.0
+    best = max(table, key=table.get)
+    default = f"{moving_names[0] if mov.extra.get('channel') is None else mov.extra.get('channel')}"
+    default += f" × {fix.extra.get('channel')}"
+    if default in table and table[best] < CHANNEL_SWITCH_GAIN * table[default]:
+        # Mutual information at a start a few degrees off is noisy: a small edge is no reason
+        # to leave the default images (a synthetic trio went from 0.1 to 2.5 px off that way).
+        best = default
+    m_name, f_name = best.split(" × ")
+    chosen_m = mov.with_channel(m_name) if m_name != "None" else mov
+    chosen_f = fix.with_channel(f_name) if f_name != "None" else fix
+    return chosen_m, chosen_f, {k: round(float(v), 5) for k, v in table.items()}
+
+
+#: Another channel pair replaces the default one only with this much more mutual information.
+CHANNEL_SWITCH_GAIN = 1.25
+
+
+def _auto(choice, img: RegistrationImage) -> bool:
+    return isinstance(choice, str) and choice == "auto" and len(img.channel_names) > 1
+
+
+#: The footprint stage runs where the spectra explain the colour this well at the
+#: mutual-information result (share of the colour left unexplained at most this). Right
+#: alignments of synthetic trios start at 0.05-0.15 and end at 0.03-0.09; the real bladder pair
+#: is at 0.38-0.44, where the fit does not gain (docs/benchmarks.md) and costs 8 s.
+FOOTPRINT_MAX_COST = 0.32
+#: Screened starts whose footprint cost is within this factor of the least are all finished.
+AMBIGUOUS_COST_RATIO = 1.5
+
+
+def _footprint_stage(mov, fix, transform, start_cost: float):
+    """The footprint fit where the spectra explain the colour; else the MI result, and why."""
+    if start_cost > FOOTPRINT_MAX_COST:
+        return transform, {
+            "ran": False,
+            "cost_start": start_cost,
+            "cost_final": start_cost,
+            "why_not": (
+                f"the spectra explain only {100 * (1 - start_cost):.0f} % of the colour "
+                f"(the stage needs {100 * (1 - FOOTPRINT_MAX_COST):.0f} %)"
+            ),
+        }
+    refined, info = _footprint.refine_affine(mov, fix, transform)
+    return refined, {"ran": True, **info}
+
+
+def _in_search_frame(transform: Transform, plan) -> Transform:
+    """A transform between the frames as given, in the (rescaled) frames of the search."""
+    if not plan.estimating:
+        return transform
+    scaling = AffineTransform.from_params(scale=plan.factor)
+    if plan.side == "fixed":
+        return compose(scaling, transform)
+    return compose(transform, scaling.inverse())
+
+
+def _in_given_frame(transform: Transform, plan) -> Transform:
+    """A transform between the search's frames, between the frames as given."""
+    if not plan.estimating:
+        return transform
+    scaling = AffineTransform.from_params(scale=plan.factor)
+    if plan.side == "fixed":
+        return compose(scaling.inverse(), transform)
+    return compose(transform, scaling)
+
+
+def _estimated_pixel_size(plan, mov: RegistrationImage, transform: Transform) -> dict:
+    """The estimated pixel size of the side ``plan`` names, with its uncertainty."""
+    low, high = _scales(mov, transform)
+    sigma = float(np.sqrt(low * high))
+    nominal = np.asarray(plan.nominal_um or (1.0, 1.0), dtype=np.float64)
+    factor = plan.factor / sigma if plan.side == "fixed" else plan.factor * sigma
+    value = nominal * factor
+    other = "moving" if plan.side == "fixed" else "fixed"
+    return {
+        "side": plan.side,
+        "value": [float(v) for v in value],
+        "as_given": [float(v) for v in nominal],
+        # Images alone cannot tell which side's pixel size is wrong: if it is the other one,
+        # its true pixel size is its given one times this.
+        "or_" + other + "_pixel_times": float(nominal[0] / value[0]),
+        # Anisotropy cannot be told from a pixel-size error: half the spread of the two scales.
+        "relative_uncertainty": float((high - low) / (high + low)),
+        "reason": plan.reason,
+    }
+
+
+def _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list[str]:
     failures = []
     if scores["dice"] < min_dice:
         failures.append(f"tissue masks overlap poorly (Dice {scores['dice']:.2f} < {min_dice})")
-    if scores["nmi"] <= 1.0 + 1e-3:
-        failures.append("no mutual information between the aligned images")
-    elif (
-        initial is None
-        and scores["nmi"] < initial_scores["nmi"] + MIN_NMI_GAIN
-        and metrics.get("footprint_cost", np.inf) > _footprint.SUSPECT_COST
-    ):
-        # Refinement from a right start always gains information; a start that loses it was the
-        # wrong orientation of a roundish tissue, which Dice alone cannot tell. Where the
-        # footprint stage ran, its cost tells directly (a start close to right gains little NMI).
-        failures.append(
-            f"refinement did not increase mutual information (NMI {initial_scores['nmi']:.3f} → "
-            f"{scores['nmi']:.3f}); the orientation is probably wrong"
-        )
+    failures += _checks.peak_failures(profile)
     low, high = metrics["scale_min"], metrics["scale_max"]
-    if high > MAX_SCALE or low < 1 / MAX_SCALE:
+    if plan.estimating:
+        if high / low > MAX_SCALE:
+            failures.append(
+                f"the registration stretches the moving image {high / low:.2f}× more along one "
+                "axis than the other (real sections stretch by up to ~22 %)"
+            )
+    elif (
+        not 1 / _scale.IMPLAUSIBLE_FACTOR
+        <= metrics["tissue_area_scale"]
+        <= _scale.IMPLAUSIBLE_FACTOR
+    ):
+        failures.append(
+            f"the tissue is {metrics['tissue_area_scale']:.3g}× larger in the fixed image than in "
+            "the moving one (about 1 expected: both frames are in µm); a pixel size is probably "
+            "wrong — check the pixel_size_um of both images (pass pixel_size_um= to the reader), "
+            "or let registration estimate it (scale='estimate')"
+        )
+    elif high > MAX_SCALE or low < 1 / MAX_SCALE:
         failures.append(
             f"the registration scales the moving image by {low:.2f}–{high:.2f} (about 1 expected: "
             "both frames are in µm); a pixel size is probably wrong — check the pixel_size_um "
-            "of both images (pass pixel_size_um= to the reader) — or the two images do not show "
-            "the same tissue"
+            "of both images (pass pixel_size_um= to the reader, or scale='estimate') — or the "
+            "two images do not show the same tissue"
         )
     if metrics["moving_tissue_inside"] < MIN_MOVING_TISSUE_INSIDE:
         failures.append(
@@ -334,14 +654,13 @@ def register(
         )
     least = _footprint.least_localisation(metrics.get("footprint_cost"))
     if metrics.get("localisation", np.inf) < least:
-        unexplained = metrics.get("footprint_cost")
+        unexplained = metrics["footprint_cost"]
         failures.append(
             "the spectra do not pin the alignment down: moving it by "
             f"{max(_footprint.LOCALISATION_SHIFT_UM, *mov.pixel_size_um):g} µm raises "
             f"the colour they cannot explain only {metrics['localisation']:.2f}× (at least "
-            f"{least:g}× expected"
-            + ("" if unexplained is None else f" where {100 * unexplained:.0f} % is unexplained")
-            + "); the images probably show different tissues or sections"
+            f"{least:g}× expected where {100 * unexplained:.0f} % is unexplained); the images "
+            "probably show different tissues or sections"
         )
     if metrics.get("min_jacobian", 1.0) <= 0:
         failures.append(f"the nonrigid map folds (min Jacobian {metrics['min_jacobian']:.2f})")
@@ -349,15 +668,19 @@ def register(
         failures.append(
             f"landmark error too large (median {metrics['tre_um_median']:.1f} µm > {max_tre_um})"
         )
-    result = RegistrationResult(transform, metrics, not failures, failures, model, mov, fix, tried)
-    if failures:
-        warnings.warn(
-            f"registration {mov.description} → {fix.description} failed its checks: "
-            + "; ".join(failures),
-            RegistrationWarning,
-            stacklevel=2,
-        )
-    logger.info("%r", result)
+    return failures
+
+
+def _finalise(result: RegistrationResult, plan) -> RegistrationResult:
+    """Express a result found in the search's frames in the frames as given."""
+    if not plan.estimating:
+        return result
+    back = 1.0 / plan.factor
+    if plan.side == "fixed":
+        result.fixed_image = _scale.rescaled_image(result.fixed_image, back)
+    else:
+        result.moving_image = _scale.rescaled_image(result.moving_image, back)
+    result.transform = _in_given_frame(result.transform, plan)
     return result
 
 

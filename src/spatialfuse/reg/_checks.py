@@ -1,0 +1,118 @@
+"""Quality checks of a registration result, from the images alone (no ground truth).
+
+A right alignment of two images of the same tissue is a sharp optimum of their mutual
+information: moving it by a few pixels in any direction, or turning it slightly, loses
+information. Three numbers say whether a result is one:
+
+- ``nmi_excess``: NMI − 1 at the result (0 = the images say nothing about each other);
+- ``peak_sharpness``: the mean NMI excess at the result moved by :func:`probe_step_um` (8 shifts
+  and 2 turns) relative to the excess at the result; about 1 when nothing pins the alignment
+  down (another tissue, a flat landscape), well below 1 at a right alignment;
+- ``best_neighbour_gain``: how much more excess the best of those moves has than the result
+  (relative); above 0 means the result is not at the optimum it sits near (a result shifted by a
+  few pixels, or turned, from the right one).
+
+NMI is computed on the fixed grid over the union of both tissue masks inside the moving image's
+domain, with every pixel (no sampling noise). Thresholds (``docs/failure_detection.md``) were set
+on real pairs: right and deliberately wrong alignments (shifted 2–5 pixels, turned, mirrored,
+swapped between pairs) of ``benchmarks/real_pairs.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._similarity import normalized_mutual_information, warp_to
+from spatialfuse.reg._transform import AffineTransform, Transform, compose
+
+#: A result whose neighbours keep more than this fraction of its NMI excess on average is not
+#: pinned down (see docs/failure_detection.md for the calibration on real pairs).
+MAX_PEAK_SHARPNESS = 0.9
+#: A neighbour with this much more NMI excess (relative) than the result means the result is off
+#: the optimum it sits near.
+MAX_NEIGHBOUR_GAIN = 0.02
+#: Below this NMI excess the images share no usable information.
+MIN_NMI_EXCESS = 1e-3
+
+
+def probe_step_um(moving: RegistrationImage, fixed: RegistrationImage) -> float:
+    """The probe distance: two pixels of the coarser of the two images."""
+    return 2.0 * max(max(moving.pixel_size_um), max(fixed.pixel_size_um))
+
+
+def region_nmi(
+    moving: RegistrationImage, fixed: RegistrationImage, transform: Transform, *, interior=False
+) -> float:
+    """NMI of the two images over the union of their tissue masks inside the moving domain.
+
+    ``interior``: over the fixed tissue inside the moving domain only (eroded by two pixels),
+    where only the structure inside the tissue counts, not its outline.
+    """
+    image, mask, inside = warp_to(moving, fixed, transform)
+    if interior:
+        from scipy import ndimage
+
+        region = ndimage.binary_erosion(fixed.mask & inside, iterations=2)
+    else:
+        region = (mask | fixed.mask) & inside
+    return normalized_mutual_information(image[region], fixed.image[region])
+
+
+def peak_profile(
+    moving: RegistrationImage, fixed: RegistrationImage, transform: Transform, *, interior=False
+) -> dict:
+    """NMI at ``transform`` and at its 10 probes (8 shifts, 2 turns), summarised.
+
+    Returns
+    -------
+    dict
+        ``nmi``, ``nmi_excess``, ``peak_sharpness``, ``best_neighbour_gain``,
+        ``probe_step_um``.
+    """
+    step = probe_step_um(moving, fixed)
+    at = region_nmi(moving, fixed, transform, interior=interior) - 1.0
+    centres = transform.apply(moving.centres_um(mask_only=bool(moving.mask.any()))[::5])
+    centre = centres.mean(axis=0)
+    radius = float(np.sqrt(((centres - centre) ** 2).sum(axis=1).mean())) or 1.0
+    angle = float(np.degrees(step / radius))
+    probes = []
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+        norm = step / np.hypot(dx, dy)
+        probes.append(AffineTransform.from_params(translation=(dx * norm, dy * norm)))
+    for sign in (1, -1):
+        turn = AffineTransform.from_params(rotation_deg=sign * angle)
+        back = AffineTransform.from_params(translation=centre - turn.apply(centre[None])[0])
+        probes.append(compose(back, turn))
+    excess = np.array(
+        [region_nmi(moving, fixed, compose(p, transform), interior=interior) - 1.0 for p in probes]
+    )
+    scale = max(at, 1e-12)
+    return {
+        "nmi": at + 1.0,
+        "nmi_excess": at,
+        "peak_sharpness": float(excess.mean() / scale) if at > 0 else 1.0,
+        "best_neighbour_gain": float(excess.max() / scale - 1.0) if at > 0 else 0.0,
+        "probe_step_um": step,
+    }
+
+
+def peak_failures(profile: dict) -> list[str]:
+    """Which of the peak checks ``profile`` (:func:`peak_profile`) fails, in words."""
+    failures = []
+    if profile["nmi_excess"] < MIN_NMI_EXCESS:
+        failures.append("no mutual information between the aligned images")
+        return failures
+    if profile["peak_sharpness"] > MAX_PEAK_SHARPNESS:
+        failures.append(
+            f"nothing pins the alignment down: moved by {profile['probe_step_um']:.0f} µm the "
+            f"images keep {100 * profile['peak_sharpness']:.0f} % of their mutual information "
+            f"(at most {100 * MAX_PEAK_SHARPNESS:.0f} % at a right alignment); they probably "
+            "show different tissues or sections"
+        )
+    if profile["best_neighbour_gain"] > MAX_NEIGHBOUR_GAIN:
+        failures.append(
+            f"the result is off the optimum it sits near: moved by {profile['probe_step_um']:.0f}"
+            f" µm it gains {100 * profile['best_neighbour_gain']:.0f} % mutual information"
+        )
+    return failures
