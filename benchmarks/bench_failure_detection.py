@@ -30,7 +30,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,11 @@ KINDS = (
     "unrelated_texture",
     "empty_tissue",
     "pixel_size",
+    "pixel_size_estimated",
     "partial_crop",
 )
+#: Kinds that must come back ok (the others must be flagged).
+MUST_PASS = ("control", "pixel_size_estimated")
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Case:
     kind: str
     name: str
     load: Callable[[], tuple]
+    register_kwargs: dict = field(default_factory=dict)
+    #: For pixel_size_estimated: the estimated over the given pixel size that is right.
+    expected_ratio: float | None = None
 
 
 def _write_rgb(path: Path, rgb: np.ndarray, pixel_size_um: float) -> Path:
@@ -152,9 +158,9 @@ def build_cases(
         def he(trio=trio, **kw):
             return sf.io.read_histology(trio.he, **kw)
 
-        def add(kind, name, load, seed=seed):
+        def add(kind, name, load, seed=seed, **extra):
             if kind in kinds:
-                cases.append(Case(kind, f"{name} (seed {seed})", load))
+                cases.append(Case(kind, f"{name} (seed {seed})", load, **extra))
 
         add("control", "MSI → H&E", lambda msi=msi, he=he: (msi(), he()))
         if "unrelated_trio" in kinds:
@@ -205,17 +211,22 @@ def build_cases(
                 lambda he=he, m=noisy: (sf.io.read_imzml(m), he()),
             )
         factors = (10.0, 0.1)
+        # A wrong pixel size is flagged where the pixel sizes are trusted (scale="given") and
+        # estimated in the search by default (scale="auto"): the H&E's is estimated, so an MSI
+        # pixel 10× too large shows as an H&E pixel 10× too large.
         for factor in factors:
-            add(
-                "pixel_size",
-                f"MSI pixel ×{factor:g}",
-                lambda msi=msi, he=he, f=msi_px * factor: (msi(pixel_size_um=f), he()),
-            )
+            msi_wrong = lambda msi=msi, he=he, f=msi_px * factor: (msi(pixel_size_um=f), he())  # noqa: E731
+            he_wrong = lambda msi=msi, he=he, f=he_px * factor: (msi(), he(pixel_size_um=f))  # noqa: E731
+            given = {"register_kwargs": {"scale": "given"}}
+            add("pixel_size", f"MSI pixel ×{factor:g}", msi_wrong, **given)
+            add("pixel_size_estimated", f"MSI pixel ×{factor:g}", msi_wrong, expected_ratio=factor)
             if not quick or factor == 10.0:
+                add("pixel_size", f"H&E pixel ×{factor:g}", he_wrong, **given)
                 add(
-                    "pixel_size",
+                    "pixel_size_estimated",
                     f"H&E pixel ×{factor:g}",
-                    lambda msi=msi, he=he, f=he_px * factor: (msi(), he(pixel_size_um=f)),
+                    he_wrong,
+                    expected_ratio=1 / factor,
                 )
         if "partial_crop" in kinds:
             rows, cols = np.nonzero(he_rgb.min(axis=2) < 200)
@@ -249,7 +260,7 @@ def run_case(case: Case) -> dict:
         moving, fixed = case.load()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = sf.reg.register(moving, fixed)
+            result = sf.reg.register(moving, fixed, **case.register_kwargs)
     except Exception as exc:  # a crash is reported as such: it is neither ok nor a detection
         return {
             "kind": case.kind,
@@ -260,9 +271,15 @@ def run_case(case: Case) -> dict:
             "seconds": time.perf_counter() - started,
         }
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
-    if "estimated_pixel_size_um" in result.metrics:
-        metrics["estimated_pixel_size_um"] = result.metrics["estimated_pixel_size_um"]
+    estimate_right = None
+    if "estimated_pixel_size" in result.details:
+        estimate = result.details["estimated_pixel_size"]
+        metrics["estimated_pixel_size"] = estimate
+        if case.expected_ratio is not None:
+            ratio = estimate["value"][0] / estimate["as_given"][0]
+            estimate_right = bool(abs(ratio / case.expected_ratio - 1) < 0.05)
     return {
+        "estimate_right": estimate_right,
         "kind": case.kind,
         "name": case.name,
         "ok": bool(result.ok),
@@ -282,7 +299,10 @@ def summarize(results: list[dict]) -> list[dict]:
             continue
         flagged = sum(1 for r in mine if r["ok"] is False and r["failures"])
         crashed = sum(1 for r in mine if r["ok"] is None)
-        rows.append({"kind": kind, "n": len(mine), "flagged": flagged, "crashed": crashed})
+        row = {"kind": kind, "n": len(mine), "flagged": flagged, "crashed": crashed}
+        if kind == "pixel_size_estimated":
+            row["estimate_right"] = sum(1 for r in mine if r.get("estimate_right"))
+        rows.append(row)
     return rows
 
 
@@ -293,8 +313,13 @@ def format_table(rows: list[dict]) -> str:
     ]
     for row in rows:
         n, flagged = row["n"], row["flagged"]
-        if row["kind"] == "control":
-            lines.append(f"| control | {n} | {flagged} | – | {flagged}/{n} | {row['crashed']} |")
+        if row["kind"] in MUST_PASS:
+            note = ""
+            if "estimate_right" in row:
+                note = f" (pixel size estimated within 5 %: {row['estimate_right']}/{n})"
+            lines.append(
+                f"| {row['kind']}{note} | {n} | {flagged} | – | {flagged}/{n} | {row['crashed']} |"
+            )
         else:
             lines.append(
                 f"| {row['kind']} | {n} | {flagged} | {flagged / n:.0%} | – | {row['crashed']} |"
@@ -326,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    missed = [r for r in results if r["kind"] != "control" and r["ok"] is not False]
-    alarms = [r for r in results if r["kind"] == "control" and r["ok"] is not True]
+    missed = [r for r in results if r["kind"] not in MUST_PASS and r["ok"] is not False]
+    alarms = [r for r in results if r["kind"] in MUST_PASS and r["ok"] is not True]
     return 1 if missed or alarms else 0
 
 

@@ -39,13 +39,26 @@ def data_root() -> Path:
 
 @dataclass
 class Reference:
-    """A moving µm → fixed pixel affine (3×3) from landmarks, and how far to trust it."""
+    """A moving µm → fixed pixel affine (3×3) from landmarks, and how far to trust it.
+
+    Its uncertainty is the median leave-one-out error of its landmarks (issue 20's definition),
+    or a stated one where there are no landmarks; ``spread_moving_px`` is the bootstrap spread
+    of the fitted affine itself over the landmarks (smaller: it averages the placement errors).
+    """
 
     matrix: np.ndarray
     loo_moving_px: np.ndarray
-    uncertainty_moving_px: float
+    spread_moving_px: float
     n_landmarks: int
     how: str
+    stated_uncertainty_px: float | None = None
+
+    @property
+    def uncertainty_moving_px(self) -> float:
+        """Median leave-one-out error of the landmarks (moving pixels), or the stated value."""
+        if self.stated_uncertainty_px is not None:
+            return self.stated_uncertainty_px
+        return float(np.median(self.loo_moving_px))
 
     def apply(self, points_um: np.ndarray) -> np.ndarray:
         """Fixed-image pixel coordinates (pixel centres at integers) of moving µm points."""
@@ -95,7 +108,7 @@ def fit_reference(moving_um, fixed_px, moving_pixel_um: float, how: str, *, seed
     The leave-one-out error says how well each landmark is predicted by the others (placement
     error plus model error); the bootstrap (landmarks resampled with replacement, 200 times)
     says how far the fitted reference itself moves over ``moving_um``: the median over the
-    landmarks' hull of the median displacement is reported as its uncertainty.
+    landmarks of the median displacement is reported as its spread.
     """
     src = np.asarray(moving_um, dtype=np.float64)
     dst = np.asarray(fixed_px, dtype=np.float64)
@@ -263,7 +276,9 @@ def msiflow_upec12(root: Path | None = None, *, pixel_um: float = 10.0) -> RealP
     # The upstream alignment (identity) and msiFlow's own ANTs result move the image by a median
     # 3.3 pixels against each other and validate equally (urothelium mask Dice 0.923 vs 0.918):
     # that is how far this reference can be trusted.
-    reference = Reference(matrix, np.array([]), 3.3, 0, "identity before the transposition")
+    reference = Reference(
+        matrix, np.array([]), 3.3, 0, "identity before the transposition", stated_uncertainty_px=3.3
+    )
     tissue = moving.centres_um()
     return RealPair(
         "msiflow_upec12",

@@ -2,8 +2,9 @@
 
 Each pair is registered with the defaults and compared with its hand-placed reference
 (``benchmarks/real_pairs.py``, ``benchmarks/real_references/README.md``): the median error over
-the moving tissue must be within the reference's own uncertainty + 1 moving pixel (the target of
-issue 20), and the result must be reported ok. Skipped where the shared data are absent.
+the moving tissue must be within the reference's own uncertainty (the median leave-one-out error
+of its landmarks) + 1 moving pixel (the target of issue 20), and the result must be reported ok.
+Skipped where the shared data are absent.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def test_bladder_optical_pixel_size_is_estimated(real_pairs):
     pair = real_pairs.bladder_spamtp()
     assert pair.fixed.pixel_size_source == "unknown"
     result = _register(pair)
-    estimate = result.metrics["estimated_pixel_size_um"]
+    estimate = result.details["estimated_pixel_size"]
     assert estimate["side"] == "fixed"
     # the reference's own scale: 3.58 optical pixels per 10 µm MSI pixel (2.80 µm, ±2 %)
     assert estimate["value"][0] == pytest.approx(2.80, rel=0.03)
@@ -111,3 +112,20 @@ def test_swapped_real_pairs_are_flagged(real_pairs):
             warnings.simplefilter("ignore")
             result = sf.reg.register(moving, fixed)
         assert not result.ok
+
+
+@pytest.mark.slow
+def test_a_few_clicked_landmarks_are_the_way_out(real_pairs, tmp_path):
+    """Four landmark pairs seed the fit (no search) and registration refines from them."""
+    pair = real_pairs.bladder_spamtp(optical_pixel_um=2.8, turned_in=tmp_path)
+    # four of the hand-placed pairs, as a user would click them: moving µm, fixed µm
+    fixed_px = pair.reference.apply(pair.tissue_um[[0, 500, 1500, 2500]])
+    moving = pair.tissue_um[[0, 500, 1500, 2500]]
+    fixed = (fixed_px + 0.5) * 2.8
+    result = _register(pair, landmarks=(moving, fixed), start_from_landmarks=True)
+    assert all(c.get("given") for c in result.candidates), "no search was run"
+    assert result.ok, result.failures
+    assert _median_error(pair, result) <= pair.reference.uncertainty_moving_px + 1.0
+    with pytest.raises(ValueError, match="at least 3 landmark pairs"):
+        sf.reg.register(pair.moving, pair.fixed, landmarks=(moving[:2], fixed[:2]),
+                        start_from_landmarks=True)  # fmt: skip

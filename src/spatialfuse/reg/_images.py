@@ -571,10 +571,24 @@ def visium_image(
 def as_registration_image(
     obj, *, working_pixel_size_um: float | None, channel: str = "auto", msi_image_kind="auto"
 ) -> RegistrationImage:
-    """Build the registration image of ``obj``, whatever its kind.
+    """Build the registration image of ``obj``, whatever its kind: what registration compares.
 
-    ``obj`` is an MSI AnnData, a Visium AnnData, a HistologyImage, or a ready
-    :class:`RegistrationImage`.
+    Parameters
+    ----------
+    obj
+        An MSI AnnData, a Visium AnnData, a HistologyImage, or a ready
+        :class:`RegistrationImage` (returned as it is).
+    working_pixel_size_um
+        Pixel size (µm) of optical images; MSI images keep their own grid.
+    channel, msi_image_kind
+        The optical channel and the MSI image shown (``"auto"``: the defaults;
+        :func:`~spatialfuse.reg.register` chooses per pair among ``extra["channels"]``).
+
+    Returns
+    -------
+    RegistrationImage
+        The image, its tissue mask and its µm frame, with every candidate channel in
+        ``extra["channels"]``.
     """
     if isinstance(obj, RegistrationImage):
         return obj

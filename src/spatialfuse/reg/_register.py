@@ -57,15 +57,24 @@ class RegistrationResult:
         are right), ``moving_tissue_inside`` (fraction of the moving tissue that lands inside
         the fixed image), ``localisation`` (MSI → H&E: how much the footprint stage's cost
         rises when the result is moved by 50 µm; about 1 means nothing pins the alignment
-        down, as when the images show different tissues), ``min_jacobian`` (nonrigid: < 0 means
-        folding), with landmarks ``tre_um_median``/``tre_um_max``/``tre_px_median`` (in moving
-        pixels, for MSI: MSI pixels), ``seconds``.
+        down, as when the images show different tissues) and ``footprint_cost``,
+        ``nmi_excess``/``peak_sharpness``/``best_neighbour_gain`` (the peak checks of
+        :mod:`spatialfuse.reg._checks`), ``tissue_area_scale`` (fixed over moving tissue size),
+        ``estimated_pixel_size_um`` where a pixel size was estimated, ``min_jacobian``
+        (nonrigid: < 0 means folding), with landmarks ``tre_um_median``/``tre_um_max``/
+        ``tre_px_median`` (in moving pixels, for MSI: MSI pixels), ``seconds``. All numbers.
     ok
         Whether every quality check passed; ``failures`` says which did not.
     moving_image, fixed_image
         The registration images that were aligned (for plots).
     candidates
         The initial candidates that were refined, with their scores.
+    details
+        What registration chose and why: ``msi_image`` and ``channel`` (the images compared)
+        with ``channel_nmi`` (mutual information of every candidate pair at the best start),
+        ``footprint`` (whether the footprint stage ran, its costs, or why not), ``scale``
+        (``"given"`` or ``"estimated"``) and ``estimated_pixel_size`` (side, value in µm, as
+        given, relative uncertainty, why).
     """
 
     transform: Transform
@@ -76,6 +85,7 @@ class RegistrationResult:
     moving_image: RegistrationImage
     fixed_image: RegistrationImage
     candidates: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         m = self.metrics
@@ -132,6 +142,7 @@ def register(
     bspline_grid_um: float | None = None,
     max_tre_um: float | None = None,
     min_dice: float = MIN_DICE,
+    start_from_landmarks: bool = False,
     seed: int = 0,
     show_progress: bool = False,
 ) -> RegistrationResult:
@@ -149,7 +160,7 @@ def register(
         ``"rigid"``, ``"similarity"``, ``"affine"`` or ``"bspline"`` (affine, then a smooth
         nonrigid field). MSI → H&E affine and nonrigid registrations end with the footprint stage
         (:mod:`spatialfuse.reg._footprint`) where the spectra explain the colour well enough
-        (``metrics["footprint"]`` says whether it ran and why not). Other pairs use a
+        (``details["footprint"]`` says whether it ran and why not). Other pairs use a
         regularised SimpleITK B-spline.
     initial
         A moving → fixed transform to start from (e.g. from a few clicked landmarks:
@@ -157,6 +168,11 @@ def register(
         automatic search fails.
     landmarks
         ``(moving_points, fixed_points)`` in µm, to measure the target registration error.
+    start_from_landmarks
+        Where the automatic search fails, a handful of clicked points fix it: with this, the
+        ``landmarks`` (at least 3 pairs) give the start (a similarity through 3, an affine
+        through 4 or more; mirrors allowed) instead of the search, and registration refines and
+        checks from there. Their error is then a fit residual, not an independent TRE.
     working_pixel_size_um
         Resolution the images are compared at; default: half the MSI pixel, or the larger image
         at about 500 px. The cost does not grow with the H&E's full size.
@@ -170,7 +186,8 @@ def register(
         ``"auto"``, ``"given"`` or ``"estimate"``: whether the search estimates a pixel size
         that is missing (``read_histology(..., pixel_size_um="auto")``) or implausible
         (:mod:`spatialfuse.reg._scale`). The transform then maps between the frames as given
-        and ``metrics["estimated_pixel_size_um"]`` reports the estimate and its uncertainty.
+        and ``details["estimated_pixel_size"]`` reports the estimate and its uncertainty
+        (``metrics["estimated_pixel_size_um"]``: its x value).
     angle_step_deg, allow_mirror, n_starts
         The start search: rotations every ``angle_step_deg``, with and without mirroring; the
         ``n_starts`` best distinct starts are screened and the best one refined.
@@ -192,6 +209,8 @@ def register(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if start_from_landmarks:
+        initial = _landmark_start(landmarks, initial)
     t0 = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -331,11 +350,17 @@ def register(
 
     step("footprint")
     metrics: dict = {}
+    details: dict = {
+        "msi_image": (mov if mov.modality == "msi" else fix).extra.get("channel"),
+        "channel": (fix if mov.modality == "msi" else mov).extra.get("channel"),
+        "channel_nmi": channel_table,
+        "scale": "estimated" if plan.estimating else "given",
+    }
     if footprint:
-        metrics["footprint"] = footprint_info
+        details["footprint"] = footprint_info
         metrics["footprint_cost"] = cost
         metrics["localisation"] = _footprint.localisation(mov, fix, transform)
-    if model == "bspline" and metrics.get("footprint", {}).get("ran"):
+    if model == "bspline" and details.get("footprint", {}).get("ran"):
         grid = bspline_grid_um or _default_grid(mov, fix)
         transform, field, info = _footprint.refine_nonrigid(mov, fix, transform, grid_um=grid)
         scores = alignment_scores(mov, fix, transform)
@@ -364,15 +389,15 @@ def register(
             "moving_tissue_inside": _moving_tissue_inside(mov, fix, transform),
             **dict(zip(("scale_min", "scale_max"), _scales(mov, transform), strict=True)),
             "working_pixel_size_um": work,
-            "msi_image": (mov if mov.modality == "msi" else fix).extra.get("channel"),
-            "channel": (fix if mov.modality == "msi" else mov).extra.get("channel"),
-            "channel_nmi": channel_table,
             "tissue_area_scale": _initialize.area_scale(mov, fix),
             **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
         }
     )
     if plan.estimating:
-        metrics["estimated_pixel_size_um"] = _estimated_pixel_size(plan, mov, transform)
+        estimate = _estimated_pixel_size(plan, mov, transform)
+        details["estimated_pixel_size"] = estimate
+        metrics["estimated_pixel_size_um"] = estimate["value"][0]
+        metrics["estimated_pixel_size_relative_uncertainty"] = estimate["relative_uncertainty"]
     if landmarks is not None:
         metrics.update(
             _landmark_errors(_in_given_frame(transform, plan), landmarks, native_pixel_size(moving))
@@ -380,7 +405,9 @@ def register(
     failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
     metrics["seconds"] = time.perf_counter() - t0
     bar.close()
-    result = RegistrationResult(transform, metrics, not failures, failures, model, mov, fix, tried)
+    result = RegistrationResult(
+        transform, metrics, not failures, failures, model, mov, fix, tried, details
+    )
     result = _finalise(result, plan)
     if failures:
         warnings.warn(
@@ -469,7 +496,6 @@ def assess(
         "moving_tissue_inside": _moving_tissue_inside(mov, fix, inner),
         **dict(zip(("scale_min", "scale_max"), _scales(mov, inner), strict=True)),
         "working_pixel_size_um": work,
-        "channel_nmi": channel_table,
         "tissue_area_scale": _initialize.area_scale(mov, fix),
         **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
     }
@@ -480,8 +506,33 @@ def assess(
         metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
     failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
     metrics["seconds"] = time.perf_counter() - t0
-    result = RegistrationResult(inner, metrics, not failures, failures, "given", mov, fix, [])
+    details = {
+        "msi_image": (mov if mov.modality == "msi" else fix).extra.get("channel"),
+        "channel": (fix if mov.modality == "msi" else mov).extra.get("channel"),
+        "channel_nmi": channel_table,
+    }
+    result = RegistrationResult(
+        inner, metrics, not failures, failures, "given", mov, fix, [], details
+    )
     return _finalise(result, plan)
+
+
+def _landmark_start(landmarks, initial: Transform | None) -> Transform:
+    """The start a few clicked landmark pairs give (see ``start_from_landmarks``)."""
+    from spatialfuse.reg._landmarks import from_landmarks
+
+    if initial is not None:
+        raise ValueError("give either initial= or start_from_landmarks=True, not both")
+    if landmarks is None:
+        raise ValueError("start_from_landmarks=True needs landmarks=(moving_points, fixed_points)")
+    moving_pts, fixed_pts = (as_points(p) for p in landmarks)
+    if len(moving_pts) != len(fixed_pts) or len(moving_pts) < 3:
+        raise ValueError(
+            "start_from_landmarks needs at least 3 landmark pairs, "
+            f"got {len(moving_pts)} moving and {len(fixed_pts)} fixed points"
+        )
+    model = "affine" if len(moving_pts) >= 4 else "similarity"
+    return from_landmarks(moving_pts, fixed_pts, model=model).transform
 
 
 def _is_msi_anndata(obj) -> bool:

@@ -30,7 +30,7 @@ class Modality(_Model):
 
     kind: Literal["imzml", "histology", "visium"]
     path: Path
-    pixel_size_um: Annotated[float, Field(gt=0)] | None = None
+    pixel_size_um: Annotated[float, Field(gt=0)] | Literal["auto"] | None = None
 
     @model_validator(mode="after")
     def _pixel_size_applies(self) -> Modality:
@@ -38,6 +38,11 @@ class Modality(_Model):
             raise ValueError(
                 "pixel_size_um does not apply to Visium folders (their scale comes from the "
                 "100 µm spot pitch)"
+            )
+        if self.kind == "imzml" and self.pixel_size_um == "auto":
+            raise ValueError(
+                "pixel_size_um: auto applies to histology images (registration estimates it); "
+                "an imzML without a pixel size needs the number"
             )
         return self
 
@@ -51,11 +56,19 @@ class Registration(_Model):
     landmarks: Path | None = None
     max_tre_um: Annotated[float, Field(gt=0)] | None = None
     accept_failed: bool = False
+    #: Whether the search estimates a missing or implausible pixel size (``sf.reg.register``).
+    scale: Literal["auto", "given", "estimate"] = "auto"
+    #: The optical channel: ``auto`` picks one per pair.
+    channel: Literal["auto", "od", "gray", "hematoxylin", "eosin"] = "auto"
+    #: Start from the landmarks instead of the automatic search (where the search fails).
+    start_from_landmarks: bool = False
 
     @model_validator(mode="after")
     def _tre_needs_landmarks(self) -> Registration:
         if self.max_tre_um is not None and self.landmarks is None:
             raise ValueError("max_tre_um needs landmarks (the error is measured on them)")
+        if self.start_from_landmarks and self.landmarks is None:
+            raise ValueError("start_from_landmarks needs landmarks (a CSV of clicked pairs)")
         return self
 
     @property

@@ -16,7 +16,8 @@ modalities:
   he_msi:                           # H&E of the section the MSI was acquired on
     kind: histology
     path: data/he.ome.tif
-    pixel_size_um: null             # only for images without a pixel size (e.g. plain PNG)
+    pixel_size_um: null             # only for images without a pixel size (e.g. plain PNG);
+                                    # auto: registration estimates it (and reports it)
   visium:
     kind: visium
     path: data/visium               # a Space Ranger output folder
@@ -31,6 +32,11 @@ registrations:
                                     # X_left,Y_left,X_right,Y_right (left = moving)
     max_tre_um: null                # with landmarks: fail above this median landmark error
     accept_failed: false            # true: continue even if the quality checks fail
+    scale: auto                     # auto | given | estimate: estimate a missing or
+                                    # implausible pixel size in the search
+    channel: auto                   # auto | od | gray | hematoxylin | eosin (optical channel)
+    start_from_landmarks: false     # true: the landmarks (3+ clicked pairs) start the fit
+                                    # instead of the automatic search (its way out)
   - moving: he_msi
     fixed: visium
     model: affine

@@ -55,6 +55,7 @@ class RegistrationRecord:
     reused: bool
     transform_file: Path
     qc_figure: Path | None
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def accepted(self) -> bool:
@@ -71,6 +72,7 @@ class RegistrationRecord:
             "accepted_despite_failure": (not self.ok) and self.registration.accept_failed,
             "failures": list(self.failures),
             "metrics": jsonable(self.metrics),
+            "details": jsonable(self.details),
             "reused_from_cache": self.reused,
             "transform_file": str(self.transform_file),
             "transform_kind": self.transform.kind,
@@ -358,11 +360,13 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
             with atomic_path(qc_target) as tmp:
                 tmp.write_bytes(png.read_bytes())
         metrics, ok, failures, reused = entry["metrics"], entry["ok"], entry["failures"], True
+        details = entry.get("details", {})
     else:
         result = _steps.register_pair(
             modalities[reg.moving], modalities[reg.fixed], reg, seed=config.clustering.seed
         )
         transform, metrics = result.transform, jsonable(result.metrics)
+        details = jsonable(result.details)
         ok, failures, reused = bool(result.ok), list(result.failures), False
         _qc_figure(result, reg, qc_target)
         png = cache.path(slug, key, ".png")
@@ -374,12 +378,15 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
             "metrics": metrics,
             "ok": ok,
             "failures": failures,
+            "details": details,
         }
         _write_json(cache.path(slug, key, ".json"), entry)
         cache.stored(slug)
     transform.save(target)
     logger.info("registration %s: %s", reg.name, "ok" if ok else "FAILED " + "; ".join(failures))
-    return RegistrationRecord(reg, transform, metrics, ok, failures, reused, target, qc_target)
+    return RegistrationRecord(
+        reg, transform, metrics, ok, failures, reused, target, qc_target, details
+    )
 
 
 def _qc_figure(result, reg: Registration, path: Path) -> None:

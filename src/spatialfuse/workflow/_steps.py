@@ -58,6 +58,9 @@ def register_pair(
             model=registration.model,
             landmarks=landmarks,
             max_tre_um=registration.max_tre_um,
+            scale=registration.scale,
+            channel=registration.channel,
+            start_from_landmarks=registration.start_from_landmarks,
             seed=seed,
             show_progress=show_progress,
         )
