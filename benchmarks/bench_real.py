@@ -388,13 +388,13 @@ def main(argv=None) -> int:
 
 #: The issue's size: a 300 × 300-pixel MSI against a 4000 × 3000 optical image in ≤ 10 s.
 #: Synthetic inputs (no real pair is that large here): the generator's tissue at 25 µm MSI
-#: pixels gives a 300 × 300 MSI; its H&E at 2.09 µm is 4000 × 4000 pixels (the tissue is
-#: square, so the image is larger than 4000 × 3000, not smaller).
+#: pixels gives a 300 × 300 MSI; its H&E at 2.26 µm is about 4000 × 3830 pixels (the tissue is
+#: nearly square, so the image is larger than 4000 × 3000, not smaller).
 SPEED_TRIO = {
     "seed": 3000,
     "msi_pixel_size_um": 25.0,
-    "tissue_size_um": (8325.0, 8325.0),
-    "he_pixel_size_um": 2.094,
+    "tissue_size_um": (7900.0, 7570.0),
+    "he_pixel_size_um": 2.26,
     "serial_section": False,
     "write_he_serial": False,
     "rotation_deg": 180.0,

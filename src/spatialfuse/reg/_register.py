@@ -258,16 +258,17 @@ def register(
         starts = _initialize.distinct(found, count=n_starts)
         if linear_model == "affine" and _footprint.available(mov, fix):
             # The spectra's model of the colour tells orientations apart where outlines and
-            # mutual information barely do (a roundish tissue): its best starts are screened too.
+            # mutual information barely do (a roundish tissue): its best start is screened too.
             top = found[: 4 * n_starts * (2 if allow_mirror else 1)]
             by_cost = sorted(
                 zip(
                     _footprint.costs(mov, fix, [it[1] for it in top]), range(len(top)), strict=True
                 ),
             )
-            extra = _initialize.distinct([top[i] for _, i in by_cost], count=n_starts)
+            cheapest = top[by_cost[0][1]]
             seen = {(info["angle"], info["mirror"]) for _, _, info in starts}
-            starts += [item for item in extra if (item[2]["angle"], item[2]["mirror"]) not in seen]
+            if (cheapest[2]["angle"], cheapest[2]["mirror"]) not in seen:
+                starts.append(cheapest)
     initial_scores = alignment_scores(mov, fix, starts[0][1])
 
     # Screen every start with a short coarse refinement (at most a similarity: with fewer
@@ -319,12 +320,11 @@ def register(
     finished = []
     try:
         for index, (_rank, screened_start) in enumerate(
-            screened[: 1 if initial is not None else 3]
+            screened[: 1 if initial is not None else FINISH_MAX]
         ):
             transform, scores = _finish(
                 mov, fix, screened_start, linear_model, seed, polish=not footprint
             )
-            profile = _checks.peak_profile(mov, fix, transform)
             cost = None
             if footprint:
                 transform, info = _footprint_stage(
@@ -333,11 +333,9 @@ def register(
                 cost = info["cost_final"]
                 if info["ran"]:
                     scores = alignment_scores(mov, fix, transform)
-                    profile = _checks.peak_profile(mov, fix, transform)
+            profile = _checks.peak_profile(mov, fix, transform)
             finished.append((transform, scores, profile, cost, info if footprint else None))
             if index + 1 >= ambiguous and (footprint or not _checks.peak_failures(profile)):
-                break
-            if index + 1 >= 2 and not footprint:
                 break
     except RuntimeError as exc:
         reason = f"SimpleITK failed while refining the best start: {_itk_message(exc)}"
@@ -574,12 +572,7 @@ def _choose_channels(mov, fix, transform, msi_image, channel):
         moving_names = (mov.extra.get("channel"),)
     if fix.modality == "msi" and not _auto(msi_image, fix):
         fixed_names = (fix.extra.get("channel"),)
-    table = {}
-    for m_name in moving_names:
-        m_img = mov.with_channel(m_name) if m_name else mov
-        for f_name in fixed_names:
-            f_img = fix.with_channel(f_name) if f_name else fix
-            table[f"{m_name} × {f_name}"] = _checks.region_nmi(m_img, f_img, transform) - 1.0
+    table = _checks.channel_table(mov, fix, transform, moving_names, fixed_names)
     best = max(table, key=table.get)
     default = f"{moving_names[0] if mov.extra.get('channel') is None else mov.extra.get('channel')}"
     default += f" × {fix.extra.get('channel')}"
@@ -606,8 +599,12 @@ def _auto(choice, img: RegistrationImage) -> bool:
 #: alignments of synthetic trios start at 0.05-0.15 and end at 0.03-0.09; the real bladder pair
 #: is at 0.38-0.44, where the fit does not gain (docs/benchmarks.md) and costs 8 s.
 FOOTPRINT_MAX_COST = 0.32
-#: Screened starts whose footprint cost is within this factor of the least are all finished.
+#: Screened starts whose footprint cost is within this factor of the least are finished too
+#: (at most :data:`FINISH_MAX` starts in all).
 AMBIGUOUS_COST_RATIO = 1.5
+#: Most screened starts finished in full: the best, and one more where the data cannot tell
+#: them apart (a flagged result costs at most this many finishes, not one per start).
+FINISH_MAX = 2
 
 
 def _footprint_stage(mov, fix, transform, start_cost: float):
