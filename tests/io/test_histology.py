@@ -711,3 +711,32 @@ def test_contiguous_level_truncated_after_opening(tmp_path):
         fh.truncate(path.stat().st_size - 1000)
     with pytest.raises(FileFormatError, match=r"plain\.tif.*truncated"):
         img.read()
+
+
+def test_auto_pixel_size_without_calibration_is_nominal_and_marked_unknown(tmp_path):
+    """pixel_size_um="auto": the file's calibration where it has one, else 1 µm, "unknown"."""
+    from PIL import Image
+
+    import spatialfuse as sf
+
+    path = tmp_path / "plain.png"
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(path)  # no pHYs chunk
+    with pytest.raises(sf.errors.CalibrationError, match="no pixel size calibration"):
+        sf.io.read_histology(path)
+    image = sf.io.read_histology(path, pixel_size_um="auto")
+    assert image.pixel_size_source == "unknown"
+    assert image.pixel_size_um == (1.0, 1.0)
+    assert image.extent_um == (30.0, 20.0)
+    estimated = image.with_pixel_size(2.5, source="estimated")
+    assert (estimated.pixel_size_um, estimated.pixel_size_source) == ((2.5, 2.5), "estimated")
+    assert estimated.extent_um == (75.0, 50.0)
+    assert image.pixel_size_um == (1.0, 1.0)  # the original is unchanged
+    with pytest.raises(ValueError, match="source must be"):
+        image.with_pixel_size(2.5, source="guess")
+    with pytest.raises(sf.errors.CalibrationError, match="positive"):
+        image.with_pixel_size(-1.0)
+    calibrated = tmp_path / "calibrated.png"
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(calibrated, dpi=(12700, 12700))
+    found = sf.io.read_histology(calibrated, pixel_size_um="auto")
+    assert found.pixel_size_um == pytest.approx((2.0, 2.0), rel=1e-3)
+    assert found.pixel_size_source == "png_phys"

@@ -149,3 +149,23 @@ def test_a_direct_msi_to_visium_registration_is_not_a_collision():
         _names_config({"msi": "imzml", "visium": "visium"}, [("msi", "visium")]), base="."
     )
     assert (config.msi_name, config.visium_name) == ("msi", "visium")
+
+
+def test_registration_keys_of_real_slides():
+    """pixel_size_um: auto (histology only), scale, channel, start_from_landmarks."""
+    data = _example()
+    data["modalities"]["he_msi"]["pixel_size_um"] = "auto"
+    data["registrations"][0].update(scale="estimate", channel="gray")
+    config = parse_config(data, base=".")
+    assert config.modalities["he_msi"].pixel_size_um == "auto"
+    assert (config.registrations[0].scale, config.registrations[0].channel) == ("estimate", "gray")
+    data["modalities"]["msi"]["pixel_size_um"] = "auto"
+    with pytest.raises(ConfigError, match="applies to histology images"):
+        parse_config(data, base=".")
+    data = _example()
+    data["registrations"][0]["start_from_landmarks"] = True
+    with pytest.raises(ConfigError, match="start_from_landmarks needs landmarks"):
+        parse_config(data, base=".")
+    data["registrations"][0]["scale"] = "sometimes"
+    with pytest.raises(ConfigError, match="scale"):
+        parse_config(data, base=".")

@@ -149,6 +149,23 @@ def _registration(record: RegistrationRecord) -> ReportSection:
     notes = [f"failed check: {f}" for f in record.failures]
     if record.reused:
         notes.append("reused from the cache (inputs and settings unchanged)")
+    details = record.details or {}
+    estimate = details.get("estimated_pixel_size")
+    if estimate:
+        value, given = estimate["value"][0], estimate["as_given"][0]
+        spread = 100 * estimate["relative_uncertainty"]
+        notes.append(
+            f"the {estimate['side']} image's pixel size was estimated: {value:.4g} µm "
+            f"(given: {given:.4g} µm; ±{spread:.1f} %) because {estimate['reason']}"
+        )
+    if details.get("msi_image") or details.get("channel"):
+        notes.append(
+            f"images compared: {details.get('msi_image')} × {details.get('channel')} "
+            "(chosen by mutual information among the candidates)"
+        )
+    footprint = details.get("footprint")
+    if footprint and not footprint.get("ran"):
+        notes.append(f"footprint stage skipped: {footprint.get('why_not')}")
     return ReportSection(
         f"{record.registration.name} ({record.registration.model})",
         status="ok" if record.ok else "failed",
