@@ -301,27 +301,24 @@ def register(
     step("channels")
     mov, fix, channel_table = _choose_channels(mov, fix, screened[0][1], msi_image, channel)
 
-    # Finish the best screened start; where its result is not a sharp optimum (a wrong
-    # orientation of a roundish tissue), finish the next ones and keep the best.
+    # Finish the best screened start. Where the spectra model the optical image (MSI →
+    # optical), the start with the lowest footprint cost is finished too if it is another one:
+    # the cost tells a wrong orientation of a roundish tissue even when mutual information
+    # barely does, and after finishing the lowest cost wins. Elsewhere a result that is not a
+    # sharp optimum sends the next start to be finished too; the more informative one is kept.
     step("refinement")
-    # Finish the start the data prefer: where the spectra model the optical image (MSI →
-    # optical), the lowest footprint cost — it tells a wrong orientation of a roundish tissue
-    # even when mutual information barely does; elsewhere the screening's ranking. A result that
-    # is not a sharp optimum sends the next start to be finished too; the better one is kept.
     footprint = linear_model == "affine" and _footprint.available(mov, fix)
-    ambiguous = 1
-    if footprint and len(screened) > 1:
-        costs = {id(item): _footprint.cost(mov, fix, item[1]) for item in screened}
-        screened.sort(key=lambda item: costs[id(item)])
-        least = costs[id(screened[0])]
-        # Screened starts are a few pixels off: a cost within AMBIGUOUS_COST_RATIO of the best
-        # could still be the right orientation; those are finished too and the data decide.
-        ambiguous = sum(costs[id(item)] <= AMBIGUOUS_COST_RATIO * least for item in screened)
+    to_finish = screened[:1]
+    if initial is None and footprint and len(screened) > 1:
+        costs = _footprint.costs(mov, fix, [item[1] for item in screened])
+        cheapest = screened[int(np.argmin(costs))]
+        if cheapest is not screened[0]:
+            to_finish.append(cheapest)
+    elif initial is None:
+        to_finish = screened[:FINISH_MAX]
     finished = []
     try:
-        for index, (_rank, screened_start) in enumerate(
-            screened[: 1 if initial is not None else FINISH_MAX]
-        ):
+        for _rank, screened_start in to_finish:
             transform, scores = _finish(
                 mov, fix, screened_start, linear_model, seed, polish=not footprint
             )
@@ -335,7 +332,7 @@ def register(
                     scores = alignment_scores(mov, fix, transform)
             profile = _checks.peak_profile(mov, fix, transform)
             finished.append((transform, scores, profile, cost, info if footprint else None))
-            if index + 1 >= ambiguous and (footprint or not _checks.peak_failures(profile)):
+            if not footprint and not _checks.peak_failures(profile):
                 break
     except RuntimeError as exc:
         reason = f"SimpleITK failed while refining the best start: {_itk_message(exc)}"
@@ -599,11 +596,8 @@ def _auto(choice, img: RegistrationImage) -> bool:
 #: alignments of synthetic trios start at 0.05-0.15 and end at 0.03-0.09; the real bladder pair
 #: is at 0.38-0.44, where the fit does not gain (docs/benchmarks.md) and costs 8 s.
 FOOTPRINT_MAX_COST = 0.32
-#: Screened starts whose footprint cost is within this factor of the least are finished too
-#: (at most :data:`FINISH_MAX` starts in all).
-AMBIGUOUS_COST_RATIO = 1.5
-#: Most screened starts finished in full: the best, and one more where the data cannot tell
-#: them apart (a flagged result costs at most this many finishes, not one per start).
+#: Most screened starts finished in full (a flagged result costs at most this many finishes,
+#: not one per start).
 FINISH_MAX = 2
 
 
