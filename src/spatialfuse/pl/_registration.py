@@ -101,9 +101,15 @@ def registration_qc(
         axes[3].scatter(dst[:, 0], dst[:, 1], s=12, c="cyan", label="fixed landmark")
         axes[3].set_title(f"landmark residuals ×10 (median {np.median(errors):.1f} µm)")
         axes[3].legend(loc="lower right", fontsize=7)
+    unit = "µm"
+    estimate = getattr(result, "details", {}).get("estimated_pixel_size")
+    if estimate and estimate["side"] == "fixed":
+        # The fixed frame is the image's as given, whose pixel size was estimated, not known.
+        given, found = estimate["as_given"][0], estimate["value"][0]
+        unit = f"× {found / given:.4g} µm, estimated"
     for ax in axes:
-        ax.set_xlabel("x (µm)")
-        ax.set_ylabel("y (µm)")
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"y ({unit})")
     status = "ok" if result.ok else "FAILED: " + "; ".join(result.failures)
     fig.suptitle(
         title
