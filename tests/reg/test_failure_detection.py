@@ -6,14 +6,11 @@ functions): one small trio, one case of each kind that the checks must catch, an
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_failure_detection.py"
+from .conftest import benchmark_module
 
 #: Which failure reasons answer which kind of bad case.
 REASONS = {
@@ -41,12 +38,8 @@ SUBSET = [
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_failure_detection", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_module("bench_failure_detection") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,14 @@ Skipped where the shared data are absent.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import spatialfuse as sf
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from .conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +24,8 @@ def real_pairs(shared_data, monkeypatch_module):
     monkeypatch_module.setenv("SPATIALFUSE_TEST_DATA", str(shared_data))
     if not (shared_data / "paired").is_dir():
         pytest.skip(f"no real pairs under {shared_data / 'paired'}")
-    spec = importlib.util.spec_from_file_location("real_pairs", BENCHMARKS / "real_pairs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_module("real_pairs") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
