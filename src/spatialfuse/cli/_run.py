@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from spatialfuse.workflow._example import EXAMPLE_CONFIG
+from spatialfuse.workflow import EXAMPLE_CONFIG
 
 #: Exit status of a run stopped by a failed registration.
 EXIT_REGISTRATION_FAILED = 3
@@ -70,8 +70,7 @@ def _run_help() -> str:
 def run(
     config: Path, output: Path | None, accept_failed: bool, no_cache: bool, quiet: bool, force: bool
 ):
-    from spatialfuse.workflow._config import load_config
-    from spatialfuse.workflow._pipeline import run_pipeline
+    from spatialfuse.workflow import load_config, run_pipeline
 
     _, base = _errors()
     try:
@@ -140,7 +139,7 @@ def demo(out: Path, seed: int, no_cache: bool, quiet: bool) -> None:
     truth, spot coverage, how well the joint clusters recover the true regions, and where
     the report is.
     """
-    from spatialfuse.workflow._demo import format_summary, run_demo
+    from spatialfuse.workflow import format_summary, run_demo
 
     _, base = _errors()
     try:
@@ -152,7 +151,7 @@ def demo(out: Path, seed: int, no_cache: bool, quiet: bool) -> None:
 
 def _modality_for(path: Path, pixel_size: float | None):
     from spatialfuse.cli.main import _kind_of
-    from spatialfuse.workflow._config import Modality
+    from spatialfuse.workflow import Modality
 
     kind = {"imzml": "imzml", "visium": "visium", "image": "histology"}[_kind_of(path)]
     if kind == "visium":
@@ -193,8 +192,7 @@ def register(
     The transform maps MOVING µm to FIXED µm. Exit status 3 when the registration fails its
     quality checks (the transform and QC figure are still written).
     """
-    from spatialfuse.workflow import _steps
-    from spatialfuse.workflow._config import Registration
+    from spatialfuse.workflow import Registration, _steps
 
     failed, base = _errors()
     try:
@@ -206,9 +204,9 @@ def register(
         )
         result.transform.save(out)
         if qc is not None:
-            from spatialfuse.workflow._pipeline import _qc_figure
+            from spatialfuse.workflow import qc_figure
 
-            _qc_figure(result, reg, qc)
+            qc_figure(result, reg, qc)
     except (base, OSError, ValueError) as exc:
         raise _fail(exc) from exc
     click.echo(repr(result))
@@ -243,8 +241,7 @@ def map_command(msi, visium, transform_path, method, aggregate, min_coverage, pi
     """Map MSI pixels onto Visium spots and write the spots × m/z table (h5ad)."""
     from spatialfuse import io
     from spatialfuse.reg import Transform
-    from spatialfuse.workflow import _steps
-    from spatialfuse.workflow._config import Mapping
+    from spatialfuse.workflow import Mapping, _steps
 
     _, base = _errors()
     try:
@@ -276,8 +273,7 @@ def cluster(visium, msi_spots, method, resolution, seed, out):
     import anndata
 
     from spatialfuse import io
-    from spatialfuse.workflow import _steps
-    from spatialfuse.workflow._config import Clustering, Preprocessing
+    from spatialfuse.workflow import Clustering, Preprocessing, _steps
 
     _, base = _errors()
     try:

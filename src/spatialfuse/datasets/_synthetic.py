@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._version import __version__
-from spatialfuse.reg._transform import AffineTransform, DisplacementField, Transform, compose
+from spatialfuse.reg import AffineTransform, DisplacementField, Transform, compose
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -52,7 +52,7 @@ def registration_qc(
     """
     import matplotlib.pyplot as plt
 
-    from spatialfuse.reg._similarity import warp_to
+    from spatialfuse.reg import warp_to
 
     fixed, moving = result.fixed_image, result.moving_image
     warped, warped_mask, inside = warp_to(moving, fixed, result.transform)
@@ -81,7 +81,7 @@ def registration_qc(
     m = result.metrics
     axes[2].set_title(f"tissue outlines (Dice {m['dice_final']:.3f})")
     if landmarks is not None:
-        from spatialfuse.reg._transform import as_points
+        from spatialfuse.reg import as_points
 
         src, dst = (as_points(p) for p in landmarks)
         mapped = result.transform.apply(src)

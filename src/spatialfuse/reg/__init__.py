@@ -14,6 +14,7 @@ from spatialfuse.reg._register import (
     register,
 )
 from spatialfuse.reg._resample import pixel_centres_um, resample
+from spatialfuse.reg._similarity import warp_to
 from spatialfuse.reg._transform import (
     INVERSE_TOLERANCE_UM,
     AffineTransform,
@@ -23,6 +24,7 @@ from spatialfuse.reg._transform import (
     InverseTransform,
     ThinPlateSpline,
     Transform,
+    as_points,
     compose,
 )
 from spatialfuse.reg._warp_image import warp_histology
@@ -41,6 +43,7 @@ __all__ = [
     "RegistrationWarning",
     "ThinPlateSpline",
     "Transform",
+    "as_points",
     "assess",
     "compose",
     "from_landmarks",
@@ -52,4 +55,5 @@ __all__ = [
     "resample",
     "visium_um_to_fullres_px",
     "warp_histology",
+    "warp_to",
 ]

@@ -64,21 +64,10 @@ def probe_step_um(moving: RegistrationImage, fixed: RegistrationImage) -> float:
     return max(pixels, PROBE_STEP_EXTENT * extent)
 
 
-def region_nmi(
-    moving: RegistrationImage, fixed: RegistrationImage, transform: Transform, *, interior=False
-) -> float:
-    """NMI of the two images over the union of their tissue masks inside the moving domain.
-
-    ``interior``: over the fixed tissue inside the moving domain only (eroded by two pixels),
-    where only the structure inside the tissue counts, not its outline.
-    """
+def region_nmi(moving: RegistrationImage, fixed: RegistrationImage, transform: Transform) -> float:
+    """NMI of the two images over the union of their tissue masks inside the moving domain."""
     image, mask, inside = warp_to(moving, fixed, transform)
-    if interior:
-        from scipy import ndimage
-
-        region = ndimage.binary_erosion(fixed.mask & inside, iterations=2)
-    else:
-        region = (mask | fixed.mask) & inside
+    region = (mask | fixed.mask) & inside
     return normalized_mutual_information(image[region], fixed.image[region])
 
 
@@ -110,9 +99,7 @@ def channel_table(
     return table
 
 
-def peak_profile(
-    moving: RegistrationImage, fixed: RegistrationImage, transform: Transform, *, interior=False
-) -> dict:
+def peak_profile(moving: RegistrationImage, fixed: RegistrationImage, transform: Transform) -> dict:
     """NMI at ``transform`` and at its probes (8 shifts, 2 turns), summarised.
 
     The sharpness uses probes of :func:`probe_step_um`; the neighbour gain probes of exactly
@@ -128,7 +115,7 @@ def peak_profile(
     step = probe_step_um(moving, fixed)
     gain_step = PROBE_STEP_PX * max(max(moving.pixel_size_um), max(fixed.pixel_size_um))
     fixed = coarse(fixed, max_side=PROFILE_MAX_SIDE)
-    at = region_nmi(moving, fixed, transform, interior=interior) - 1.0
+    at = region_nmi(moving, fixed, transform) - 1.0
     centres = transform.apply(moving.centres_um(mask_only=bool(moving.mask.any()))[::5])
     centre = centres.mean(axis=0)
     radius = float(np.sqrt(((centres - centre) ** 2).sum(axis=1).mean())) or 1.0
@@ -143,12 +130,7 @@ def peak_profile(
             turn = AffineTransform.from_params(rotation_deg=sign * angle)
             back = AffineTransform.from_params(translation=centre - turn.apply(centre[None])[0])
             probes.append(compose(back, turn))
-        return np.array(
-            [
-                region_nmi(moving, fixed, compose(p, transform), interior=interior) - 1.0
-                for p in probes
-            ]
-        )
+        return np.array([region_nmi(moving, fixed, compose(p, transform)) - 1.0 for p in probes])
 
     sharp = excess_at(step)
     near = sharp if np.isclose(step, gain_step) else excess_at(gain_step)

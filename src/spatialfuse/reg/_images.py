@@ -5,12 +5,15 @@ Registration never works on raw data. Each input becomes a :class:`RegistrationI
 - **MSI** (``read_imzml`` AnnData): candidate images from the normalised spectra (first and second
   principal components of log TIC-normalised intensities, and the TIC); the one that best separates
   tissue from background (largest Otsu between-class variance ratio) is used, unless chosen;
-- **histology** (``read_histology``): optical density (or the hematoxylin channel), downsampled to
-  the working resolution without reading full resolution;
+- **histology** (``read_histology``): every candidate channel (optical density, gray,
+  hematoxylin, eosin; or the one channel of a fluorescence image), downsampled to the working
+  resolution without reading full resolution;
 - **Visium** (``read_visium`` AnnData): its hires (or lowres) H&E in the full-resolution µm frame.
 
-Masks come from an Otsu threshold, the tissue side being the class that touches the image border
-least, cleaned with small openings/closings.
+Candidate images are kept in ``extra["channels"]``; :func:`~spatialfuse.reg.register` picks the
+pair to compare. MSI masks come from an Otsu threshold inside the measured pixels (the tissue side
+being the class that touches the border least); optical masks from
+:func:`spatialfuse.reg._tissue.tissue_mask`, whatever the background.
 """
 
 from __future__ import annotations
@@ -208,35 +211,6 @@ def otsu_mask(image: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.nd
     if mask.sum() < 0.01 * valid.sum():
         mask = high if mask is not high else low
     return mask & valid, separability
-
-
-def background_mask(od: np.ndarray) -> tuple[np.ndarray, float]:
-    """Tissue mask of a bright-field image's optical density, above the border's background.
-
-    Everything clearly above the background counts as tissue; the background is estimated from the
-    image border (slides are scanned with a blank margin).
-
-    Otsu's threshold on optical density splits dark tissue from pale tissue (eosin-light regions,
-    fat) rather than tissue from glass; this does not. Falls back to :func:`otsu_mask` when the
-    border is not uniform (tissue touching the edge everywhere).
-    """
-    from scipy import ndimage
-
-    smooth = ndimage.gaussian_filter(od, 1.5)
-    border = np.concatenate(
-        [smooth[:3].ravel(), smooth[-3:].ravel(), smooth[:, :3].ravel(), smooth[:, -3:].ravel()]
-    )
-    level = float(np.median(border))
-    spread = float(np.median(np.abs(border - level))) * 1.4826
-    top = float(np.percentile(smooth, 99))
-    if top - level <= 0 or spread > 0.25 * (top - level):
-        return otsu_mask(od)
-    threshold = level + max(6 * spread, 0.08 * (top - level))
-    mask = smooth > threshold
-    mask = ndimage.binary_opening(mask, iterations=1)
-    mask = ndimage.binary_closing(mask, iterations=1)
-    separability = float((smooth[mask].mean() - level) / (top - level + 1e-12)) if mask.any() else 0
-    return mask, separability
 
 
 def _normalised(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

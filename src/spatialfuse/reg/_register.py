@@ -25,8 +25,6 @@ MODELS = ("rigid", "similarity", "affine", "bspline")
 
 #: Below this Dice of the tissue masks a registration is reported as failed.
 MIN_DICE = 0.75
-#: Least NMI gain from the best start to the result of an automatic registration.
-MIN_NMI_GAIN = 0.005
 #: Largest working image side (pixels) when no MSI sets the working resolution.
 WORKING_SIDE_PX = 500
 #: Both frames are in µm, so a right registration scales by about 1; beyond this factor (either

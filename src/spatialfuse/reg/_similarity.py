@@ -11,8 +11,13 @@ from spatialfuse.reg._transform import Transform
 def warp_to(moving: RegistrationImage, fixed: RegistrationImage, transform: Transform):
     """Moving image, mask and domain drawn on the fixed grid through ``transform`` (moving → fixed).
 
-    Returns ``(image, mask, inside)``: ``inside`` marks fixed pixels whose source lies within the
-    moving image. The inverse map is evaluated once and all three are sampled from it.
+    The inverse map is evaluated once and all three are sampled from it.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(image, mask, inside)`` on the fixed grid: the warped image (bilinear), the warped
+        tissue mask, and the fixed pixels whose source lies within the moving image's domain.
     """
     from scipy.ndimage import map_coordinates
 

@@ -41,7 +41,13 @@ class InverseAccuracyWarning(SpatialfuseWarning):
 
 
 def as_points(points) -> np.ndarray:
-    """Validate and return ``points`` as a float64 ``(n, 2)`` array of ``(x, y)`` in µm."""
+    """Validate ``points`` as ``(x, y)`` in µm: one pair or an ``(n, 2)`` array.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` float64.
+    """
     array = np.asarray(points, dtype=np.float64)
     if array.ndim == 1 and array.size == 2:
         array = array[None, :]

@@ -24,7 +24,7 @@ from spatialfuse._logging import logger, progress
 from spatialfuse._version import __version__
 from spatialfuse.errors import DataWarning
 from spatialfuse.io.visium import SPOT_DIAMETER_UM, SPOT_PITCH_UM
-from spatialfuse.reg._transform import Transform
+from spatialfuse.reg import Transform
 from spatialfuse.tl._quadrature import (
     DEFAULT_N_SAMPLES,
     MEASURED_RMS_WEIGHT_ERROR,

@@ -1,4 +1,33 @@
 """The pipeline behind ``spatialfuse run`` and ``spatialfuse demo``.
 
-Config, steps, the step cache and the QC report.
+Config, steps, the step cache and the QC report. The names below are what other subpackages
+(the CLI) use; they load on first access, so that ``spatialfuse --help`` stays fast.
 """
+
+from __future__ import annotations
+
+import importlib
+
+#: Public name → the private module that defines it.
+_EXPORTS = {
+    "EXAMPLE_CONFIG": "_example",
+    "load_config": "_config",
+    "Modality": "_config",
+    "Registration": "_config",
+    "Mapping": "_config",
+    "Clustering": "_config",
+    "Preprocessing": "_config",
+    "run_pipeline": "_pipeline",
+    "qc_figure": "_pipeline",
+    "run_demo": "_demo",
+    "format_summary": "_demo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"spatialfuse.workflow.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'spatialfuse.workflow' has no attribute {name!r}")

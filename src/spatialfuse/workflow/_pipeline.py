@@ -368,7 +368,7 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
         transform, metrics = result.transform, jsonable(result.metrics)
         details = jsonable(result.details)
         ok, failures, reused = bool(result.ok), list(result.failures), False
-        _qc_figure(result, reg, qc_target)
+        qc_figure(result, reg, qc_target)
         png = cache.path(slug, key, ".png")
         png.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(png) as tmp:
@@ -389,7 +389,8 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
     )
 
 
-def _qc_figure(result, reg: Registration, path: Path) -> None:
+def qc_figure(result, reg: Registration, path: Path) -> None:
+    """Write the QC figure of one registration result to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)

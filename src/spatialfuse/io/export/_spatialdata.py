@@ -55,7 +55,7 @@ import numpy as np
 from spatialfuse._io_utils import atomic_dir
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
-from spatialfuse.reg._transform import AffineTransform, CompositeTransform, Transform
+from spatialfuse.reg import AffineTransform, CompositeTransform, Transform
 
 if TYPE_CHECKING:
     import anndata
