@@ -45,8 +45,11 @@ def file_fingerprint(path: Path) -> str:
 
 
 def cache_key(*parts: str) -> str:
-    """Hash ``parts`` into a file-name-safe key."""
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
+    """Hash ``parts`` into a file-name-safe key.
+
+    Paths whose names are not UTF-8 (decoded by Python with surrogate escapes) hash by their bytes.
+    """
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 def load_npz(namespace: str, key: str) -> dict | None:
