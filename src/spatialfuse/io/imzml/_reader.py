@@ -16,6 +16,7 @@ from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError, M
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._access import IbdAccess
 from spatialfuse.io.imzml._header import ImzMLHeader, parse_header
+from spatialfuse.io.imzml._positions import check_unique_positions
 from spatialfuse.io.imzml._scan_fast import NotRegular, scan_fast
 from spatialfuse.io.imzml._scan_generic import scan_generic
 from spatialfuse.io.imzml._table import DTYPE_CODES, SpectrumTable
@@ -164,6 +165,7 @@ class ImzMLReader:
             )
         self._check_uuid(check_uuid)
         table.finalise(ibd_size, self.path, self.ibd_path)
+        check_unique_positions(np.stack([table.x, table.y, table.z], axis=1), self.path)
         self._table = table
         self._acc = IbdAccess(self._ibd_mm, table, self.ibd_path)
         if self._acc.mismatched.size:

@@ -1,0 +1,66 @@
+"""Every spectrum of an imzML at its own grid position.
+
+Two spectra at one position (``IMS:1000050``/``IMS:1000051``, and ``IMS:1000052`` where given)
+make every pixel image and every spot value built from them ambiguous: one would silently hide
+the other in an ion image and both would count in a spot. The imzML specification gives each
+spectrum its own position, so a file that repeats one is refused with the positions named
+(:class:`~spatialfuse.errors.FileFormatError`), not read with anndata's generic warning about
+non-unique names.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from spatialfuse.errors import FileFormatError
+
+#: Repeated positions an error names.
+SHOWN = 5
+
+
+def check_unique_positions(coords: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse positions that hold more than one spectrum.
+
+    Parameters
+    ----------
+    coords
+        ``(n_spectra, 3)`` grid positions ``(x, y, z)`` as written in the file.
+    path
+        The ``.imzML`` file, for the message.
+
+    Raises
+    ------
+    FileFormatError
+        Some position holds two or more spectra; the message gives how many positions, and the
+        first few with their (0-based) spectrum indices.
+    """
+    coords = np.asarray(coords)
+    if len(coords) < 2:
+        return
+    _, first, inverse, counts = np.unique(
+        coords, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    repeated = np.flatnonzero(counts > 1)
+    if repeated.size == 0:
+        return
+    inverse = inverse.ravel()
+    # In file order of the first spectrum at each repeated position.
+    repeated = repeated[np.argsort(first[repeated], kind="stable")]
+    shown = []
+    three_d = bool((coords[:, 2] != coords[0, 2]).any())
+    for group in repeated[:SHOWN].tolist():
+        spectra = np.flatnonzero(inverse == group)
+        x, y, z = (int(v) for v in coords[spectra[0]])
+        where = f"x={x}, y={y}" + (f", z={z}" if three_d else "")
+        listed = ", ".join(str(int(i)) for i in spectra[:4]) + (", …" if len(spectra) > 4 else "")
+        shown.append(f"({where}): spectra {listed}")
+    more = f"; and {repeated.size - SHOWN:,} more" if repeated.size > SHOWN else ""
+    n_extra = int((counts[counts > 1] - 1).sum())
+    raise FileFormatError(
+        path,
+        f"{repeated.size:,} grid positions hold more than one spectrum ({n_extra:,} spectra too "
+        f"many; positions IMS:1000050/IMS:1000051): {'; '.join(shown)}{more}. Each position must "
+        "hold one spectrum: ion images and spot values would be ambiguous",
+    )
