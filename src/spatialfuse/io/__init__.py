@@ -7,6 +7,7 @@ results atomically.
 See ``docs/coordinates.md`` for how pixels, spectra and spots map to micrometres.
 """
 
+from spatialfuse.io._inputs import input_files
 from spatialfuse.io.export import write_h5ad, write_h5mu, write_spatialdata, write_visium
 from spatialfuse.io.histology import HistologyImage, describe_histology, read_histology
 from spatialfuse.io.imzml import (
@@ -16,7 +17,7 @@ from spatialfuse.io.imzml import (
     describe_imzml,
     read_imzml,
 )
-from spatialfuse.io.visium import describe_visium, read_visium
+from spatialfuse.io.visium import describe_visium, read_visium, visium_files
 from spatialfuse.io.zarr_msi import (
     convert_imzml,
     ion_image_from_zarr,
@@ -33,12 +34,14 @@ __all__ = [
     "describe_histology",
     "describe_imzml",
     "describe_visium",
+    "input_files",
     "ion_image_from_zarr",
     "read_histology",
     "read_imzml",
     "read_msi_zarr",
     "read_visium",
     "sparse_matmul",
+    "visium_files",
     "write_h5ad",
     "write_h5mu",
     "write_spatialdata",

@@ -40,6 +40,7 @@ __all__ = [
     "SPOT_PITCH_UM",
     "describe_visium",
     "read_visium",
+    "visium_files",
 ]
 
 #: Centre-to-centre distance of neighbouring Visium spots (hexagonal grid), in µm.
@@ -294,6 +295,42 @@ def describe_visium(adata: anndata.AnnData) -> str:
     return "\n".join(lines)
 
 
+def visium_files(
+    path: str | os.PathLike, *, counts_file: str | os.PathLike = DEFAULT_COUNTS_FILE
+) -> list[Path]:
+    """Every file :func:`read_visium` opens for ``path``, resolved exactly as the reader does.
+
+    Parameters
+    ----------
+    path, counts_file
+        As for :func:`read_visium`.
+
+    Returns
+    -------
+    list of Path
+        The positions file, then ``scalefactors_json.json``, the hires and lowres images and the
+        count matrix (every file of an MTX folder) where they exist. The pipeline's step cache
+        fingerprints these, so a step is recomputed whenever any of them changes.
+
+    Raises
+    ------
+    MissingFileError
+        The folder, its ``spatial/`` folder or the positions file is absent.
+    """
+    root, counts = _resolve_root(Path(os.fspath(path)).expanduser(), os.fspath(counts_file))
+    files = [_find_positions_file(root)]
+    scalefactors = root / "spatial" / SCALEFACTORS_FILE
+    if scalefactors.is_file():
+        files.append(scalefactors)
+    files += [f for f in (_image_file(root, res) for res in IMAGE_FILES) if f is not None]
+    counts_path = _counts_path(root, counts)
+    if counts_path.is_dir():
+        files += sorted(p for p in counts_path.rglob("*") if p.is_file())
+    elif counts_path.is_file():
+        files.append(counts_path)
+    return files
+
+
 # --------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------
@@ -360,7 +397,7 @@ def _read_visium(
     scalefactors.setdefault("tissue_lowres_scalef", 1.0)
 
     # -- counts ------------------------------------------------------------------------------------
-    counts_path = Path(counts_file) if os.path.isabs(counts_file) else root / counts_file
+    counts_path = _counts_path(root, counts_file)
     metadata: dict[str, Any] = {}
     h5_library_id = None
     if counts_path.exists():
@@ -497,6 +534,11 @@ def _resolve_root(path: Path, counts_file: str) -> tuple[Path, str]:
         "no spatial/ folder; expected a Space Ranger outs folder with "
         "spatial/tissue_positions*.csv",
     )
+
+
+def _counts_path(root: Path, counts_file: str) -> Path:
+    """The count matrix ``counts_file`` names, relative to ``root`` unless absolute."""
+    return Path(counts_file) if os.path.isabs(counts_file) else root / counts_file
 
 
 def _hd_bins(folder: Path) -> list[Path]:
@@ -920,6 +962,12 @@ def _image_dirs(root: Path) -> list[Path]:
     return dirs
 
 
+def _image_file(root: Path, res: str) -> Path | None:
+    """The ``res`` (``"hires"``/``"lowres"``) image of the folder ``root``, or None."""
+    name = IMAGE_FILES[res]
+    return next((d / name for d in _image_dirs(root) if (d / name).is_file()), None)
+
+
 def _load_images(
     root: Path,
     scalefactors: dict[str, Any],
@@ -929,7 +977,7 @@ def _load_images(
 ) -> dict[str, np.ndarray]:
     images: dict[str, np.ndarray] = {}
     for res, name in IMAGE_FILES.items():
-        file = next((d / name for d in _image_dirs(root) if (d / name).is_file()), None)
+        file = _image_file(root, res)
         if file is None:
             notes.append(f"{root / 'spatial' / name}: no {res} image; uns['spatial'] has none")
             continue
@@ -1001,14 +1049,7 @@ def _fullres_shape(
         if res in images:
             h, w = images[res].shape[:2]
         else:
-            file = next(
-                (
-                    d / IMAGE_FILES[res]
-                    for d in _image_dirs(root)
-                    if (d / IMAGE_FILES[res]).is_file()
-                ),
-                None,
-            )
+            file = _image_file(root, res)
             if file is None:
                 continue
             try:

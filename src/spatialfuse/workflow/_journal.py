@@ -40,6 +40,8 @@ class Journal:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.path = self.folder / JOURNAL_NAME
+        #: Outputs completed while this object recorded (relative paths): this run's own.
+        self.written: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -78,6 +80,8 @@ class Journal:
         if kind == "out" and relative.split("/", 1)[0] == CACHE_NAME:
             return  # the step cache is the tool's as a whole
         self._append({kind: relative})
+        if kind == "out":
+            self.written.add(relative)
 
     def relative(self, path: str | os.PathLike) -> str | None:
         """``path`` relative to the folder (POSIX separators), or None when it lies outside."""
@@ -148,6 +152,48 @@ class Journal:
                 os.unlink(tmp)
             raise
 
+    def remove_stale(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete the outputs an earlier run wrote that this run did not: they are stale.
+
+        A run that stops at a failed registration, or has an output switched off, does not
+        rewrite ``joint.h5ad``, ``spatialdata.zarr``, transforms, ...; left beside the new
+        ``summary.json`` they would pass for its results (a script reading ``joint.h5ad`` cannot
+        tell). Marking them stale only in the summary leaves that trap, so they are removed
+        instead. Only paths the journal lists as outputs are candidates (never the user's files,
+        the cache, the lock or the journal); those in :attr:`written`, in ``keep`` (what the run
+        is still going to write), or lying inside or around one of them stay. Empty folders are
+        left. Call only while holding the folder's lock, at the end of a run.
+
+        Returns
+        -------
+        list of str
+            The relative paths removed, sorted.
+        """
+        from spatialfuse.workflow._lock import LOCK_NAME
+
+        current = set(self.written) | set(keep)
+        removed = []
+        for relative in sorted(set(self.entries()[1])):
+            if relative in current or relative in (LOCK_NAME, JOURNAL_NAME):
+                continue
+            if relative.split("/", 1)[0] == CACHE_NAME:
+                continue
+            if any(_nested(relative, c) for c in current):
+                continue
+            path = self.folder / relative
+            if not os.path.lexists(path):
+                continue
+            logger.info(
+                "removing %s, an output of an earlier run that this run did not write", path
+            )
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            removed.append(relative)
+        return removed
+
     # -- checking --------------------------------------------------------------------------------
 
     def foreign(self, limit: int = SHOWN + 1) -> list[str]:
@@ -185,6 +231,11 @@ def _safe(relative: str) -> bool:
     """A journal entry that names something strictly inside the folder."""
     parts = Path(relative).parts
     return bool(parts) and not Path(relative).is_absolute() and ".." not in parts
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether one relative path lies inside the other."""
+    return a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def _names(paths: Iterable[str | os.PathLike]) -> str:

@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,8 @@ class RunResult:
     files: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
+    damaged_cache: list[str] = field(default_factory=list)
+    stale_removed: list[str] = field(default_factory=list)
     failed: RegistrationRecord | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     modalities: dict[str, Any] = field(default_factory=dict)
@@ -192,7 +195,13 @@ def run_pipeline(
         check_foreign(journal, force=force)
         with journal.active():
             return _run_locked(
-                config, out, reuse=reuse, show=show_progress, report=write_report, evaluate=evaluate
+                config,
+                out,
+                journal,
+                reuse=reuse,
+                show=show_progress,
+                report=write_report,
+                evaluate=evaluate,
             )
 
 
@@ -206,7 +215,7 @@ def _inputs(config: RunConfig) -> dict[str, Path]:
 
 
 def _run_locked(
-    config: RunConfig, out: Path, *, reuse: bool, show: bool, report, evaluate
+    config: RunConfig, out: Path, journal: Journal, *, reuse: bool, show: bool, report, evaluate
 ) -> RunResult:
     cache = StepCache(out / ".cache", enabled=reuse)
     result = RunResult(config=config, output=out)
@@ -217,7 +226,7 @@ def _run_locked(
         names += ["map", "cluster", "correlate"]
     names += ["export", "report"]
     steps = _Steps(names, show=show)
-    fingerprints = {n: input_fingerprint(m.path) for n, m in config.modalities.items()}
+    fingerprints = {n: input_fingerprint(m.path, m.kind) for n, m in config.modalities.items()}
     try:
         modalities = steps.run("read", _read_all, config)
         result.modalities = modalities
@@ -286,9 +295,13 @@ def _run_locked(
         if evaluate is not None:
             result.evaluation = evaluate(result)
         result.reused = list(cache.reused)
+        result.damaged_cache = list(cache.damaged)
+        want_report = config.outputs.report if report is None else report
+        # What an earlier run wrote and this one did not would pass for this run's results.
+        keep = [SUMMARY_NAME] + ([REPORT_NAME] if want_report else [])
+        result.stale_removed = journal.remove_stale(keep)
         result.timings = steps.timings
         result.summary = _summary(result)
-        want_report = config.outputs.report if report is None else report
         if want_report:
             steps.run("report", _report_step, result)
         result.timings = steps.timings
@@ -344,23 +357,19 @@ def _path_key(config: RunConfig, fingerprints: dict[str, str]) -> str:
 
 
 def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out: Path):
-    from spatialfuse.reg import Transform
-
     key = _registration_key(reg, config, fingerprints)
     slug = f"register_{_steps.output_name(reg.moving)}_to_{_steps.output_name(reg.fixed)}"
     target = _steps.transform_file(out, reg.moving, reg.fixed)
     qc_target = out / "qc" / f"{slug}.png"
-    stored = cache.lookup(slug, key, ".json")
+    stored = cache.load(
+        slug, key, ".json", partial(_load_registration, cache.path(slug, key, ".png"))
+    )
     if stored is not None:
-        entry = json.loads(stored.read_text(encoding="utf-8"))
-        transform = Transform.from_dict(entry["transform"])
-        png = cache.path(slug, key, ".png")
-        if png.exists():
-            qc_target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(qc_target) as tmp:
-                tmp.write_bytes(png.read_bytes())
-        metrics, ok, failures, reused = entry["metrics"], entry["ok"], entry["failures"], True
-        details = entry.get("details", {})
+        png, transform, metrics, ok, failures, details = stored
+        qc_target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(qc_target) as tmp:
+            tmp.write_bytes(png)
+        reused = True
     else:
         result = _steps.register_pair(
             modalities[reg.moving], modalities[reg.fixed], reg, seed=config.clustering.seed
@@ -369,9 +378,7 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
         details = jsonable(result.details)
         ok, failures, reused = bool(result.ok), list(result.failures), False
         qc_figure(result, reg, qc_target)
-        png = cache.path(slug, key, ".png")
-        png.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(png) as tmp:
+        with cache.store(slug, key, ".png") as tmp:
             tmp.write_bytes(qc_target.read_bytes())
         entry = {
             "transform": transform.to_dict(),
@@ -380,13 +387,33 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
             "failures": failures,
             "details": details,
         }
-        _write_json(cache.path(slug, key, ".json"), entry)
+        with cache.store(slug, key, ".json") as tmp:
+            tmp.write_text(json.dumps(jsonable(entry), indent=1, allow_nan=False), encoding="utf-8")
         cache.stored(slug)
     transform.save(target)
     logger.info("registration %s: %s", reg.name, "ok" if ok else "FAILED " + "; ".join(failures))
     return RegistrationRecord(
         reg, transform, metrics, ok, failures, reused, target, qc_target, details
     )
+
+
+def _load_registration(png: Path, entry: Path) -> tuple:
+    """A stored registration: its QC figure's bytes, transform, metrics, verdict, details.
+
+    Raises (so that the cache treats the entry as a miss) when the figure is missing or does not
+    match its seal, or the entry lacks a field.
+    """
+    from spatialfuse.reg import Transform
+
+    if not StepCache.intact_file(png):
+        raise ValueError(f"{png.name} is missing or damaged")
+    data = json.loads(entry.read_text(encoding="utf-8"))
+    transform = Transform.from_dict(data["transform"])
+    failures = [str(f) for f in data["failures"]]
+    ok = data["ok"]
+    if not isinstance(ok, bool) or not isinstance(data["metrics"], dict):
+        raise ValueError("ok or metrics has the wrong type")
+    return png.read_bytes(), transform, data["metrics"], ok, failures, dict(data["details"])
 
 
 def qc_figure(result, reg: Registration, path: Path) -> None:
@@ -408,11 +435,11 @@ def qc_figure(result, reg: Registration, path: Path) -> None:
 def _map_step(msi, visium, transform, config: RunConfig, cache: StepCache, key: str):
     import anndata
 
-    stored = cache.lookup("map", key, ".h5ad")
+    stored = cache.load("map", key, ".h5ad", anndata.read_h5ad)
     if stored is not None:
-        return anndata.read_h5ad(stored)
+        return stored
     spots = _steps.map_spots(msi, visium, transform, config.mapping)
-    with atomic_path(cache.path("map", key, ".h5ad")) as tmp:
+    with cache.store("map", key, ".h5ad") as tmp:
         spots.write_h5ad(tmp)
     cache.stored("map")
     return spots
@@ -421,11 +448,11 @@ def _map_step(msi, visium, transform, config: RunConfig, cache: StepCache, key: 
 def _joint_step(visium, msi_spots, config: RunConfig, cache: StepCache, key: str):
     import mudata
 
-    stored = cache.lookup("joint", key, ".h5mu")
+    stored = cache.load("joint", key, ".h5mu", mudata.read_h5mu)
     if stored is not None:
-        return mudata.read_h5mu(stored)
+        return stored
     mdata = _steps.build_joint(visium, msi_spots, config.preprocessing, config.clustering)
-    with atomic_path(cache.path("joint", key, ".h5mu")) as tmp:
+    with cache.store("joint", key, ".h5mu") as tmp:
         mdata.write_h5mu(tmp)
     cache.stored("joint")
     return mdata
@@ -434,11 +461,11 @@ def _joint_step(visium, msi_spots, config: RunConfig, cache: StepCache, key: str
 def _correlate_step(mdata, config: RunConfig, cache: StepCache, key: str):
     import pandas as pd
 
-    stored = cache.lookup("correlate", key, ".csv")
+    stored = cache.load("correlate", key, ".csv", pd.read_csv)
     if stored is not None:
-        return pd.read_csv(stored)
+        return stored
     table = _steps.correlate(mdata, config.correlation, seed=config.clustering.seed)
-    with atomic_path(cache.path("correlate", key, ".csv")) as tmp:
+    with cache.store("correlate", key, ".csv") as tmp:
         table.to_csv(tmp, index=False)
     cache.stored("correlate")
     return table
@@ -503,6 +530,8 @@ def _summary(result: RunResult) -> dict[str, Any]:
         summary["evaluation"] = jsonable(result.evaluation)
     summary["files"] = {k: str(v) for k, v in result.files.items()}
     summary["reused_steps"] = list(result.reused)
+    summary["damaged_cache_entries_recomputed"] = list(result.damaged_cache)
+    summary["stale_outputs_removed"] = list(result.stale_removed)
     summary["timings_s"] = dict(result.timings)
     summary["config"] = config.model_dump(mode="json")
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine()}

@@ -67,6 +67,10 @@ def _overview(result: RunResult) -> ReportSection:
         rows["joint clusters"] = summary["clustering"]["n_clusters"]
     if result.reused:
         rows["steps reused from cache"] = ", ".join(result.reused)
+    if result.damaged_cache:
+        rows["damaged cache entries (recomputed)"] = ", ".join(result.damaged_cache)
+    if result.stale_removed:
+        rows["stale outputs of an earlier run, removed"] = ", ".join(result.stale_removed)
     rows["seconds per step"] = dict(result.timings)
     tables: list = [ReportTable(rows, caption="Run")]
     if result.evaluation:

@@ -1,0 +1,57 @@
+"""Which files a reader opens for a path: the one answer the readers and the pipeline's cache share.
+
+The readers resolve partner files themselves (an ``.imzML`` and its ``.ibd`` in any of the cases
+the reader accepts, a Space Ranger folder's positions file, scale factors, images and count
+matrix). :func:`input_files` asks the same resolution functions, so a step cache keyed on these
+files covers every byte the reader reads, whatever path the config names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spatialfuse.errors import ConfigError
+
+#: The kinds of input :func:`input_files` knows (the pipeline's modality kinds).
+INPUT_KINDS = ("imzml", "histology", "visium")
+
+
+def input_files(path: str | os.PathLike, kind: str) -> list[Path]:
+    """The files the reader of ``kind`` opens when given ``path``.
+
+    Parameters
+    ----------
+    path
+        What a config or a caller names: an ``.imzML``, its ``.ibd`` (any case the reader
+        accepts) or their stem; a histology image; a Space Ranger folder (or anything
+        :func:`~spatialfuse.io.read_visium` accepts).
+    kind
+        ``"imzml"``, ``"histology"`` or ``"visium"``.
+
+    Returns
+    -------
+    list of Path
+        ``imzml``: ``[.imzML, .ibd]`` as :func:`~spatialfuse.io.imzml.resolve_pair` finds them;
+        ``histology``: the image; ``visium``: :func:`~spatialfuse.io.visium.visium_files`.
+
+    Raises
+    ------
+    MissingFileError
+        A file the reader needs is absent.
+    ConfigError
+        ``kind`` is not one of :data:`INPUT_KINDS`.
+    """
+    if kind == "imzml":
+        from spatialfuse.io.imzml import resolve_pair
+
+        return list(resolve_pair(path))
+    if kind == "visium":
+        from spatialfuse.io.visium import visium_files
+
+        return visium_files(path)
+    if kind == "histology":
+        return [Path(path)]
+    raise ConfigError(
+        None, f"unknown input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)}"
+    )
