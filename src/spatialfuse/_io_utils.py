@@ -26,6 +26,9 @@ _JOURNAL: contextvars.ContextVar[Callable[[str, Path], None] | None] = contextva
 #: Tries at a fresh random name before giving up (a collision of 64 random bits is not expected).
 _NAME_TRIES = 100
 
+#: Longest file name (bytes) that ext4, XFS, APFS and NTFS accept.
+_NAME_MAX = 255
+
 
 @contextlib.contextmanager
 def journaling(record: Callable[[str, Path], None]) -> Iterator[None]:
@@ -44,7 +47,15 @@ def _report(kind: str, path: Path) -> None:
 
 
 def _new_temporary(parent: Path, name: str, suffix: str, create: Callable[[Path], None]) -> Path:
-    """Create ``parent/.<name>.<random><suffix>`` with ``create`` (which must fail if it exists)."""
+    """Create ``parent/.<name>.<random><suffix>`` with ``create`` (which must fail if it exists).
+
+    ``name`` is shortened where needed so that the temporary's name fits the 255 bytes most file
+    systems allow: an output whose own name is long must not fail on its temporary's.
+    """
+    room = _NAME_MAX - len(os.fsencode(suffix)) - 18  # the dots and 16 random hex digits
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        name = os.fsdecode(raw[: max(room, 1)])
     for _ in range(_NAME_TRIES):
         tmp = parent / f".{name}.{secrets.token_hex(8)}{suffix}"
         _report("tmp", tmp)
@@ -139,3 +150,34 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         os.replace(target, path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def encodable_path(path: str | os.PathLike) -> Iterator[Path]:
+    """``path`` (a new entry to create), or a UTF-8 alias of it where its name is not UTF-8.
+
+    Some libraries (pyarrow, used by SpatialData's writer) encode a path as UTF-8 and fail on a
+    file name that is not. The alias is a symbolic link to ``path``'s (existing) folder, in a
+    private temporary folder removed after the block; what the block creates through it lands
+    beside ``path`` and is renamed to ``path`` when the block ends without an error.
+    """
+    path = Path(path)
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    import tempfile
+
+    inner = f".utf8-{secrets.token_hex(8)}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="spatialfuse-alias-") as alias_dir:
+            alias = Path(alias_dir) / "folder"
+            os.symlink(os.path.abspath(path.parent), alias)
+            yield alias / inner
+        os.replace(path.parent / inner, path)
+    finally:
+        if (path.parent / inner).exists():
+            shutil.rmtree(path.parent / inner, ignore_errors=True)

@@ -78,6 +78,23 @@ class CalibrationError(SpatialfuseError, ValueError):
         super().__init__(_with_path(path, message))
 
 
+class LimitExceededError(SpatialfuseError, ValueError):
+    """An input needs more than a resource limit allows (``spatialfuse._limits``).
+
+    Parameters
+    ----------
+    path
+        The input.
+    message
+        The size, the limit and how to raise it.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, message: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = message
+        super().__init__(_with_path(path, message))
+
+
 class DataWarning(SpatialfuseWarning):
     """Input was read, but something in it was unusual and was handled in a stated way."""
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from spatialfuse.cli._echo import echo, failure
+
 
 def _parse_chunks(ctx, param, value):
     if value is None:
@@ -98,5 +100,5 @@ def convert(
             show_progress=progress,
         )
     except (SpatialfuseError, ValueError, FileExistsError, ImportError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {path}")
+        raise failure(exc) from exc
+    echo(f"wrote {path}")

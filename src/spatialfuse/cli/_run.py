@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from spatialfuse.cli._echo import echo, failure
 from spatialfuse.workflow import EXAMPLE_CONFIG
 
 #: Exit status of a run stopped by a failed registration.
@@ -30,8 +31,8 @@ def _errors():
 def _fail(exc: Exception):
     failed, _ = _errors()
     if isinstance(exc, failed):
-        return _RegistrationFailed(str(exc))
-    return click.ClickException(str(exc))
+        return failure(exc, _RegistrationFailed)
+    return failure(exc)
 
 
 def _run_help() -> str:
@@ -86,7 +87,7 @@ def run(
         )
     except (base, OSError) as exc:
         raise _fail(exc) from exc
-    click.echo(_run_summary(result))
+    echo(_run_summary(result))
 
 
 def _run_summary(result) -> str:
@@ -117,7 +118,7 @@ def init_config(path: Path, force: bool) -> None:
         raise click.ClickException(f"{path} exists; pass --force to overwrite it")
     with atomic_path(path) as tmp:
         tmp.write_text(EXAMPLE_CONFIG, encoding="utf-8")
-    click.echo(f"wrote {path}: edit the paths, then run `spatialfuse run {path}`")
+    echo(f"wrote {path}: edit the paths, then run `spatialfuse run {path}`")
 
 
 @click.command("demo")
@@ -146,7 +147,7 @@ def demo(out: Path, seed: int, no_cache: bool, quiet: bool) -> None:
         result = run_demo(out, seed=seed, show_progress=not quiet, reuse=not no_cache)
     except (base, OSError) as exc:
         raise _fail(exc) from exc
-    click.echo(format_summary(result))
+    echo(format_summary(result))
 
 
 def _modality_for(path: Path, pixel_size: float | None):
@@ -209,8 +210,8 @@ def register(
             qc_figure(result, reg, qc)
     except (base, OSError, ValueError) as exc:
         raise _fail(exc) from exc
-    click.echo(repr(result))
-    click.echo(f"transform written to {out}")
+    echo(repr(result))
+    echo(f"transform written to {out}")
     if not result.ok and not accept_failed:
         raise _RegistrationFailed(
             str(failed(f"{moving.name} → {fixed.name}", list(result.failures)))
@@ -256,7 +257,7 @@ def map_command(msi, visium, transform_path, method, aggregate, min_coverage, pi
     except (base, OSError, ValueError) as exc:
         raise _fail(exc) from exc
     n = int(spots.obs["has_msi"].sum())
-    click.echo(f"{n} of {spots.n_obs} spots have MSI data; written to {out}")
+    echo(f"{n} of {spots.n_obs} spots have MSI data; written to {out}")
 
 
 @click.command("cluster")
@@ -288,7 +289,7 @@ def cluster(visium, msi_spots, method, resolution, seed, out):
     except (base, OSError, ValueError) as exc:
         raise _fail(exc) from exc
     n = mdata.obs["joint"].dropna().nunique()
-    click.echo(f"{n} joint clusters; written to {out}")
+    echo(f"{n} joint clusters; written to {out}")
 
 
 COMMANDS = [run, demo, init_config, register, map_command, cluster]

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from spatialfuse._version import __version__
+from spatialfuse.cli._echo import echo, failure
 
 _IMAGE_SUFFIXES = {
     ".jpg",
@@ -95,10 +96,10 @@ def info(path: Path, pixel_size: float | None) -> None:
                         lines.append(line)
                     text = "\n".join(lines)
         except SpatialfuseError as exc:
-            raise click.ClickException(str(exc)) from exc
-    click.echo(text)
+            raise failure(exc) from exc
+    echo(text)
     for warning in caught:
-        click.echo(f"warning: {warning.message}", err=True)
+        echo(f"warning: {warning.message}", err=True)
 
 
 from spatialfuse.cli._convert import convert as _convert  # noqa: E402

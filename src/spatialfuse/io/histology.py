@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from spatialfuse._limits import check_decoded_image, require_regular_file
 from spatialfuse._logging import logger
 from spatialfuse.errors import (
     CalibrationError,
@@ -903,6 +904,7 @@ class _JpegSource(_Source):
     def reader(self, level: int) -> Iterator[_LevelReader]:
         scale = self.scales[level]
         expected = self.level_shapes[level]
+        check_decoded_image(self.path, (*expected, self.n_channels), 1)
         with _translate_errors(self.path, f"decoding the JPEG at 1/{scale} scale"):
             with _pil_open(self.path) as im:
                 full = (im.size[1], im.size[0])
@@ -978,6 +980,8 @@ class _PngSource(_Source):
     def reader(self, level: int) -> Iterator[_LevelReader]:
         import imagecodecs
 
+        h, w = self.level_shapes[0]
+        check_decoded_image(self.path, (h, w, 4), self.dtype.itemsize)  # decoded with alpha
         with _translate_errors(self.path, "decoding the PNG"):
             data = self.path.read_bytes()
             arr = imagecodecs.png_decode(data)
@@ -1108,6 +1112,7 @@ def read_histology(
         raise MissingFileError(p, "histology image not found")
     if p.is_dir():
         raise FileFormatError(p, "is a directory, expected an image file")
+    require_regular_file(p, "image file")
     auto = isinstance(pixel_size_um, str) and pixel_size_um == "auto"
     arg = None if pixel_size_um is None or auto else _validate_pixel_size_arg(pixel_size_um, p)
     if isinstance(series, bool) or not isinstance(series, int | np.integer):
@@ -1365,6 +1370,7 @@ class HistologyImage:
         """
         level = self._level(level)
         h, w = self.level_shapes[level]
+        check_decoded_image(self.path, (h, w, self.n_channels), self.dtype.itemsize)
         with self._src.reader(level) as rd:
             return rd.region(0, h, 0, w)
 
@@ -1405,6 +1411,7 @@ class HistologyImage:
                 f"region x={x0}..{x0 + width}, y={y0}..{y0 + height} lies outside level {level} "
                 f"of {self.path} ({w} × {h} px, width × height)"
             )
+        check_decoded_image(self.path, (height, width, self.n_channels), self.dtype.itemsize)
         with self._src.reader(level) as rd:
             return rd.region(y0, y0 + height, x0, x0 + width)
 

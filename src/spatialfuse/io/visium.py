@@ -28,8 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._limits import check_count, require_regular_file
 from spatialfuse._logging import logger
-from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError, MissingFileError
+from spatialfuse._text import printable
+from spatialfuse.errors import (
+    CalibrationError,
+    DataWarning,
+    FileFormatError,
+    LimitExceededError,
+    MissingFileError,
+)
 
 if TYPE_CHECKING:
     import anndata
@@ -481,8 +489,8 @@ def _read_visium(
         "um_per_px": float(um_per_px),
         "um_per_px_source": source,
         "reader": "read_visium",
-        "path": str(root.resolve()),
-        "positions_file": str(positions_file.resolve()),
+        "path": printable(root.resolve()),
+        "positions_file": printable(positions_file.resolve()),
         "positions_format": positions_format,
         "library_id": library_id,
         "grid_pitch_px": float(pitch_px),
@@ -493,9 +501,9 @@ def _read_visium(
         "n_dropped_barcodes": n_dropped,
     }
     if counts_path.exists():
-        info["counts_file"] = str(counts_path.resolve())
+        info["counts_file"] = printable(counts_path.resolve())
     if scalefactors_file is not None:
-        info["scalefactors_file"] = str(scalefactors_file.resolve())
+        info["scalefactors_file"] = printable(scalefactors_file.resolve())
     if fullres_shape is not None:
         info["fullres_shape_px"] = np.asarray(fullres_shape, dtype=np.int64)
     adata.uns["spatialfuse"] = info
@@ -798,6 +806,7 @@ def _read_counts(counts_path: Path) -> tuple[anndata.AnnData, dict[str, Any], st
     """Read a 10x HDF5 file or MTX folder; return the AnnData, metadata and the h5 library id."""
     if counts_path.is_dir():
         return _read_mtx(counts_path), {}, None
+    require_regular_file(counts_path, "count matrix")
 
     import h5py
     import scanpy as sc
@@ -879,6 +888,7 @@ def _check_10x_h5(counts_path: Path) -> None:
             if missing:
                 fail(f"no {', '.join(missing)} dataset in {group.name}")
             n_features, n_barcodes = len(datasets[features]), len(datasets["barcodes"])
+            check_count(counts_path, "barcodes", n_barcodes, "max_spots")
             shape = np.asarray(datasets["shape"][()])
             if shape.shape != (2,) or shape.dtype.kind not in "iu":
                 fail(f"shape is {shape.tolist()!r}, not two integers")
@@ -905,7 +915,7 @@ def _check_10x_h5(counts_path: Path) -> None:
                 block = indices[start : start + _H5_CHUNK_VALUES]
                 if block.size and (block.min() < 0 or block.max() >= n_features):
                     fail(f"a feature index lies outside 0..{n_features - 1}")
-    except FileFormatError:
+    except (FileFormatError, LimitExceededError):
         raise
     except Exception as exc:  # h5py raises many types for a damaged file
         fail(f"{type(exc).__name__}: {exc}")
@@ -919,6 +929,9 @@ def _read_mtx(folder: Path) -> anndata.AnnData:
     import scipy.io
     from scipy import sparse
 
+    for name in os.listdir(folder):  # a FIFO or device would block the reader
+        if not (folder / name).is_dir():
+            require_regular_file(folder / name, "count matrix file")
     has = {name: (folder / name).is_file() for name in os.listdir(folder)}
     if has.get("matrix.mtx.gz") or has.get("genes.tsv"):
         try:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from spatialfuse._limits import ENVIRONMENT, current_limits, require_regular_file
 from spatialfuse.errors import ConfigError
 from spatialfuse.workflow._example import EXAMPLE_CONFIG
 
@@ -140,8 +141,15 @@ class Outputs(_Model):
     report: bool = True
 
 
+class ResourceLimits(_Model):
+    """Resource limits of a run (``spatialfuse._limits``); null keeps the default."""
+
+    max_decoded_image_bytes: Annotated[int, Field(gt=0)] | None = None
+    max_spots: Annotated[int, Field(gt=0)] | None = None
+
+
 class RunConfig(_Model):
-    """A whole run: inputs, registrations, mapping, analysis and outputs."""
+    """A whole run: inputs, registrations, mapping, analysis, outputs and resource limits."""
 
     output: Path = Path("results")
     modalities: dict[str, Modality]
@@ -151,6 +159,7 @@ class RunConfig(_Model):
     clustering: Clustering = Clustering()
     correlation: Correlation = Correlation()
     outputs: Outputs = Outputs()
+    limits: ResourceLimits = ResourceLimits()
 
     @field_validator("modalities")
     @classmethod
@@ -278,10 +287,27 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     from spatialfuse.errors import MissingFileError
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.exists(path):
         raise MissingFileError(path, "no such config file (spatialfuse init-config writes one)")
+    require_regular_file(path, "config file")
+    limit = current_limits().max_config_bytes
+    with open(path, "rb") as handle:
+        raw = handle.read(limit + 1)
+    if len(raw) > limit:
+        raise ConfigError(
+            path,
+            f"is larger than {limit:,} bytes (max_config_bytes; "
+            f"${ENVIRONMENT['max_config_bytes']} raises it); a run config is a few KB",
+        )
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_strict_loader())
+        text = raw.decode("utf-8")
+        loader = _strict_loader()(text)
+        try:
+            node = loader.get_single_node()
+            _check_expansion(node, current_limits().max_config_nodes)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"not valid YAML: {exc}") from None
     return parse_config(data, base=path.resolve().parent, source=str(path))
@@ -289,6 +315,41 @@ def load_config(path: str | os.PathLike) -> RunConfig:
 
 #: Nesting deeper than this is refused while parsing (a config needs 4 levels).
 MAX_YAML_DEPTH = 64
+
+
+def _check_expansion(node, limit: int) -> None:
+    """Refuse a YAML document that expands to more than ``limit`` values.
+
+    Aliases let a few hundred bytes stand for billions of values (the "billion laughs"): PyYAML
+    shares the repeated objects, but validating them visits each use. The expanded size is
+    counted on the node graph, each node once (memoised), so counting costs the document's size.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(n) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        sizes[id(n)] = 1  # a recursive alias counts once here; construction refuses it later
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        sizes[id(n)] = total
+        if total > limit:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"expands to more than {limit:,} values through aliases (max_config_nodes; "
+                f"${ENVIRONMENT['max_config_nodes']} raises it)",
+                n.start_mark,
+            )
+        return total
+
+    if node is not None:
+        size(node)
 
 
 @functools.cache

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from spatialfuse._io_utils import atomic_path
 from spatialfuse._json import jsonable
+from spatialfuse._limits import limits
 from spatialfuse._logging import logger
+from spatialfuse._text import printable
 from spatialfuse._version import __version__
 from spatialfuse.errors import RegistrationFailedError
 from spatialfuse.workflow import _steps
@@ -190,7 +192,7 @@ def run_pipeline(
     out = Path(config.output)
     check_output_folder(out, _inputs(config), force=force)
     journal = Journal(out)
-    with output_lock(out), _library_notices_silenced():
+    with output_lock(out), _library_notices_silenced(), limits(**config.limits.model_dump()):
         journal.remove_temporaries()
         check_foreign(journal, force=force)
         with journal.active():
@@ -539,7 +541,7 @@ def _summary(result: RunResult) -> dict[str, Any]:
 
 
 def _describe_input(name: str, data, modality) -> dict[str, Any]:
-    info: dict[str, Any] = {"kind": modality.kind, "path": str(modality.path)}
+    info: dict[str, Any] = {"kind": modality.kind, "path": printable(modality.path)}
     if data is None:
         return info
     if modality.kind == "imzml":

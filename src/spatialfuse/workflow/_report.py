@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from spatialfuse._io_utils import atomic_path
 from spatialfuse._json import jsonable
+from spatialfuse._text import printable
 from spatialfuse._version import __version__
 from spatialfuse.workflow._report_style import STATUS_COLOURS, stylesheet
 
@@ -220,7 +221,8 @@ def write_report(
     text = render_report(title=title, sections=sections, metadata=metadata, subtitle=subtitle)
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        # File names that are not UTF-8 are shown with hex escapes (spatialfuse._text).
+        tmp.write_text(printable(text), encoding="utf-8")
     return path
 
 

@@ -7,6 +7,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spatialfuse._limits import require_regular_file
 from spatialfuse.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def register_pair(
 
     landmarks = None
     if registration.landmarks is not None:
+        require_regular_file(registration.landmarks, "landmark file")
         landmarks = reg.read_landmarks(registration.landmarks)
     with warnings.catch_warnings():
         # A failed check is reported through the result (and the run's exit status).

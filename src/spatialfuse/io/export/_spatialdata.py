@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spatialfuse._io_utils import atomic_dir
+from spatialfuse._io_utils import atomic_dir, encodable_path
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
 from spatialfuse.reg import AffineTransform, CompositeTransform, Transform
@@ -236,8 +236,8 @@ def write_spatialdata(
     }
     sdata = sd.SpatialData(images=images, shapes=shapes, tables=out_tables, attrs=attrs)
     path = Path(path)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
-        sdata.write(tmp)
+    with atomic_dir(path, overwrite=overwrite) as tmp, encodable_path(tmp) as target:
+        sdata.write(target)
     logger.info(
         "wrote %s: %s in %r (reference %s)",
         path,

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from spatialfuse._text import printable
 from spatialfuse._version import __version__
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._reader import ImzMLReader
@@ -103,8 +104,8 @@ def msi_provenance(reader, size, size_source: str, windows: dict, *, made_by="re
     return {
         "modality": "msi",
         "reader": made_by,
-        "file": str(reader.path),
-        "ibd_file": str(reader.ibd_path),
+        "file": printable(reader.path),
+        "ibd_file": printable(reader.ibd_path),
         "uuid": reader.uuid or "",
         "mode": reader.mode,
         "pixel_size_um": [float(size[0]), float(size[1])],

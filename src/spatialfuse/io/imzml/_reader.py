@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from spatialfuse import _cache
+from spatialfuse._limits import require_regular_file
 from spatialfuse._logging import logger
 from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError, MissingFileError
 from spatialfuse.io.imzml import _finite, _kernels
@@ -62,12 +63,18 @@ def resolve_pair(path: str | os.PathLike) -> tuple[Path, Path]:
     if xml is None:
         if path.exists() and path.is_dir():
             raise FileFormatError(path, "is a folder, not an imzML file")
+        for candidate in candidates:  # a FIFO or device: refused, never opened (it could block)
+            if os.path.exists(candidate):
+                require_regular_file(candidate, "imzML file")
         raise MissingFileError(path, "no such imzML file")
     ibd = next(
         (xml.with_suffix(s) for s in (".ibd", ".IBD", ".Ibd") if xml.with_suffix(s).is_file()),
         None,
     )
     if ibd is None:
+        for suffix in (".ibd", ".IBD", ".Ibd"):
+            if os.path.exists(xml.with_suffix(suffix)):
+                require_regular_file(xml.with_suffix(suffix), ".ibd file")
         raise MissingFileError(
             xml.with_suffix(".ibd"),
             f"the binary data file that belongs to {xml.name} is missing "
