@@ -9,7 +9,14 @@ undecodable byte as ``\xNN``; the paths that are *opened* stay as they are.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def printable(text: str | os.PathLike) -> str:
@@ -42,3 +49,28 @@ def printable(text: str | os.PathLike) -> str:
 def _only_escapes(text: str) -> bool:
     """Whether every lone surrogate in ``text`` is one ``surrogateescape`` made (U+DC80-U+DCFF)."""
     return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+@contextlib.contextmanager
+def literal_text() -> Iterator[None]:
+    """Within the block, matplotlib shows text literally: ``$`` never starts mathtext.
+
+    Gene, ion and modality names come from input files and configs; a name such as ``$x^{$``
+    made matplotlib's mathtext parser raise while drawing. Text objects keep the setting they
+    were created with, so figures made inside the block can be saved after it.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
+
+
+def literal_text_figures(function: Callable[P, R]) -> Callable[P, R]:
+    """Make every text a plotting function draws literal (:func:`literal_text`)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with literal_text():
+            return function(*args, **kwargs)
+
+    return wrapper

@@ -68,3 +68,15 @@ def test_bad_tables_say_what_is_wrong():
         sf.pl.correlation_heatmap(_table(), n_genes=0)
     with pytest.raises(TypeError, match="unexpected arguments"):
         sf.pl.correlation_heatmap(_table(), method="spearman")
+
+
+@pytest.mark.parametrize("gene", [r"$\frac{$", "$x^{2$", "a$b$c$d"])
+def test_mathtext_in_gene_names_is_drawn_literally(gene, tmp_path):
+    # Gene names come from files; "$...$" used to reach matplotlib's mathtext parser, which
+    # raised while saving.
+    table = _table().replace({"gene": {"A": gene}})
+    fig = sf.pl.correlation_heatmap(table, n_genes=3, n_ions=3, save=tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0
+    labels = fig.axes[0].get_yticklabels()
+    assert labels[0].get_text() == gene
+    assert not labels[0].get_parse_math()

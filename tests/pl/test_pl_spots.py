@@ -94,3 +94,25 @@ def test_joint_clusters_one_disc_per_labelled_spot_one_colour_per_cluster(joint_
 def test_joint_clusters_names_a_missing_key(joint_data):
     with pytest.raises(ValueError, match=r"no column 'leiden'.*joint"):
         sf.pl.joint_clusters(joint_data.mdata, key="leiden")
+
+
+def test_mathtext_gene_name_is_drawn_literally(joint_data, tmp_path):
+    mdata = joint_data.mdata
+    gene = joint_data.trio.marker_genes[joint_data.region][0]
+    rna = mdata.mod["rna"].copy()
+    odd = r"$\frac{$" + gene
+    rna.var_names = [odd if g == gene else g for g in rna.var_names]
+    fig = sf.pl.gene_and_ion(
+        _with_rna(mdata, rna),
+        odd,
+        joint_data.marker_mz,
+        save=tmp_path / "g.png",
+    )
+    assert (tmp_path / "g.png").stat().st_size > 0
+    assert any(odd in ax.get_title() for ax in fig.axes)
+
+
+def _with_rna(mdata, rna):
+    import mudata
+
+    return mudata.MuData({"rna": rna, "msi": mdata.mod["msi"]})

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._text import literal_text_figures
 from spatialfuse.pl._common import finish, new_axes
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 _COLUMNS = ("gene", "ion", "r", "p_adjusted")
 
 
+@literal_text_figures
 def correlation_heatmap(
     data: pd.DataFrame | mudata.MuData,
     *,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._text import literal_text_figures
 from spatialfuse.pl._common import finish, new_axes
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from spatialfuse.reg import Transform
 
 
+@literal_text_figures
 def ion_image(
     msi: anndata.AnnData,
     mz: float | str,

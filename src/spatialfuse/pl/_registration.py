@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._text import literal_text_figures
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -20,6 +22,7 @@ def _checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
     return np.where(((yy // tile) + (xx // tile)) % 2 == 0, a, b)
 
 
+@literal_text_figures
 def registration_qc(
     result: RegistrationResult,
     *,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._text import literal_text_figures
 from spatialfuse.pl._common import draw_spots, finish, new_axes, spot_table, um_per_px
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@literal_text_figures
 def gene_and_ion(
     mdata: mudata.MuData,
     gene: str,
@@ -118,6 +120,7 @@ def gene_and_ion(
     return finish(fig, save)
 
 
+@literal_text_figures
 def joint_clusters(
     mdata: mudata.MuData,
     key: str = "joint",

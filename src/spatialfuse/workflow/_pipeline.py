@@ -26,7 +26,7 @@ from spatialfuse._io_utils import atomic_path
 from spatialfuse._json import jsonable
 from spatialfuse._limits import limits
 from spatialfuse._logging import logger
-from spatialfuse._text import printable
+from spatialfuse._text import literal_text_figures, printable
 from spatialfuse._version import __version__
 from spatialfuse.errors import RegistrationFailedError
 from spatialfuse.workflow import _steps
@@ -418,6 +418,7 @@ def _load_registration(png: Path, entry: Path) -> tuple:
     return png.read_bytes(), transform, data["metrics"], ok, failures, dict(data["details"])
 
 
+@literal_text_figures
 def qc_figure(result, reg: Registration, path: Path) -> None:
     """Write the QC figure of one registration result to ``path``."""
     import matplotlib

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spatialfuse._text import literal_text_figures
 from spatialfuse.workflow._report import ReportFigure, ReportSection, ReportTable, write_report
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 N_PAIR_MAPS = 3
 
 
+@literal_text_figures
 def write_run_report(result: RunResult, path: str | os.PathLike) -> Path:
     """Write the QC report of ``result`` to ``path`` (HTML, self-contained)."""
     import matplotlib
