@@ -120,3 +120,63 @@ def test_registration_image_from_array():
         RegistrationImage.from_array(truth, 0.0)
     with pytest.raises(ValueError, match="rows, cols"):
         RegistrationImage.from_array(np.zeros((2, 2, 2, 2)), 1.0)
+
+
+def _slide(rng, truth, stain=(0.55, 0.35, 0.6), glass=(0.92, 0.9, 0.93)):
+    return np.where(
+        truth[..., None],
+        _textured(rng, truth.shape, stain, 0.12),
+        _textured(rng, truth.shape, glass, 0.005),
+    )
+
+
+def test_uneven_illumination_is_not_tissue():
+    # vignetting: the glass darkens by a third towards one corner, as on a badly flat-fielded scan
+    rng = np.random.default_rng(6)
+    truth = _blob()
+    rows, cols = np.mgrid[: truth.shape[0], : truth.shape[1]]
+    shading = 1.0 - 0.33 * ((rows / truth.shape[0]) ** 2 + (cols / truth.shape[1]) ** 2) / 2
+    image = _slide(rng, truth) * shading[..., None]
+    mask, info = tissue_mask(image)
+    assert info["background"] == "bright"
+    assert _dice(mask, truth) > 0.95
+
+
+def test_a_fold_is_tissue():
+    # a fold: two layers of tissue, twice the absorbance, inside the section
+    rng = np.random.default_rng(7)
+    truth = _blob()
+    image = _slide(rng, truth)
+    fold = truth & (np.abs(np.arange(truth.shape[1])[None, :] - 90) < 6)
+    image[fold] = image[fold] ** 2
+    mask, _ = tissue_mask(image)
+    assert mask[fold].mean() > 0.99
+    assert _dice(mask, truth) > 0.97
+
+
+def test_pen_marks_on_the_glass_are_not_tissue():
+    # a marker line (dark green) and a dot (black) drawn on the glass beside the section
+    rng = np.random.default_rng(8)
+    truth = _blob(shape=(200, 260), centre=(100, 110), radii=(60, 80))
+    image = _slide(rng, truth)
+    rows, cols = np.mgrid[: truth.shape[0], : truth.shape[1]]
+    line = (np.abs(cols - 235 - 0.1 * rows) < 4) & ~truth
+    dot = ((rows - 20) ** 2 + (cols - 20) ** 2 < 8**2) & ~truth
+    image[line] = (0.15, 0.45, 0.25)
+    image[dot] = (0.08, 0.08, 0.1)
+    mask, _ = tissue_mask(image)
+    assert mask[line].mean() < 0.05
+    assert mask[dot].mean() < 0.05
+    assert _dice(mask, truth) > 0.97
+
+
+def test_sixteen_bit_fluorescence():
+    rng = np.random.default_rng(9)
+    truth = _blob()
+    signal = _textured(rng, truth.shape, (0.6,), 0.15)[..., 0]
+    image = (np.where(truth, signal, 0.04) * 65535 / 4 + rng.normal(0, 40, truth.shape)).clip(
+        0, 65535
+    )
+    mask, info = tissue_mask(image.astype(np.uint16))
+    assert info["background"] == "dark"
+    assert _dice(mask, truth) > 0.97
