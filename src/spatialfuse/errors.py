@@ -149,5 +149,22 @@ class OutputFolderError(SpatialfuseError, OSError):
         super().__init__(_with_path(folder, message))
 
 
+class OutputWriteError(SpatialfuseError, OSError):
+    """An output could not be written (a full disk, a quota, a failing device).
+
+    Parameters
+    ----------
+    path
+        The output file.
+    message
+        Why, and what became of the file.
+    """
+
+    def __init__(self, path: str | os.PathLike, message: str):
+        self.path = os.fspath(path)
+        self.problem = message
+        super().__init__(_with_path(path, message))
+
+
 class MissingDependencyError(SpatialfuseError, ImportError):
     """An optional package that a requested method needs is not installed."""

@@ -127,3 +127,46 @@ def test_atomic_dir(tmp_path):
         with atomic_dir(tmp_path / "never"):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
+@pytest.mark.parametrize(
+    "raised, reason",
+    [
+        (
+            OSError(
+                28,
+                "Can't synchronously write data (file write failed: errno = 28, error message = "
+                "'No space left on device')",
+            ),
+            "the disk is full",
+        ),
+        (RuntimeError("Can't decrement id ref count (unable to flush file)"), "RuntimeError"),
+    ],
+    ids=["oserror-enospc", "runtimeerror-close"],
+)
+def test_disk_full_inside_the_hdf5_write_is_a_clean_error(tmp_path, monkeypatch, raised, reason):
+    import anndata as ad
+    import mudata as md
+
+    from spatialfuse.errors import OutputWriteError
+
+    adata = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    out = tmp_path / "joint.h5ad"
+    out.write_bytes(b"earlier run")
+
+    def full_disk(self_or_path, *args, **kwargs):
+        target = args[0] if isinstance(self_or_path, ad.AnnData) else self_or_path
+        open(target, "wb").write(b"\x89HDF partial")
+        raise raised
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", full_disk)
+    with pytest.raises(OutputWriteError, match=reason) as info:
+        sf.io.write_h5ad(adata, out)
+    assert str(out) in str(info.value) and info.value.__cause__ is raised
+    assert out.read_bytes() == b"earlier run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.h5ad"]  # no temporary left
+
+    monkeypatch.setattr(md, "write_h5mu", full_disk)
+    with pytest.raises(OutputWriteError, match=reason):
+        sf.io.write_h5mu(md.MuData({"a": adata}), tmp_path / "joint.h5mu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.h5ad"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spatialfuse._io_utils import atomic_path
+from spatialfuse.errors import OutputWriteError
 
 if TYPE_CHECKING:
     import anndata
@@ -52,7 +56,7 @@ def write_h5ad(
         raise TypeError(f"adata must be an AnnData, got {type(adata).__name__}")
     path = Path(path)
     target = _shallow_anndata(adata)
-    with atomic_path(path) as tmp:
+    with _hdf5_write_errors(path), atomic_path(path) as tmp:
         target.write_h5ad(tmp, compression=compression, **kwargs)
     return path
 
@@ -85,9 +89,33 @@ def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> 
         raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
     path = Path(path)
     target = _shallow_mudata(mdata)
-    with atomic_path(path) as tmp:
+    with _hdf5_write_errors(path), atomic_path(path) as tmp:
         md.write_h5mu(tmp, target, **kwargs)
     return path
+
+
+@contextlib.contextmanager
+def _hdf5_write_errors(path: Path) -> Iterator[None]:
+    """Turn the errors HDF5 raises while writing (a full disk, a quota) into OutputWriteError.
+
+    h5py reports a failed ``write()`` as an ``OSError`` carrying the errno (``[Errno 28] Can't
+    synchronously write data``) and a failure while flushing or closing, where HDF5 writes too,
+    as a bare ``RuntimeError``. ``atomic_path`` has removed the temporary file by then, so
+    ``path`` holds what it held before.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, FileExistsError | IsADirectoryError | NotADirectoryError):
+            raise
+        text = str(exc)
+        full = getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in text
+        reason = "the disk is full" if full else f"{type(exc).__name__}: {text.splitlines()[0]}"
+        raise OutputWriteError(
+            path,
+            f"could not be written ({reason}); its temporary file was removed and any earlier "
+            "file at this path is unchanged",
+        ) from exc
 
 
 def _shallow_anndata(adata: anndata.AnnData) -> anndata.AnnData:
