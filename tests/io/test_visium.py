@@ -565,12 +565,8 @@ def test_negative_coordinates_warn_and_are_kept(tmp_path):
 
 def test_matrix_barcodes_missing_from_positions_are_dropped(tmp_path):
     positions = hex_positions()
-    barcodes = [
-        *positions["barcode"][:5],
-        "GHOST00001-1",
-        "GHOST00002-1",
-        *positions["barcode"][5:8],
-    ]
+    on_tissue = list(positions["barcode"][positions["in_tissue"] == 1])  # a filtered matrix's
+    barcodes = [*on_tissue[:5], "GHOST00001-1", "GHOST00002-1", *on_tissue[5:8]]
     make_visium(tmp_path, positions=positions, matrix_barcodes=barcodes)
     with pytest.warns(
         DataWarning, match=r"2 of 10 barcodes .* no position \(e\.g\. 'GHOST00001-1'\)"

@@ -254,3 +254,21 @@ def test_a_failed_rerun_leaves_no_result_of_the_earlier_run(demo, tmp_path):
     for name in ("transforms/msi_to_he_msi.json", "qc/register_msi_to_he_msi.png", "report.html"):
         assert (results / name).exists(), name
     assert np.isfinite(summary["registrations"][0]["metrics"].get("nmi_after", 0.0))
+
+
+# -- 4. the Visium folder's cross-file checks reach the summary and the report -------------------
+
+
+def test_visium_consistency_checks_are_in_the_summary_and_report(demo):
+    summary = json.loads((demo / "results" / "summary.json").read_text(encoding="utf-8"))
+    checks = summary["inputs"]["visium"]["consistency_checks"]
+    assert {name: c["status"] for name, c in checks.items()} == {
+        "grid_vs_pixels": "ok",
+        "hexagonal_grid": "ok",
+        "grid_axes": "ok",
+        "barcodes_in_tissue": "ok",
+        "image_scales": "ok",
+        "spot_diameter": "ok",
+    }
+    report = (demo / "results" / "report.html").read_text(encoding="utf-8")
+    assert "Visium cross-file consistency checks" in report and "barcodes_in_tissue" in report

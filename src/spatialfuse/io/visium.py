@@ -38,6 +38,7 @@ from spatialfuse.errors import (
     LimitExceededError,
     MissingFileError,
 )
+from spatialfuse.io._visium_checks import check_consistency
 
 if TYPE_CHECKING:
     import anndata
@@ -455,6 +456,17 @@ def _read_visium(
         )
         adata = adata[present].copy()
     pos = positions.loc[adata.obs_names]
+    checks = check_consistency(
+        positions,
+        positions_file,
+        hexagonal=not is_hd,
+        counts_path=counts_path if counts_path.exists() else None,
+        matrix_in_tissue=pos["in_tissue"].to_numpy(),
+        scalefactors={k: scalefactors[k] for k in found_scalefactors},
+        scalefactors_file=scalefactors_file,
+        image_sizes=_image_sizes(root),
+    )
+    notes += [c["detail"] for c in checks if c["status"] == "warning"]
 
     obs = adata.obs.copy()
     obs["in_tissue"] = pos["in_tissue"].to_numpy()
@@ -499,6 +511,9 @@ def _read_visium(
         "n_positions": len(positions),
         "n_positions_in_tissue": int(positions["in_tissue"].astype(bool).sum()),
         "n_dropped_barcodes": n_dropped,
+    }
+    info["consistency_checks"] = {
+        c["check"]: {k: v for k, v in c.items() if k != "check"} for c in checks
     }
     if counts_path.exists():
         info["counts_file"] = printable(counts_path.resolve())
@@ -979,6 +994,23 @@ def _image_file(root: Path, res: str) -> Path | None:
     """The ``res`` (``"hires"``/``"lowres"``) image of the folder ``root``, or None."""
     name = IMAGE_FILES[res]
     return next((d / name for d in _image_dirs(root) if (d / name).is_file()), None)
+
+
+def _image_sizes(root: Path) -> dict[str, tuple[int, int]]:
+    """``(width, height)`` of the hires and lowres images that exist and can be opened."""
+    from PIL import Image
+
+    sizes = {}
+    for res in IMAGE_FILES:
+        file = _image_file(root, res)
+        if file is None:
+            continue
+        try:
+            with Image.open(file) as im:
+                sizes[res] = (int(im.width), int(im.height))
+        except Exception:  # an unreadable image is reported where it is loaded
+            continue
+    return sizes
 
 
 def _load_images(

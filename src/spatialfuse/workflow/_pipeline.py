@@ -557,6 +557,9 @@ def _describe_input(name: str, data, modality) -> dict[str, Any]:
         info["n_spots"] = int(data.n_obs)
         info["n_genes"] = int(data.n_vars)
         info["um_per_px"] = jsonable(data.uns.get("spatialfuse", {}).get("um_per_px"))
+        checks = data.uns.get("spatialfuse", {}).get("consistency_checks")
+        if checks:
+            info["consistency_checks"] = jsonable(checks)
     return info
 
 

@@ -114,19 +114,33 @@ def _evaluation_rows(evaluation: dict[str, Any]) -> dict[str, Any]:
 def _inputs(result: RunResult) -> ReportSection:
     import pandas as pd
 
-    rows = []
+    rows, checks, notes = [], [], []
     for name, info in result.summary.get("inputs", {}).items():
-        row = {"name": name, **{k: v for k, v in info.items() if k != "path"}}
+        skip = ("path", "consistency_checks")
+        row = {"name": name, **{k: v for k, v in info.items() if k not in skip}}
         row["path"] = info.get("path", "")
         rows.append(row)
+        for check, entry in (info.get("consistency_checks") or {}).items():
+            checks.append({"input": name, "check": check, **entry})
+            if entry.get("status") == "warning":
+                notes.append(f"{name}: {entry.get('detail', check)}")
     frame = pd.DataFrame(rows).astype(object).where(lambda f: f.notna(), "")
+    tables = [ReportTable(frame, caption="Inputs")]
+    if checks:
+        table = pd.DataFrame(checks).astype(object).where(lambda f: f.notna(), "")
+        tables.append(ReportTable(table, caption="Visium cross-file consistency checks"))
     return ReportSection(
         "Inputs and calibration",
+        status="warning" if notes else None,
         paragraphs=[
             "Pixel sizes are what the files state (or the config gives); Visium's µm per "
-            "full-resolution pixel comes from the 100 µm spot pitch."
+            "full-resolution pixel comes from the 100 µm spot pitch. A Visium folder's files are "
+            "checked against each other (grid vs pixel positions, matrix barcodes vs tissue "
+            "spots, scale factors vs image sizes vs spot pitch); a check that right data cannot "
+            "fail stops the run, the others are shown here as warnings."
         ],
-        tables=[ReportTable(frame, caption="Inputs")],
+        notes=notes,
+        tables=tables,
     )
 
 
@@ -230,7 +244,14 @@ def _msi_on_visium(msi, visium, transform):
 def _spot_values(adata, column: str, title: str, ax) -> None:
     import squidpy as sq
 
-    sq.pl.spatial_scatter(adata, color=column, ax=ax, title=title, frameon=False)
+    # squidpy draws the hires image by default; a folder may have only lowres, or no image.
+    options: dict[str, Any] = {}
+    for entry in (adata.uns.get("spatial") or {}).values():
+        images = entry.get("images") or {}
+        if "hires" not in images:
+            options = {"img_res_key": next(iter(images))} if images else {"img": False}
+        break
+    sq.pl.spatial_scatter(adata, color=column, ax=ax, title=title, frameon=False, **options)
 
 
 def _coverage(result: RunResult) -> ReportSection:
