@@ -125,6 +125,10 @@ class RegistrationFailedError(SpatialfuseError, RuntimeError):
         )
 
 
+class NoOverlapError(SpatialfuseError, RuntimeError):
+    """Too few Visium spots have MSI data for the joint analysis (the report says why)."""
+
+
 class OutputLockedError(SpatialfuseError, OSError):
     """Another run is writing to the same output folder."""
 

@@ -28,7 +28,7 @@ from spatialfuse._limits import limits
 from spatialfuse._logging import logger
 from spatialfuse._text import literal_text_figures, printable
 from spatialfuse._version import __version__
-from spatialfuse.errors import RegistrationFailedError
+from spatialfuse.errors import NoOverlapError, RegistrationFailedError
 from spatialfuse.workflow import _steps
 from spatialfuse.workflow._journal import Journal, check_foreign, check_output_folder
 from spatialfuse.workflow._lock import output_lock
@@ -99,6 +99,7 @@ class RunResult:
     damaged_cache: list[str] = field(default_factory=list)
     stale_removed: list[str] = field(default_factory=list)
     failed: RegistrationRecord | None = None
+    no_overlap: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     modalities: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
@@ -270,6 +271,8 @@ def _run_locked(
                 cache,
                 map_key,
             )
+            result.no_overlap = _too_few_spots(result)
+        if result.failed is None and integrate and result.no_overlap is None:
             joint_key = step_key(
                 "joint",
                 {
@@ -313,7 +316,32 @@ def _run_locked(
         steps.close()
     if result.failed is not None:
         raise RegistrationFailedError(result.failed.registration.name, result.failed.failures)
+    if result.no_overlap is not None:
+        raise NoOverlapError(f"{out}: {result.no_overlap}")
     return result
+
+
+#: Fewest spots with MSI data that joint clustering and correlation are run on.
+MIN_SPOTS_WITH_MSI = 10
+
+
+def _too_few_spots(result: RunResult) -> str | None:
+    """Why the joint analysis cannot run on ``result``'s mapped spots, or None if it can."""
+    n = int(result.msi_spots.obs["has_msi"].sum())
+    if n >= MIN_SPOTS_WITH_MSI:
+        return None
+    accepted = [r.registration.name for r in result.registrations if not r.ok]
+    why = (
+        f"registration {', '.join(accepted)} failed its checks and was accepted: the inputs "
+        "probably do not show the same tissue"
+        if accepted
+        else "the MSI and the Visium spots barely overlap after registration"
+    )
+    return (
+        f"only {n} of {result.msi_spots.n_obs} Visium spots have MSI data (at least "
+        f"{MIN_SPOTS_WITH_MSI} are needed), so joint clustering and correlation were not run; "
+        f"{why}. The report and summary.json show the mapping."
+    )
 
 
 @contextlib.contextmanager
@@ -490,7 +518,13 @@ def _summary(result: RunResult) -> dict[str, Any]:
     config = result.config
     summary: dict[str, Any] = {
         "spatialfuse_version": __version__,
-        "status": "ok" if result.ok else "registration_failed",
+        "status": (
+            "registration_failed"
+            if not result.ok
+            else "too_few_spots_with_msi"
+            if result.no_overlap
+            else "ok"
+        ),
         "output": str(result.output),
         "inputs": {
             name: _describe_input(name, result.modalities.get(name), m)
@@ -500,6 +534,8 @@ def _summary(result: RunResult) -> dict[str, Any]:
     }
     if result.failed is not None:
         summary["failed_registration"] = result.failed.registration.name
+    if result.no_overlap is not None:
+        summary["not_run"] = result.no_overlap
     if result.msi_spots is not None:
         obs = result.msi_spots.obs
         summary["mapping"] = {

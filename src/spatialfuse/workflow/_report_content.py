@@ -54,6 +54,8 @@ def _overview(result: RunResult) -> ReportSection:
             f"The run stopped: registration {record.registration.name} failed its quality "
             f"checks ({'; '.join(record.failures)}). Nothing downstream of it was computed."
         )
+    if result.no_overlap is not None:
+        notes.append(result.no_overlap[0].upper() + result.no_overlap[1:])
     for record in result.registrations:
         if not record.ok and record.accepted:
             notes.append(
