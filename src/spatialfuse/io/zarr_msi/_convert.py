@@ -14,6 +14,7 @@ from spatialfuse._logging import logger, progress
 from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._read import choose_features, feature_var, msi_obs, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
+from spatialfuse.io.zarr_msi._partial import create_partial, remove_abandoned_partials, seal_partial
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
 
 #: Format marker written into the store's root attributes.
@@ -276,7 +277,9 @@ def convert_imzml(
         provenance = msi_provenance(reader, size, size_source, rule, made_by="convert_imzml")
         coords = reader.coordinates
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+        remove_abandoned_partials(output.parent)
+        partial, marker = create_partial(output)
+        tmp = partial / "store"
         try:
             root = zarr.open_group(tmp, mode="w-", zarr_format=3)
             x = root.create_array(
@@ -336,7 +339,7 @@ def convert_imzml(
             )
             _publish(tmp, output, overwrite)
             _finite.warn_nonfinite(reader.path, found)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        finally:  # the folder first: a kill in between leaves it marked, so removable later
+            shutil.rmtree(partial, ignore_errors=True)
+            seal_partial(partial, marker)
     return output
