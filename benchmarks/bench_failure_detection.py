@@ -16,7 +16,9 @@ Case kinds (moving → fixed; the H&E is the trio's, MSI the trio's MSI):
 ``unrelated_texture``  MSI → a full-frame natural-looking texture; the texture → H&E
 ``empty_tissue``       MSI → a blank (white) image; MSI → RGB noise; a pure-noise MSI → H&E
 ``pixel_size``         MSI or H&E read with ``pixel_size_um=`` 10× or 1/10 of the truth
-``partial_crop``       MSI → a crop of the H&E showing part of the tissue (half, a quarter)
+``partial_crop``       MSI → a crop of the H&E showing part of the tissue (half, a quarter):
+                       partial overlap is a normal case, it must be registered right (ok, within
+                       :data:`CROP_MAX_TRE_PX` MSI pixels of the truth) and report the overlap
 
 ``tests/reg/test_failure_detection.py`` imports :func:`build_cases` and :func:`run_case` and runs a
 few cases of each kind.
@@ -53,7 +55,10 @@ KINDS = (
     "partial_crop",
 )
 #: Kinds that must come back ok (the others must be flagged).
-MUST_PASS = ("control", "pixel_size_estimated")
+MUST_PASS = ("control", "pixel_size_estimated", "partial_crop")
+#: A crop's result must land within this many MSI pixels of the truth (median over the MSI pixels
+#: the crop shows).
+CROP_MAX_TRE_PX = 1.0
 
 
 @dataclass
@@ -66,6 +71,10 @@ class Case:
     register_kwargs: dict = field(default_factory=dict)
     #: For pixel_size_estimated: the estimated over the given pixel size that is right.
     expected_ratio: float | None = None
+    #: Where known: the true moving µm → fixed µm transform and the moving pixel size (µm), so
+    #: that the outcome reports the error (``tre_px``) over the moving tissue the fixed shows.
+    truth: object = None
+    moving_pixel_um: float | None = None
 
 
 def _write_rgb(path: Path, rgb: np.ndarray, pixel_size_um: float) -> Path:
@@ -247,6 +256,8 @@ def build_cases(
                     "partial_crop",
                     f"MSI → H&E {label}",
                     lambda msi=msi, p=path: (msi(), sf.io.read_histology(p)),
+                    truth=trio.msi_to_he,  # the crops keep the H&E's top-left corner
+                    moving_pixel_um=msi_px,
                 )
     return cases
 
@@ -278,7 +289,12 @@ def run_case(case: Case) -> dict:
         if case.expected_ratio is not None:
             ratio = estimate["value"][0] / estimate["as_given"][0]
             estimate_right = bool(abs(ratio / case.expected_ratio - 1) < 0.05)
+    tre_px = None
+    if case.truth is not None:
+        tre_px = _tre_shown_px(case, moving, fixed, result.transform)
     return {
+        "tre_px": tre_px,
+        "partial_overlap": result.details.get("partial_overlap"),
         "estimate_right": estimate_right,
         "kind": case.kind,
         "name": case.name,
@@ -288,6 +304,17 @@ def run_case(case: Case) -> dict:
         "transform": repr(result.transform),
         "seconds": time.perf_counter() - started,
     }
+
+
+def _tre_shown_px(case: Case, moving, fixed, found) -> float:
+    """Median error (moving pixels) over the moving pixels the truth puts inside the fixed image."""
+    points = np.asarray(moving.obsm["spatial"], dtype=np.float64)
+    true = case.truth.apply(points)
+    height, width = fixed.shape[:2]
+    extent = np.array([width * fixed.pixel_size_um[0], height * fixed.pixel_size_um[1]])
+    shown = np.all((true >= 0) & (true <= extent), axis=1)
+    errors = np.linalg.norm(found.apply(points[shown]) - true[shown], axis=1)
+    return float(np.median(errors)) / float(case.moving_pixel_um)
 
 
 def summarize(results: list[dict]) -> list[dict]:

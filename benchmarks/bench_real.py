@@ -61,6 +61,8 @@ def load_pairs(names, workdir: Path):
     for name in names:
         if name == "bladder_spamtp_turned":
             pairs.append(real_pairs.bladder_spamtp(turned_in=workdir))
+        elif name == "bladder_spamtp_cropped":
+            pairs.append(real_pairs.bladder_spamtp(cropped_in=workdir))
         else:
             pairs.append(real_pairs.LOADERS[name]())
     return pairs
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
     if not real_pairs.available():
         print(f"no real pairs at {real_pairs.data_root() / 'paired'}: nothing to run")
         return 0
-    names = args.pairs or [*real_pairs.LOADERS, "bladder_spamtp_turned"]
+    names = args.pairs or [*real_pairs.LOADERS, "bladder_spamtp_turned", "bladder_spamtp_cropped"]
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     workdir = Path(tempfile.mkdtemp(prefix="spatialfuse-bench-real-"))

@@ -26,6 +26,7 @@ REFERENCES = HERE / "real_references"
 ROLES = {
     "bladder_spamtp": "tuning",
     "bladder_spamtp_turned": "tuning",
+    "bladder_spamtp_cropped": "held-out",
     "magpie_sma": "held-out",
     "msiflow_upec12": "held-out",
 }
@@ -150,7 +151,11 @@ def fit_reference(moving_um, fixed_px, moving_pixel_um: float, how: str, *, seed
 
 
 def bladder_spamtp(
-    root: Path | None = None, *, optical_pixel_um=None, turned_in: Path | None = None
+    root: Path | None = None,
+    *,
+    optical_pixel_um=None,
+    turned_in: Path | None = None,
+    cropped_in: Path | None = None,
 ) -> RealPair:
     """Mouse bladder: real MALDI imzML (79 peaks, 10 µm) + its stained optical image.
 
@@ -159,6 +164,10 @@ def bladder_spamtp(
     ``turned_in``: a folder where the optical image is written transposed (turned by 90° and
     mirrored: an exact pixel permutation, the reference follows), so that the search has to
     find the orientation; the MSI and optical image come unrotated upstream.
+    ``cropped_in``: a folder where a crop of the optical image is written (``CROP``: the middle
+    of the tissue, about a third of the MSI field, every part of it inside the MSI region), so
+    that the optical image covers only part of the MSI: the reference shifts by the crop's
+    corner.
     """
     import pandas as pd
 
@@ -177,6 +186,16 @@ def bladder_spamtp(
             rgba = np.swapaxes(tifffile.imread(optical), 0, 1).copy()
             tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=["unassalpha"])
         optical = path
+    if cropped_in is not None:
+        import tifffile
+
+        cropped_in.mkdir(parents=True, exist_ok=True)
+        path = cropped_in / "bladder_optical_cropped.tif"
+        (c0, c1), (r0, r1) = CROP
+        if not path.exists():
+            rgba = tifffile.imread(optical)[r0:r1, c0:c1].copy()
+            tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=["unassalpha"])
+        optical = path
     he = sf.io.read_histology(
         optical, pixel_size_um="auto" if optical_pixel_um is None else optical_pixel_um
     )
@@ -190,12 +209,27 @@ def bladder_spamtp(
     fixed = table[["optical_x", "optical_y"]].to_numpy(np.float64)
     if turned_in is not None:
         fixed = fixed[:, ::-1].copy()
+    if cropped_in is not None:
+        fixed = fixed - np.array([CROP[0][0], CROP[1][0]], dtype=np.float64)
     reference = fit_reference(
         moving, fixed, pixel, "11 landmarks placed by hand (real_references/README.md)"
     )
     tissue = sf.reg.registration_image(msi, working_pixel_size_um=None).centres_um(mask_only=True)
     name = "bladder_spamtp_turned" if turned_in is not None else "bladder_spamtp"
+    if cropped_in is not None:
+        name = "bladder_spamtp_cropped"
+        # only the MSI tissue that the crop shows can be compared with the reference
+        shown = reference.apply(tissue)
+        (c0, c1), (r0, r1) = CROP
+        inside = (shown[:, 0] >= 0) & (shown[:, 0] <= c1 - c0 - 1)
+        inside &= (shown[:, 1] >= 0) & (shown[:, 1] <= r1 - r0 - 1)
+        tissue = tissue[inside]
     return RealPair(name, msi, he, reference, pixel, tissue)
+
+
+#: The bladder optical image's crop for the partial-overlap case: ``((col0, col1), (row0, row1))``
+#: pixels of ``mouse_urinary_bladder_HE.tif`` (904 × 482), about 0.55 × 0.6 of its width and height.
+CROP = ((200, 700), (100, 390))
 
 
 def magpie_sma(root: Path | None = None, *, msi_pixel_um: float = 100.0) -> RealPair:

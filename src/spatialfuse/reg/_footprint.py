@@ -140,10 +140,47 @@ class _Problem:
         return AffineTransform(m, model="affine")
 
 
-def _affine_subset(moving) -> np.ndarray:
-    """Pixels an affine is judged on: a large MSI determines six parameters with every k-th one."""
+def _affine_subset(moving, fixed, transforms) -> np.ndarray:
+    """Pixels an affine is judged on: a large MSI determines six parameters with every k-th one.
+
+    Only pixels that every one of ``transforms`` puts inside the fixed image count (an optical
+    image cropped inside the MSI region shows nothing of the others: their colour is unknown,
+    not background), unless fewer than :data:`MIN_INSIDE_PIXELS` would be left.
+    """
     n = len(moving.extra["spectral_components"])
-    return np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
+    every = np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
+    inside = _inside(moving, fixed, transforms)
+    return every & inside if (every & inside).sum() >= MIN_INSIDE_PIXELS else every
+
+
+#: The footprint model needs at least this many MSI pixels inside the fixed image.
+MIN_INSIDE_PIXELS = 50
+
+
+def _inside(moving, fixed, transforms) -> np.ndarray:
+    """Spectral pixels whose whole footprint every transform maps inside the fixed image."""
+    rows, cols = moving.extra["spectral_pixels"]
+    px, py = moving.pixel_size_um
+    corners = []
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        corners.append(
+            np.column_stack(
+                [
+                    moving.origin_um[0] + (np.asarray(cols) + dx) * px,
+                    moving.origin_um[1] + (np.asarray(rows) + dy) * py,
+                ]
+            )
+        )
+    low = np.asarray(fixed.origin_um, dtype=np.float64)
+    high = low + np.array(
+        [fixed.shape[1] * fixed.pixel_size_um[0], fixed.shape[0] * fixed.pixel_size_um[1]]
+    )
+    keep = np.ones(len(corners[0]), bool)
+    for transform in transforms:
+        for corner in corners:
+            mapped = transform.apply(corner)
+            keep &= np.all((mapped >= low) & (mapped <= high), axis=1)
+    return keep
 
 
 def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransform, dict]:
@@ -156,7 +193,7 @@ def refine_affine(moving, fixed, start: AffineTransform) -> tuple[AffineTransfor
     """
     from scipy.optimize import least_squares
 
-    problem = _Problem(moving, fixed, _affine_subset(moving))
+    problem = _Problem(moving, fixed, _affine_subset(moving, fixed, [start]))
     base = start.apply(problem.points)
     rel = (problem.points - problem.centre) / problem.radius
 
@@ -304,7 +341,8 @@ def cost(moving, fixed, transform: Transform) -> float:
 
 def costs(moving, fixed, transforms) -> list[float]:
     """:func:`cost` of each of ``transforms`` (the problem is set up once)."""
-    problem = _Problem(moving, fixed, _affine_subset(moving))
+    transforms = list(transforms)
+    problem = _Problem(moving, fixed, _affine_subset(moving, fixed, transforms))
     return [_cost(problem, t) for t in transforms]
 
 
@@ -342,7 +380,7 @@ def localisation(moving, fixed, transform: Transform) -> float:
     tissue of the same kind can end where outlines and region types overlap well (high Dice,
     mutual information gained), but its boundaries cross the H&E's, and moving it changes little.
     """
-    problem = _Problem(moving, fixed, _affine_subset(moving))
+    problem = _Problem(moving, fixed, _affine_subset(moving, fixed, [transform]))
     at = _cost(problem, transform)
     dx, dy = (max(p, LOCALISATION_SHIFT_UM) for p in moving.pixel_size_um)
     shifted = []
@@ -366,13 +404,17 @@ def refine_nonrigid(
     """
     grid = grid_um or GRID_PX * float(max(moving.pixel_size_um))
     rows, cols = moving.extra["spectral_pixels"]
+    inside = _inside(moving, fixed, [affine])
+    if inside.sum() < MIN_INSIDE_PIXELS:
+        inside[:] = True
     train = _blocks(np.asarray(rows), np.asarray(cols))
-    field, _ = _fit_field(moving, fixed, affine, grid, keep=train)
-    held = _Problem(moving, fixed, keep=~train)
+    field, _ = _fit_field(moving, fixed, affine, grid, keep=train & inside)
+    held = _Problem(moving, fixed, keep=~train & inside)
     before = _cost(held, affine)
     after = _cost(held, compose(affine, field))
     info = {"heldout_cost_affine": before, "heldout_cost_nonrigid": after, "kept": after < before}
     if not after < before:
         return affine, None, info
-    field, _ = _fit_field(moving, fixed, affine, grid)  # the gain is real: fit every pixel
+    # the gain is real: fit every pixel the fixed image shows
+    field, _ = _fit_field(moving, fixed, affine, grid, keep=inside)
     return compose(affine, field), field, info

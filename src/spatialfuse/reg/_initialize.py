@@ -67,6 +67,49 @@ def candidates(
     return found
 
 
+#: Shifted starts are tried where the tissue extents differ by more than this fraction (a crop).
+SHIFT_EXTENT_DIFFERENCE = 0.2
+#: Shifts per axis (a grid over the extent difference, centre excluded).
+SHIFT_STEPS = 5
+
+
+def shifted(
+    moving: RegistrationImage, fixed: RegistrationImage, found, *, count: int
+) -> list[tuple[float, AffineTransform, dict]]:
+    """Starts shifted off the centroid match where one tissue shows only part of the other.
+
+    Matching centroids is right when both images show the whole tissue; where the fixed image is
+    a crop (or the moving region covers part of the tissue), the smaller tissue's centroid lies
+    anywhere inside the larger one. For the best ``count`` distinct starts, a grid of shifts over
+    the difference of the two extents (per axis) is scored like the starts themselves.
+    """
+    moving_points = moving.centres_um(mask_only=bool(moving.mask.any()))
+    fixed_extent = np.ptp(fixed.centres_um(mask_only=bool(fixed.mask.any())), axis=0)
+    grid = coarse(fixed)
+    steps = np.linspace(-0.5, 0.5, SHIFT_STEPS)
+    extra = []
+    for _score, start, info in distinct(found, count=count):
+        difference = np.abs(np.ptp(start.apply(moving_points), axis=0) - fixed_extent)
+        if np.all(difference <= SHIFT_EXTENT_DIFFERENCE * np.maximum(fixed_extent, 1e-9)):
+            continue
+        for fx in steps:
+            for fy in steps:
+                if fx == 0 and fy == 0:
+                    continue
+                offset = np.array([fx, fy]) * difference
+                move = AffineTransform.from_params(translation=tuple(offset))
+                candidate = AffineTransform(move.matrix @ start.matrix)
+                scores = alignment_scores(moving, grid, candidate)
+                extra.append(
+                    (
+                        combined_score(scores),
+                        candidate,
+                        {**info, **scores, "shift": offset.tolist()},
+                    )
+                )
+    return extra
+
+
 def distinct(found, *, count: int, min_angle_deg: float = 25.0):
     """The best ``count`` candidates that differ by mirror or by at least ``min_angle_deg``."""
     chosen = []

@@ -30,8 +30,13 @@ WORKING_SIDE_PX = 500
 #: Both frames are in µm, so a right registration scales by about 1; beyond this factor (either
 #: way, along either axis) a pixel size is wrong. Real sections stretch by up to ~22 %.
 MAX_SCALE = 1.35
-#: Least fraction of the moving tissue that must land inside the fixed image.
-MIN_MOVING_TISSUE_INSIDE = 0.9
+#: Least fraction of the moving tissue that must land inside the fixed image. Partial overlap is
+#: normal (an optical image cropped inside the MSI region, an MSI region inside the tissue) and
+#: is reported (``details["partial_overlap"]``); below this little is left for the checks to judge.
+MIN_MOVING_TISSUE_INSIDE = 0.2
+#: Below this fraction inside, ``details["partial_overlap"]`` says how much of the moving tissue
+#: the fixed image shows.
+PARTIAL_OVERLAP_NOTE = 0.9
 #: Images whose extents differ by more than this factor (either way) get a pixel-size hint.
 EXTENT_RATIO_HINT = 3.0
 
@@ -71,8 +76,10 @@ class RegistrationResult:
         What registration chose and why: ``msi_image`` and ``channel`` (the images compared)
         with ``channel_nmi`` (mutual information of every candidate pair at the best start),
         ``footprint`` (whether the footprint stage ran, its costs, or why not), ``scale``
-        (``"given"`` or ``"estimated"``) and ``estimated_pixel_size`` (side, value in µm, as
-        given, relative uncertainty, why).
+        (``"given"`` or ``"estimated"``), ``estimated_pixel_size`` (side, value in µm, as
+        given, relative uncertainty, why) and ``partial_overlap`` (where only part of the
+        moving tissue lies in the fixed image, or the moving image covers part of the fixed
+        tissue: a note, not a failure).
     """
 
     transform: Transform
@@ -253,6 +260,8 @@ def register(
             allow_mirror=allow_mirror,
             scales=_start_scales(mov, fix, plan),
         )
+        found += _initialize.shifted(mov, fix, found, count=2 * n_starts)
+        found.sort(key=lambda item: -item[0])
         starts = _initialize.distinct(found, count=n_starts)
         if linear_model == "affine" and _footprint.available(mov, fix):
             # The spectra's model of the colour tells orientations apart where outlines and
@@ -398,6 +407,9 @@ def register(
             _landmark_errors(_in_given_frame(transform, plan), landmarks, native_pixel_size(moving))
         )
     failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    overlap = _partial_overlap(metrics)
+    if overlap:
+        details["partial_overlap"] = overlap
     metrics["seconds"] = time.perf_counter() - t0
     bar.close()
     result = RegistrationResult(
@@ -506,6 +518,9 @@ def assess(
         "channel": (fix if mov.modality == "msi" else mov).extra.get("channel"),
         "channel_nmi": channel_table,
     }
+    overlap = _partial_overlap(metrics)
+    if overlap:
+        details["partial_overlap"] = overlap
     result = RegistrationResult(
         inner, metrics, not failures, failures, "given", mov, fix, [], details
     )
@@ -691,8 +706,9 @@ def _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list
     if metrics["moving_tissue_inside"] < MIN_MOVING_TISSUE_INSIDE:
         failures.append(
             f"only {100 * metrics['moving_tissue_inside']:.0f} % of the moving tissue lands inside "
-            "the fixed image: the fixed image shows part of the tissue (a crop?) — register "
-            "against an image of the whole section"
+            "the fixed image: too little overlap to judge the alignment — the fixed image shows "
+            "a small part of the tissue (a crop?); register against an image of the whole "
+            "section"
         )
     least = _footprint.least_localisation(metrics.get("footprint_cost"))
     if metrics.get("localisation", np.inf) < least:
@@ -711,6 +727,24 @@ def _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list
             f"landmark error too large (median {metrics['tre_um_median']:.1f} µm > {max_tre_um})"
         )
     return failures
+
+
+def _partial_overlap(metrics: dict) -> str | None:
+    """A note on partial overlap (not a failure: crops and MSI regions inside tissue are normal)."""
+    notes = []
+    inside = metrics["moving_tissue_inside"]
+    if MIN_MOVING_TISSUE_INSIDE <= inside < PARTIAL_OVERLAP_NOTE:
+        notes.append(
+            f"{100 * inside:.0f} % of the moving tissue lies inside the fixed image (the fixed "
+            "image shows part of it); the checks judged the overlap only"
+        )
+    covered = metrics["fixed_tissue_covered"]
+    if np.isfinite(covered) and covered < PARTIAL_OVERLAP_NOTE:
+        notes.append(
+            f"the moving image covers {100 * covered:.0f} % of the fixed image's tissue (e.g. an "
+            "MSI region inside the section)"
+        )
+    return "; ".join(notes) or None
 
 
 def _finalise(result: RegistrationResult, plan) -> RegistrationResult:
