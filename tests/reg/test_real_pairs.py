@@ -77,6 +77,21 @@ def test_bladder_turned_optical_image_finds_the_orientation(real_pairs, tmp_path
 
 
 @pytest.mark.slow
+def test_bladder_optical_crop_inside_the_msi_region(real_pairs, tmp_path):
+    """Partial overlap: the optical image shows about half of the MSI tissue."""
+    pair = real_pairs.bladder_spamtp(cropped_in=tmp_path)
+    result = _register(pair)
+    assert result.ok, result.failures
+    assert _median_error(pair, result) <= pair.reference.uncertainty_moving_px + 1.0
+    assert 0.3 < result.metrics["moving_tissue_inside"] < 0.7
+    assert "part of it" in result.details["partial_overlap"]
+    # the same crop shifted by 4 MSI pixels is flagged: partial overlap does not relax the checks
+    shift = sf.reg.AffineTransform.from_params(translation=(40.0, 0.0))
+    wrong = sf.reg.assess(pair.moving, pair.fixed, sf.reg.compose(result.transform, shift))
+    assert not wrong.ok
+
+
+@pytest.mark.slow
 def test_wrong_alignments_of_a_real_pair_are_flagged(real_pairs):
     """Shifted by 3 MSI pixels, or started mirrored: ok=False with a reason."""
     pair = real_pairs.bladder_spamtp(optical_pixel_um=2.8)
