@@ -143,6 +143,46 @@ def check_decoded_image(path: os.PathLike | str, shape: tuple[int, ...], itemsiz
         )
 
 
+def check_resampled_image(
+    path: os.PathLike | str | None, shape: tuple[int, ...], itemsize: int, why: str
+) -> None:
+    """Refuse resampling an image to ``shape`` pixels of ``itemsize`` bytes (before allocating).
+
+    Registration resamples images to a working resolution that another input sets (half the MSI
+    pixel); a pixel size given in the wrong unit can make that grid absurd (an imzML pixel size of
+    50 nm where 50 µm was meant asks for a 70 GiB H&E). The same limit as for decoding applies.
+
+    Parameters
+    ----------
+    path
+        The file whose value set the resolution (named in the error).
+    shape
+        ``(rows, cols, channels)`` of the resampled image.
+    itemsize
+        Bytes per value.
+    why
+        What is resampled and why at that resolution (a clause of the message).
+
+    Raises
+    ------
+    LimitExceededError
+        The resampled image would exceed ``max_decoded_image_bytes``.
+    """
+    n = itemsize
+    for side in shape:
+        n *= int(side)
+    limit = current_limits().max_decoded_image_bytes
+    if n > limit:
+        dims = " × ".join(f"{int(s):,}" for s in shape)
+        raise LimitExceededError(
+            path,
+            f"{why}: {dims} values need {_size(n)}, more than the limit of {_size(limit)} "
+            "(max_decoded_image_bytes). Check the pixel sizes (a unit of nm where µm was meant?) "
+            "or give pixel_size_um; raise the limit only if that resolution is meant (the "
+            f"config's limits: section or ${ENVIRONMENT['max_decoded_image_bytes']})",
+        )
+
+
 def check_count(path: os.PathLike | str, what: str, n: int, name: str) -> None:
     """Refuse ``n`` of ``what`` declared in ``path`` where the limit ``name`` is lower.
 

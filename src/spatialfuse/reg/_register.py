@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spatialfuse._limits import check_resampled_image
 from spatialfuse._logging import logger
 from spatialfuse.errors import SpatialfuseWarning
 from spatialfuse.reg import _checks, _footprint, _initialize, _scale
@@ -112,6 +113,33 @@ def _working_pixel_size(moving, fixed, requested: float | None) -> float:
         return min(msi) / 2.0
     extents = [e for e in (extent_um(moving), extent_um(fixed)) if e]
     return max(extents) / WORKING_SIDE_PX if extents else 10.0
+
+
+def _msi_file(obj) -> str | None:
+    """The file an MSI AnnData was read from, if ``obj`` is one."""
+    uns = getattr(obj, "uns", None)
+    return (
+        uns.get("spatialfuse", {}).get("file") if uns is not None and _is_msi_anndata(obj) else None
+    )
+
+
+def _check_working_grid(moving, fixed, work: float, msi_files: tuple) -> None:
+    """Refuse, before allocating, a working pixel at which an H&E would exceed the memory limit.
+
+    The H&E's optical densities are resampled to half the working pixel; an MSI pixel size in the
+    wrong unit (nm read as µm) would ask for tens of GiB. The error names the MSI file whose pixel
+    size set the resolution (``msi_files``: of moving and fixed), or the H&E where none did.
+    """
+    source = next((f for f in msi_files if f), None)
+    for image in (moving, fixed):
+        if isinstance(image, RegistrationImage) or not hasattr(image, "extent_um"):
+            continue
+        width, height = image.extent_um
+        shape = (max(8, round(2 * height / work)), max(8, round(2 * width / work)), 3)
+        why = f"registering {image.path} at a working pixel of {work:.3g} µm"
+        if source:
+            why += f" (half the MSI pixel size of {2 * work:.3g} µm)"
+        check_resampled_image(source or image.path, shape, 4, why)
 
 
 def _landmark_errors(transform: Transform, landmarks, pixel_size: float | None) -> dict:
@@ -226,6 +254,7 @@ def register(
         bar.set_postfix_str(name)
 
     step("images")
+    msi_files = (_msi_file(moving), _msi_file(fixed))
     if _is_msi_anndata(moving):
         moving = as_registration_image(moving, working_pixel_size_um=None, msi_image_kind=msi_image)
     if _is_msi_anndata(fixed):
@@ -236,6 +265,9 @@ def register(
     elif plan.side == "fixed":
         fixed = _scale.rescaled(fixed, plan.factor)
     work = _working_pixel_size(moving, fixed, working_pixel_size_um)
+    _check_working_grid(
+        moving, fixed, work, msi_files if working_pixel_size_um is None else (None, None)
+    )
     mov = as_registration_image(
         moving, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
     )
