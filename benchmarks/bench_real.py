@@ -51,6 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--pairs", nargs="*", default=None, help="pairs to run (default: all)")
     parser.add_argument("--no-calibration", action="store_true", help="skip the check calibration")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed part")
+    parser.add_argument("--no-visium", action="store_true", help="skip the optical → Visium checks")
     parser.add_argument("--data-dir", default=None, help="where the speed inputs are generated")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser.parse_args(argv)
@@ -374,13 +375,20 @@ def main(argv=None) -> int:
         f"within target, {sum(r['ok'] and not r['within_target'] for r in ours)} wrong results "
         f"reported ok, {sum((not r['ok']) and r['within_target'] for r in ours)} false alarms"
     )
+    visium = None if args.no_visium else run_visium(workdir)
     speed = None if args.no_speed else run_speed(args.data_dir)
     if args.json:
         for row in rows:
             row.pop("printed", None)
         args.json.write_text(
             json.dumps(
-                {"rows": rows, "calibration": calibration, "speed": speed, "load": load},
+                {
+                    "rows": rows,
+                    "calibration": calibration,
+                    "visium": visium,
+                    "speed": speed,
+                    "load": load,
+                },
                 indent=1,
                 default=str,
             )
@@ -405,6 +413,52 @@ SPEED_TRIO = {
     "shear": 0.0,
 }
 SPEED_TARGET_S = 10.0
+
+
+def run_visium(workdir: Path) -> list[dict]:
+    """The H&E → Visium step's checks on real Visium folders: right and wrong optical images."""
+    import spatialfuse as sf
+
+    print("\n== optical → Visium (the H&E → Visium step of a chain): right and wrong cases")
+    rows = []
+    for case in real_pairs.visium_cases(workdir / "visium"):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = sf.reg.register(case.optical, case.visium)
+        seconds = time.perf_counter() - start
+        row = {
+            "case": case.name,
+            "wrong": case.truth is None,
+            "flagged": not result.ok,
+            "seconds": seconds,
+            **_check_numbers(result),
+        }
+        if case.truth is not None:
+            points = result.moving_image.centres_um(mask_only=True)
+            found, true = result.transform.apply(points), case.truth.apply(points)
+            errors = np.linalg.norm(found - true, axis=1)
+            row["median_um"] = float(np.median(errors))
+            row["median_px"] = row["median_um"] / case.optical.pixel_size_um[0]
+        rows.append(row)
+        error = (
+            f", error {row['median_um']:.1f} µm ({row['median_px']:.2f} px)"
+            if "median_um" in row
+            else ""
+        )
+        print(
+            f"   {case.name:<34} {'wrong' if row['wrong'] else 'right'}: "
+            f"{'FLAGGED' if row['flagged'] else 'ok'}{error}, Dice {row['dice']:.2f}, "
+            f"sharpness {row['peak_sharpness']:.3f}, gain {row['best_neighbour_gain']:.3f}, "
+            f"{seconds:.1f} s"
+        )
+    right = [r for r in rows if not r["wrong"]]
+    wrong = [r for r in rows if r["wrong"]]
+    print(
+        f"   false alarms {sum(r['flagged'] for r in right)}/{len(right)}; wrong results "
+        f"reported ok {sum(not r['flagged'] for r in wrong)}/{len(wrong)}"
+    )
+    return rows
 
 
 def run_speed(data_dir) -> dict:

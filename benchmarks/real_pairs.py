@@ -325,6 +325,76 @@ def msiflow_upec12(root: Path | None = None, *, pixel_um: float = 10.0) -> RealP
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# optical → Visium (the H&E → Visium step of a chain)
+
+#: Real Visium folders whose own H&E, turned and downsampled, is a right optical → Visium case.
+VISIUM_FOLDERS = {
+    "visiumio": "visium/visiumio_section1/outs",
+    "cytassist": "visium/cytassist_ffpe_mouse_brain",
+}
+#: Real optical images of other tissues (path under the data root, µm per pixel as stated or
+#: measured): registered onto a Visium they are wrong by construction.
+OTHER_OPTICAL = {
+    "bladder": ("paired/bladder_spamtp/mouse_urinary_bladder_HE.tif", 2.8),
+    "squidpy": ("histology/squidpy_test_img/test_img.jpg", 1.0),
+    "brain_A12": ("paired/brain_he_maldi_pairs/A12_lowres_he_128.tif", 32.0),
+}
+
+
+@dataclass
+class VisiumCase:
+    """An optical image and a Visium AnnData; ``truth`` (optical µm → Visium µm) where right."""
+
+    name: str
+    optical: object
+    visium: object
+    truth: object = None
+
+
+def visium_cases(workdir: Path, root: Path | None = None) -> list[VisiumCase]:
+    """Right and wrong optical → Visium cases from the real Visium folders.
+
+    Right: a Visium folder's own H&E written transposed (turned by 90° and mirrored) at half its
+    resolution, read with its pixel size: the truth is exact (a transposition). Wrong: every
+    other Visium's H&E and every image of :data:`OTHER_OPTICAL` onto each Visium. Two mouse
+    brains of different sections and preparations count as wrong here: no affine relates them.
+    """
+    import tifffile
+
+    import spatialfuse as sf
+    from spatialfuse.io.visium import tissue_image
+    from spatialfuse.reg import AffineTransform
+
+    root = root or data_root()
+    workdir.mkdir(parents=True, exist_ok=True)
+    visium, optical = {}, {}
+    for name, sub in VISIUM_FOLDERS.items():
+        adata = sf.io.read_visium(root / sub, require_counts=False)
+        image, scale, _res = tissue_image(adata)
+        pixel = float(adata.uns["spatialfuse"]["um_per_px"]) / scale
+        path = workdir / f"{name}_he_transposed.tif"
+        if not path.exists():
+            turned = np.ascontiguousarray(np.swapaxes(image, 0, 1)[::2, ::2])
+            if turned.dtype != np.uint8:
+                turned = (np.clip(turned, 0, 1) * 255).round().astype(np.uint8)
+            tifffile.imwrite(path, turned, photometric="rgb")
+        visium[name] = adata
+        optical[name] = sf.io.read_histology(path, pixel_size_um=2 * pixel)
+    for name, (sub, pixel) in OTHER_OPTICAL.items():
+        optical[name] = sf.io.read_histology(root / sub, pixel_size_um=pixel)
+    cases = []
+    for v_name, adata in visium.items():
+        # optical pixel (c, r) is Visium image pixel (2r, 2c), whose centre lies half a Visium
+        # image pixel before the optical pixel's centre: µm (x, y) → (y − p/2, x − p/2)
+        half = optical[v_name].pixel_size_um[0] / 4
+        transposition = AffineTransform([[0, 1, -half], [1, 0, -half], [0, 0, 1]])
+        for o_name, image in optical.items():
+            truth = transposition if o_name == v_name else None
+            cases.append(VisiumCase(f"{o_name} → Visium {v_name}", image, adata, truth))
+    return cases
+
+
 def _visium_um_per_px(xy: np.ndarray) -> float:
     from scipy.spatial import cKDTree
 

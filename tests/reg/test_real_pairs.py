@@ -137,3 +137,27 @@ def test_a_few_clicked_landmarks_are_the_way_out(real_pairs, tmp_path):
     with pytest.raises(ValueError, match="at least 3 landmark pairs"):
         sf.reg.register(pair.moving, pair.fixed, landmarks=(moving[:2], fixed[:2]),
                         start_from_landmarks=True)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_optical_to_visium_step_is_checked_as_strictly(real_pairs, tmp_path):
+    """The H&E → Visium step of a chain: a real Visium's own H&E (turned, half resolution) is
+    registered to within a pixel and ok; an H&E of another tissue is flagged."""
+    cases = {c.name: c for c in real_pairs.visium_cases(tmp_path)}
+    right = cases["cytassist → Visium cytassist"]
+    result = _register_visium(right)
+    assert result.ok, result.failures
+    points = result.moving_image.centres_um(mask_only=True)
+    error = np.median(
+        np.linalg.norm(result.transform.apply(points) - right.truth.apply(points), axis=1)
+    )
+    assert error < right.optical.pixel_size_um[0]
+    wrong = _register_visium(cases["bladder → Visium cytassist"])
+    assert not wrong.ok
+    assert any("pins the alignment down" in f for f in wrong.failures), wrong.failures
+
+
+def _register_visium(case):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sf.reg.register(case.optical, case.visium)
