@@ -13,6 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from spatialfuse._limits import require_regular_file
 from spatialfuse._logging import logger
 
 _EDGE = 1 << 16
@@ -28,7 +29,15 @@ def cache_dir() -> Path:
 
 
 def file_fingerprint(path: Path) -> str:
-    """A string that changes whenever ``path``'s content plausibly changes."""
+    """A string that changes whenever ``path``'s content plausibly changes.
+
+    Raises
+    ------
+    FileFormatError
+        ``path`` is a FIFO, device or folder (opening a FIFO would wait forever for a writer):
+        cache keys are computed before any reader refuses such a path.
+    """
+    require_regular_file(path, "input file")
     stat = path.stat()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
