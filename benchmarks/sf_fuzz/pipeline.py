@@ -274,6 +274,11 @@ def _is_tool_hidden(out: Path, path: Path) -> bool:
     return first in TOOL_HIDDEN
 
 
+def _is_user(path: Path, user: set[str]) -> bool:
+    """Whether ``path`` (or the file it reaches through symbolic links) was there before."""
+    return os.fsencode(path).hex() in user or os.fsencode(os.path.realpath(path)).hex() in user
+
+
 def invalid_file(path: Path) -> str | None:
     """Why an output file is not a complete file of its kind (None: it is)."""
     suffix = path.suffix.lower()
@@ -311,10 +316,10 @@ def output_problems(out: Path, user: set[str]) -> list[str]:
     for folder, _dirs, files in os.walk(out):
         for name in files:
             path = Path(folder) / name
-            if _is_tool_hidden(out, path) or os.fsencode(path).hex() in user:
+            if _is_tool_hidden(out, path) or _is_user(path, user):
                 continue
-            if ".zarr" in path.as_posix():
-                continue
+            if ".zarr" in path.as_posix() or name.startswith("."):
+                continue  # a hidden temporary of an atomic write is not an output
             why = invalid_file(path)
             if why:
                 problems.append(f"{printable(path.relative_to(out))}: {why}")
@@ -411,7 +416,7 @@ def stale_outputs(out: Path, summary: dict, user: set[str]) -> list[str]:
                 dirs.remove(d)  # a listed folder (SpatialData, Space Ranger-like) is one output
         for name in files:
             path = here / name
-            if _is_tool_hidden(out, path) or os.fsencode(path).hex() in user:
+            if _is_tool_hidden(out, path) or _is_user(path, user):
                 continue
             if printable(path) not in listed:
                 stale.append(printable(path.relative_to(out)))
@@ -420,15 +425,20 @@ def stale_outputs(out: Path, summary: dict, user: set[str]) -> list[str]:
 
 def leftovers(out: Path, user: set[str]) -> list[str]:
     """Hidden temporaries left in the output folder (not the tool's own files, not user files)."""
+    found = []
     if not out.is_dir():
-        return []
-    return [
-        p.name
-        for p in out.iterdir()
-        if p.name.startswith(".")
-        and p.name not in TOOL_HIDDEN
-        and not any(k.startswith(os.fsencode(p).hex()) for k in user)
-    ]
+        return found
+    for folder, dirs, files in os.walk(out):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not _is_tool_hidden(out, here / d)]
+        for name in files + dirs:
+            path = here / name
+            if name.startswith(".") and not _is_tool_hidden(out, path):
+                if not _is_user(path, user) and not any(
+                    k.startswith(os.fsencode(path).hex() + "2f") for k in user
+                ):
+                    found.append(printable(path.relative_to(out)))
+    return found
 
 
 def judge(ws: Workspace, plan: Plan, done: Done, user: set[str]) -> tuple[str, str, list[str]]:

@@ -112,7 +112,7 @@ def names(rng: random.Random, n_random: int = 0) -> list[Attack]:
     fixed = [
         ("non-UTF-8 folder", dict(folder=NAME_PIECES[0], file="msi", modality="")),
         ("mathtext + spaces", dict(folder="a $x$ b", file="m $\\beta$ i", modality="$x^2$")),
-        ("HTML names", dict(folder="<i>p</i>", file="<b>m</b>", modality="<script>x</script>")),
+        ("HTML names", dict(folder="<i>p&lt;", file="<b>m&amp;", modality="<script>x</script>")),
         ("long names", dict(folder="d" * 200, file="f" * 200, modality="m" * 150)),
         ("non-UTF-8 file", dict(folder="p", file=os.fsdecode(b"ms\xffi"), modality="ünï")),
     ]

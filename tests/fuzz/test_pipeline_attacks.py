@@ -61,3 +61,35 @@ def test_judge_sees_stale_and_half_written_outputs(outcomes, tmp_path):
     cut = tmp_path / "t.json"
     cut.write_bytes(transform.read_bytes()[:-10])
     assert invalid_file(cut).startswith("JSONDecodeError")
+
+
+# -- what the suite found, as unit regressions --------------------------------------------------
+
+
+def test_output_path_that_is_a_file_is_an_output_folder_error(tmp_path):
+    from spatialfuse.errors import OutputFolderError
+    from spatialfuse.workflow._lock import output_lock
+
+    user = tmp_path / "data.csv"
+    user.write_bytes(b"a,b\n")
+    with pytest.raises(OutputFolderError, match="not a folder"):
+        with output_lock(user):
+            pass
+    assert user.read_bytes() == b"a,b\n"
+
+
+def test_cache_entry_or_seal_replaced_by_a_folder_is_a_miss(tmp_path):
+    from spatialfuse.workflow._steps_cache import SEAL_SUFFIX, StepCache
+
+    cache = StepCache(tmp_path / ".cache")
+    for damaged in ("", SEAL_SUFFIX):
+        with cache.store("step", "k", ".json") as tmp:
+            tmp.write_text("1", encoding="utf-8")
+        target = cache.path("step", "k", ".json" + damaged)
+        target.unlink()
+        target.mkdir()
+        (target / "x").write_bytes(b"x")
+        assert cache.load("step", "k", ".json", lambda p: p.read_text(encoding="utf-8")) is None
+        with cache.store("step", "k", ".json") as tmp:
+            tmp.write_text("2", encoding="utf-8")
+        assert cache.load("step", "k", ".json", lambda p: p.read_text(encoding="utf-8")) == "2"

@@ -22,7 +22,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from spatialfuse.errors import OutputLockedError
+from spatialfuse.errors import OutputFolderError, OutputLockedError
 
 LOCK_NAME = ".spatialfuse.lock"
 
@@ -102,7 +102,12 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         The lock file.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputFolderError(
+            folder, "is a file, or lies under one, not a folder; choose a folder for the outputs"
+        ) from None
     lock = folder / LOCK_NAME
     fd = _acquire(lock, folder)
     try:

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,8 +136,10 @@ class StepCache:
         return value
 
     def discard(self, path: Path) -> None:
-        """Remove an entry and its seal (both are the cache's own)."""
+        """Remove an entry and its seal (both are the cache's own, even as a folder)."""
         for p in (path, path.with_name(path.name + SEAL_SUFFIX)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 p.unlink()
 
@@ -145,9 +148,8 @@ class StepCache:
         """Write an entry: yields a temporary path to write; then moves it in place and seals it."""
         path = self.path(step, key, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.discard(path)  # an old seal never vouches for a new entry
         seal = path.with_name(path.name + SEAL_SUFFIX)
-        with contextlib.suppress(FileNotFoundError):
-            seal.unlink()  # an old seal never vouches for a new entry
         with atomic_path(path) as tmp:
             yield tmp
         text = f"{path.stat().st_size} {_sha256(path)}\n"
