@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -78,18 +79,20 @@ def test_output_path_that_is_a_file_is_an_output_folder_error(tmp_path):
     assert user.read_bytes() == b"a,b\n"
 
 
-def test_cache_entry_or_seal_replaced_by_a_folder_is_a_miss(tmp_path):
+def test_cache_entry_or_seal_replaced_by_a_folder_is_a_miss_and_left_alone(tmp_path):
     from spatialfuse.workflow._steps_cache import SEAL_SUFFIX, StepCache
 
     cache = StepCache(tmp_path / ".cache")
-    for damaged in ("", SEAL_SUFFIX):
-        with cache.store("step", "k", ".json") as tmp:
+    for i, damaged in enumerate(("", SEAL_SUFFIX)):
+        with cache.store(f"s{i}", "k", ".json") as tmp:
             tmp.write_text("1", encoding="utf-8")
-        target = cache.path("step", "k", ".json" + damaged)
+        target = cache.path(f"s{i}", "k", ".json" + damaged)
         target.unlink()
         target.mkdir()
         (target / "x").write_bytes(b"x")
-        assert cache.load("step", "k", ".json", lambda p: p.read_text(encoding="utf-8")) is None
-        with cache.store("step", "k", ".json") as tmp:
+        load = partial(cache.load, f"s{i}", "k", ".json", lambda p: p.read_text(encoding="utf-8"))
+        assert load() is None
+        with cache.store(f"s{i}", "k", ".json") as tmp:
             tmp.write_text("2", encoding="utf-8")
-        assert cache.load("step", "k", ".json", lambda p: p.read_text(encoding="utf-8")) == "2"
+        assert load() is None
+        assert (target / "x").read_bytes() == b"x"

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,11 +136,9 @@ class StepCache:
         return value
 
     def discard(self, path: Path) -> None:
-        """Remove an entry and its seal (both are the cache's own, even as a folder)."""
+        """Remove an entry and its seal (both are the cache's own; a folder there is left alone)."""
         for p in (path, path.with_name(path.name + SEAL_SUFFIX)):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
                 p.unlink()
 
     @contextlib.contextmanager
@@ -148,8 +146,14 @@ class StepCache:
         """Write an entry: yields a temporary path to write; then moves it in place and seals it."""
         path = self.path(step, key, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.discard(path)  # an old seal never vouches for a new entry
         seal = path.with_name(path.name + SEAL_SUFFIX)
+        if path.is_dir() or seal.is_dir():
+            # Not a file the cache wrote: left alone, and this result is not cached.
+            logger.warning("cache entry %s is blocked by a folder; %s is not cached", path, step)
+            with tempfile.TemporaryDirectory() as scratch:
+                yield Path(scratch) / path.name
+            return
+        self.discard(path)  # an old seal never vouches for a new entry
         with atomic_path(path) as tmp:
             yield tmp
         text = f"{path.stat().st_size} {_sha256(path)}\n"
