@@ -691,6 +691,8 @@ def _validate_positions(frame: pd.DataFrame, file: Path, *, first_line: int) -> 
 
 def _read_scalefactors(spatial_dir: Path, notes: list[str]) -> tuple[dict[str, Any], Path | None]:
     file = spatial_dir / SCALEFACTORS_FILE
+    if file.exists() and not file.is_file():
+        require_regular_file(file, "scale factors file")  # a FIFO or folder: refused, not missing
     if not file.is_file():
         return {}, None
     try:

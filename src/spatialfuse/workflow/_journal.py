@@ -25,7 +25,7 @@ from pathlib import Path
 
 from spatialfuse._io_utils import _create_file, _new_temporary, journaling
 from spatialfuse._logging import logger
-from spatialfuse.errors import OutputFolderError
+from spatialfuse.errors import FileFormatError, OutputFolderError
 
 JOURNAL_NAME = ".spatialfuse-journal"
 CACHE_NAME = ".cache"
@@ -244,6 +244,16 @@ def _names(paths: Iterable[str | os.PathLike]) -> str:
     return ", ".join(shown[:SHOWN]) + more
 
 
+def _resolved(path: Path, what: str) -> Path:
+    """``path.resolve()``; a symbolic link loop is a :class:`FileFormatError` naming it."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13 raises RuntimeError on a loop
+        raise FileFormatError(path, f"the {what} is a symbolic link loop") from None
+    except OSError as exc:  # Python ≥ 3.13 raises OSError (ELOOP)
+        raise FileFormatError(path, f"the {what} cannot be resolved ({exc})") from None
+
+
 def check_output_folder(
     folder: str | os.PathLike,
     inputs: dict[str, Path],
@@ -261,10 +271,10 @@ def check_output_folder(
     OutputFolderError
         The folder overlaps an input.
     """
-    out = Path(folder).resolve()
+    out = _resolved(Path(folder), "output folder")
     inside, containing = [], []
     for what, path in inputs.items():
-        source = Path(path).resolve()
+        source = _resolved(Path(path), f"input ({what})")
         if out == source or source in out.parents:
             inside.append(f"{source} ({what})")
         elif out in source.parents:
