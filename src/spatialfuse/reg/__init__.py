@@ -15,6 +15,7 @@ from spatialfuse.reg._register import (
 )
 from spatialfuse.reg._resample import pixel_centres_um, resample
 from spatialfuse.reg._similarity import warp_to
+from spatialfuse.reg._spot_tissue import spots_on_tissue
 from spatialfuse.reg._transform import (
     INVERSE_TOLERANCE_UM,
     AffineTransform,
@@ -53,6 +54,7 @@ __all__ = [
     "register_chain",
     "registration_image",
     "resample",
+    "spots_on_tissue",
     "visium_um_to_fullres_px",
     "warp_histology",
     "warp_to",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spatialfuse._limits import require_regular_file
-from spatialfuse.errors import ConfigError
+from spatialfuse.errors import ConfigError, FileFormatError
 
 if TYPE_CHECKING:
     import anndata
@@ -38,7 +38,28 @@ def read_modality(modality: Modality):
         # Space Ranger files routinely carry non-unique gene names; the reader says so once in
         # the run log, not once per step.
         warnings.filterwarnings("ignore", message=".*[Vv]ariable names are not unique.*")
-        return io.read_visium(modality.path)
+        visium = io.read_visium(modality.path)
+    return _check_spots_on_tissue(visium, modality.path)
+
+
+def _check_spots_on_tissue(visium, path):
+    """Add :func:`~spatialfuse.reg.spots_on_tissue` to the folder's consistency checks.
+
+    Raises
+    ------
+    FileFormatError
+        The in-tissue spots do not lie on the tissue of the folder's own image.
+    """
+    from spatialfuse import reg
+
+    check = reg.spots_on_tissue(visium)
+    info = visium.uns.setdefault("spatialfuse", {})
+    info.setdefault("consistency_checks", {})[check["check"]] = {
+        k: v for k, v in check.items() if k != "check"
+    }
+    if check["status"] == "error":
+        raise FileFormatError(info.get("positions_file", path), check["detail"])
+    return visium
 
 
 def register_pair(
