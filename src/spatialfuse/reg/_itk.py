@@ -81,6 +81,9 @@ def itk_seed(seed: int) -> int:
 #: Most fixed-image samples the final stage and polish use (all pixels below this).
 FINAL_SAMPLES = 60_000
 
+#: Most evaluations of one line search of the Powell polish.
+POWELL_LINE_ITERATIONS = 10
+
 #: (shrink factor, smoothing sigma in pixels) per pyramid level.
 FULL_LEVELS = ((2, 1.0), (1, 0.0))
 COARSE_LEVELS = ((4, 2.0), (2, 1.0))
@@ -144,7 +147,7 @@ def refine_linear(
     if optimizer == "powell":
         method.SetOptimizerAsPowell(
             numberOfIterations=iterations,
-            maximumLineIterations=30,
+            maximumLineIterations=POWELL_LINE_ITERATIONS,
             stepLength=0.5 * pixel,
             stepTolerance=1e-3 * pixel,
             valueTolerance=1e-7,
