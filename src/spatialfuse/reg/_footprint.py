@@ -149,25 +149,31 @@ def _affine_subset(moving, fixed, transforms) -> np.ndarray:
     """
     n = len(moving.extra["spectral_components"])
     every = np.arange(n) % int(np.ceil(n / MAX_PIXELS)) == 0
-    inside = _inside(moving, fixed, transforms)
-    return every & inside if (every & inside).sum() >= MIN_INSIDE_PIXELS else every
+    kept = every.copy()
+    kept[every] = _inside(moving, fixed, transforms, np.flatnonzero(every))
+    return kept if kept.sum() >= MIN_INSIDE_PIXELS else every
 
 
 #: The footprint model needs at least this many MSI pixels inside the fixed image.
 MIN_INSIDE_PIXELS = 50
 
 
-def _inside(moving, fixed, transforms) -> np.ndarray:
-    """Spectral pixels whose whole footprint every transform maps inside the fixed image."""
-    rows, cols = moving.extra["spectral_pixels"]
+def _inside(moving, fixed, transforms, which=None) -> np.ndarray:
+    """Spectral pixels (all, or those ``which`` indexes) mapped wholly inside the fixed image.
+
+    A pixel counts when every one of ``transforms`` maps its four corners inside.
+    """
+    rows, cols = (np.asarray(v) for v in moving.extra["spectral_pixels"])
+    if which is not None:
+        rows, cols = rows[which], cols[which]
     px, py = moving.pixel_size_um
     corners = []
     for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
         corners.append(
             np.column_stack(
                 [
-                    moving.origin_um[0] + (np.asarray(cols) + dx) * px,
-                    moving.origin_um[1] + (np.asarray(rows) + dy) * py,
+                    moving.origin_um[0] + (cols + dx) * px,
+                    moving.origin_um[1] + (rows + dy) * py,
                 ]
             )
         )
