@@ -22,6 +22,27 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture
+def writable_shared_copy(shared_data, tmp_path):
+    """``copy(relative)``: a writable copy of ``shared_data / relative`` under ``tmp_path``.
+
+    Skips where that folder is not in the shared data (the shared files are read-only).
+    """
+    import shutil
+
+    def copy(relative: str) -> Path:
+        source = shared_data / relative
+        if not source.is_dir():
+            pytest.skip(f"{source} not in the shared data")
+        folder = tmp_path / Path(relative).name
+        shutil.copytree(source, folder)
+        for path in folder.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return folder
+
+    return copy
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep spatialfuse's on-disk caches out of the user's home during tests."""

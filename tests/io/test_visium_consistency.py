@@ -8,7 +8,6 @@ disagrees. Tests skip where the shared data are absent.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -22,17 +21,6 @@ from spatialfuse.io import read_visium
 SCANPY = "scanpy_visium_1.0.0"  # Space Ranger 1.0 layout, a filtered matrix of 100 barcodes
 CYTASSIST = "cytassist_ffpe_mouse_brain"  # 2.x layout, array_col runs along -x; no matrix
 COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row", "pxl_col"]
-
-
-def _copy(shared_data: Path, name: str, tmp_path: Path) -> Path:
-    source = shared_data / "visium" / name
-    if not source.is_dir():
-        pytest.skip(f"{source} not in the shared data")
-    folder = tmp_path / name
-    shutil.copytree(source, folder)
-    for path in folder.rglob("*"):  # the shared files are read-only
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return folder
 
 
 def _positions(folder: Path) -> tuple[Path, pd.DataFrame, bool]:
@@ -56,8 +44,8 @@ def _read(folder: Path, **kwargs):
 
 
 @pytest.mark.parametrize(("name", "counts"), [(SCANPY, True), (CYTASSIST, False)])
-def test_real_folders_pass_every_check(shared_data, tmp_path, name, counts):
-    folder = _copy(shared_data, name, tmp_path)
+def test_real_folders_pass_every_check(name, counts, writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{name}")
     checks = _read(folder, require_counts=counts).uns["spatialfuse"]["consistency_checks"]
     assert {c: v["status"] for c, v in checks.items() if v["status"] != "skipped"} == {
         c: "ok" for c in checks if checks[c]["status"] != "skipped"
@@ -70,8 +58,8 @@ def test_real_folders_pass_every_check(shared_data, tmp_path, name, counts):
         assert checks["barcodes_in_tissue"]["status"] == "ok"
 
 
-def test_swapped_pixel_columns_are_flagged(shared_data, tmp_path):
-    folder = _copy(shared_data, CYTASSIST, tmp_path)
+def test_swapped_pixel_columns_are_flagged(writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{CYTASSIST}")
     path, frame, header = _positions(folder)
     frame[["pxl_row", "pxl_col"]] = frame[["pxl_col", "pxl_row"]].to_numpy()
     _write_positions(path, frame, header)
@@ -80,8 +68,8 @@ def test_swapped_pixel_columns_are_flagged(shared_data, tmp_path):
     assert adata.uns["spatialfuse"]["consistency_checks"]["grid_axes"]["status"] == "warning"
 
 
-def test_barcodes_permuted_between_rows_are_refused(shared_data, tmp_path):
-    folder = _copy(shared_data, SCANPY, tmp_path)
+def test_barcodes_permuted_between_rows_are_refused(writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{SCANPY}")
     path, frame, header = _positions(folder)
     frame["barcode"] = np.random.default_rng(0).permutation(frame["barcode"].to_numpy())
     _write_positions(path, frame, header)
@@ -90,8 +78,8 @@ def test_barcodes_permuted_between_rows_are_refused(shared_data, tmp_path):
     assert str(path) in str(info.value) and "in_tissue = 0" in str(info.value)
 
 
-def test_pixel_positions_shuffled_between_spots_are_refused(shared_data, tmp_path):
-    folder = _copy(shared_data, SCANPY, tmp_path)
+def test_pixel_positions_shuffled_between_spots_are_refused(writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{SCANPY}")
     path, frame, header = _positions(folder)
     # Ten rows exchange their pixel positions: every file on its own is still well formed.
     rows = np.arange(100, 110)
@@ -104,8 +92,8 @@ def test_pixel_positions_shuffled_between_spots_are_refused(shared_data, tmp_pat
     assert str(path) in str(info.value)
 
 
-def test_swapped_grid_columns_are_refused(shared_data, tmp_path):
-    folder = _copy(shared_data, SCANPY, tmp_path)
+def test_swapped_grid_columns_are_refused(writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{SCANPY}")
     path, frame, header = _positions(folder)
     frame[["array_row", "array_col"]] = frame[["array_col", "array_row"]].to_numpy()
     _write_positions(path, frame, header)
@@ -121,8 +109,8 @@ def _edit_scalefactors(folder: Path, **changes) -> Path:
     return path
 
 
-def test_scale_factors_that_do_not_fit_the_images_are_refused(shared_data, tmp_path):
-    folder = _copy(shared_data, CYTASSIST, tmp_path)
+def test_scale_factors_that_do_not_fit_the_images_are_refused(writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{CYTASSIST}")
     path = _edit_scalefactors(folder, tissue_hires_scalef=2.0)
     with pytest.raises(
         FileFormatError, match=r"tissue_hires_scalef / tissue_lowres_scalef"
@@ -131,8 +119,8 @@ def test_scale_factors_that_do_not_fit_the_images_are_refused(shared_data, tmp_p
     assert str(path) in str(info.value) and "1872 × 2000" in str(info.value)
 
 
-def test_an_implausible_spot_diameter_is_flagged(shared_data, tmp_path):
-    folder = _copy(shared_data, SCANPY, tmp_path)
+def test_an_implausible_spot_diameter_is_flagged(writable_shared_copy):
+    folder = writable_shared_copy(f"visium/{SCANPY}")
     _edit_scalefactors(folder, spot_diameter_fullres=3.0)
     with pytest.warns(DataWarning, match=r"spot_diameter_fullres = 268.3 px is 1.95 spot pitches"):
         adata = read_visium(folder)

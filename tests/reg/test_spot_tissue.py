@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
@@ -17,14 +16,8 @@ from spatialfuse.workflow._steps import read_modality
 CYTASSIST = "cytassist_ffpe_mouse_brain"  # 4,992 positions, 2,310 in tissue, hires image
 
 
-def _folder(shared_data: Path, tmp_path: Path, *, swap: bool) -> Path:
-    source = shared_data / "visium" / CYTASSIST
-    if not source.is_dir():
-        pytest.skip(f"{source} not in the shared data")
-    folder = tmp_path / CYTASSIST
-    shutil.copytree(source, folder)
-    for path in folder.rglob("*"):  # the shared files are read-only
-        path.chmod(0o755 if path.is_dir() else 0o644)
+def _folder(copy, *, swap: bool) -> Path:
+    folder = copy(f"visium/{CYTASSIST}")
     if swap:
         path = folder / "spatial" / "tissue_positions.csv"
         frame = pd.read_csv(path)
@@ -40,16 +33,16 @@ def _read(folder: Path):
         return sf.io.read_visium(folder, require_counts=False)
 
 
-def test_real_folder_spots_lie_on_tissue(shared_data, tmp_path):
-    check = sf.reg.spots_on_tissue(_read(_folder(shared_data, tmp_path, swap=False)))
+def test_real_folder_spots_lie_on_tissue(writable_shared_copy):
+    check = sf.reg.spots_on_tissue(_read(_folder(writable_shared_copy, swap=False)))
     assert check["status"] == "ok"
     assert check["n_spots"] == 2310
     assert check["fraction"] > 0.95  # 0.975 measured
     assert check["off_tissue_fraction"] < 0.01  # 0.000 measured
 
 
-def test_swapped_pixel_columns_put_spots_off_tissue(shared_data, tmp_path):
-    check = sf.reg.spots_on_tissue(_read(_folder(shared_data, tmp_path, swap=True)))
+def test_swapped_pixel_columns_put_spots_off_tissue(writable_shared_copy):
+    check = sf.reg.spots_on_tissue(_read(_folder(writable_shared_copy, swap=True)))
     assert check["status"] == "error"
     assert check["fraction"] < 0.85  # 0.80 measured
     assert check["off_tissue_fraction"] > 0.05  # 0.15 measured
@@ -57,9 +50,9 @@ def test_swapped_pixel_columns_put_spots_off_tissue(shared_data, tmp_path):
 
 
 def test_the_pipeline_refuses_positions_that_do_not_match_the_image(
-    shared_data, tmp_path, monkeypatch
+    writable_shared_copy, monkeypatch
 ):
-    folder = _folder(shared_data, tmp_path, swap=True)
+    folder = _folder(writable_shared_copy, swap=True)
     modality = Modality(kind="visium", path=folder)
     # this folder ships no count matrix, which a run requires: read it without
     reader = sf.io.read_visium
