@@ -298,7 +298,9 @@ def register(
             allow_mirror=allow_mirror,
             scales=_start_scales(mov, fix, plan),
         )
-        found += _initialize.shifted(mov, fix, found, count=6 * n_starts)
+        # Shifting only the best few orientations: shifting 18 let a bladder image sit inside a
+        # mouse brain's Visium H&E at a spurious sharp optimum, reported ok (bench_real).
+        found += _initialize.shifted(mov, fix, found, count=2 * n_starts)
         found.sort(key=lambda item: -item[0])
         starts = _initialize.distinct(found, count=n_starts)
         if linear_model == "affine" and _footprint.available(mov, fix):
