@@ -230,6 +230,12 @@ def test_image_declaring_more_pixels_than_its_bytes_hold_is_not_decoded(folder):
     ihdr = bytearray(data[12:29])  # chunk type and the 13 bytes of IHDR
     ihdr[4:12] = struct.pack(">II", 9000, 9000)  # 243 MB of RGB declared
     file.write_bytes(data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:])
+    # scale factors that agree with the declared size, so that the image-scale check (which reads
+    # only the header) lets the reader reach the decode guard
+    scalefactors = folder / "spatial" / "scalefactors_json.json"
+    factors = json.loads(scalefactors.read_text())
+    factors["tissue_hires_scalef"] = factors["tissue_lowres_scalef"] * 9000 / 300
+    scalefactors.write_text(json.dumps(factors))
     with pytest.warns(DataWarning) as caught:
         adata = read_visium(folder)
     messages = [str(w.message) for w in caught]
@@ -254,30 +260,26 @@ def test_damaged_hdf5_attribute_metadata_is_refused(folder):
     assert str(h5) in str(info.value) and "dataspace" in str(info.value)
 
 
-def test_absurd_image_scale_factor_leaves_the_extent_to_the_other_image(folder):
-    """tissue_hires_scalef = 1e-300 made the full-resolution extent overflow int64."""
+def test_absurd_image_scale_factor_is_refused(folder):
+    """tissue_hires_scalef = 1e-300 made the full-resolution extent overflow int64; the
+    cross-file check now refuses scale factors that do not fit the two images' sizes."""
     file = folder / "spatial" / "scalefactors_json.json"
     factors = json.loads(file.read_text())
     factors["tissue_hires_scalef"] = 1e-300
     file.write_text(json.dumps(factors))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        adata = read_visium(folder, load_images=False)
-    height, width = Image.open(folder / "spatial" / "tissue_lowres_image.png").size[::-1]
-    lowres = factors["tissue_lowres_scalef"]
-    expected = [round(height / lowres), round(width / lowres)]
-    assert adata.uns["spatialfuse"]["fullres_shape_px"].tolist() == expected
+    with pytest.raises(FileFormatError, match=r"scalefactors_json\.json: .*not from one run"):
+        _read(folder)
 
 
-def test_a_spot_far_outside_does_not_break_the_pitch(folder):
-    """pxl coordinates of 1e300 overflow every distance: the k-d tree reports no neighbour
-    (index n), which was used as an index."""
+def test_a_spot_far_outside_is_named(folder):
+    """pxl coordinates of 1e300 overflowed every distance (the k-d tree reported no neighbour,
+    which was used as an index); now the grid check, fitted to the spots that agree, names the
+    one spot that lies off it."""
     file = folder / "spatial" / "tissue_positions.csv"
     lines = file.read_text().splitlines()
     cells = lines[7].split(",")
     cells[4] = "1e300"
     lines[7] = ",".join(cells)
     file.write_text("\n".join(lines) + "\n")
-    adata = _read(folder)
-    assert adata.uns["spatialfuse"]["um_per_px"] == pytest.approx(2.0, rel=1e-9)
-    assert adata.obsm["spatial"][:, 1].max() == 1e300
+    with pytest.raises(FileFormatError, match=r"tissue_positions\.csv: .* 1 of 36 spots lie off"):
+        _read(folder)

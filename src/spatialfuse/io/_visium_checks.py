@@ -56,6 +56,40 @@ def _result(check: str, status: str, detail: str, **values: Any) -> dict[str, An
     return {"check": check, "status": status, "detail": detail, **values}
 
 
+def _robust_grid_fit(design: np.ndarray, xy: np.ndarray, hexagonal: bool):
+    """Grid → pixel affine fitted to the spots that agree with it, and every spot's residual.
+
+    A plain least-squares fit lets one corrupt spot (a pixel row of 1e300) drag the grid off every
+    other spot; the fit starts from the spots inside the bulk of the positions and is refitted to
+    those within :data:`MAX_GRID_RESIDUAL_PITCH` of it, so the residuals name the spots that are
+    off. Returns ``(coef, pitch_px, residual_in_pitches)``.
+    """
+    finite = np.all(np.isfinite(xy), axis=1)
+    low, high = np.percentile(xy[finite], [10, 90], axis=0) if finite.any() else (0.0, 0.0)
+    span = np.maximum(high - low, 1e-9)
+    inliers = finite & np.all((xy >= low - span) & (xy <= high + span), axis=1)
+    coef = pitch = residual = None
+    for _ in range(3):
+        if inliers.sum() < 3 or np.linalg.matrix_rank(design[inliers]) < 3:
+            break
+        coef, *_ = np.linalg.lstsq(design[inliers], xy[inliers], rcond=None)
+        # One pitch is 2 columns on the hexagonal grid, 1 on a square bin grid.
+        pitch = float(np.hypot(*coef[0])) * (2.0 if hexagonal else 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            residual = np.hypot(*(xy - design @ coef).T) / pitch if pitch > 0 else None
+        if residual is None:
+            break
+        agree = residual <= MAX_GRID_RESIDUAL_PITCH
+        if agree.sum() < 3 or (agree == inliers).all():
+            break
+        inliers = agree
+    if coef is None or residual is None:
+        coef, *_ = np.linalg.lstsq(design, np.nan_to_num(xy), rcond=None)
+        pitch = float(np.hypot(*coef[0])) * (2.0 if hexagonal else 1.0)
+        residual = np.full(len(design), np.inf)
+    return coef, pitch, np.where(np.isfinite(residual), residual, np.inf)
+
+
 def check_grid(
     col: np.ndarray, row: np.ndarray, xy: np.ndarray, file: Path, *, hexagonal: bool
 ) -> list[dict[str, Any]]:
@@ -71,11 +105,8 @@ def check_grid(
     design = np.column_stack([col, row, np.ones(len(col))]).astype(np.float64)
     if len(col) < 3 or np.linalg.matrix_rank(design) < 3:
         return [_result("grid_vs_pixels", "skipped", "fewer than three spots off one line")]
-    coef, *_ = np.linalg.lstsq(design, xy, rcond=None)
+    coef, pitch, residual = _robust_grid_fit(design, np.asarray(xy, dtype=np.float64), hexagonal)
     step_col, step_row = coef[0], coef[1]  # pixels per array_col, per array_row
-    # One pitch is 2 columns on the hexagonal grid, 1 on a square bin grid.
-    pitch = float(np.hypot(*step_col)) * (2.0 if hexagonal else 1.0)
-    residual = np.hypot(*(xy - design @ coef).T) / pitch if pitch > 0 else np.full(len(col), np.inf)
     worst = float(residual.max())
     results = []
     if not worst <= MAX_GRID_RESIDUAL_PITCH:
