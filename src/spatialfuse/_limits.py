@@ -121,6 +121,14 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+def _nbytes(shape: tuple[int, ...], itemsize: int) -> int:
+    """Bytes of an array of ``shape`` with ``itemsize``-byte values (Python ints: no overflow)."""
+    n = int(itemsize)
+    for side in shape:
+        n *= int(side)
+    return n
+
+
 def check_decoded_image(path: os.PathLike | str, shape: tuple[int, ...], itemsize: int) -> None:
     """Refuse decoding ``shape`` pixels of ``itemsize`` bytes at once from ``path``.
 
@@ -129,9 +137,7 @@ def check_decoded_image(path: os.PathLike | str, shape: tuple[int, ...], itemsiz
     LimitExceededError
         The decoded pixels would exceed ``max_decoded_image_bytes``.
     """
-    n = itemsize
-    for side in shape:
-        n *= int(side)
+    n = _nbytes(shape, itemsize)
     limit = current_limits().max_decoded_image_bytes
     if n > limit:
         dims = " × ".join(str(int(s)) for s in shape)
@@ -168,9 +174,7 @@ def check_resampled_image(
     LimitExceededError
         The resampled image would exceed ``max_decoded_image_bytes``.
     """
-    n = itemsize
-    for side in shape:
-        n *= int(side)
+    n = _nbytes(shape, itemsize)
     limit = current_limits().max_decoded_image_bytes
     if n > limit:
         dims = " × ".join(f"{int(s):,}" for s in shape)
