@@ -29,6 +29,9 @@ ROLES = {
     "bladder_spamtp_cropped": "held-out",
     "magpie_sma": "held-out",
     "msiflow_upec12": "held-out",
+    "brain_A12": "held-out",
+    "brain_A13": "held-out",
+    "brain_A2": "held-out",
 }
 
 
@@ -325,6 +328,58 @@ def msiflow_upec12(root: Path | None = None, *, pixel_um: float = 10.0) -> RealP
     )
 
 
+#: The MALDI image of each brain-fragment pair (``paired/brain_he_maldi_pairs``).
+BRAIN_MALDI = {
+    "A12": "A12_1_No_NM_C_GROUP_maldi_mask.tif",
+    "A13": "A13_3_No_NM_L_maldi_mask.tif",
+    "A2": "A2_3_No_NM_L_maldi_mask.tif",
+}
+
+
+def brain_fragments(
+    pair_id: str, root: Path | None = None, *, maldi_pixel_um: float = 50.0
+) -> RealPair:
+    """Brain tissue fragments: one MALDI channel inside a hand-drawn region vs a 128× H&E.
+
+    Neither pixel size is stated: ``maldi_pixel_um`` is nominal and the H&E opens with
+    ``pixel_size_um="auto"`` (registration estimates the scale between them). Reference: our
+    hand-placed landmarks (``real_references/brain_<id>_landmarks.csv``), mostly on fragment
+    outlines. No single affine relates the two images well: the fragments sit a little
+    differently in the two sections and the MALDI regions are hand-drawn polygons, so the
+    reference's leave-one-out error is 7–11 MALDI pixels (see ``real_references/README.md``).
+    """
+    import pandas as pd
+    import tifffile
+
+    import spatialfuse as sf
+    from spatialfuse.reg import RegistrationImage
+
+    folder = (root or data_root()) / "paired" / "brain_he_maldi_pairs"
+    maldi = tifffile.imread(folder / BRAIN_MALDI[pair_id]).astype(np.float32)
+    moving = RegistrationImage.from_array(
+        maldi, maldi_pixel_um, modality="msi", description="MALDI image (one channel)"
+    )
+    fixed = sf.io.read_histology(folder / f"{pair_id}_lowres_he_128.tif", pixel_size_um="auto")
+    table = pd.read_csv(REFERENCES / f"brain_{pair_id}_landmarks.csv")
+    moving_um = (table[["msi_col", "msi_row"]].to_numpy(np.float64) + 0.5) * maldi_pixel_um
+    fixed_px = table[["optical_x", "optical_y"]].to_numpy(np.float64)
+    reference = fit_reference(
+        moving_um,
+        fixed_px,
+        maldi_pixel_um,
+        f"{len(table)} landmarks placed by hand on fragment outlines (real_references/README.md)",
+    )
+    return RealPair(
+        f"brain_{pair_id}",
+        moving,
+        fixed,
+        reference,
+        maldi_pixel_um,
+        moving.centres_um(mask_only=True),
+        notes="one MALDI channel; no pixel sizes; fragments placed differently in the sections",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # optical → Visium (the H&E → Visium step of a chain)
 
@@ -406,6 +461,9 @@ LOADERS = {
     "bladder_spamtp": bladder_spamtp,
     "magpie_sma": magpie_sma,
     "msiflow_upec12": msiflow_upec12,
+    "brain_A12": lambda root=None: brain_fragments("A12", root),
+    "brain_A13": lambda root=None: brain_fragments("A13", root),
+    "brain_A2": lambda root=None: brain_fragments("A2", root),
 }
 
 
