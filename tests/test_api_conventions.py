@@ -41,6 +41,7 @@ RETURNS_NEW = {
     "tl.joint_table": "a new MuData of copies",
     "tl.concatenate_modalities": "a new AnnData",
     "tl.cross_modal_correlation": "a DataFrame",
+    "pp.pick_peaks": "a new pixels × peaks AnnData (the m/z dimension changes)",
 }
 
 

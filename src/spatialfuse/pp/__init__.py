@@ -4,12 +4,20 @@
 - :func:`normalize_msi`: per-spectrum TIC / RMS / median normalisation and ``log1p`` (dense,
   sparse or lazy dask tables; rows without MSI data stay NaN);
 - :func:`filter_ions_spatial`: Moran's I of each ion, flagging the spatially patterned ones;
-- :func:`preprocess_msi`: normalise, log, optional spatial filter, scale, PCA.
+- :func:`preprocess_msi`: normalise, log, optional spatial filter, scale, PCA;
+- :func:`pick_peaks`: profile spectra → centroided pixels × peaks (MAD noise, baseline, S/N);
 """
 
 from spatialfuse.pp._msi import preprocess_msi
 from spatialfuse.pp._msi_norm import normalize_msi
+from spatialfuse.pp._peaks import pick_peaks
 from spatialfuse.pp._rna import preprocess_rna
 from spatialfuse.pp._spatial_filter import filter_ions_spatial
 
-__all__ = ["filter_ions_spatial", "normalize_msi", "preprocess_msi", "preprocess_rna"]
+__all__ = [
+    "filter_ions_spatial",
+    "normalize_msi",
+    "pick_peaks",
+    "preprocess_msi",
+    "preprocess_rna",
+]
