@@ -6,11 +6,13 @@
 - :func:`filter_ions_spatial`: Moran's I of each ion, flagging the spatially patterned ones;
 - :func:`preprocess_msi`: normalise, log, optional spatial filter, scale, PCA;
 - :func:`pick_peaks`: profile spectra → centroided pixels × peaks (MAD noise, baseline, S/N);
+- :func:`recalibrate`: per-pixel m/z drift at lock masses or the data's own peaks, removed.
 """
 
 from spatialfuse.pp._msi import preprocess_msi
 from spatialfuse.pp._msi_norm import normalize_msi
 from spatialfuse.pp._peaks import pick_peaks
+from spatialfuse.pp._recalibrate import recalibrate
 from spatialfuse.pp._rna import preprocess_rna
 from spatialfuse.pp._spatial_filter import filter_ions_spatial
 
@@ -20,4 +22,5 @@ __all__ = [
     "pick_peaks",
     "preprocess_msi",
     "preprocess_rna",
+    "recalibrate",
 ]
