@@ -6,9 +6,12 @@
 - :func:`joint_table`: expression and spot-mapped MSI in one MuData; :func:`concatenate_modalities`
   makes one AnnData of it;
 - :func:`joint_cluster`: Leiden clusters of the spots on all modalities (weighted nearest
-  neighbours, concatenation or MOFA+); :func:`cluster_modality`: the same on one modality.
+  neighbours, concatenation or MOFA+); :func:`cluster_modality`: the same on one modality;
+- :func:`annotate`: putative names of m/z features from a user database (formulas or masses),
+  by adduct and ppm error, every candidate kept.
 """
 
+from spatialfuse.tl._annotate import annotate
 from spatialfuse.tl._cluster import MissingDependencyError, cluster_modality, joint_cluster
 from spatialfuse.tl._correlation import cross_modal_correlation
 from spatialfuse.tl._joint import concatenate_modalities, joint_table
@@ -16,6 +19,7 @@ from spatialfuse.tl._mapping import map_to_pixels, map_to_spots
 
 __all__ = [
     "MissingDependencyError",
+    "annotate",
     "cluster_modality",
     "concatenate_modalities",
     "cross_modal_correlation",

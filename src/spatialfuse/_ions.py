@@ -1,0 +1,82 @@
+"""Ion masses: formulas (through molmass), adducts, polarity, shared by annotation and matrix flags.
+
+An adduct's m/z is ``(k · M + Σ added − Σ lost ∓ z · mₑ) / |z|`` for a neutral monoisotopic mass
+``M``: positive ions have lost electrons (``− mₑ``), negative ions gained them (``+ mₑ``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache
+from pathlib import Path
+
+#: Electron mass in u (CODATA 2018).
+ELECTRON_MASS = 0.000548579909065
+
+#: Adducts by name: (charge, formula added, formula lost). All single charge, one molecule.
+ADDUCTS: dict[str, tuple[int, str, str]] = {
+    "[M+H]+": (1, "H", ""),
+    "[M+Na]+": (1, "Na", ""),
+    "[M+K]+": (1, "K", ""),
+    "[M+NH4]+": (1, "NH4", ""),
+    "[M-H2O+H]+": (1, "H", "H2O"),
+    "[M-H]-": (-1, "", "H"),
+    "[M+Cl]-": (-1, "Cl", ""),
+    "[M-H2O-H]-": (-1, "", "H3O"),
+}
+
+#: Adducts considered by default for each polarity.
+DEFAULT_ADDUCTS = {
+    "positive": ["[M+H]+", "[M+Na]+", "[M+K]+"],
+    "negative": ["[M-H]-", "[M+Cl]-"],
+}
+
+_POLARITY_ACCESSIONS = {"MS:1000130": "positive", "MS:1000129": "negative"}
+#: Bytes of an imzML header searched for the scan polarity.
+_HEADER_BYTES = 2 << 20
+
+
+@cache
+def formula_mass(formula: str) -> float:
+    """Monoisotopic mass of ``formula`` in u (molmass); ValueError naming it when it is not one."""
+    import molmass
+
+    text = str(formula).strip()
+    if not text:
+        raise ValueError("empty formula")
+    try:
+        return float(molmass.Formula(text).monoisotopic_mass)
+    except Exception as exc:  # molmass.FormulaError and anything its parser raises
+        raise ValueError(f"{text!r} is not a chemical formula ({exc})".replace("\n", " ")) from exc
+
+
+def adduct_shift(adduct: str) -> tuple[float, int]:
+    """``(mass added to M, charge)`` of a named adduct, electrons included."""
+    if adduct not in ADDUCTS:
+        raise ValueError(f"unknown adduct {adduct!r}; known: {', '.join(ADDUCTS)}")
+    charge, added, lost = ADDUCTS[adduct]
+    shift = (formula_mass(added) if added else 0.0) - (formula_mass(lost) if lost else 0.0)
+    return shift - charge * ELECTRON_MASS, charge
+
+
+def adduct_polarity(adduct: str) -> str:
+    """``"positive"`` or ``"negative"``."""
+    return "positive" if adduct_shift(adduct)[1] > 0 else "negative"
+
+
+def file_polarity(path: str | os.PathLike | None) -> str | None:
+    """Scan polarity stated in an imzML file's first 2 MiB (MS:1000130/129), else None."""
+    if not path:
+        return None
+    try:
+        with Path(path).open("rb") as handle:
+            head = handle.read(_HEADER_BYTES).decode("latin-1")
+    except OSError:
+        return None
+    found = {
+        polarity
+        for accession, polarity in _POLARITY_ACCESSIONS.items()
+        if re.search(rf'accession="{accession}"', head)
+    }
+    return found.pop() if len(found) == 1 else None

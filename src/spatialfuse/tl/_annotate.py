@@ -1,0 +1,295 @@
+"""Putative annotation of m/z features against a user database (names + formulas or masses).
+
+Every database entry becomes one ion per adduct (``[M+H]+``, ``[M+Na]+``, ``[M+K]+`` for positive
+mode, ``[M-H]-``, ``[M+Cl]-`` for negative; masses from the formulas by molmass, electrons
+included); a feature matches every ion within ``± ppm`` of its m/z. All matches are kept in
+``uns`` (ambiguity is the rule at MS1: isomers share a formula, and adducts of different
+molecules can coincide); the best one — the smallest absolute ppm error, with every name that
+shares its formula and adduct — goes into ``var`` beside the m/z. Nothing is downloaded: the
+database is the table the user gives (an HMDB, LIPID MAPS or METASPACE export, or their own).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spatialfuse._logging import logger
+from spatialfuse.errors import FileFormatError, MissingFileError
+
+if TYPE_CHECKING:
+    import anndata
+    import pandas as pd
+
+__all__ = ["annotate", "read_database"]
+
+_NAME_COLUMNS = ("name", "compound", "compound_name", "molecule_name", "common_name", "names")
+_FORMULA_COLUMNS = ("formula", "molecular_formula", "chemical_formula", "sum_formula")
+_MASS_COLUMNS = (
+    "mass",
+    "monoisotopic_mass",
+    "exact_mass",
+    "monoisotopic_molecular_weight",
+    "neutral_mass",
+)
+
+
+def _column(frame, choices) -> str | None:
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    for choice in choices:
+        if choice in lower:
+            return lower[choice]
+    return None
+
+
+def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """A database as a table of ``name``, ``formula`` (may be empty) and neutral ``mass``.
+
+    ``database`` is a CSV/TSV path (the separator is taken from the suffix, or sniffed) or a
+    DataFrame with a name column and a formula or monoisotopic-mass column (names matched
+    case-insensitively: ``name``/``compound``, ``formula``/``molecular_formula``,
+    ``mass``/``monoisotopic_mass``/``exact_mass``). Where both are given, the formula wins.
+    """
+    import pandas as pd
+
+    from spatialfuse._ions import formula_mass
+
+    path = None
+    if isinstance(database, str | os.PathLike):
+        path = Path(database)
+        if not path.is_file():
+            raise MissingFileError(path, "the annotation database (a CSV or TSV file) is absent")
+        sep = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(path.suffix.lower())
+        try:
+            frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise FileFormatError(path, f"cannot be read as a CSV/TSV table: {exc}") from exc
+    elif isinstance(database, pd.DataFrame):
+        frame = database
+    else:
+        raise TypeError(
+            f"database must be a path to a CSV/TSV or a DataFrame, got {type(database).__name__}"
+        )
+
+    def fail(message: str):
+        if path is not None:
+            raise FileFormatError(path, message)
+        raise ValueError(f"database: {message}")
+
+    name_col = _column(frame, _NAME_COLUMNS)
+    formula_col = _column(frame, _FORMULA_COLUMNS)
+    mass_col = _column(frame, _MASS_COLUMNS)
+    if name_col is None:
+        fail(f"no name column (one of {_NAME_COLUMNS}); columns are {list(frame.columns)}")
+    if formula_col is None and mass_col is None:
+        fail(
+            f"no formula column ({_FORMULA_COLUMNS}) or mass column ({_MASS_COLUMNS}); "
+            f"columns are {list(frame.columns)}"
+        )
+    names = frame[name_col].astype(str).str.strip().to_numpy()
+    formulas = (
+        frame[formula_col].fillna("").astype(str).str.strip().to_numpy()
+        if formula_col is not None
+        else np.full(len(frame), "", dtype=object)
+    )
+    given = (
+        pd.to_numeric(frame[mass_col], errors="coerce").to_numpy(dtype=np.float64)
+        if mass_col is not None
+        else np.full(len(frame), np.nan)
+    )
+    masses = np.empty(len(frame))
+    for i, (formula, mass) in enumerate(zip(formulas, given, strict=True)):
+        if formula:
+            try:
+                masses[i] = formula_mass(formula)
+            except ValueError as exc:
+                fail(f"row {i + 1} ({names[i]!r}): {exc}")
+        elif np.isfinite(mass) and mass > 0:
+            masses[i] = mass
+        else:
+            fail(f"row {i + 1} ({names[i]!r}) has neither a formula nor a positive mass")
+    return pd.DataFrame({"name": names, "formula": formulas, "mass": masses})
+
+
+def _polarity_of(adata, polarity: str | None) -> tuple[str | None, str]:
+    from spatialfuse._ions import file_polarity
+
+    if polarity is not None:
+        if polarity not in ("positive", "negative"):
+            raise ValueError(f"polarity must be 'positive', 'negative' or None, got {polarity!r}")
+        return polarity, "argument"
+    info = adata.uns.get("spatialfuse", {}) or {}
+    stated = info.get("polarity") if hasattr(info, "get") else None
+    if stated in ("positive", "negative"):
+        return stated, "uns['spatialfuse']['polarity']"
+    found = file_polarity(info.get("file")) if hasattr(info, "get") else None
+    if found:
+        return found, "imzML file (MS:1000130/MS:1000129)"
+    return None, "unknown: adducts of both polarities considered"
+
+
+def annotate(
+    adata: anndata.AnnData,
+    database: str | os.PathLike | pd.DataFrame,
+    *,
+    adducts: list[str] | None = None,
+    ppm: float = 5.0,
+    polarity: str | None = None,
+    mz_key: str = "mz",
+    key_added: str = "annotation",
+    copy: bool = False,
+) -> anndata.AnnData | None:
+    """Annotate m/z features with the database entries whose adduct ions lie within ``ppm``.
+
+    Parameters
+    ----------
+    adata
+        A table of m/z features (``var[mz_key]``), e.g. from :func:`spatialfuse.pp.pick_peaks`
+        or :func:`spatialfuse.io.read_imzml`.
+    database
+        Path of a CSV/TSV, or a DataFrame, with a name column and a formula (or neutral
+        monoisotopic mass) column; see :func:`spatialfuse.tl._annotate.read_database`.
+    adducts
+        Adduct names (``"[M+H]+"``, ``"[M+Na]+"``, ``"[M+K]+"``, ``"[M+NH4]+"``,
+        ``"[M-H2O+H]+"``, ``"[M-H]-"``, ``"[M+Cl]-"``, ``"[M-H2O-H]-"``). None: the defaults of
+        the polarity (positive ``[M+H]+ [M+Na]+ [M+K]+``, negative ``[M-H]- [M+Cl]-``), of both
+        where the polarity is unknown.
+    ppm
+        Largest absolute m/z error of a match, in parts per million.
+    polarity
+        ``"positive"`` or ``"negative"``; None: from ``uns["spatialfuse"]["polarity"]`` or the
+        imzML file the table was read from (MS:1000130/129), else both (recorded in ``uns``).
+    mz_key
+        The ``var`` column holding each feature's m/z.
+    key_added
+        Prefix of the ``var`` columns and name of the ``uns`` entry written.
+    copy
+        Return an annotated copy instead of changing ``adata``.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The annotated copy if ``copy``, else None. Writes (``var_names`` and ``var[mz_key]``
+        are kept):
+
+        - ``var[f"{key_added}_name"]``: the best match (smallest |ppm|; isomers sharing its
+          formula and adduct joined by ``"; "``), ``""`` where nothing matches;
+        - ``var[f"{key_added}_formula"]``, ``var[f"{key_added}_adduct"]``,
+          ``var[f"{key_added}_ion_mz"]``, ``var[f"{key_added}_ppm"]`` (observed − theoretical,
+          in ppm of the theoretical m/z; NaN where nothing matches);
+        - ``var[f"{key_added}_n_candidates"]``: how many (entry, adduct) ions match;
+        - ``uns[key_added]``: ``"candidates"`` (a DataFrame of every match: feature, mz, name,
+          formula, adduct, ion_mz, ppm), ``"adducts"``, ``"ppm"``, ``"polarity"`` and where it
+          came from (``"polarity_source"``).
+    """
+    import pandas as pd
+
+    from spatialfuse._ions import DEFAULT_ADDUCTS, adduct_polarity, adduct_shift
+    from spatialfuse.pp._common import check_adata
+
+    check_adata(adata)
+    if mz_key not in adata.var:
+        raise ValueError(f"adata.var has no {mz_key!r} column (the m/z of each feature)")
+    if not (np.isfinite(ppm) and ppm > 0):
+        raise ValueError(f"ppm must be a positive number, got {ppm!r}")
+    pol, pol_source = _polarity_of(adata, polarity)
+    if adducts is None:
+        chosen = (
+            DEFAULT_ADDUCTS[pol]
+            if pol is not None
+            else DEFAULT_ADDUCTS["positive"] + DEFAULT_ADDUCTS["negative"]
+        )
+    else:
+        chosen = list(adducts)
+        if not chosen:
+            raise ValueError("adducts is empty: give at least one adduct, or None")
+        for name in chosen:
+            adduct_shift(name)  # ValueError naming an unknown adduct
+        if pol is not None:
+            wrong = [a for a in chosen if adduct_polarity(a) != pol]
+            if wrong:
+                raise ValueError(f"adducts {wrong} do not fit the {pol} polarity ({pol_source})")
+    if pol is None:
+        logger.warning("annotate: the polarity is unknown; adducts of both polarities considered")
+    db = read_database(database)
+    mz = np.asarray(adata.var[mz_key], dtype=np.float64)
+
+    shifts = np.array([adduct_shift(a)[0] for a in chosen])
+    ion_mz = (db["mass"].to_numpy()[:, None] + shifts[None, :]).ravel()  # entry-major
+    entry = np.repeat(np.arange(len(db)), len(chosen))
+    adduct = np.tile(np.arange(len(chosen)), len(db))
+    order = np.argsort(ion_mz, kind="stable")
+    sorted_ions = ion_mz[order]
+    # |mz − ion| ≤ ppm·ion  ⇔  mz/(1+ppm) ≤ ion ≤ mz/(1−ppm)
+    start = np.searchsorted(sorted_ions, mz / (1 + ppm * 1e-6), side="left")
+    stop = np.searchsorted(sorted_ions, mz / (1 - ppm * 1e-6), side="right")
+    counts = np.maximum(stop - start, 0)
+    feature = np.repeat(np.arange(mz.size), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    ions = order[np.repeat(start, counts) + within]
+    theoretical = ion_mz[ions]
+    error = (mz[feature] - theoretical) / theoretical * 1e6
+    candidates = pd.DataFrame(
+        {
+            "feature": adata.var_names.to_numpy()[feature].astype(str),
+            "mz": mz[feature],
+            "name": db["name"].to_numpy()[entry[ions]],
+            "formula": db["formula"].to_numpy()[entry[ions]],
+            "adduct": np.asarray(chosen, dtype=object)[adduct[ions]],
+            "ion_mz": theoretical,
+            "ppm": error,
+        }
+    )
+    candidates = candidates.iloc[
+        np.lexsort((candidates["name"].to_numpy(), np.abs(error), feature))
+    ].reset_index(drop=True)
+
+    adata = adata.copy() if copy else adata
+    n = adata.n_vars
+    best_name = np.full(n, "", dtype=object)
+    best_formula = np.full(n, "", dtype=object)
+    best_adduct = np.full(n, "", dtype=object)
+    best_ion = np.full(n, np.nan)
+    best_ppm = np.full(n, np.nan)
+    n_candidates = np.bincount(feature, minlength=n)
+    if len(candidates):
+        index = pd.Index(adata.var_names.astype(str)).get_indexer(candidates["feature"])
+        first = np.r_[True, index[1:] != index[:-1]]
+        for row in np.flatnonzero(first):
+            j = index[row]
+            top = candidates.iloc[row]
+            same = candidates.iloc[row : row + n_candidates[j]]
+            key_match = (same["adduct"] == top["adduct"]) & np.isclose(
+                same["ion_mz"], top["ion_mz"], rtol=1e-12, atol=0
+            )
+            if top["formula"]:
+                key_match &= same["formula"] == top["formula"]
+            best_name[j] = "; ".join(dict.fromkeys(same.loc[key_match, "name"]))
+            best_formula[j], best_adduct[j] = top["formula"], top["adduct"]
+            best_ion[j], best_ppm[j] = top["ion_mz"], top["ppm"]
+    adata.var[f"{key_added}_name"] = best_name.astype(str)
+    adata.var[f"{key_added}_formula"] = best_formula.astype(str)
+    adata.var[f"{key_added}_adduct"] = best_adduct.astype(str)
+    adata.var[f"{key_added}_ion_mz"] = best_ion
+    adata.var[f"{key_added}_ppm"] = best_ppm
+    adata.var[f"{key_added}_n_candidates"] = n_candidates
+    adata.uns[key_added] = {
+        "candidates": candidates,
+        "adducts": list(chosen),
+        "ppm": float(ppm),
+        "polarity": pol or "unknown",
+        "polarity_source": pol_source,
+        "n_entries": len(db),
+        "n_annotated": int((n_candidates > 0).sum()),
+    }
+    logger.info(
+        "annotate: %d of %d features matched (%d candidates, %s polarity)",
+        int((n_candidates > 0).sum()),
+        n,
+        len(candidates),
+        pol or "unknown",
+    )
+    return adata if copy else None
