@@ -6,9 +6,13 @@
 - :func:`filter_ions_spatial`: Moran's I of each ion, flagging the spatially patterned ones;
 - :func:`preprocess_msi`: normalise, log, optional spatial filter, scale, PCA;
 - :func:`pick_peaks`: profile spectra → centroided pixels × peaks (MAD noise, baseline, S/N);
-- :func:`recalibrate`: per-pixel m/z drift at lock masses or the data's own peaks, removed.
+- :func:`recalibrate`: per-pixel m/z drift at lock masses or the data's own peaks, removed;
+- :func:`flag_matrix`: matrix ions and clusters (DHB, CHCA, 9-AA, DAN, …) from their formulas;
+- :func:`flag_isotopes`: ¹³C isotope peaks of lighter features (simple deisotoping).
 """
 
+from spatialfuse.pp._isotopes import flag_isotopes
+from spatialfuse.pp._matrix import flag_matrix
 from spatialfuse.pp._msi import preprocess_msi
 from spatialfuse.pp._msi_norm import normalize_msi
 from spatialfuse.pp._peaks import pick_peaks
@@ -18,6 +22,8 @@ from spatialfuse.pp._spatial_filter import filter_ions_spatial
 
 __all__ = [
     "filter_ions_spatial",
+    "flag_isotopes",
+    "flag_matrix",
     "normalize_msi",
     "pick_peaks",
     "preprocess_msi",
