@@ -83,11 +83,11 @@ def test_weights_favour_the_informative_modality():
     informative -= informative.mean(axis=0)
     noise = rng.normal(size=(group.size, 5))
     mdata = _mdata(informative, noise)
-    sf.tl.joint_cluster(mdata, n_clusters=3)
+    sf.tl.joint_cluster(mdata, method="wnn", n_clusters=3)
     assert mdata.obs["joint_weight_rna"].mean() > 0.8
     assert _ari(group, mdata.obs["joint"]) > 0.95
     mdata = _mdata(noise, informative)  # swapped roles, swapped weights
-    sf.tl.joint_cluster(mdata, n_clusters=3)
+    sf.tl.joint_cluster(mdata, method="wnn", n_clusters=3)
     assert mdata.obs["joint_weight_msi"].mean() > 0.8
 
 
@@ -159,7 +159,7 @@ def test_spatial_smoothing_follows_the_tissue():
     scores = {}
     for alpha in (0.0, 0.6):
         mdata = _mdata(rna, msi, positions=pos)
-        sf.tl.joint_cluster(mdata, n_clusters=2, spatial_smoothing=alpha)
+        sf.tl.joint_cluster(mdata, method="wnn", n_clusters=2, spatial_smoothing=alpha)
         scores[alpha] = _ari(half, mdata.obs["joint"])
     assert scores[0.6] > 0.8 and scores[0.6] > scores[0.0] + 0.3, scores
 
@@ -208,7 +208,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="n_neighbors"):
         sf.tl.joint_cluster(mdata, n_neighbors=1)
     with pytest.raises(ValueError, match="weights apply to method='concat' only"):
-        sf.tl.joint_cluster(mdata, weights={"rna": 2.0})
+        sf.tl.joint_cluster(mdata, method="wnn", weights={"rna": 2.0})
     with pytest.raises(ValueError, match="weights name modalities not clustered"):
         sf.tl.joint_cluster(mdata, method="concat", weights={"atac": 2.0})
     with pytest.raises(TypeError, match="MuData"):

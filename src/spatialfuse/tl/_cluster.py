@@ -36,17 +36,30 @@ if TYPE_CHECKING:
 __all__ = ["METHODS", "MissingDependencyError", "cluster_modality", "joint_cluster"]
 
 METHODS = ("wnn", "concat", "mofa")
+#: What ``joint_cluster`` does with spots lacking a modality (e.g. no MSI).
+INCOMPLETE = ("place", "exclude")
 #: Candidate neighbours per modality for WNN (Seurat's ``knn.range``).
 N_CANDIDATES = 200
 # Leiden runs spent looking for a resolution that gives n_clusters.
 _MAX_SEARCH = 40
+#: ``resolution="auto"``: choose the resolution by the stability of the clusters under subsampling.
+AUTO = "auto"
+#: Resolutions the stability rule tries, coarse to fine.
+RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+#: Subsets of the spots per resolution, and the share of the spots in each.
+STABILITY_RUNS = 4
+STABILITY_FRACTION = 0.8
+#: A resolution is kept if its stability is within this of the best one.
+STABILITY_TOLERANCE = 0.05
+#: The scan stops after two resolutions in a row this far below the best stability.
+STABILITY_DROP = 0.25
 
 
 def joint_cluster(
     mdata: mudata.MuData,
     *,
-    method: str = "wnn",
-    resolution: float = 1.0,
+    method: str = "concat",
+    resolution: float | str = AUTO,
     n_clusters: int | None = None,
     n_neighbors: int = 20,
     modalities: list[str] | None = None,
@@ -57,29 +70,49 @@ def joint_cluster(
     key_added: str = "joint",
     spatial_smoothing: float = 0.0,
     n_spatial_neighbors: int = 6,
+    incomplete: str = "place",
     seed: int = 0,
+    show_progress: bool = False,
     copy: bool = False,
 ) -> mudata.MuData | None:
     """Cluster the spots of a joint table on all modalities at once (Leiden on a joint graph).
 
     The methods:
 
-    - ``"wnn"`` (default): weighted nearest neighbours (Hao et al. 2021; Seurat v4). Each spot
-      gets its own modality weights, high for the modality whose neighbours predict the spot
-      best, and the graph links spots that are close in the weighted combination (details in
+    - ``"concat"`` (default): each modality's embedding scaled to a total variance of 1 (times
+      ``weights[m]``, default 1 each, so no modality dominates by having more features or more
+      variance), the scaled embeddings side by side, one neighbour graph.
+    - ``"wnn"``: weighted nearest neighbours (Hao et al. 2021; Seurat v4). Each spot gets its own
+      modality weights, high for the modality whose neighbours predict the spot best, and the
+      graph links spots that are close in the weighted combination (details in
       :mod:`spatialfuse.tl._wnn`). Embeddings are L2-normalised per spot first, as in Seurat.
-    - ``"concat"``: each modality's embedding scaled to a total variance of 1 (times
-      ``weights[m]``, default 1 each), the scaled embeddings side by side, one neighbour graph.
     - ``"mofa"``: MOFA+ factors (``mofapy2``, optional; ``n_factors`` of them) of the modalities'
       ``X`` (the ``highly_variable`` features where that column exists), one neighbour graph.
 
+    ``"concat"`` became the default (it was ``"wnn"``) after ``benchmarks/bench_clustering.py``:
+    on semi-real cases where each modality tells apart regions the other merges, WNN's graph
+    (a weighted *sum* of per-modality kernels) links spots close in either modality and merged
+    such regions; the concatenation needs them close in both (ARI 0.92 vs 0.69 on the
+    ``unequal`` case, see ``docs/benchmarks.md``).
+
+    **Resolution.** With ``resolution="auto"`` (default) it is chosen from the data by the
+    stability of the clusters: for each of :data:`RESOLUTIONS` (0.05 … 2), Leiden runs on
+    :data:`STABILITY_RUNS` random 80 % subsets of the spots, and the resolution's stability is the
+    mean adjusted Rand index between those runs on the spots they share. Real clusters come back
+    in every subset; a homogeneous region split at too high a resolution comes back split
+    differently each time. The finest resolution whose stability is within
+    :data:`STABILITY_TOLERANCE` (0.05) of the best is used (one-cluster resolutions are
+    skipped); ``uns[key_added]["params"]["stability"]`` lists every value. A number uses that
+    resolution; ``n_clusters`` searches the resolution that gives that many clusters.
+
     **Spots without MSI** (NaN rows of a modality, e.g. ``has_msi`` false) take no part in the
     joint graph: it is built from the spots that have every modality, and they are clustered
-    alone. Each spot lacking a modality then gets the label most common among its
-    ``n_neighbors − 1`` nearest clustered spots in the *reference* modality (the first that
-    covers every spot, normally ``"rna"``; ties go to the nearest), so it is placed by its
-    expression alone and cannot pull the clusters of the others. ``obs[f"{key_added}_basis"]``
-    records which spots were placed so.
+    alone. With ``incomplete="place"`` (default) each spot lacking a modality then gets the label
+    most common among its ``n_neighbors − 1`` nearest clustered spots in the *reference* modality
+    (the first that covers every spot, normally ``"rna"``; ties go to the nearest), so it is
+    placed by its expression alone and cannot pull the clusters of the others; with
+    ``incomplete="exclude"`` it gets no label (NaN). ``obs[f"{key_added}_basis"]`` says which
+    spots were clustered on every modality, placed by the reference, or excluded (``"none"``).
 
     Parameters
     ----------
@@ -89,8 +122,8 @@ def joint_cluster(
     method
         ``"wnn"``, ``"concat"`` or ``"mofa"``.
     resolution
-        Leiden resolution (modularity); higher gives more clusters. With ``n_clusters``, where
-        the search starts.
+        ``"auto"`` (the stability rule above) or a Leiden resolution (modularity; higher gives
+        more clusters). With ``n_clusters``, where the search starts (1 for ``"auto"``).
     n_clusters
         Search the resolution that gives exactly this many clusters (bisection over Leiden runs;
         a :class:`~spatialfuse.errors.DataWarning` if none does, keeping the closest count).
@@ -116,8 +149,14 @@ def joint_cluster(
         kNN graph (``n_spatial_neighbors`` nearest spots, weight 1).
     n_spatial_neighbors
         Neighbours per spot of the spatial graph (6 on the Visium hexagonal grid).
+    incomplete
+        ``"place"``: spots lacking a modality get the label voted by their neighbours in the
+        reference modality; ``"exclude"``: they get no label.
     seed
-        Seed of Leiden (and MOFA+); the same seed gives the same labels.
+        Seed of Leiden, of the stability subsets (and of MOFA+); the same seed gives the same
+        labels.
+    show_progress
+        Show a progress bar over the resolutions of the stability rule (``tqdm.auto``).
     copy
         Return a modified copy instead of writing into ``mdata``.
 
@@ -129,13 +168,21 @@ def joint_cluster(
         - ``obs[key_added]``: categorical labels ``"0"``, ``"1"``, … (largest cluster first),
           also copied into each modality's ``obs``;
         - ``obs[f"{key_added}_basis"]``: ``"rna+msi"`` (the modalities joined by ``+``) for spots
-          clustered on all modalities, else the reference modality that placed them;
+          clustered on all modalities, else the reference modality that placed them, or
+          ``"none"`` for spots excluded (``incomplete="exclude"``);
+        - ``obsm[f"X_{key_added}"]``: the joint embedding, without NaN: the unit-variance
+          blocks side by side (``"concat"`` and ``"wnn"``; ``weights`` applied) or the MOFA+
+          factors; for a spot lacking a modality, that block is the mean over the spots that
+          voted its label (its nearest complete spots in the reference modality);
         - ``"wnn"``: ``obs[f"{key_added}_weight_{m}"]`` for each modality ``m``: the per-spot
           modality weights (summing to 1; 1 on the reference for spots lacking a modality);
         - ``obsp[f"{key_added}_connectivities"]``: the symmetric graph that was clustered (no
           edges at spots lacking a modality);
         - ``uns[key_added]``: ``connectivities_key`` and ``params`` (method, resolution used,
-          number of clusters, neighbours, modalities, smoothing, seed), so
+          ``resolution_rule`` — ``"stability"``, ``"given"`` or ``"n_clusters"`` —, the
+          ``stability`` of each resolution tried, number of clusters, neighbours, modalities,
+          ``incomplete`` and the numbers of spots complete, placed and excluded, smoothing,
+          seed), so
           ``sc.tl.leiden(..., neighbors_key=key_added)`` style tools find the graph.
 
     Raises
@@ -167,6 +214,8 @@ def joint_cluster(
         )
     if weights is not None and method != "concat":
         raise ValueError(f"weights apply to method='concat' only, not {method!r}")
+    if incomplete not in INCOMPLETE:
+        raise ValueError(f"incomplete must be one of {INCOMPLETE}, got {incomplete!r}")
     if method == "mofa":
         _require_mofapy2()
     mdata = mdata.copy() if copy else mdata
@@ -202,6 +251,7 @@ def joint_cluster(
     if method == "mofa":
         graph = kernel_graph(neighbourhoods(factors[rows], k=n_neighbors))
         basis = factors
+        joint_embedding = factors
     elif method == "wnn":
         hoods = {
             m: neighbourhoods(e[rows], k=n_neighbors, n_candidates=N_CANDIDATES)
@@ -212,28 +262,37 @@ def joint_cluster(
             spot_weights[:, names.index(reference)] = 1.0
         spot_weights[rows] = modality_weights(hoods)
         graph = wnn_graph(hoods, spot_weights[rows], n_candidates=N_CANDIDATES)
-    else:
-        block_weights = _concat_weights(weights, names)
+    block_weights = _concat_weights(weights, names)
+    if method != "mofa":
         blocks = []
         for m in names:
-            e = embeddings[m][rows]
-            total = float(np.var(e, axis=0, ddof=1).sum())
+            e = embeddings[m]
+            total = float(np.var(e[rows], axis=0, ddof=1).sum())
             blocks.append(e * np.sqrt(block_weights[m] / max(total, 1e-300)))
-        graph = kernel_graph(neighbourhoods(np.concatenate(blocks, axis=1), k=n_neighbors))
-        params["weights"] = [block_weights[m] for m in names]
-    if method != "mofa" and reference is not None:
-        basis = embeddings[reference]
+        joint_embedding = np.concatenate(blocks, axis=1)
+        if method == "concat":
+            graph = kernel_graph(neighbourhoods(joint_embedding[rows], k=n_neighbors))
+            params["weights"] = [block_weights[m] for m in names]
+        if reference is not None:
+            basis = embeddings[reference]
 
     graph = _embed_graph(symmetrise(graph), complete)
     graph = _smooth(graph, mdata, spatial_smoothing, n_spatial_neighbors, valid=complete)
-    found, used_resolution = _leiden_labels(graph[rows][:, rows], resolution, n_clusters, seed)
+    found, used_resolution, stability = _leiden_labels(
+        graph[rows][:, rows], resolution, n_clusters, seed, show_progress=show_progress
+    )
     labels = np.full(n, -1, dtype=np.int64)
     labels[rows] = found
     if not complete.all():
-        labels[~complete] = _transfer(basis, complete, found, n_neighbors - 1)
+        donors = _donors(basis, complete, n_neighbors - 1)
+        if incomplete == "place":
+            labels[~complete] = _vote(donors, found)
+        joint_embedding = _impute(joint_embedding, complete, donors)
     _write(mdata, labels, graph, key_added, modalities=names)
+    mdata.obsm[f"X_{key_added}"] = joint_embedding
+    placed = "" if incomplete == "exclude" else (reference or "")
     mdata.obs[f"{key_added}_basis"] = pd.Categorical(
-        np.where(complete, "+".join(names), reference or "")
+        np.where(complete, "+".join(names), placed or "none")
     )
     if spot_weights is not None:
         for a, m in enumerate(names):
@@ -241,7 +300,12 @@ def joint_cluster(
     params.update(
         reference=reference or "",
         n_spots_complete=int(complete.sum()),
+        incomplete=incomplete,
+        n_spots_placed=int((~complete).sum()) if incomplete == "place" else 0,
+        n_spots_excluded=int((~complete).sum()) if incomplete == "exclude" else 0,
         resolution=used_resolution,
+        resolution_rule=_rule(resolution, n_clusters),
+        stability=_stability_record(stability),
         n_clusters=int(found.max() + 1),
         spatial_smoothing=float(spatial_smoothing),
         seed=int(seed),
@@ -263,7 +327,7 @@ def cluster_modality(
     data: mudata.MuData | anndata.AnnData,
     modality: str | None = None,
     *,
-    resolution: float = 1.0,
+    resolution: float | str = AUTO,
     n_clusters: int | None = None,
     n_neighbors: int = 20,
     use_rep: str = "X_pca",
@@ -272,6 +336,7 @@ def cluster_modality(
     spatial_smoothing: float = 0.0,
     n_spatial_neighbors: int = 6,
     seed: int = 0,
+    show_progress: bool = False,
     copy: bool = False,
 ) -> mudata.MuData | anndata.AnnData | None:
     """Cluster the spots on one modality with exactly the graph and Leiden of :func:`joint_cluster`.
@@ -339,7 +404,9 @@ def cluster_modality(
     sub = symmetrise(kernel_graph(neighbourhoods(embedding[valid], k=n_neighbors)))
     graph = _embed_graph(sub, valid)
     graph = _smooth(graph, data, spatial_smoothing, n_spatial_neighbors, valid=valid)
-    labels, used_resolution = _leiden_labels(graph[valid][:, valid], resolution, n_clusters, seed)
+    labels, used_resolution, stability = _leiden_labels(
+        graph[valid][:, valid], resolution, n_clusters, seed, show_progress=show_progress
+    )
     full = np.full(data.n_obs, -1, dtype=np.int64)
     full[valid] = labels
     _write(data, full, graph, key_added, modalities=[modality] if is_mudata else [])
@@ -350,6 +417,8 @@ def cluster_modality(
             "modality": modality if modality is not None else "",
             "n_neighbors": int(n_neighbors),
             "resolution": used_resolution,
+            "resolution_rule": _rule(resolution, n_clusters),
+            "stability": _stability_record(stability),
             "n_clusters": int(labels.max() + 1),
             "spatial_smoothing": float(spatial_smoothing),
             "seed": int(seed),
@@ -366,8 +435,15 @@ def cluster_modality(
 
 def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_added) -> None:
     check_count(n_neighbors, "n_neighbors", minimum=2)
-    if not (np.isfinite(resolution) and resolution > 0):
-        raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+    if isinstance(resolution, str):
+        if resolution != AUTO:
+            raise ValueError(f"resolution must be a positive number or {AUTO!r}, got {resolution!r}")
+    elif not (
+        isinstance(resolution, (int, float, np.integer, np.floating))
+        and np.isfinite(resolution)
+        and resolution > 0
+    ):
+        raise ValueError(f"resolution must be a positive number or {AUTO!r}, got {resolution!r}")
     check_count(n_clusters, "n_clusters", optional=True)
     if not 0.0 <= float(spatial_smoothing) < 1.0:
         raise ValueError(f"spatial_smoothing must lie in [0, 1), got {spatial_smoothing!r}")
@@ -414,23 +490,39 @@ def _measured_rows(mdata, modality: str) -> np.ndarray:
     return np.where(position >= 0, ok[np.maximum(position, 0)], False)
 
 
-def _transfer(basis: np.ndarray, known: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Labels of the spots not ``known``, voted by their ``k`` nearest known spots in ``basis``.
-
-    The commonest label wins; ties go to the label of the nearest of the tied.
-    """
+def _donors(basis: np.ndarray, known: np.ndarray, k: int) -> np.ndarray:
+    """``(n_unknown, k)``: positions among the ``known`` spots of each other spot's ``k`` nearest
+    known spots in ``basis``, nearest first."""
     from sklearn.neighbors import NearestNeighbors
 
     have = np.flatnonzero(known)
     k = max(1, min(k, have.size))
-    _, idx = NearestNeighbors(n_neighbors=k).fit(basis[have]).kneighbors(basis[~known])
-    votes = labels[idx]
+    return NearestNeighbors(n_neighbors=k).fit(basis[have]).kneighbors(basis[~known])[1]
+
+
+def _vote(donors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The commonest label among each row's donors; ties go to the nearest of the tied."""
+    k = donors.shape[1]
+    votes = labels[donors]
     n_labels = int(labels.max()) + 1
     counts = np.zeros((votes.shape[0], n_labels), dtype=np.int64)
     np.add.at(counts, (np.repeat(np.arange(votes.shape[0]), k), votes.ravel()), 1)
     tied = counts == counts.max(axis=1, keepdims=True)
     first = np.argmax(tied[np.arange(votes.shape[0])[:, None], votes], axis=1)
     return votes[np.arange(votes.shape[0]), first]
+
+
+def _impute(embedding: np.ndarray, known: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """``embedding`` with each non-finite value of a spot not ``known`` replaced by the mean of
+    that column over its donors (so the joint embedding has no NaN)."""
+    out = np.array(embedding, dtype=np.float64, copy=True)
+    unknown = np.flatnonzero(~known)
+    mean = out[known][donors].mean(axis=1)
+    rows = out[unknown]
+    bad = ~np.isfinite(rows)
+    rows[bad] = mean[bad]
+    out[unknown] = rows
+    return out
 
 
 def _concat_weights(weights, names) -> dict[str, float]:
@@ -558,17 +650,22 @@ def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
     return rank[raw]
 
 
-def _leiden_labels(graph, resolution: float, n_clusters: int | None, seed: int):
-    """Labels at ``resolution``, or at a resolution found to give ``n_clusters`` clusters."""
+def _leiden_labels(graph, resolution, n_clusters: int | None, seed: int, *, show_progress=False):
+    """Labels at ``resolution`` (a number, or ``"auto"``: the stability rule), or at a resolution
+    found to give ``n_clusters`` clusters. Returns labels, the resolution used and, for
+    ``"auto"``, the stability of each resolution tried."""
     if n_clusters is None:
-        return _leiden(graph, resolution, seed), float(resolution)
+        if resolution == AUTO:
+            return _stable_resolution(graph, seed, show_progress=show_progress)
+        return _leiden(graph, resolution, seed), float(resolution), None
+    start = 1.0 if resolution == AUTO else float(resolution)
     tried: dict[float, np.ndarray] = {}
 
     def run(r: float) -> int:
         tried[r] = _leiden(graph, r, seed)
         return int(tried[r].max() + 1)
 
-    lo, hi = 0.0, float(resolution)
+    lo, hi = 0.0, start
     count = run(hi)
     while count < n_clusters and len(tried) < _MAX_SEARCH // 2:
         lo, hi = hi, hi * 2.0
@@ -592,7 +689,68 @@ def _leiden_labels(graph, resolution: float, n_clusters: int | None, seed: int):
             DataWarning,
             stacklevel=3,
         )
-    return tried[best], best
+    return tried[best], best, None
+
+
+def _stable_resolution(graph, seed: int, *, show_progress: bool = False):
+    """The finest resolution of :data:`RESOLUTIONS` whose clusters are about as stable as any.
+
+    For each resolution, Leiden runs on :data:`STABILITY_RUNS` random subsets of
+    :data:`STABILITY_FRACTION` of the spots (the subgraph they induce, each with its own seed);
+    its stability is the mean adjusted Rand index between every two runs on the spots they share.
+    Clusters that are real come back in every subset; a homogeneous region split in two comes back
+    split differently each time. Resolutions giving one cluster are skipped; of the others, the
+    largest whose stability is at least the best stability minus :data:`STABILITY_TOLERANCE` is
+    used (ties to coarser ones would merge real clusters that are just as stable). The scan stops
+    once two resolutions in a row fall :data:`STABILITY_DROP` below the best.
+    """
+    from sklearn.metrics import adjusted_rand_score
+    from tqdm.auto import tqdm
+
+    n = graph.shape[0]
+    rng = np.random.default_rng(seed)
+    size = max(3, int(round(STABILITY_FRACTION * n)))
+    subsets = [np.sort(rng.choice(n, size=size, replace=False)) for _ in range(STABILITY_RUNS)]
+    subgraphs = [graph[s][:, s] for s in subsets]
+    full: dict[float, np.ndarray] = {}
+    stability: dict[float, float] = {}
+    below = 0
+    for r in tqdm(RESOLUTIONS, desc="resolution", disable=not show_progress, leave=False):
+        full[r] = _leiden(graph, r, seed)
+        if full[r].max() < 1:
+            continue
+        runs = []
+        for i, (s, g) in enumerate(zip(subsets, subgraphs, strict=True)):
+            lab = np.full(n, -1, dtype=np.int64)
+            lab[s] = _leiden(g, r, seed + 1 + i)
+            runs.append(lab)
+        scores = []
+        for i in range(len(runs)):
+            for j in range(i + 1, len(runs)):
+                both = (runs[i] >= 0) & (runs[j] >= 0)
+                scores.append(adjusted_rand_score(runs[i][both], runs[j][both]))
+        stability[r] = float(np.mean(scores))
+        best = max(stability.values())
+        below = below + 1 if stability[r] < best - STABILITY_DROP else 0
+        if below >= 2:
+            break
+    if not stability:  # every resolution gave one cluster
+        r = RESOLUTIONS[-1]
+        return full[r], float(r), {}
+    best = max(stability.values())
+    chosen = max(r for r, v in stability.items() if v >= best - STABILITY_TOLERANCE)
+    return full[chosen], float(chosen), stability
+
+
+def _rule(resolution, n_clusters) -> str:
+    if n_clusters is not None:
+        return "n_clusters"
+    return "stability" if resolution == AUTO else "given"
+
+
+def _stability_record(stability: dict[float, float] | None) -> dict[str, float]:
+    """``{"0.3": 0.97, ...}``: stability of each resolution tried (h5ad-writable keys)."""
+    return {f"{r:g}": float(v) for r, v in (stability or {}).items()}
 
 
 def _write(data, labels: np.ndarray, graph, key_added: str, *, modalities: list[str]) -> None:
