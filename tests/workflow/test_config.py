@@ -25,7 +25,8 @@ def test_the_annotated_example_validates_and_resolves_paths(tmp_path):
     assert [r.name for r in config.registrations] == ["msi → he_msi", "he_msi → visium"]
     assert (config.msi_name, config.visium_name) == ("msi", "visium")
     assert config.mapping.method == "area"
-    assert config.clustering.method == "wnn"
+    assert config.clustering.method == "concat"
+    assert config.clustering.resolution == "auto"
 
 
 def test_absolute_paths_are_kept(tmp_path):

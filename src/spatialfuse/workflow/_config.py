@@ -114,8 +114,9 @@ class Preprocessing(_Model):
 class Clustering(_Model):
     """Joint clustering (:func:`spatialfuse.tl.joint_cluster`)."""
 
-    method: Literal["wnn", "concat", "mofa"] = "wnn"
-    resolution: Annotated[float, Field(gt=0)] = 1.0
+    method: Literal["wnn", "concat", "mofa"] = "concat"
+    #: ``"auto"``: chosen from the data by cluster stability (see ``sf.tl.joint_cluster``).
+    resolution: Literal["auto"] | Annotated[float, Field(gt=0)] = "auto"
     spatial_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0
     seed: int = 0
 

@@ -60,8 +60,8 @@ preprocessing:
     n_comps: 30
 
 clustering:
-  method: wnn                       # wnn | concat | mofa (mofa needs mofapy2)
-  resolution: 1.0
+  method: concat                    # concat | wnn | mofa (mofa needs mofapy2)
+  resolution: auto                  # auto = chosen by cluster stability, or a number
   spatial_smoothing: 0.0            # 0 = none; up to 1 = mix in the spatial neighbour graph
   seed: 0
 
