@@ -20,6 +20,7 @@ from spatialfuse.reg._images import (
 )
 from spatialfuse.reg._itk import COARSE_LEVELS, FULL_LEVELS, refine_bspline, refine_linear
 from spatialfuse.reg._similarity import alignment_scores, combined_score
+from spatialfuse.reg._threads import one_blas_thread
 from spatialfuse.reg._transform import AffineTransform, Transform, as_points, compose
 
 MODELS = ("rigid", "similarity", "affine", "bspline")
@@ -164,6 +165,7 @@ def _landmark_errors(transform: Transform, landmarks, pixel_size: float | None) 
     return out
 
 
+@one_blas_thread
 def register(
     moving,
     fixed,
@@ -467,6 +469,7 @@ def register(
     return result
 
 
+@one_blas_thread
 def assess(
     moving,
     fixed,
