@@ -91,3 +91,23 @@ def test_bad_arguments(trio, tmp_path):
     with pytest.raises(ValueError, match="fill must be a uint8"):
         warp_histology(he, identity, tmp_path / "x.ome.tif", fill=300)
     assert not (tmp_path / "x.ome.tif").exists()
+
+
+def test_a_file_name_with_xml_characters_gives_valid_ome_xml(trio, tmp_path):
+    """The OME-XML names the source file; ``&`` and ``<`` in it must be escaped, not break it."""
+    import shutil
+
+    import tifffile
+    from lxml import etree
+
+    odd = tmp_path / "H&E <serial>.ome.tif"
+    shutil.copyfile(trio.he, odd)
+    he = sf.io.read_histology(odd)
+    rotation = sf.reg.AffineTransform.from_params(rotation_deg=10.0)
+    path = warp_histology(he, rotation, tmp_path / "warped.ome.tif", output_pixel_size_um=8.0)
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.pages[0].description
+    root = etree.fromstring(xml.encode("utf-8"))
+    image = root.find("{http://www.openmicroscopy.org/Schemas/OME/2016-06}Image")
+    assert image.get("Name") == "H&E <serial>.ome.tif warped by spatialfuse"
+    assert sf.io.read_histology(path).pixel_size_um == pytest.approx((8.0, 8.0))

@@ -20,22 +20,26 @@ TILE = 256
 def ome_xml(
     width: int, height: int, pixel_size_um: float, *, uuid_text: str, name: str, channels: int = 3
 ) -> str:
-    """The OME-XML of one interleaved ``uint8`` image with ``PhysicalSizeX/Y`` in µm."""
-    size = repr(float(pixel_size_um))
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" '
-        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-        'xsi:schemaLocation="http://www.openmicroscopy.org/Schemas/OME/2016-06 '
-        'http://www.openmicroscopy.org/Schemas/OME/2016-06/ome.xsd" '
-        f'UUID="urn:uuid:{uuid_text}" Creator="spatialfuse">'
-        f'<Image ID="Image:0" Name="{name}"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
-        f'Type="uint8" SizeX="{width}" SizeY="{height}" SizeC="{channels}" SizeZ="1" SizeT="1" '
-        f'Interleaved="true" PhysicalSizeX="{size}" PhysicalSizeXUnit="µm" '
-        f'PhysicalSizeY="{size}" PhysicalSizeYUnit="µm">'
-        f'<Channel ID="Channel:0:0" SamplesPerPixel="{channels}"><LightPath/></Channel>'
-        '<TiffData IFD="0" PlaneCount="1"/></Pixels></Image></OME>'
+    """The OME-XML of one interleaved ``uint8`` image with ``PhysicalSizeX/Y`` in µm.
+
+    Built by tifffile's ``OmeXml``, which escapes the name (a file name with ``&`` or ``<``).
+    """
+    import tifffile
+
+    size = float(pixel_size_um)
+    ome = tifffile.OmeXml(Creator="spatialfuse", UUID=f"urn:uuid:{uuid_text}")
+    ome.addimage(
+        np.uint8,
+        (height, width, channels),
+        (1, 1, 1, height, width, channels),
+        axes="YXS",
+        Name=name,
+        PhysicalSizeX=size,
+        PhysicalSizeXUnit="µm",
+        PhysicalSizeY=size,
+        PhysicalSizeYUnit="µm",
     )
+    return ome.tostring(declaration=True)
 
 
 def pyramid_shapes(shape: tuple[int, int], *, min_side: int = 1024) -> list[tuple[int, int]]:
