@@ -125,10 +125,10 @@ def load_layout(name: str, root: Path | None = None) -> Layout:
     xy = table[["pxl_col", "pxl_row"]].to_numpy(np.float64)
     nn = cKDTree(xy).query(xy, k=2)[0][:, 1]
     um_per_px = 100.0 / float(np.median(nn))
-    radius = max(1, int(round(0.5 * float(np.median(nn)) * scalef)))
+    radius = max(1, round(0.5 * float(np.median(nn)) * scalef))
     rgb = np.empty((len(table), 3))
     for i, (x, y) in enumerate(xy * scalef):
-        c, r = int(round(x)), int(round(y))
+        c, r = round(x), round(y)
         patch = image[max(r - radius, 0) : r + radius + 1, max(c - radius, 0) : c + radius + 1]
         rgb[i] = patch.reshape(-1, 3).mean(axis=0)
     return Layout(
@@ -220,7 +220,7 @@ def tissue_regions(layout: Layout, rng: np.random.Generator) -> np.ndarray:
     side = centred @ axis
     labels[side > np.quantile(side, 0.62 + 0.1 * rng.random())] = 1
     labels[dist <= 1] = 2
-    r, g, b = layout.rgb.T
+    r, _, b = layout.rgb.T
     blue = b - r  # haematoxylin shifts the pink of eosin towards blue
     interior = dist >= 3
     labels[interior & (blue >= np.quantile(blue[interior], 0.92))] = 3
@@ -421,10 +421,10 @@ def make_case(
     if oracle:
         # noiseless: class means at constant depth (a tiny jitter keeps neighbours distinct)
         jit = 1e-3 * rng.standard_normal((n, n_genes))
-        case.rna_oracle = _adata(
-            np.exp(log_p + jit) * spec.depth, layout.barcodes, "gene", layout
+        case.rna_oracle = _adata(np.exp(log_p + jit) * spec.depth, layout.barcodes, "gene", layout)
+        clean = np.exp(
+            ion_base[None, :] + ion_fx[msi_class] + 1e-3 * rng.standard_normal((n, N_IONS))
         )
-        clean = np.exp(ion_base[None, :] + ion_fx[msi_class] + 1e-3 * rng.standard_normal((n, N_IONS)))
         clean[~has_msi] = np.nan
         case.msi_oracle = _adata(clean, layout.barcodes, "mz-", layout, msi_obs)
     return case
@@ -582,8 +582,15 @@ def run_methods(case: Case, *, muon: bool = True, mofa: bool = True) -> dict:
     out["sf rna"] = _labels(mdata.obs["r"])
     timed("sf msi", lambda: sf.tl.cluster_modality(mdata, "msi", key_added="m"))
     out["sf msi"] = _labels(mdata.obs["m"])
-    timed("scanpy rna", lambda: out.__setitem__("scanpy rna", _scanpy_leiden(mdata.mod["rna"], np.arange(mdata.n_obs))))
-    timed("scanpy msi", lambda: out.__setitem__("scanpy msi", _scanpy_leiden(mdata.mod["msi"], rows)))
+    timed(
+        "scanpy rna",
+        lambda: out.__setitem__(
+            "scanpy rna", _scanpy_leiden(mdata.mod["rna"], np.arange(mdata.n_obs))
+        ),
+    )
+    timed(
+        "scanpy msi", lambda: out.__setitem__("scanpy msi", _scanpy_leiden(mdata.mod["msi"], rows))
+    )
     if muon:
         t0 = time.perf_counter()
         labels, why = _muon_wnn(mdata, rows)

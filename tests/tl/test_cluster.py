@@ -323,3 +323,79 @@ def test_wnn_weights_and_graph_match_the_definition():
         best = sorted(joint, key=lambda j: -joint[j])[: k - 1]
         assert set(np.flatnonzero(graph[i])) == set(best)
         np.testing.assert_allclose(graph[i, best], [joint[j] for j in best], rtol=1e-9)
+
+
+# -------------------------------------------------------------------------------------------------
+# resolution chosen from the data, spots without MSI, the joint embedding
+
+
+def _unequal_groups(seed=0, sep=5.0):
+    """Groups of 400, 150 and 40 spots, each a homogeneous Gaussian blob in both modalities."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat([0, 1, 2], [400, 150, 40])
+
+    def embedding():
+        x = rng.normal(size=(group.size, 10))
+        for g in (1, 2):
+            x[group == g, g - 1] += sep
+        return x - x.mean(axis=0)
+
+    return group, embedding(), embedding()
+
+
+def test_auto_resolution_does_not_split_homogeneous_groups():
+    """At resolution 1 Leiden splits the 400-spot blob (measured: 5 clusters, ARI 0.43); the
+    stability rule finds the three groups (measured: 3 clusters, ARI 0.99, resolution 0.7)."""
+    group, rna, msi = _unequal_groups()
+    mdata = _mdata(rna, msi)
+    sf.tl.joint_cluster(mdata)
+    params = mdata.uns["joint"]["params"]
+    assert params["method"] == "concat" and params["resolution_rule"] == "stability"
+    assert mdata.obs["joint"].nunique() == 3
+    assert _ari(group, mdata.obs["joint"]) > 0.95
+    stability = params["stability"]
+    assert stability[f"{params['resolution']:g}"] == max(stability.values())
+    assert min(stability.values()) < 0.8  # some resolution was unstable (the split blob)
+    sf.tl.joint_cluster(mdata, resolution=1.0, key_added="r1")
+    assert mdata.uns["r1"]["params"]["resolution_rule"] == "given"
+    assert _ari(group, mdata.obs["r1"]) < 0.8  # what the old default did
+    sf.tl.cluster_modality(mdata, "rna")
+    assert mdata.uns["rna_clusters"]["params"]["resolution_rule"] == "stability"
+    assert _ari(group, mdata.obs["rna_clusters"]) > 0.95
+
+
+def test_spots_without_msi_excluded_when_asked_and_the_embedding_has_no_nan():
+    group, rna, msi = _design(seed=1)
+    missing = np.random.default_rng(2).random(group.size) < 0.2
+    msi[missing] = np.nan
+    mdata = _mdata(rna, msi)
+    sf.tl.joint_cluster(mdata, incomplete="exclude", n_clusters=3)
+    assert mdata.obs["joint"].isna().to_numpy().tolist() == missing.tolist()
+    assert (mdata.obs["joint_basis"].to_numpy()[missing] == "none").all()
+    params = mdata.uns["joint"]["params"]
+    assert params["n_spots_excluded"] == missing.sum() and params["n_spots_placed"] == 0
+    assert _ari(group[~missing], mdata.obs["joint"].to_numpy()[~missing]) > 0.9
+    for method in ("concat", "wnn"):
+        sf.tl.joint_cluster(mdata, method=method, n_clusters=3, key_added=method)
+        emb = mdata.obsm[f"X_{method}"]
+        assert emb.shape == (group.size, 10) and np.isfinite(emb).all()
+        np.testing.assert_allclose(emb[~missing, 5:].var(axis=0, ddof=1).sum(), 1.0)
+        assert mdata.uns[method]["params"]["n_spots_placed"] == missing.sum()
+        # a spot without MSI gets the MSI block of complete spots of its expression group: in
+        # group 2 (which the RNA tells apart) that is the MSI of group 2, not of group 0
+        msi_block = emb[:, 5:]
+        centre = {g: msi_block[~missing & (group == g)].mean(axis=0) for g in (0, 2)}
+        dist = {g: np.linalg.norm(msi_block - c, axis=1) for g, c in centre.items()}
+        assert (dist[2] < dist[0])[missing & (group == 2)].all()
+
+
+def test_bad_resolution_and_incomplete():
+    _, rna, msi = _design()
+    mdata = _mdata(rna, msi)
+    for bad in ("best", -1.0, 0, float("nan"), None):
+        with pytest.raises(ValueError, match="resolution must be a positive number or 'auto'"):
+            sf.tl.joint_cluster(mdata, resolution=bad)
+    with pytest.raises(ValueError, match="resolution must be a positive number or 'auto'"):
+        sf.tl.cluster_modality(mdata, "rna", resolution="max")
+    with pytest.raises(ValueError, match=r"incomplete must be one of \('place', 'exclude'\)"):
+        sf.tl.joint_cluster(mdata, incomplete="drop")

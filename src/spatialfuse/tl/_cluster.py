@@ -437,7 +437,9 @@ def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_ad
     check_count(n_neighbors, "n_neighbors", minimum=2)
     if isinstance(resolution, str):
         if resolution != AUTO:
-            raise ValueError(f"resolution must be a positive number or {AUTO!r}, got {resolution!r}")
+            raise ValueError(
+                f"resolution must be a positive number or {AUTO!r}, got {resolution!r}"
+            )
     elif not (
         isinstance(resolution, (int, float, np.integer, np.floating))
         and np.isfinite(resolution)
@@ -491,8 +493,10 @@ def _measured_rows(mdata, modality: str) -> np.ndarray:
 
 
 def _donors(basis: np.ndarray, known: np.ndarray, k: int) -> np.ndarray:
-    """``(n_unknown, k)``: positions among the ``known`` spots of each other spot's ``k`` nearest
-    known spots in ``basis``, nearest first."""
+    """Each unknown spot's ``k`` nearest ``known`` spots in ``basis``, nearest first.
+
+    Returns ``(n_unknown, k)`` positions among the known spots.
+    """
     from sklearn.neighbors import NearestNeighbors
 
     have = np.flatnonzero(known)
@@ -513,8 +517,10 @@ def _vote(donors: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _impute(embedding: np.ndarray, known: np.ndarray, donors: np.ndarray) -> np.ndarray:
-    """``embedding`` with each non-finite value of a spot not ``known`` replaced by the mean of
-    that column over its donors (so the joint embedding has no NaN)."""
+    """``embedding`` with no NaN: the spots not ``known`` get their donors' mean where not finite.
+
+    Only the non-finite values of those spots are replaced, column by column.
+    """
     out = np.array(embedding, dtype=np.float64, copy=True)
     unknown = np.flatnonzero(~known)
     mean = out[known][donors].mean(axis=1)
@@ -651,9 +657,11 @@ def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
 
 
 def _leiden_labels(graph, resolution, n_clusters: int | None, seed: int, *, show_progress=False):
-    """Labels at ``resolution`` (a number, or ``"auto"``: the stability rule), or at a resolution
-    found to give ``n_clusters`` clusters. Returns labels, the resolution used and, for
-    ``"auto"``, the stability of each resolution tried."""
+    """Labels at ``resolution`` (a number or ``"auto"``), or at one giving ``n_clusters``.
+
+    Returns labels, the resolution used and, for ``"auto"``, the stability of each resolution
+    tried (else None).
+    """
     if n_clusters is None:
         if resolution == AUTO:
             return _stable_resolution(graph, seed, show_progress=show_progress)
@@ -709,7 +717,7 @@ def _stable_resolution(graph, seed: int, *, show_progress: bool = False):
 
     n = graph.shape[0]
     rng = np.random.default_rng(seed)
-    size = max(3, int(round(STABILITY_FRACTION * n)))
+    size = max(3, round(STABILITY_FRACTION * n))
     subsets = [np.sort(rng.choice(n, size=size, replace=False)) for _ in range(STABILITY_RUNS)]
     subgraphs = [graph[s][:, s] for s in subsets]
     full: dict[float, np.ndarray] = {}
