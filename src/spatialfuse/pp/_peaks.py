@@ -49,8 +49,8 @@ __all__ = ["PeakList", "centroid_peaks", "mad_noise", "pick_peaks", "tophat_base
 
 #: Scale from a median absolute deviation to the standard deviation of Gaussian noise.
 MAD_SCALE = 1.482602218505602
-#: Rows of a table handled per chunk when counting the pixels each peak is found in.
-_CHUNK_ROWS = 2048
+#: Intensity values handled per chunk of pixels (16 MiB as float64).
+_CHUNK_VALUES = 1 << 21
 
 
 def mad_noise(intensity: np.ndarray) -> tuple[float, float]:
@@ -189,47 +189,112 @@ def _row_noise(values: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.nd
     return median, MAD_SCALE * _row_medians(np.abs(v - median[r]), r, n_rows)
 
 
+def dense_noise(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a finite float64 block: ``(median, 1.4826 × MAD)`` of its non-zero values."""
+    import warnings
+
+    masked = np.where(b != 0, b, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows of zeros: all-NaN medians
+        level = np.nanmedian(masked, axis=1)
+        noise = MAD_SCALE * np.nanmedian(np.abs(masked - level[:, None]), axis=1)
+    return np.nan_to_num(level), np.nan_to_num(noise)
+
+
+def _dense_found(block: np.ndarray, starts: np.ndarray, stops: np.ndarray, snr: float):
+    """Per window, whether each row of a dense block holds a point above its own threshold."""
+    b = np.nan_to_num(np.asarray(block, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    level, noise = dense_noise(b)
+    padded = np.concatenate([b, np.zeros((b.shape[0], 1))], axis=1)
+    bounds = np.empty(2 * starts.size, dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, stops
+    best = np.maximum.reduceat(padded, bounds, axis=1)[:, 0::2]
+    best[:, stops <= starts] = 0.0
+    limit = (level + np.maximum(snr * noise, np.finfo(np.float64).tiny))[:, None]
+    return best >= limit
+
+
+def _flat_found(n_rows, rows, window, values, n_windows: int, snr: float):
+    """:func:`_dense_found` for points given as flat (row, window, value) arrays."""
+    values = np.nan_to_num(values.astype(np.float64, copy=False), nan=0.0, posinf=0.0)
+    level, noise = _row_noise(values, rows, n_rows)
+    inside = window >= 0
+    key = rows[inside] * n_windows + window[inside]
+    best = np.zeros(n_rows * n_windows)
+    np.maximum.at(best, key, values[inside])
+    best = best.reshape(n_rows, n_windows)
+    limit = (level + np.maximum(snr * noise, np.finfo(np.float64).tiny))[:, None]
+    return best >= limit
+
+
 def _found_counts(chunks, n_windows: int, snr: float) -> np.ndarray:
     """Pixels in which each window holds a point ≥ the pixel's median + ``snr`` × its noise.
 
-    ``chunks`` yields ``(n_rows, rows, window, values)`` over all points of a block of pixels:
-    ``window`` is each point's window index (−1 outside every window).
+    ``chunks`` yields ``("dense", block, starts, stops)`` (rows × points, window column ranges
+    ``[start, stop)``) or ``("flat", n_rows, rows, window, values)`` over all points of a block
+    of pixels, ``window`` being each point's window index (−1 outside every window).
     """
     counts = np.zeros(n_windows, dtype=np.int64)
-    for n_rows, rows, window, values in chunks:
-        values = np.nan_to_num(values.astype(np.float64, copy=False), nan=0.0, posinf=0.0)
-        level, noise = _row_noise(values, rows, n_rows)
-        inside = window >= 0
-        key = rows[inside] * n_windows + window[inside]
-        best = np.zeros(n_rows * n_windows)
-        np.maximum.at(best, key, values[inside])
-        best = best.reshape(n_rows, n_windows)
-        limit = (level + np.maximum(snr * noise, np.finfo(np.float64).tiny))[:, None]
-        counts += (best >= limit).sum(axis=0)
+    for kind, *parts in chunks:
+        if kind == "dense":
+            found = _dense_found(*parts, snr)
+        else:
+            found = _flat_found(*parts, n_windows, snr)
+        counts += found.sum(axis=0)
     return counts
 
 
-def _table_chunks(x, window_of_column: np.ndarray, show_progress: bool):
+def _rows_per_chunk(n_points: int) -> int:
+    return max(1, _CHUNK_VALUES // max(1, n_points))
+
+
+def _column_ranges(mz: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    start = np.searchsorted(mz, lo, side="left")
+    return start, np.maximum(np.searchsorted(mz, hi, side="right"), start)
+
+
+def _table_chunks(x, mz: np.ndarray, lo: np.ndarray, hi: np.ndarray, show_progress: bool):
     from scipy import sparse
 
     n = x.shape[0]
-    for a in progress(range(0, n, _CHUNK_ROWS), show=show_progress, desc="peak frequency"):
-        block = x[a : a + _CHUNK_ROWS]
+    starts, stops = _column_ranges(mz, lo, hi)
+    window_of_column = np.full(mz.size, -1, dtype=np.int64)
+    for j, (a, b) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
+        window_of_column[a:b] = j
+    step = _rows_per_chunk(mz.size)
+    for a in progress(range(0, n, step), show=show_progress, desc="peak frequency"):
+        block = x[a : a + step]
         if hasattr(block, "compute"):
             block = block.compute()
-        coo = sparse.coo_matrix(block)
-        yield block.shape[0], coo.row.astype(np.int64), window_of_column[coo.col], coo.data
+        if sparse.issparse(block):
+            coo = sparse.coo_matrix(block)
+            rows, cols = coo.row.astype(np.int64), coo.col
+            yield "flat", block.shape[0], rows, window_of_column[cols], coo.data
+        else:
+            yield "dense", np.asarray(block), starts, stops
 
 
 def _reader_chunks(reader, lo: np.ndarray, hi: np.ndarray, show_progress: bool):
+    from spatialfuse.io.imzml import _kernels
     from spatialfuse.io.imzml._kernels import WindowLookup
 
+    axis = _kernels.shared_mz_axis(reader._acc)
+    if axis is not None:  # continuous: dense blocks of rows, windows are column ranges
+        starts, stops = _column_ranges(axis, lo, hi)
+        step = _rows_per_chunk(axis.size)
+        chunks = reader.iter_chunks(chunk_spectra=step)
+        for _a, _b, _mz, intensity, lengths in progress(
+            chunks, show=show_progress, desc="peak frequency"
+        ):
+            yield "dense", intensity.reshape(lengths.size, axis.size), starts, stops
+        return
     lookup = WindowLookup(lo, hi)
-    chunks = reader.iter_chunks(chunk_spectra=_CHUNK_ROWS)
+    mean_length = float(reader._table.mz_length.mean()) if reader.n_spectra else 1.0
+    chunks = reader.iter_chunks(chunk_spectra=_rows_per_chunk(int(mean_length)))
     for a, b, mz, intensity, lengths in progress(chunks, show=show_progress, desc="peak frequency"):
         rows = np.repeat(np.arange(b - a), lengths)
         window = lookup(mz.astype(np.float64)) if mz.size else np.empty(0, dtype=np.int64)
-        yield b - a, rows, window, intensity
+        yield "flat", b - a, rows, window, intensity
 
 
 def _window_matrix(mz: np.ndarray, lo: np.ndarray, hi: np.ndarray):
@@ -275,7 +340,8 @@ def _reference_from_reader(reader, reference: str, ppm: float) -> tuple[np.ndarr
             "reference='mean' for a processed file",
         )
     top = np.zeros(axis.size)
-    for _a, _b, _mz, intensity, lengths in reader.iter_chunks(chunk_spectra=_CHUNK_ROWS):
+    step = _rows_per_chunk(axis.size)
+    for _a, _b, _mz, intensity, lengths in reader.iter_chunks(chunk_spectra=step):
         if intensity.size:
             block = intensity.reshape(lengths.size, axis.size).astype(np.float64)
             top = np.maximum(top, np.nan_to_num(block, nan=0.0, posinf=0.0).max(axis=0))
@@ -412,10 +478,8 @@ def pick_peaks(
         if hasattr(x, "compute"):
             x = x.compute()
         x = x.astype(np.float32)
-        window_of_column = np.full(mz.size, -1, dtype=np.int64)
-        rows, cols = weights.nonzero()
-        window_of_column[rows] = cols
-        found = _found_counts(_table_chunks(data.X, window_of_column, show_progress), lo.size, snr)
+        chunks = _table_chunks(data.X, mz, lo, hi, show_progress)
+        found = _found_counts(chunks, lo.size, snr)
         obs, obsm, uns = data.obs.copy(), dict(data.obsm), dict(data.uns)
     n_obs = max(len(obs), 1)
     frequency = found / n_obs

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["measure_errors", "recalibrate"]
 
-#: Rows of a table handled per chunk.
-_CHUNK_ROWS = 1024
+#: Intensity values handled per chunk of pixels (16 MiB as float64).
+_CHUNK_VALUES = 1 << 21
 _MODELS = ("shift", "linear")
 
 
@@ -52,18 +52,13 @@ def _dense_block(x, a: int, b: int) -> np.ndarray:
     return np.nan_to_num(np.asarray(block, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _block_noise(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from spatialfuse.pp._peaks import _row_noise
-
-    rows, cols = np.nonzero(block)
-    return _row_noise(block[rows, cols], rows, block.shape[0])
-
-
 def _block_errors(
     block: np.ndarray, mz: np.ndarray, refs: np.ndarray, ppm: float, snr: float
 ) -> np.ndarray:
     """(rows × references) ppm error of each pixel's peak near each reference; NaN if none."""
-    level, noise = _block_noise(block)
+    from spatialfuse.pp._peaks import dense_noise
+
+    level, noise = dense_noise(block)
     limit = level + np.maximum(snr * noise, np.finfo(np.float64).tiny)
     out = np.full((block.shape[0], refs.size), np.nan)
     last = mz.size - 1
@@ -99,11 +94,11 @@ def measure_errors(adata: anndata.AnnData, reference_mz, *, ppm: float = 30.0, s
     """
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
     refs = np.asarray(reference_mz, dtype=np.float64)
-    n = adata.n_obs
+    n, step = adata.n_obs, max(1, _CHUNK_VALUES // mz.size)
     return np.concatenate(
         [
-            _block_errors(_dense_block(adata.X, a, min(n, a + _CHUNK_ROWS)), mz, refs, ppm, snr)
-            for a in range(0, n, _CHUNK_ROWS)
+            _block_errors(_dense_block(adata.X, a, min(n, a + step)), mz, refs, ppm, snr)
+            for a in range(0, n, step)
         ]
         or [np.empty((0, refs.size))]
     )
@@ -128,7 +123,7 @@ def _fit(errors: np.ndarray, refs: np.ndarray, model: str) -> tuple[np.ndarray, 
 
 def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     """The ``n_references`` peaks of the mean spectrum found in the most pixels."""
-    from spatialfuse.pp._peaks import _found_counts, _table_chunks, _window_matrix, centroid_peaks
+    from spatialfuse.pp._peaks import _found_counts, _table_chunks, centroid_peaks
 
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
     mean = adata.X.mean(axis=0)
@@ -136,11 +131,8 @@ def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     peaks = centroid_peaks(mz, mean, snr=snr)
     if len(peaks) == 0:
         return peaks.mz
-    weights = _window_matrix(mz, peaks.lo, peaks.hi)
-    window_of_column = np.full(mz.size, -1, dtype=np.int64)
-    rows, cols = weights.nonzero()
-    window_of_column[rows] = cols
-    found = _found_counts(_table_chunks(adata.X, window_of_column, False), len(peaks), snr)
+    chunks = _table_chunks(adata.X, mz, peaks.lo, peaks.hi, False)
+    found = _found_counts(chunks, len(peaks), snr)
     order = np.lexsort((-peaks.height, -found))[:n_references]
     return np.sort(peaks.mz[order])
 
@@ -241,8 +233,9 @@ def recalibrate(
     offset, slope = np.zeros(n), np.zeros(n)
     out = np.empty(adata.shape, dtype=np.float32)
     centre = float(refs.mean())
-    for a in progress(range(0, n, _CHUNK_ROWS), show=show_progress, desc="recalibrate"):
-        b = min(n, a + _CHUNK_ROWS)
+    step = max(1, _CHUNK_VALUES // mz.size)
+    for a in progress(range(0, n, step), show=show_progress, desc="recalibrate"):
+        b = min(n, a + step)
         block = _dense_block(adata.X, a, b)
         errors = _block_errors(block, mz, refs, ppm, snr)
         off, slo = _fit(errors, refs, model)
