@@ -190,3 +190,21 @@ def test_resample_uses_pixel_centres():
         np.dstack([image] * 3), shift, pixel_size_um=5, output_shape=(4, 4), output_pixel_size_um=5
     )
     assert rgb.shape == (4, 4, 3)
+
+
+def test_as_affine_on_every_kind():
+    """Linear kinds give one matrix that maps like them; nonrigid kinds say they have none."""
+    rng = np.random.default_rng(7)
+    a, b = _random_affine(rng), _random_affine(rng)
+    assert a.as_affine() is a
+    chain = CompositeTransform([a, b])  # not collapsed: a chain of two linear steps
+    np.testing.assert_allclose(chain.as_affine().apply(POINTS), b.apply(a.apply(POINTS)))
+    for name, transform in _all_kinds(rng).items():
+        if transform.is_linear:
+            np.testing.assert_allclose(
+                transform.as_affine().apply(POINTS), transform.apply(POINTS), atol=1e-9
+            )
+        else:
+            with pytest.raises(ValueError, match="no single matrix"):
+                transform.as_affine()
+            assert name != "affine"

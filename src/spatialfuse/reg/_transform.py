@@ -91,6 +91,16 @@ class Transform(ABC):
         """Whether the transform is affine (and so has a matrix)."""
         return False
 
+    def as_affine(self) -> AffineTransform:
+        """The transform as one :class:`AffineTransform` (every linear kind has one).
+
+        Raises
+        ------
+        ValueError
+            For a nonrigid transform, which has no single matrix.
+        """
+        raise ValueError(f"{type(self).__name__} is nonrigid; it has no single matrix")
+
     def __call__(self, points) -> np.ndarray:
         return self.apply(points)
 
@@ -238,6 +248,10 @@ class AffineTransform(Transform):
     def is_linear(self) -> bool:
         """Always true."""
         return True
+
+    def as_affine(self) -> AffineTransform:
+        """Itself: an affine transform is its own matrix."""
+        return self
 
     @property
     def is_mirror(self) -> bool:
@@ -629,10 +643,11 @@ class CompositeTransform(Transform):
         """The single matrix of an all-linear chain."""
         if not self.is_linear:
             raise ValueError("the chain contains a nonrigid step; it has no single matrix")
+        affines = [step.as_affine() for step in self.steps]
         matrix = np.eye(3)
-        for step in self.steps:
+        for step in affines:
             matrix = step.matrix @ matrix
-        models = [s.model for s in self.steps]
+        models = [s.model for s in affines]
         model = next((m for m in ("affine", "similarity") if m in models), "rigid")
         return AffineTransform(matrix, model=model)
 

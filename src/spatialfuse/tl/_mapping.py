@@ -551,11 +551,9 @@ def _feature_matrix(adata, layer: str | None, name: str):
 
 def _transform_record(transform: Transform) -> dict[str, Any]:
     record: dict[str, Any] = {"kind": transform.kind, "is_linear": bool(transform.is_linear)}
-    matrix = getattr(transform, "matrix", None)
-    if matrix is None and transform.is_linear and hasattr(transform, "as_affine"):
-        matrix = transform.as_affine().matrix
+    matrix = _affine_matrix(transform)
     if matrix is not None:
-        record["matrix"] = np.asarray(matrix, dtype=np.float64).copy()
+        record["matrix"] = matrix.copy()
     record["description"] = repr(transform)
     return record
 
@@ -564,10 +562,7 @@ def _affine_matrix(transform: Transform) -> np.ndarray | None:
     """The 3 × 3 matrix of a linear transform, else None."""
     if not transform.is_linear:
         return None
-    matrix = getattr(transform, "matrix", None)
-    if matrix is None and hasattr(transform, "as_affine"):
-        matrix = transform.as_affine().matrix
-    return None if matrix is None else np.asarray(matrix, dtype=np.float64)
+    return np.asarray(transform.as_affine().matrix, dtype=np.float64)
 
 
 # -------------------------------------------------------------------------------------------------

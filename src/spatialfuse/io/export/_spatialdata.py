@@ -55,7 +55,7 @@ import numpy as np
 from spatialfuse._io_utils import atomic_dir, encodable_path
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
-from spatialfuse.reg import AffineTransform, CompositeTransform, Transform
+from spatialfuse.reg import Transform
 
 if TYPE_CHECKING:
     import anndata
@@ -289,16 +289,8 @@ def _linear(transform: Transform | None):
     if transform is None:
         return Identity()
     if transform.is_linear:
-        return _as_affine(transform).to_spatialdata()
+        return transform.as_affine().to_spatialdata()
     return None
-
-
-def _as_affine(transform: Transform) -> AffineTransform:
-    if isinstance(transform, CompositeTransform):
-        return transform.as_affine()
-    if not isinstance(transform, AffineTransform):
-        raise TypeError(f"a linear transform must be affine, got {type(transform).__name__}")
-    return transform
 
 
 # --------------------------------------------------------------------------------------------------
