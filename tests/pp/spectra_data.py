@@ -26,26 +26,30 @@ def profile_table(
     baseline: float = 20.0,
     drift_ppm: np.ndarray | float = 0.0,
     presence: np.ndarray | None = None,
+    abundance: np.ndarray | None = None,
     seed: int = 0,
     mz: np.ndarray | None = None,
 ) -> ad.AnnData:
     """Pixels × profile points: Gaussian peaks (FWHM = m/z / resolving power) + baseline + noise.
 
     ``drift_ppm`` (scalar or one per pixel) moves every peak of a pixel by that many ppm;
-    ``presence`` (pixels × peaks, bool) says where each peak exists (all pixels by default).
+    ``presence`` (pixels × peaks, bool) says where each peak exists (all pixels by default);
+    ``abundance`` (pixels × peaks) multiplies each peak's height per pixel (1 by default).
     """
     rng = np.random.default_rng(seed)
     mz = profile_axis() if mz is None else mz
     heights = np.linspace(400, 100, peaks.size) if heights is None else heights
     drift = np.broadcast_to(np.asarray(drift_ppm, dtype=np.float64), (n_pixels,))
     presence = np.ones((n_pixels, peaks.size), bool) if presence is None else presence
+    abundance = np.ones((n_pixels, peaks.size)) if abundance is None else abundance
     x = np.empty((n_pixels, mz.size), dtype=np.float32)
     slope = baseline * np.exp(-(mz - mz[0]) / 150.0)
     for i in range(n_pixels):
         y = slope + rng.normal(0.0, noise, mz.size)
         centres = peaks * (1 + drift[i] * 1e-6)
         sigma = centres / resolving_power / 2.3548200450309493
-        for c, s, h, here in zip(centres, sigma, heights, presence[i], strict=True):
+        scaled = heights * abundance[i]
+        for c, s, h, here in zip(centres, sigma, scaled, presence[i], strict=True):
             if here:
                 near = np.abs(mz - c) < 8 * s
                 y[near] += h * np.exp(-0.5 * ((mz[near] - c) / s) ** 2)
