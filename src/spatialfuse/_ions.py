@@ -60,6 +60,35 @@ def adduct_shift(adduct: str) -> tuple[float, int]:
     return shift - charge * ELECTRON_MASS, charge
 
 
+@cache
+def isotope_pattern(formula: str, adduct: str, n: int = 3) -> tuple[tuple[float, ...], ...]:
+    """Isotope pattern of ``formula`` as ``adduct``: ``(m/z offsets, relative intensities)``.
+
+    The first ``n`` isotopologues by nominal mass from the monoisotopic ion, the adduct's atoms
+    included (⁴¹K, ³⁷Cl); each offset is molmass' abundance-weighted mass of that nominal mass.
+    """
+    import molmass
+
+    charge, added, lost = ADDUCTS[adduct]
+    composite = molmass.Formula(formula)
+    if added:
+        composite = composite + molmass.Formula(added)
+    if lost:
+        composite = composite - molmass.Formula(lost)
+    entries = {e.massnumber: e for e in composite.spectrum(min_fraction=1e-6).values()}
+    monoisotopic = composite.monoisotopic_mass
+    mono = min(entries.values(), key=lambda e: abs(e.mass - monoisotopic), default=None)
+    if mono is None or mono.fraction <= 0:
+        return (0.0,) * n, (1.0,) + (0.0,) * (n - 1)
+    nominal = mono.massnumber
+    offsets, ratios = [], []
+    for k in range(n):
+        entry = entries.get(nominal + k)
+        offsets.append((entry.mass - mono.mass) / abs(charge) if entry else k * 1.0033548350723)
+        ratios.append(entry.fraction / mono.fraction if entry else 0.0)
+    return tuple(offsets), tuple(ratios)
+
+
 def adduct_polarity(adduct: str) -> str:
     """``"positive"`` or ``"negative"``."""
     return "positive" if adduct_shift(adduct)[1] > 0 else "negative"

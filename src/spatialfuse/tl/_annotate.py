@@ -5,7 +5,10 @@ mode, ``[M-H]-``, ``[M+Cl]-`` for negative; masses from the formulas by molmass,
 included); a feature matches every ion within ``± ppm`` of its m/z. All matches are kept in
 ``uns`` (ambiguity is the rule at MS1: isomers share a formula, and adducts of different
 molecules can coincide); the best one — the smallest absolute ppm error, with every name that
-shares its formula and adduct — goes into ``var`` beside the m/z. Nothing is downloaded: the
+shares its formula and adduct — goes into ``var`` beside the m/z. Each match gets an *isotope
+score*: the cosine between the mean intensities of the features found at its M, M+1 and M+2 and
+the pattern molmass computes for the formula with the adduct's atoms (METASPACE's spectral
+score, without the spatial part); it is reported, not used to rank. Nothing is downloaded: the
 database is the table the user gives (an HMDB, LIPID MAPS or METASPACE export, or their own).
 """
 
@@ -131,6 +134,68 @@ def _polarity_of(adata, polarity: str | None) -> tuple[str | None, str]:
     return None, "unknown: adducts of both polarities considered"
 
 
+def _feature_means(adata) -> np.ndarray:
+    """Mean intensity of every feature over the pixels (NaN rows ignored), computed."""
+    from scipy import sparse
+
+    x = adata.X
+    if sparse.issparse(x):
+        return np.asarray(x.mean(axis=0), dtype=np.float64).ravel()
+    if hasattr(x, "compute"):
+        import dask.array as da
+
+        return np.asarray(da.nanmean(x, axis=0).compute(), dtype=np.float64)
+    if x.shape[0] == 0:
+        return np.zeros(x.shape[1])
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(np.asarray(x, dtype=np.float64), axis=0)
+    return np.nan_to_num(np.asarray(mean, dtype=np.float64).ravel())
+
+
+def isotope_scores(candidates, mz: np.ndarray, means: np.ndarray, ppm: float) -> np.ndarray:
+    """Cosine of observed and expected (M, M+1, M+2) mean intensities, per candidate.
+
+    NaN for a candidate without a formula or whose feature has no signal. The observed M+k
+    is the mean intensity of the feature nearest ``ion_mz + offset_k`` within ``ppm`` (0 where
+    none lies there), divided by the candidate's own feature's mean.
+    """
+    from spatialfuse._ions import isotope_pattern
+
+    order = np.argsort(mz)
+    sorted_mz = mz[order]
+    scores = np.full(len(candidates), np.nan)
+    feature_mz = candidates["mz"].to_numpy()
+    for i, (formula, adduct, ion, observed_mz) in enumerate(
+        zip(
+            candidates["formula"],
+            candidates["adduct"],
+            candidates["ion_mz"],
+            feature_mz,
+            strict=True,
+        )
+    ):
+        if not formula:
+            continue
+        offsets, expected = isotope_pattern(formula, adduct)
+        j0 = order[np.searchsorted(sorted_mz, observed_mz)]
+        base = means[j0] if sorted_mz.size else 0.0
+        if not base > 0:
+            continue
+        observed = [1.0]
+        for offset in offsets[1:]:
+            target = ion + offset
+            lo = np.searchsorted(sorted_mz, target * (1 - ppm * 1e-6), side="left")
+            hi = np.searchsorted(sorted_mz, target * (1 + ppm * 1e-6), side="right")
+            if hi > lo:
+                nearest = order[lo + int(np.abs(sorted_mz[lo:hi] - target).argmin())]
+                observed.append(max(means[nearest], 0.0) / base)
+            else:
+                observed.append(0.0)
+        a, b = np.asarray(observed), np.asarray(expected)
+        scores[i] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return scores
+
+
 def annotate(
     adata: anndata.AnnData,
     database: str | os.PathLike | pd.DataFrame,
@@ -181,9 +246,12 @@ def annotate(
           ``var[f"{key_added}_ion_mz"]``, ``var[f"{key_added}_ppm"]`` (observed − theoretical,
           in ppm of the theoretical m/z; NaN where nothing matches);
         - ``var[f"{key_added}_n_candidates"]``: how many (entry, adduct) ions match;
+        - ``var[f"{key_added}_isotope_score"]``: of the best match, the cosine between the
+          mean intensities of the features at its M, M+1, M+2 and the pattern molmass computes
+          for its formula and adduct (1 = the pattern is there; NaN for mass-only entries);
         - ``uns[key_added]``: ``"candidates"`` (a DataFrame of every match: feature, mz, name,
-          formula, adduct, ion_mz, ppm), ``"adducts"``, ``"ppm"``, ``"polarity"`` and where it
-          came from (``"polarity_source"``).
+          formula, adduct, ion_mz, ppm, isotope_score), ``"adducts"``, ``"ppm"``,
+          ``"polarity"`` and where it came from (``"polarity_source"``).
     """
     import pandas as pd
 
@@ -246,6 +314,10 @@ def annotate(
     candidates = candidates.iloc[
         np.lexsort((candidates["name"].to_numpy(), np.abs(error), feature))
     ].reset_index(drop=True)
+    if len(candidates):
+        candidates["isotope_score"] = isotope_scores(candidates, mz, _feature_means(adata), ppm)
+    else:
+        candidates["isotope_score"] = np.empty(0)
 
     adata = adata.copy() if copy else adata
     n = adata.n_vars
@@ -254,6 +326,7 @@ def annotate(
     best_adduct = np.full(n, "", dtype=object)
     best_ion = np.full(n, np.nan)
     best_ppm = np.full(n, np.nan)
+    best_score = np.full(n, np.nan)
     n_candidates = np.bincount(feature, minlength=n)
     if len(candidates):
         index = pd.Index(adata.var_names.astype(str)).get_indexer(candidates["feature"])
@@ -270,12 +343,14 @@ def annotate(
             best_name[j] = "; ".join(dict.fromkeys(same.loc[key_match, "name"]))
             best_formula[j], best_adduct[j] = top["formula"], top["adduct"]
             best_ion[j], best_ppm[j] = top["ion_mz"], top["ppm"]
+            best_score[j] = top["isotope_score"]
     adata.var[f"{key_added}_name"] = best_name.astype(str)
     adata.var[f"{key_added}_formula"] = best_formula.astype(str)
     adata.var[f"{key_added}_adduct"] = best_adduct.astype(str)
     adata.var[f"{key_added}_ion_mz"] = best_ion
     adata.var[f"{key_added}_ppm"] = best_ppm
     adata.var[f"{key_added}_n_candidates"] = n_candidates
+    adata.var[f"{key_added}_isotope_score"] = best_score
     adata.uns[key_added] = {
         "candidates": candidates,
         "adducts": list(chosen),
