@@ -220,3 +220,32 @@ def test_real_bladder_isotope_scores(shared_data):
     assert with_m1.sum() >= 5
     assert scores[with_m1].min() >= 0.95
     assert scores[with_m1].median() > scores[~with_m1 & ~var["isotope"]].median()
+
+
+def test_metaspace_export_is_an_ion_list(tmp_path):
+    """A table in the layout of METASPACE's annotation export: each row names its own adduct."""
+    export = tmp_path / "metaspace_annotations.csv"
+    export.write_text(
+        "# Generated at 2026-01-01. For help see https://metaspace2020.org\n"
+        "group,datasetName,datasetId,formula,adduct,mz,msm,fdr,moleculeNames,moleculeIds\n"
+        'lab,bladder,ds1,C42H82NO8P,+K,798.541,0.93,0.05,"PC(34:1), PC(16:0/18:1)","LM1, LM2"\n'
+        "lab,bladder,ds1,C6H12O6,+Na,203.0526,0.41,0.2,glucose,HMDB0000122\n"
+    )
+    # 760.5851 is PC(34:1) [M+H]+: METASPACE listed PC(34:1) only as [M+K]+, so no match there.
+    adata = _table([798.5410 * (1 + 1e-6), 203.0526, 760.5851], polarity="positive")
+    sf.tl.annotate(adata, export, ppm=3)
+    var = adata.var
+    assert var["annotation_name"].tolist() == ["PC(34:1), PC(16:0/18:1)", "glucose", ""]
+    assert var["annotation_adduct"].tolist() == ["[M+K]+", "[M+Na]+", ""]
+    assert abs(var["annotation_ppm"].iloc[0] - 1.0) < 0.2
+    candidates = adata.uns["annotation"]["candidates"]
+    assert sorted(candidates["fdr"]) == [0.05, 0.2]
+    assert adata.uns["annotation"]["adducts"] == ["[M+K]+", "[M+Na]+"]
+    # Negative-mode data take only the negative rows: none here.
+    negative = _table([798.5410], polarity="negative")
+    sf.tl.annotate(negative, export)
+    assert negative.var["annotation_n_candidates"].iloc[0] == 0
+    bad = tmp_path / "bad_adduct.csv"
+    bad.write_text("formula,adduct,moleculeNames\nC6H12O6,+Xe,glucose\n")
+    with pytest.raises(FileFormatError, match="unknown adduct"):
+        sf.tl.annotate(adata, bad)

@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 
 __all__ = ["annotate", "read_database"]
 
-_NAME_COLUMNS = ("name", "compound", "compound_name", "molecule_name", "common_name", "names")
+_NAME_COLUMNS = (
+    "name",
+    "compound",
+    "compound_name",
+    "molecule_name",
+    "common_name",
+    "names",
+    "moleculenames",
+)
 _FORMULA_COLUMNS = ("formula", "molecular_formula", "chemical_formula", "sum_formula")
 _MASS_COLUMNS = (
     "mass",
@@ -38,6 +46,44 @@ _MASS_COLUMNS = (
     "monoisotopic_molecular_weight",
     "neutral_mass",
 )
+
+
+_ADDUCT_COLUMNS = ("adduct", "adducts", "ion_type", "precursor_type")
+#: Extra columns of a METASPACE export carried into the candidates table.
+_CARRIED = ("msm", "fdr", "moleculeIds")
+#: METASPACE writes adducts as "+H", "-H", "+Cl": the matching names here.
+_SHORT_ADDUCTS = {
+    "+H": "[M+H]+",
+    "+Na": "[M+Na]+",
+    "+K": "[M+K]+",
+    "+NH4": "[M+NH4]+",
+    "-H": "[M-H]-",
+    "+Cl": "[M+Cl]-",
+}
+
+
+def _adduct_name(text: str) -> str:
+    """``"+Na"`` (METASPACE), ``"M+Na"`` or ``"[M+Na]+"`` as this module's ``"[M+Na]+"``."""
+    from spatialfuse._ions import ADDUCTS
+
+    value = str(text).strip()
+    if value in ADDUCTS:
+        return value
+    core = value.removeprefix("[").split("]")[0].removeprefix("M")
+    if core in _SHORT_ADDUCTS:
+        return _SHORT_ADDUCTS[core]
+    raise ValueError(f"unknown adduct {value!r}; known: {', '.join(ADDUCTS)} (or +H, -H, +Cl, …)")
+
+
+def _leading_comments(path: Path) -> int:
+    """Lines at the top of a file that start with ``#`` (METASPACE exports begin with one)."""
+    count = 0
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            count += 1
+    return count
 
 
 def _column(frame, choices) -> str | None:
@@ -55,6 +101,11 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     DataFrame with a name column and a formula or monoisotopic-mass column (names matched
     case-insensitively: ``name``/``compound``, ``formula``/``molecular_formula``,
     ``mass``/``monoisotopic_mass``/``exact_mass``). Where both are given, the formula wins.
+
+    A table with an ``adduct`` column lists *ions*: each row is matched with its own adduct only
+    (``[M+Na]+``, or METASPACE's ``+Na``), which is how a METASPACE annotation export
+    (``formula``, ``adduct``, ``moleculeNames``, ``msm``, ``fdr``; leading ``#`` lines skipped)
+    is imported; ``msm``, ``fdr`` and ``moleculeIds`` are kept.
     """
     import pandas as pd
 
@@ -67,7 +118,12 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             raise MissingFileError(path, "the annotation database (a CSV or TSV file) is absent")
         sep = {".tsv": "\t", ".tab": "\t", ".csv": ","}.get(path.suffix.lower())
         try:
-            frame = pd.read_csv(path, sep=sep, engine="python" if sep is None else "c")
+            frame = pd.read_csv(
+                path,
+                sep=sep,
+                engine="python" if sep is None else "c",
+                skiprows=_leading_comments(path),
+            )
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
             raise FileFormatError(path, f"cannot be read as a CSV/TSV table: {exc}") from exc
     elif isinstance(database, pd.DataFrame):
@@ -114,7 +170,21 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             masses[i] = mass
         else:
             fail(f"row {i + 1} ({names[i]!r}) has neither a formula nor a positive mass")
-    return pd.DataFrame({"name": names, "formula": formulas, "mass": masses})
+    out = pd.DataFrame({"name": names, "formula": formulas, "mass": masses})
+    adduct_col = _column(frame, _ADDUCT_COLUMNS)
+    if adduct_col is not None:
+        adducts = []
+        for i, value in enumerate(frame[adduct_col].to_numpy()):
+            try:
+                adducts.append(_adduct_name(value))
+            except ValueError as exc:
+                fail(f"row {i + 1} ({names[i]!r}): {exc}")
+        out["adduct"] = adducts
+        for column in _CARRIED:
+            found = _column(frame, (column.lower(),))
+            if found is not None:
+                out[column] = frame[found].to_numpy()
+    return out
 
 
 def _polarity_of(adata, polarity: str | None) -> tuple[str | None, str]:
@@ -216,12 +286,13 @@ def annotate(
         or :func:`spatialfuse.io.read_imzml`.
     database
         Path of a CSV/TSV, or a DataFrame, with a name column and a formula (or neutral
-        monoisotopic mass) column; see :func:`spatialfuse.tl._annotate.read_database`.
+        monoisotopic mass) column; with an ``adduct`` column each row is one ion (a METASPACE
+        annotation export imports this way); see :func:`spatialfuse.tl._annotate.read_database`.
     adducts
         Adduct names (``"[M+H]+"``, ``"[M+Na]+"``, ``"[M+K]+"``, ``"[M+NH4]+"``,
         ``"[M-H2O+H]+"``, ``"[M-H]-"``, ``"[M+Cl]-"``, ``"[M-H2O-H]-"``). None: the defaults of
         the polarity (positive ``[M+H]+ [M+Na]+ [M+K]+``, negative ``[M-H]- [M+Cl]-``), of both
-        where the polarity is unknown.
+        where the polarity is unknown; for an ion list, its own adducts (of the polarity).
     ppm
         Largest absolute m/z error of a match, in parts per million.
     polarity
@@ -250,7 +321,8 @@ def annotate(
           mean intensities of the features at its M, M+1, M+2 and the pattern molmass computes
           for its formula and adduct (1 = the pattern is there; NaN for mass-only entries);
         - ``uns[key_added]``: ``"candidates"`` (a DataFrame of every match: feature, mz, name,
-          formula, adduct, ion_mz, ppm, isotope_score), ``"adducts"``, ``"ppm"``,
+          formula, adduct, ion_mz, ppm, isotope_score; msm, fdr, moleculeIds from a METASPACE
+          export), ``"adducts"``, ``"ppm"``,
           ``"polarity"`` and where it came from (``"polarity_source"``).
     """
     import pandas as pd
@@ -264,13 +336,9 @@ def annotate(
     if not (np.isfinite(ppm) and ppm > 0):
         raise ValueError(f"ppm must be a positive number, got {ppm!r}")
     pol, pol_source = _polarity_of(adata, polarity)
-    if adducts is None:
-        chosen = (
-            DEFAULT_ADDUCTS[pol]
-            if pol is not None
-            else DEFAULT_ADDUCTS["positive"] + DEFAULT_ADDUCTS["negative"]
-        )
-    else:
+    db = read_database(database)
+    per_row = "adduct" in db
+    if adducts is not None:
         chosen = list(adducts)
         if not chosen:
             raise ValueError("adducts is empty: give at least one adduct, or None")
@@ -280,15 +348,31 @@ def annotate(
             wrong = [a for a in chosen if adduct_polarity(a) != pol]
             if wrong:
                 raise ValueError(f"adducts {wrong} do not fit the {pol} polarity ({pol_source})")
+    elif per_row:  # an ion list (METASPACE): its own adducts, those of the polarity
+        chosen = [
+            a for a in dict.fromkeys(db["adduct"]) if pol is None or adduct_polarity(a) == pol
+        ]
+    else:
+        chosen = (
+            DEFAULT_ADDUCTS[pol]
+            if pol is not None
+            else DEFAULT_ADDUCTS["positive"] + DEFAULT_ADDUCTS["negative"]
+        )
     if pol is None:
         logger.warning("annotate: the polarity is unknown; adducts of both polarities considered")
-    db = read_database(database)
     mz = np.asarray(adata.var[mz_key], dtype=np.float64)
 
     shifts = np.array([adduct_shift(a)[0] for a in chosen])
-    ion_mz = (db["mass"].to_numpy()[:, None] + shifts[None, :]).ravel()  # entry-major
-    entry = np.repeat(np.arange(len(db)), len(chosen))
-    adduct = np.tile(np.arange(len(chosen)), len(db))
+    if per_row:
+        index_of = {a: i for i, a in enumerate(chosen)}
+        adduct_all = np.array([index_of.get(a, -1) for a in db["adduct"]], dtype=np.int64)
+        entry = np.flatnonzero(adduct_all >= 0)
+        adduct = adduct_all[entry]
+        ion_mz = db["mass"].to_numpy()[entry] + shifts[adduct]
+    else:
+        ion_mz = (db["mass"].to_numpy()[:, None] + shifts[None, :]).ravel()  # entry-major
+        entry = np.repeat(np.arange(len(db)), len(chosen))
+        adduct = np.tile(np.arange(len(chosen)), len(db))
     order = np.argsort(ion_mz, kind="stable")
     sorted_ions = ion_mz[order]
     # |mz − ion| ≤ ppm·ion  ⇔  mz/(1+ppm) ≤ ion ≤ mz/(1−ppm)
@@ -311,6 +395,9 @@ def annotate(
             "ppm": error,
         }
     )
+    for column in _CARRIED:
+        if column in db:
+            candidates[column] = db[column].to_numpy()[entry[ions]]
     candidates = candidates.iloc[
         np.lexsort((candidates["name"].to_numpy(), np.abs(error), feature))
     ].reset_index(drop=True)
