@@ -106,8 +106,11 @@ def measure_errors(adata: anndata.AnnData, reference_mz, *, ppm: float = 30.0, s
 
 def _fit(errors: np.ndarray, refs: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel ``(offset_ppm, slope_ppm_per_mz)`` around the references' mean m/z."""
+    import warnings
+
     found = np.isfinite(errors)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without any reference
         offset = np.nanmedian(np.where(found, errors, np.nan), axis=1)
     offset = np.where(found.any(axis=1), offset, 0.0)
     slope = np.zeros_like(offset)
@@ -126,8 +129,9 @@ def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     from spatialfuse.pp._peaks import _found_counts, _table_chunks, centroid_peaks
 
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
-    mean = adata.X.mean(axis=0)
-    mean = np.asarray(mean, dtype=np.float64).ravel()
+    from spatialfuse.pp._peaks import _reference_from_table
+
+    _, mean = _reference_from_table(adata, "mean")
     peaks = centroid_peaks(mz, mean, snr=snr)
     if len(peaks) == 0:
         return peaks.mz
@@ -244,12 +248,17 @@ def recalibrate(
             block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
         before[a:b], offset[a:b], slope[a:b] = errors, off, slo
         after[a:b] = _block_errors(block, mz, refs, ppm, snr)
+        if not was_sparse:  # rows of NaN (spots without MSI data) stay NaN
+            block[np.isnan(np.asarray(adata.X[a:b], dtype=np.float64)).all(axis=1)] = np.nan
         out[a:b] = block
     adata.X = sparse.csr_matrix(out) if was_sparse else out
     adata.obs[f"{key_added}_ppm"] = offset
     adata.obs[f"{key_added}_slope"] = slope
     adata.obs[f"{key_added}_n_found"] = np.isfinite(before).sum(axis=1)
-    with np.errstate(all="ignore"):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # references found in no pixel
         per_before = np.nanmedian(np.abs(before), axis=0) if n else np.full(refs.size, np.nan)
         per_after = np.nanmedian(np.abs(after), axis=0) if n else np.full(refs.size, np.nan)
     summary_before = float(np.nanmedian(np.abs(before))) if np.isfinite(before).any() else None
