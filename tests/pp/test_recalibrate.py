@@ -108,3 +108,32 @@ def test_real_tof_spectra_injected_drift_is_recovered(shared_data):
     assert np.corrcoef(recovered, injected)[0, 1] > 0.95
     info = out.uns["recalibration"]
     assert info["median_abs_ppm_after"] < info["median_abs_ppm_before"]
+
+
+def test_dask_and_sparse_tables_and_rows_without_data(drifted):
+    """A dask X (read_msi_zarr) is measured chunk by chunk and stays lazy; NaN rows stay NaN."""
+    import dask.array as da
+    from scipy import sparse
+
+    table, drift = drifted
+    table = table.copy()
+    table.X[3, :] = np.nan  # a spot without MSI data
+    dense = sf.pp.recalibrate(table, reference_mz=LOCK, copy=True)
+    assert np.isnan(dense.X[3]).all() and np.isfinite(np.delete(dense.X, 3, axis=0)).all()
+    assert dense.obs["recalibration_n_found"].iloc[3] == 0
+    keep = np.arange(table.n_obs) != 3
+    np.testing.assert_allclose(dense.obs["recalibration_ppm"][keep], drift[keep], atol=0.6)
+
+    lazy = table.copy()
+    lazy.X = da.from_array(table.X, chunks=(5, 30_000))
+    out = sf.pp.recalibrate(lazy, reference_mz=LOCK, copy=True)
+    assert isinstance(out.X, da.Array)
+    np.testing.assert_allclose(out.X.compute(), dense.X, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(out.obs["recalibration_ppm"], dense.obs["recalibration_ppm"])
+
+    clean = drifted[0]
+    sparse_table = clean.copy()
+    sparse_table.X = sparse.csr_matrix(np.where(clean.X > 0, clean.X, 0))
+    out = sf.pp.recalibrate(sparse_table, reference_mz=LOCK, copy=True)
+    assert sparse.issparse(out.X)
+    assert out.uns["recalibration"]["median_abs_ppm_after"] < 0.5

@@ -13,7 +13,8 @@ spectrum (an *alignment* of every pixel to the mean, whose own offset stays) —
 2. a model of the pixel's error: ``"shift"``, one ppm offset (the median of its errors), or
    ``"linear"``, a ppm offset that changes linearly with m/z (least squares; where a pixel has
    fewer than three references it falls back to the shift);
-3. each spectrum is resampled onto the table's own m/z axis at the drifted positions,
+3. each spectrum is resampled onto the table's own m/z axis at the drifted positions
+   (chunk by chunk; a dask table stays lazy),
    ``y_new(m) = y_old(m · (1 + e(m)))`` (linear interpolation), so the table keeps one shared
    axis and every downstream step (peak picking, ion images) sees calibrated spectra;
 4. the errors are measured again on the corrected spectra: ``uns[key_added]`` reports the median
@@ -43,13 +44,31 @@ _CHUNK_VALUES = 1 << 21
 _MODELS = ("shift", "linear")
 
 
-def _dense_block(x, a: int, b: int) -> np.ndarray:
+def _raw_block(x, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of a dense, sparse or dask table as a float64 array (NaN kept)."""
     from scipy import sparse
 
     block = x[a:b]
+    if hasattr(block, "compute"):
+        block = block.compute()
     if sparse.issparse(block):
         block = block.toarray()
-    return np.nan_to_num(np.asarray(block, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.asarray(block, dtype=np.float64)
+
+
+def _dense_block(x, a: int, b: int) -> np.ndarray:
+    return np.nan_to_num(_raw_block(x, a, b), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _resample(raw: np.ndarray, mz: np.ndarray, offset, slope, centre: float) -> np.ndarray:
+    """Each row of ``raw`` read at its corrected m/z; rows of NaN stay NaN."""
+    empty = np.isnan(raw).all(axis=1)
+    block = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+    for i in range(block.shape[0]):
+        drift = offset[i] + slope[i] * (mz - centre)
+        block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
+    block[empty] = np.nan
+    return block
 
 
 def _block_errors(
@@ -141,6 +160,18 @@ def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     return np.sort(peaks.mz[order])
 
 
+def _lazy_resample(x, mz: np.ndarray, offset: np.ndarray, slope: np.ndarray, centre: float):
+    """A dask table whose rows are resampled at their corrected m/z when computed."""
+    full_rows = x.rechunk({1: -1})
+
+    def apply(block, block_info=None):
+        start, stop = block_info[0]["array-location"][0]
+        raw = np.asarray(block, dtype=np.float64)
+        return _resample(raw, mz, offset[start:stop], slope[start:stop], centre).astype(np.float32)
+
+    return full_rows.map_blocks(apply, dtype=np.float32)
+
+
 def recalibrate(
     adata: anndata.AnnData,
     *,
@@ -160,8 +191,11 @@ def recalibrate(
     Parameters
     ----------
     adata
-        Pixels × profile m/z points (``var["mz"]`` sorted ascending), dense or sparse ``X``,
-        e.g. :func:`spatialfuse.io.read_imzml` of a continuous profile file.
+        Pixels × profile m/z points (``var["mz"]`` sorted ascending), e.g.
+        :func:`spatialfuse.io.read_imzml` of a continuous profile file. ``X`` may be dense,
+        sparse or a dask array (:func:`spatialfuse.io.read_msi_zarr`): the drift is measured
+        chunk by chunk (16 MiB of values at a time) and a dask ``X`` stays lazy, resampled
+        when computed.
     reference_mz
         Lock masses (m/z of ions known to be in the sample: matrix ions, internal standards)
         for an absolute calibration. None: the ``n_references`` peaks of the mean spectrum
@@ -186,7 +220,8 @@ def recalibrate(
     anndata.AnnData or None
         The recalibrated copy if ``copy``, else None. Writes:
 
-        - ``X``: each spectrum resampled at its corrected m/z (float32, on the same axis);
+        - ``X``: each spectrum resampled at its corrected m/z (float32, on the same axis; a
+          dask ``X`` becomes a lazy dask array);
         - ``obs[f"{key_added}_ppm"]``: the pixel's drift in ppm at the references' mean m/z;
         - ``obs[f"{key_added}_slope"]``: its change per m/z unit (``"linear"``, else 0);
         - ``obs[f"{key_added}_n_found"]``: how many references the pixel's drift rests on;
@@ -197,11 +232,6 @@ def recalibrate(
     from scipy import sparse
 
     check_adata(adata)
-    if is_dask(adata.X):
-        raise ValueError(
-            "recalibrate needs the spectra in memory (X is a lazy dask array); "
-            "compute a subset or read the file with read_imzml"
-        )
     if "mz" not in adata.var:
         raise ValueError("adata.var has no 'mz' column: give a table of profile m/z points")
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
@@ -235,23 +265,26 @@ def recalibrate(
     before = np.full((n, refs.size), np.nan)
     after = np.full((n, refs.size), np.nan)
     offset, slope = np.zeros(n), np.zeros(n)
-    out = np.empty(adata.shape, dtype=np.float32)
+    lazy = is_dask(adata.X)
+    out = None if lazy else np.empty(adata.shape, dtype=np.float32)
     centre = float(refs.mean())
     step = max(1, _CHUNK_VALUES // mz.size)
     for a in progress(range(0, n, step), show=show_progress, desc="recalibrate"):
         b = min(n, a + step)
-        block = _dense_block(adata.X, a, b)
-        errors = _block_errors(block, mz, refs, ppm, snr)
+        raw = _raw_block(adata.X, a, b)
+        errors = _block_errors(
+            np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0), mz, refs, ppm, snr
+        )
         off, slo = _fit(errors, refs, model)
-        for i in range(b - a):
-            drift = off[i] + slo[i] * (mz - centre)
-            block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
+        block = _resample(raw, mz, off, slo, centre)
         before[a:b], offset[a:b], slope[a:b] = errors, off, slo
-        after[a:b] = _block_errors(block, mz, refs, ppm, snr)
-        if not was_sparse:  # rows of NaN (spots without MSI data) stay NaN
-            block[np.isnan(np.asarray(adata.X[a:b], dtype=np.float64)).all(axis=1)] = np.nan
-        out[a:b] = block
-    adata.X = sparse.csr_matrix(out) if was_sparse else out
+        after[a:b] = _block_errors(np.nan_to_num(block), mz, refs, ppm, snr)
+        if out is not None:
+            out[a:b] = block
+    if lazy:  # measured chunk by chunk above; the corrected table stays lazy
+        adata.X = _lazy_resample(adata.X, mz, offset, slope, centre)
+    else:
+        adata.X = sparse.csr_matrix(np.nan_to_num(out)) if was_sparse else out
     adata.obs[f"{key_added}_ppm"] = offset
     adata.obs[f"{key_added}_slope"] = slope
     adata.obs[f"{key_added}_n_found"] = np.isfinite(before).sum(axis=1)
