@@ -12,7 +12,8 @@ spectrum (an *alignment* of every pixel to the mean, whose own offset stays) —
    its error is ``e = (m − r) / r`` in ppm;
 2. a model of the pixel's error: ``"shift"``, one ppm offset (the median of its errors), or
    ``"linear"``, a ppm offset that changes linearly with m/z (least squares; where a pixel has
-   fewer than three references it falls back to the shift);
+   fewer than three references it falls back to the shift); with ``group_by`` (e.g. the
+   acquisition line, ``obs["imzml_y"]``) one model per group, fitted to its pooled errors;
 3. each spectrum is resampled onto the table's own m/z axis at the drifted positions
    (chunk by chunk; a dask table stays lazy),
    ``y_new(m) = y_old(m · (1 + e(m)))`` (linear interpolation), so the table keeps one shared
@@ -143,6 +144,21 @@ def _fit(errors: np.ndarray, refs: np.ndarray, model: str) -> tuple[np.ndarray, 
     return offset, slope
 
 
+def _fit_groups(
+    errors: np.ndarray, refs: np.ndarray, model: str, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One model per group of pixels (e.g. an acquisition line), fitted to their pooled errors."""
+    offset, slope = np.zeros(errors.shape[0]), np.zeros(errors.shape[0])
+    codes, inverse = np.unique(groups, return_inverse=True)
+    for g in range(codes.size):
+        rows = np.flatnonzero(inverse == g)
+        pooled = errors[rows].reshape(1, -1)
+        pooled_refs = np.tile(refs, rows.size)
+        off, slo = _fit(pooled, pooled_refs, model)
+        offset[rows], slope[rows] = off[0], slo[0]
+    return offset, slope
+
+
 def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     """The ``n_references`` peaks of the mean spectrum found in the most pixels."""
     from spatialfuse.pp._peaks import _found_counts, _table_chunks, centroid_peaks
@@ -180,6 +196,7 @@ def recalibrate(
     ppm: float = 30.0,
     snr: float = 5.0,
     model: str = "shift",
+    group_by: str | None = None,
     key_added: str = "recalibration",
     copy: bool = False,
     show_progress: bool = False,
@@ -208,6 +225,10 @@ def recalibrate(
         A pixel's peak must stand this many times its noise above its median.
     model
         ``"shift"`` (one ppm offset per pixel) or ``"linear"`` (an offset linear in m/z).
+    group_by
+        An ``obs`` column whose groups share one model, fitted to the pooled errors of their
+        pixels: ``"imzml_y"`` fits one per acquisition line (steadier where single spectra
+        are noisy). None: one model per pixel.
     key_added
         Prefix of the ``obs`` columns and name of the ``uns`` entry written.
     copy
@@ -265,19 +286,25 @@ def recalibrate(
     before = np.full((n, refs.size), np.nan)
     after = np.full((n, refs.size), np.nan)
     offset, slope = np.zeros(n), np.zeros(n)
+    if group_by is not None and group_by not in adata.obs:
+        raise ValueError(f"group_by={group_by!r} is not a column of adata.obs")
     lazy = is_dask(adata.X)
     out = None if lazy else np.empty(adata.shape, dtype=np.float32)
     centre = float(refs.mean())
     step = max(1, _CHUNK_VALUES // mz.size)
-    for a in progress(range(0, n, step), show=show_progress, desc="recalibrate"):
-        b = min(n, a + step)
+    chunks = [(a, min(n, a + step)) for a in range(0, n, step)]
+    if group_by is not None:  # errors of every pixel first, then one model per group
+        for a, b in progress(chunks, show=show_progress, desc="recalibrate: measure"):
+            before[a:b] = _block_errors(_dense_block(adata.X, a, b), mz, refs, ppm, snr)
+        groups = adata.obs[group_by].to_numpy()
+        offset, slope = _fit_groups(before, refs, model, groups)
+    for a, b in progress(chunks, show=show_progress, desc="recalibrate"):
         raw = _raw_block(adata.X, a, b)
-        errors = _block_errors(
-            np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0), mz, refs, ppm, snr
-        )
-        off, slo = _fit(errors, refs, model)
-        block = _resample(raw, mz, off, slo, centre)
-        before[a:b], offset[a:b], slope[a:b] = errors, off, slo
+        if group_by is None:
+            clean = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+            before[a:b] = _block_errors(clean, mz, refs, ppm, snr)
+            offset[a:b], slope[a:b] = _fit(before[a:b], refs, model)
+        block = _resample(raw, mz, offset[a:b], slope[a:b], centre)
         after[a:b] = _block_errors(np.nan_to_num(block), mz, refs, ppm, snr)
         if out is not None:
             out[a:b] = block
@@ -300,6 +327,7 @@ def recalibrate(
         "reference_mz": refs,
         "reference_source": source,
         "model": model,
+        "group_by": group_by or "pixel",
         "ppm": float(ppm),
         "snr": float(snr),
         "ppm_before": per_before,
