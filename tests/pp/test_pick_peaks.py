@@ -216,3 +216,37 @@ def test_real_zero_padded_centroids_71549_points(shared_data):
     # Neighbouring centroids one axis point apart merge within ± half_window: ~25 % are not
     # separate peaks of the mean spectrum.
     assert found.mean() >= 0.7, found.mean()
+
+
+def test_every_real_profile_file_gives_a_consistent_peak_table(shared_data):
+    """All profile-mode imzML files of the shared data (Cardinal, i2nca, MALDIquant, pyimzML
+    outputs; continuous and processed): sorted, non-overlapping windows inside the m/z range,
+    frequencies in [0, 1], one row per spectrum, and sums that match pyimzML's spectra."""
+    from pyimzml.ImzMLParser import ImzMLParser
+
+    files = []
+    for path in sorted((shared_data / "imzml").glob("*/*.im[zZ][mM][lL]")):
+        with path.open("rb") as handle:
+            if b"MS:1000128" in handle.read(200_000):  # profile spectrum
+                files.append(path)
+    if not files:
+        pytest.skip("no profile-mode imzML in the shared data")
+    assert len(files) >= 15
+    for path in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            peaks = sf.pp.pick_peaks(path, snr=5, pixel_size_um=10)
+            parser = ImzMLParser(str(path))
+        var = peaks.var
+        assert peaks.n_obs == len(parser.coordinates), path.name
+        if peaks.n_vars == 0:
+            continue
+        assert (np.diff(var["mz"]) > 0).all(), path.name
+        assert (var["mz_hi"].to_numpy()[:-1] < var["mz_lo"].to_numpy()[1:]).all(), path.name
+        assert var["frequency"].between(0, 1).all(), path.name
+        # The first spectrum's sum over the tallest peak's window, read independently.
+        j = int(var["intensity"].to_numpy().argmax())
+        mz, y = parser.getspectrum(0)
+        inside = (mz >= var["mz_lo"].iloc[j]) & (mz <= var["mz_hi"].iloc[j])
+        expected = float(np.sum(y[inside], dtype=np.float64))
+        np.testing.assert_allclose(float(peaks.X[0, j]), expected, rtol=1e-4)
