@@ -9,9 +9,10 @@ The steps, each a small function of its own:
 2. a *baseline*, the morphological opening (a moving minimum, then a moving maximum) of the
    spectrum over ``baseline_window`` points — MALDIquant's "TopHat" baseline — subtracted;
 3. a *noise level*, 1.4826 × the median absolute deviation (MAD) of the baseline-free spectrum
-   over its non-zero points (zero-filled stretches of a profile file are padding, not noise);
+   over its non-zero points (zero-filled stretches of a profile file are padding, not noise), or
+   over all points (``noise="all"``, MALDIquant's way, for data the writer thresholded);
 4. *local maxima* that are the highest point within ``± half_window`` points and stand at least
-   ``snr × noise`` above the median of the non-zero points (:func:`scipy.signal.find_peaks`),
+   ``snr × noise`` above the median of those points (:func:`scipy.signal.find_peaks`),
    their full width at half maximum (:func:`scipy.signal.peak_widths`), and a *centroid*: the
    vertex of the parabola through the logarithms of the apex and its two neighbours, exact for a
    Gaussian peak, on uneven m/z steps too;
@@ -22,11 +23,12 @@ The steps, each a small function of its own:
    which the window holds a point ``snr ×`` that pixel's own noise above its own median is
    recorded (no baseline is removed per pixel: on a high baseline this undercounts).
 
-Why written here and not pyOpenMS' ``PeakPickerHiRes``: pyOpenMS is a 45 MB wheel (with its own
-Qt-free OpenMS build) for one function; scipy already does the hard parts (local maxima with a
-minimum distance, widths at half height), and what remains — MAD noise, a TopHat baseline, a
-three-point Gaussian centroid, non-overlapping windows — is a few vectorised lines that work on a
-whole table at once, which ``PeakPickerHiRes`` (one spectrum at a time) does not.
+Why written here and not pyOpenMS' ``PeakPickerHiRes``: pyOpenMS is a 45 MB wheel for one
+function; scipy already does the hard parts (local maxima with a minimum distance, widths at half
+height), and what remains — MAD noise, a TopHat baseline, a three-point Gaussian centroid,
+non-overlapping windows — is a few vectorised lines. Side by side on one 100,000-point spectrum
+(``benchmarks/bench_peaks.py``) both take a few milliseconds; at S/N 10 this finds 40 of 40
+planted peaks, ``PeakPickerHiRes`` 36 (its own noise estimator).
 """
 
 from __future__ import annotations
