@@ -352,7 +352,9 @@ def cluster_modality(
         A joint table (MuData, then name the ``modality``) or one modality's AnnData.
     modality
         The modality of a MuData to cluster; must be None for an AnnData.
-    resolution, n_clusters, n_neighbors, spatial_smoothing, n_spatial_neighbors, seed
+    resolution, n_clusters, n_neighbors, spatial_smoothing, n_spatial_neighbors
+        As in :func:`joint_cluster` (``resolution="auto"``: the same stability rule).
+    seed, show_progress
         As in :func:`joint_cluster`.
     use_rep
         Key of the embedding in the modality's ``obsm``.
@@ -371,7 +373,9 @@ def cluster_modality(
 
         - ``obs[key_added]``: categorical labels (NaN for spots without data);
         - ``obsp[f"{key_added}_connectivities"]``: the graph;
-        - ``uns[key_added]``: ``connectivities_key`` and ``params``.
+        - ``uns[key_added]``: ``connectivities_key`` and ``params`` (resolution used,
+          ``resolution_rule``, ``stability`` of each resolution tried, number of clusters,
+          spots clustered, ...).
 
     Raises
     ------
