@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatialfuse._logging import logger, progress
+from spatialfuse.core.adata import check_adata
 from spatialfuse.errors import UnsupportedFormatError
-from spatialfuse.pp._common import check_adata
 
 if TYPE_CHECKING:
     import anndata
@@ -275,8 +275,8 @@ def _table_chunks(x, mz: np.ndarray, lo: np.ndarray, hi: np.ndarray, show_progre
 
 
 def _reader_chunks(reader, lo: np.ndarray, hi: np.ndarray, show_progress: bool):
+    from spatialfuse.core.mz import WindowLookup
     from spatialfuse.io.imzml import _kernels
-    from spatialfuse.io.imzml._kernels import WindowLookup
 
     axis = _kernels.shared_mz_axis(reader._acc)
     if axis is not None:  # continuous: dense blocks of rows, windows are column ranges
@@ -437,7 +437,7 @@ def pick_peaks(
     import anndata as ad
     import pandas as pd
 
-    from spatialfuse.io.imzml._read import mz_feature_names
+    from spatialfuse.core.mz import mz_feature_names
 
     _check_options(snr, half_window, baseline_window, window_fwhm, reference, min_frequency)
     is_path = isinstance(data, str | os.PathLike)

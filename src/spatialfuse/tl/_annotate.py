@@ -328,7 +328,7 @@ def annotate(
     import pandas as pd
 
     from spatialfuse._ions import DEFAULT_ADDUCTS, adduct_polarity, adduct_shift
-    from spatialfuse.pp._common import check_adata
+    from spatialfuse.core.adata import check_adata
 
     check_adata(adata)
     if mz_key not in adata.var:

@@ -13,6 +13,7 @@ import numpy as np
 from spatialfuse import _cache
 from spatialfuse._limits import require_regular_file
 from spatialfuse._logging import logger
+from spatialfuse.core.mz import mz_windows
 from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError, MissingFileError
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._access import IbdAccess
@@ -459,7 +460,7 @@ class ImzMLReader:
     def _ion_images(self, mzs, *, tol, ppm, fill, show_progress=False):
         rows, cols = self.grid_shape
         self._check_image_size(rows * cols)
-        _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
+        _, lo, hi = mz_windows(mzs, tol=tol, ppm=ppm)
         sums, found = self._window_sums(lo, hi, show_progress=show_progress)
         return self.to_image(sums, fill=fill), found
 
@@ -499,7 +500,7 @@ class ImzMLReader:
         DataWarning
             The windows hold NaN or infinite intensities: they are read as 0.
         """
-        _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
+        _, lo, hi = mz_windows(mzs, tol=tol, ppm=ppm)
         sums, found = self._window_sums(
             lo, hi, dtype=dtype, sparse=sparse, show_progress=show_progress
         )
@@ -558,7 +559,7 @@ class ImzMLReader:
             common = build_mz_axis(self, ppm=ppm, show_progress=show_progress)
             centres, lo, hi = common.mz, common.lo, common.hi
         else:
-            centres, lo, hi = _kernels.mz_windows(mz, ppm=ppm)
+            centres, lo, hi = mz_windows(mz, ppm=ppm)
         sums, found = self._window_sums(lo, hi, show_progress=show_progress)
         _finite.warn_nonfinite(self.path, found)
         return np.asarray(centres, dtype=np.float64), sums.mean(axis=0)
