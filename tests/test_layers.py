@@ -55,9 +55,7 @@ def test_no_import_reaches_into_another_subpackage_private_module():
                 continue
             if any(p.startswith("_") for p in parts[2:]):
                 private.append(f"{path.relative_to(SRC)}:{line} imports {name}")
-    assert not private, "imports into another subpackage's private modules:\n" + "\n".join(
-        private
-    )
+    assert not private, "imports into another subpackage's private modules:\n" + "\n".join(private)
 
 
 def test_the_check_sees_imports():

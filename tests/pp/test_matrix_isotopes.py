@@ -126,3 +126,16 @@ def test_real_bladder_dhb_clusters_and_isotope_pairs(shared_data):
     spacing = pairs["mz"].to_numpy() - adata.var.loc[pairs["isotope_of"], "mz"].to_numpy()
     assert np.abs((spacing - C13_SPACING) / pairs["mz"].to_numpy() * 1e6).max() < 5
     assert 5 <= len(pairs) <= 12
+
+
+def test_flag_isotopes_same_on_sparse_and_dask():
+    import dask.array as da
+    from scipy import sparse
+
+    adata = _isotope_table()
+    dense = sf.pp.flag_isotopes(adata, copy=True)
+    for x in (sparse.csr_matrix(adata.X), da.from_array(adata.X, chunks=(20, 3))):
+        other = adata.copy()
+        other.X = x
+        out = sf.pp.flag_isotopes(other, copy=True)
+        assert out.var["isotope_of"].tolist() == dense.var["isotope_of"].tolist()

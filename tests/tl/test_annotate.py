@@ -249,3 +249,23 @@ def test_metaspace_export_is_an_ion_list(tmp_path):
     bad.write_text("formula,adduct,moleculeNames\nC6H12O6,+Xe,glucose\n")
     with pytest.raises(FileFormatError, match="unknown adduct"):
         sf.tl.annotate(adata, bad)
+
+
+def test_polarity_is_read_from_the_imzml_file(shared_data):
+    """The imzML.org example states a negative scan (MS:1000129): negative adducts only."""
+    path = shared_data / "imzml" / "pyimzML_examples" / "Example_Continuous.imzML"
+    if not path.exists():
+        pytest.skip(f"{path} not in the shared data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peaks = sf.pp.pick_peaks(path, snr=10)
+    sf.tl.annotate(peaks, _db())
+    info = peaks.uns["annotation"]
+    assert info["polarity"] == "negative"
+    assert "imzML file" in info["polarity_source"]
+    assert info["adducts"] == ["[M-H]-", "[M+Cl]-"]
+    from spatialfuse._ions import file_polarity
+
+    bladder = shared_data / "paired" / "bladder_spamtp" / "mouse_bladder_79peaks.imzML"
+    if bladder.exists():
+        assert file_polarity(bladder) is None  # states none

@@ -8,9 +8,11 @@
 - :func:`pick_peaks`: profile spectra → centroided pixels × peaks (MAD noise, baseline, S/N);
 - :func:`recalibrate`: per-pixel m/z drift at lock masses or the data's own peaks, removed;
 - :func:`flag_matrix`: matrix ions and clusters (DHB, CHCA, 9-AA, DAN, …) from their formulas;
-- :func:`flag_isotopes`: ¹³C isotope peaks of lighter features (simple deisotoping).
+- :func:`flag_isotopes`: ¹³C isotope peaks of lighter features (simple deisotoping);
+- :func:`spatial_chaos`: how much less fragmented than noise each ion image is.
 """
 
+from spatialfuse.pp._chaos import spatial_chaos
 from spatialfuse.pp._isotopes import flag_isotopes
 from spatialfuse.pp._matrix import flag_matrix
 from spatialfuse.pp._msi import preprocess_msi
@@ -29,4 +31,5 @@ __all__ = [
     "preprocess_msi",
     "preprocess_rna",
     "recalibrate",
+    "spatial_chaos",
 ]

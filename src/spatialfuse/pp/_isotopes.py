@@ -33,19 +33,37 @@ C13_ABUNDANCE = 0.0107
 
 
 def _mean_and_correlation(x):
-    """Per-feature mean, and a function giving the Pearson correlation of two features."""
+    """Per-feature mean, and a function giving the Pearson correlation of two features.
+
+    Columns are read on demand (a sparse table is converted to CSC once), so no dense float64
+    copy of the whole table is made.
+    """
     from scipy import sparse
 
-    dense = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
-    dense = np.nan_to_num(dense.astype(np.float64, copy=False))
-    mean = dense.mean(axis=0)
-    centred = dense - mean
-    norm = np.sqrt((centred**2).sum(axis=0))
+    if hasattr(x, "compute"):  # dask: the means in one pass, columns when asked for
+        import dask.array as da
+
+        mean = np.nan_to_num(np.asarray(da.nanmean(x, axis=0).compute(), dtype=np.float64))
+        column_of = lambda j: np.asarray(x[:, j].compute(), dtype=np.float64)  # noqa: E731
+    elif sparse.issparse(x):
+        csc = sparse.csc_matrix(x)
+        mean = np.asarray(csc.mean(axis=0), dtype=np.float64).ravel()
+        column_of = lambda j: csc[:, j].toarray().ravel().astype(np.float64)  # noqa: E731
+    else:
+        dense = np.asarray(x)
+        with np.errstate(all="ignore"):
+            mean = (
+                np.nan_to_num(np.nanmean(dense, axis=0, dtype=np.float64))
+                if len(dense)
+                else (np.zeros(dense.shape[1]))
+            )
+        column_of = lambda j: np.asarray(dense[:, j], dtype=np.float64)  # noqa: E731
 
     def corr(i: int, j: int) -> float:
-        if norm[i] == 0 or norm[j] == 0:
-            return 0.0
-        return float(centred[:, i] @ centred[:, j] / (norm[i] * norm[j]))
+        a, b = np.nan_to_num(column_of(i)), np.nan_to_num(column_of(j))
+        a, b = a - a.mean(), b - b.mean()
+        norm = np.sqrt((a @ a) * (b @ b))
+        return float(a @ b / norm) if norm > 0 else 0.0
 
     return mean, corr
 

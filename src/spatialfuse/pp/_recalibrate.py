@@ -12,8 +12,10 @@ spectrum (an *alignment* of every pixel to the mean, whose own offset stays) —
    its error is ``e = (m − r) / r`` in ppm;
 2. a model of the pixel's error: ``"shift"``, one ppm offset (the median of its errors), or
    ``"linear"``, a ppm offset that changes linearly with m/z (least squares; where a pixel has
-   fewer than three references it falls back to the shift);
-3. each spectrum is resampled onto the table's own m/z axis at the drifted positions,
+   fewer than three references it falls back to the shift); with ``group_by`` (e.g. the
+   acquisition line, ``obs["imzml_y"]``) one model per group, fitted to its pooled errors;
+3. each spectrum is resampled onto the table's own m/z axis at the drifted positions
+   (chunk by chunk; a dask table stays lazy),
    ``y_new(m) = y_old(m · (1 + e(m)))`` (linear interpolation), so the table keeps one shared
    axis and every downstream step (peak picking, ion images) sees calibrated spectra;
 4. the errors are measured again on the corrected spectra: ``uns[key_added]`` reports the median
@@ -43,13 +45,31 @@ _CHUNK_VALUES = 1 << 21
 _MODELS = ("shift", "linear")
 
 
-def _dense_block(x, a: int, b: int) -> np.ndarray:
+def _raw_block(x, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of a dense, sparse or dask table as a float64 array (NaN kept)."""
     from scipy import sparse
 
     block = x[a:b]
+    if hasattr(block, "compute"):
+        block = block.compute()
     if sparse.issparse(block):
         block = block.toarray()
-    return np.nan_to_num(np.asarray(block, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.asarray(block, dtype=np.float64)
+
+
+def _dense_block(x, a: int, b: int) -> np.ndarray:
+    return np.nan_to_num(_raw_block(x, a, b), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _resample(raw: np.ndarray, mz: np.ndarray, offset, slope, centre: float) -> np.ndarray:
+    """Each row of ``raw`` read at its corrected m/z; rows of NaN stay NaN."""
+    empty = np.isnan(raw).all(axis=1)
+    block = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+    for i in range(block.shape[0]):
+        drift = offset[i] + slope[i] * (mz - centre)
+        block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
+    block[empty] = np.nan
+    return block
 
 
 def _block_errors(
@@ -106,8 +126,11 @@ def measure_errors(adata: anndata.AnnData, reference_mz, *, ppm: float = 30.0, s
 
 def _fit(errors: np.ndarray, refs: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel ``(offset_ppm, slope_ppm_per_mz)`` around the references' mean m/z."""
+    import warnings
+
     found = np.isfinite(errors)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without any reference
         offset = np.nanmedian(np.where(found, errors, np.nan), axis=1)
     offset = np.where(found.any(axis=1), offset, 0.0)
     slope = np.zeros_like(offset)
@@ -121,13 +144,29 @@ def _fit(errors: np.ndarray, refs: np.ndarray, model: str) -> tuple[np.ndarray, 
     return offset, slope
 
 
+def _fit_groups(
+    errors: np.ndarray, refs: np.ndarray, model: str, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One model per group of pixels (e.g. an acquisition line), fitted to their pooled errors."""
+    offset, slope = np.zeros(errors.shape[0]), np.zeros(errors.shape[0])
+    codes, inverse = np.unique(groups, return_inverse=True)
+    for g in range(codes.size):
+        rows = np.flatnonzero(inverse == g)
+        pooled = errors[rows].reshape(1, -1)
+        pooled_refs = np.tile(refs, rows.size)
+        off, slo = _fit(pooled, pooled_refs, model)
+        offset[rows], slope[rows] = off[0], slo[0]
+    return offset, slope
+
+
 def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     """The ``n_references`` peaks of the mean spectrum found in the most pixels."""
     from spatialfuse.pp._peaks import _found_counts, _table_chunks, centroid_peaks
 
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
-    mean = adata.X.mean(axis=0)
-    mean = np.asarray(mean, dtype=np.float64).ravel()
+    from spatialfuse.pp._peaks import _reference_from_table
+
+    _, mean = _reference_from_table(adata, "mean")
     peaks = centroid_peaks(mz, mean, snr=snr)
     if len(peaks) == 0:
         return peaks.mz
@@ -135,6 +174,18 @@ def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     found = _found_counts(chunks, len(peaks), snr)
     order = np.lexsort((-peaks.height, -found))[:n_references]
     return np.sort(peaks.mz[order])
+
+
+def _lazy_resample(x, mz: np.ndarray, offset: np.ndarray, slope: np.ndarray, centre: float):
+    """A dask table whose rows are resampled at their corrected m/z when computed."""
+    full_rows = x.rechunk({1: -1})
+
+    def apply(block, block_info=None):
+        start, stop = block_info[0]["array-location"][0]
+        raw = np.asarray(block, dtype=np.float64)
+        return _resample(raw, mz, offset[start:stop], slope[start:stop], centre).astype(np.float32)
+
+    return full_rows.map_blocks(apply, dtype=np.float32)
 
 
 def recalibrate(
@@ -145,6 +196,7 @@ def recalibrate(
     ppm: float = 30.0,
     snr: float = 5.0,
     model: str = "shift",
+    group_by: str | None = None,
     key_added: str = "recalibration",
     copy: bool = False,
     show_progress: bool = False,
@@ -156,8 +208,11 @@ def recalibrate(
     Parameters
     ----------
     adata
-        Pixels × profile m/z points (``var["mz"]`` sorted ascending), dense or sparse ``X``,
-        e.g. :func:`spatialfuse.io.read_imzml` of a continuous profile file.
+        Pixels × profile m/z points (``var["mz"]`` sorted ascending), e.g.
+        :func:`spatialfuse.io.read_imzml` of a continuous profile file. ``X`` may be dense,
+        sparse or a dask array (:func:`spatialfuse.io.read_msi_zarr`): the drift is measured
+        chunk by chunk (16 MiB of values at a time) and a dask ``X`` stays lazy, resampled
+        when computed.
     reference_mz
         Lock masses (m/z of ions known to be in the sample: matrix ions, internal standards)
         for an absolute calibration. None: the ``n_references`` peaks of the mean spectrum
@@ -170,6 +225,10 @@ def recalibrate(
         A pixel's peak must stand this many times its noise above its median.
     model
         ``"shift"`` (one ppm offset per pixel) or ``"linear"`` (an offset linear in m/z).
+    group_by
+        An ``obs`` column whose groups share one model, fitted to the pooled errors of their
+        pixels: ``"imzml_y"`` fits one per acquisition line (steadier where single spectra
+        are noisy). None: one model per pixel.
     key_added
         Prefix of the ``obs`` columns and name of the ``uns`` entry written.
     copy
@@ -182,7 +241,8 @@ def recalibrate(
     anndata.AnnData or None
         The recalibrated copy if ``copy``, else None. Writes:
 
-        - ``X``: each spectrum resampled at its corrected m/z (float32, on the same axis);
+        - ``X``: each spectrum resampled at its corrected m/z (float32, on the same axis; a
+          dask ``X`` becomes a lazy dask array);
         - ``obs[f"{key_added}_ppm"]``: the pixel's drift in ppm at the references' mean m/z;
         - ``obs[f"{key_added}_slope"]``: its change per m/z unit (``"linear"``, else 0);
         - ``obs[f"{key_added}_n_found"]``: how many references the pixel's drift rests on;
@@ -193,11 +253,6 @@ def recalibrate(
     from scipy import sparse
 
     check_adata(adata)
-    if is_dask(adata.X):
-        raise ValueError(
-            "recalibrate needs the spectra in memory (X is a lazy dask array); "
-            "compute a subset or read the file with read_imzml"
-        )
     if "mz" not in adata.var:
         raise ValueError("adata.var has no 'mz' column: give a table of profile m/z points")
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
@@ -231,25 +286,39 @@ def recalibrate(
     before = np.full((n, refs.size), np.nan)
     after = np.full((n, refs.size), np.nan)
     offset, slope = np.zeros(n), np.zeros(n)
-    out = np.empty(adata.shape, dtype=np.float32)
+    if group_by is not None and group_by not in adata.obs:
+        raise ValueError(f"group_by={group_by!r} is not a column of adata.obs")
+    lazy = is_dask(adata.X)
+    out = None if lazy else np.empty(adata.shape, dtype=np.float32)
     centre = float(refs.mean())
     step = max(1, _CHUNK_VALUES // mz.size)
-    for a in progress(range(0, n, step), show=show_progress, desc="recalibrate"):
-        b = min(n, a + step)
-        block = _dense_block(adata.X, a, b)
-        errors = _block_errors(block, mz, refs, ppm, snr)
-        off, slo = _fit(errors, refs, model)
-        for i in range(b - a):
-            drift = off[i] + slo[i] * (mz - centre)
-            block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
-        before[a:b], offset[a:b], slope[a:b] = errors, off, slo
-        after[a:b] = _block_errors(block, mz, refs, ppm, snr)
-        out[a:b] = block
-    adata.X = sparse.csr_matrix(out) if was_sparse else out
+    chunks = [(a, min(n, a + step)) for a in range(0, n, step)]
+    if group_by is not None:  # errors of every pixel first, then one model per group
+        for a, b in progress(chunks, show=show_progress, desc="recalibrate: measure"):
+            before[a:b] = _block_errors(_dense_block(adata.X, a, b), mz, refs, ppm, snr)
+        groups = adata.obs[group_by].to_numpy()
+        offset, slope = _fit_groups(before, refs, model, groups)
+    for a, b in progress(chunks, show=show_progress, desc="recalibrate"):
+        raw = _raw_block(adata.X, a, b)
+        if group_by is None:
+            clean = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+            before[a:b] = _block_errors(clean, mz, refs, ppm, snr)
+            offset[a:b], slope[a:b] = _fit(before[a:b], refs, model)
+        block = _resample(raw, mz, offset[a:b], slope[a:b], centre)
+        after[a:b] = _block_errors(np.nan_to_num(block), mz, refs, ppm, snr)
+        if out is not None:
+            out[a:b] = block
+    if lazy:  # measured chunk by chunk above; the corrected table stays lazy
+        adata.X = _lazy_resample(adata.X, mz, offset, slope, centre)
+    else:
+        adata.X = sparse.csr_matrix(np.nan_to_num(out)) if was_sparse else out
     adata.obs[f"{key_added}_ppm"] = offset
     adata.obs[f"{key_added}_slope"] = slope
     adata.obs[f"{key_added}_n_found"] = np.isfinite(before).sum(axis=1)
-    with np.errstate(all="ignore"):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # references found in no pixel
         per_before = np.nanmedian(np.abs(before), axis=0) if n else np.full(refs.size, np.nan)
         per_after = np.nanmedian(np.abs(after), axis=0) if n else np.full(refs.size, np.nan)
     summary_before = float(np.nanmedian(np.abs(before))) if np.isfinite(before).any() else None
@@ -258,6 +327,7 @@ def recalibrate(
         "reference_mz": refs,
         "reference_source": source,
         "model": model,
+        "group_by": group_by or "pixel",
         "ppm": float(ppm),
         "snr": float(snr),
         "ppm_before": per_before,

@@ -317,6 +317,10 @@ class ImzMLReader:
         # Python ints: positions near the int64 limits must not wrap around.
         return (int(t.y.max()) - int(t.y.min()) + 1, int(t.x.max()) - int(t.x.min()) + 1)
 
+    def shared_mz_axis(self) -> np.ndarray | None:
+        """The m/z array every spectrum shares (continuous data), or None when each has its own."""
+        return _kernels.shared_mz_axis(self._acc)
+
     def mz_range(self) -> tuple[float, float]:
         """Smallest and largest m/z over all spectra (reads the first and last value of each)."""
         t = self._table
