@@ -3,6 +3,7 @@
 Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into a reference frame.
 """
 
+from spatialfuse.core.transform_graph import TransformGraph
 from spatialfuse.core.transforms import (
     INVERSE_TOLERANCE_UM,
     AffineTransform,
@@ -44,6 +45,7 @@ __all__ = [
     "RegistrationWarning",
     "ThinPlateSpline",
     "Transform",
+    "TransformGraph",
     "as_points",
     "assess",
     "compose",
