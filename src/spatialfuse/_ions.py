@@ -109,3 +109,23 @@ def file_polarity(path: str | os.PathLike | None) -> str | None:
         if re.search(rf'accession="{accession}"', head)
     }
     return found.pop() if len(found) == 1 else None
+
+
+def polarity_of(adata, polarity: str | None) -> tuple[str | None, str]:
+    """The ion polarity to annotate ``adata`` with, and where it came from.
+
+    ``polarity`` as given; else ``uns["spatialfuse"]["polarity"]``; else what the imzML file
+    states (MS:1000130 / MS:1000129); else None (adducts of both polarities are considered).
+    """
+    if polarity is not None:
+        if polarity not in ("positive", "negative"):
+            raise ValueError(f"polarity must be 'positive', 'negative' or None, got {polarity!r}")
+        return polarity, "argument"
+    info = adata.uns.get("spatialfuse", {}) or {}
+    stated = info.get("polarity") if hasattr(info, "get") else None
+    if stated in ("positive", "negative"):
+        return stated, "uns['spatialfuse']['polarity']"
+    found = file_polarity(info.get("file")) if hasattr(info, "get") else None
+    if found:
+        return found, "imzML file (MS:1000130/MS:1000129)"
+    return None, "unknown: adducts of both polarities considered"

@@ -103,6 +103,10 @@ class ConfigError(FileFormatError):
     """A run configuration (YAML) is malformed or refers to inputs that do not fit together."""
 
 
+class NoTransformPathError(SpatialfuseError, ValueError):
+    """No chain of transforms joins two frames (:class:`~spatialfuse.reg.TransformGraph`)."""
+
+
 class RegistrationFailedError(SpatialfuseError, RuntimeError):
     """A registration failed its quality checks and the run was not told to accept it.
 

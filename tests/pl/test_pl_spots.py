@@ -7,6 +7,7 @@ import pytest
 from spot_drawing import drawn_patches, patch_centres  # tests/pl/spot_drawing.py
 
 import spatialfuse as sf
+from spatialfuse.core.features import resolve_ions
 
 
 def _hires(mdata):
@@ -20,7 +21,7 @@ def test_gene_and_ion_draws_each_modality_where_it_was_measured(joint_data):
     gene = joint_data.trio.marker_genes[joint_data.region][0]
     fig = sf.pl.gene_and_ion(mdata, gene, joint_data.marker_mz)
     gene_ax, ion_ax = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    ion = sf.tl._correlation.resolve_ions(msi, joint_data.marker_mz)[0]
+    ion = resolve_ions(msi, joint_data.marker_mz)[0]
 
     spots = drawn_patches(gene_ax)
     assert len(spots.get_paths()) == rna.n_obs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import spatialfuse as sf
-from spatialfuse.io.export._ome_tiff import TILE
+from spatialfuse.io.export.ome_tiff import TILE
 from spatialfuse.reg._warp_image import BLOCK, _SourceLevels, warp_histology
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import spatialfuse as sf
+from spatialfuse.core.features import resolve_ions
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_marker_genes_and_ions_of_one_region_are_the_strongest_pairs(trio_table)
     trio, mdata, table = trio_table
     region = _shared_region(trio)
     genes = trio.marker_genes[region]
-    ions = sf.tl._correlation.resolve_ions(mdata.mod["msi"], list(trio.marker_ions[region]))
+    ions = resolve_ions(mdata.mod["msi"], list(trio.marker_ions[region]))
     assert len(genes) == 3 and len(ions) == 2
     assert len(table) == mdata.mod["rna"].n_vars * mdata.mod["msi"].n_vars
     markers = table["gene"].isin(genes) & table["ion"].isin(ions)
@@ -69,7 +70,7 @@ def test_marker_genes_against_other_regions_ions_are_not_positive(trio_table):
     genes = trio.marker_genes[region]
     own = set(np.round(trio.marker_ions[region], 4))
     other = sorted({m for mzs in trio.marker_ions.values() for m in mzs if round(m, 4) not in own})
-    ions = sf.tl._correlation.resolve_ions(mdata.mod["msi"], other)
+    ions = resolve_ions(mdata.mod["msi"], other)
     rows = table[table["gene"].isin(genes) & table["ion"].isin(ions)]
     assert len(rows) == len(genes) * len(ions)
     assert (rows["r"] < 0.2).all(), rows

@@ -190,8 +190,8 @@ def test_disc_samples_are_deterministic_symmetric_and_uniform():
 
 
 def _weight_errors(n_samples, spots, msi):
+    from spatialfuse.core.msi_raster import MsiRaster
     from spatialfuse.tl._mapping import _disc_counts
-    from spatialfuse.tl._raster import MsiRaster
 
     raster = MsiRaster.from_anndata(msi)
     counts, _ = _disc_counts(spots, R, disc_samples(n_samples), AffineTransform.identity(), raster)

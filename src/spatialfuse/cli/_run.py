@@ -1,6 +1,6 @@
 """``spatialfuse run | demo | init-config | register | map | cluster``: the pipeline and its parts.
 
-Every command calls the same step functions as ``run`` (:mod:`spatialfuse.workflow._steps`).
+Every command calls the same step functions as ``run`` (``spatialfuse.workflow``'s step names).
 Exit status: 0 success, 1 an error in the input or config (message on stderr), 2 a usage
 error, 3 a registration that failed its quality checks and was not accepted.
 """
@@ -193,16 +193,14 @@ def register(
     The transform maps MOVING µm to FIXED µm. Exit status 3 when the registration fails its
     quality checks (the transform and QC figure are still written).
     """
-    from spatialfuse.workflow import Registration, _steps
+    from spatialfuse.workflow import Registration, read_modality, register_pair
 
     failed, base = _errors()
     try:
         m = _modality_for(moving, moving_pixel_size)
         f = _modality_for(fixed, fixed_pixel_size)
         reg = Registration(moving="moving", fixed="fixed", model=model, landmarks=landmarks)
-        result = _steps.register_pair(
-            _steps.read_modality(m), _steps.read_modality(f), reg, seed=seed
-        )
+        result = register_pair(read_modality(m), read_modality(f), reg, seed=seed)
         result.transform.save(out)
         if qc is not None:
             from spatialfuse.workflow import qc_figure
@@ -242,14 +240,14 @@ def map_command(msi, visium, transform_path, method, aggregate, min_coverage, pi
     """Map MSI pixels onto Visium spots and write the spots × m/z table (h5ad)."""
     from spatialfuse import io
     from spatialfuse.reg import Transform
-    from spatialfuse.workflow import Mapping, _steps
+    from spatialfuse.workflow import Mapping, map_spots, read_modality
 
     _, base = _errors()
     try:
         mapping = Mapping(method=method, aggregate=aggregate, min_coverage=min_coverage)
-        spots = _steps.map_spots(
-            _steps.read_modality(_modality_for(msi, pixel_size)),
-            _steps.read_modality(_modality_for(visium, None)),
+        spots = map_spots(
+            read_modality(_modality_for(msi, pixel_size)),
+            read_modality(_modality_for(visium, None)),
             Transform.load(transform_path),
             mapping,
         )
@@ -274,12 +272,12 @@ def cluster(visium, msi_spots, method, resolution, seed, out):
     import anndata
 
     from spatialfuse import io
-    from spatialfuse.workflow import Clustering, Preprocessing, _steps
+    from spatialfuse.workflow import Clustering, Preprocessing, build_joint, read_modality
 
     _, base = _errors()
     try:
-        rna = _steps.read_modality(_modality_for(visium, None))
-        mdata = _steps.build_joint(
+        rna = read_modality(_modality_for(visium, None))
+        mdata = build_joint(
             rna,
             anndata.read_h5ad(msi_spots),
             Preprocessing(),

@@ -285,7 +285,7 @@ def write_ome_tiff(path: Path, rgb: np.ndarray, pixel_size_um: float, *, uuid_te
     """
     import tifffile
 
-    from spatialfuse.io.export._ome_tiff import ome_xml
+    from spatialfuse.io.export.ome_tiff import ome_xml
 
     height, width = rgb.shape[:2]
     xml = ome_xml(width, height, pixel_size_um, uuid_text=uuid_text, name=name)
@@ -342,7 +342,7 @@ def write_visium(
     """
     from PIL import Image
 
-    from spatialfuse.io.export._spaceranger_files import (
+    from spatialfuse.io.export.spaceranger_files import (
         write_positions_csv,
         write_scalefactors,
     )
@@ -396,7 +396,7 @@ def write_visium(
 
 def _write_10x_h5(path, barcodes, counts, gene_ids, gene_names, library_id) -> None:
     """A 10x Genomics feature-barcode matrix of synthetic gene counts."""
-    from spatialfuse.io.export._spaceranger_files import write_10x_h5
+    from spatialfuse.io.export.spaceranger_files import write_10x_h5
 
     write_10x_h5(
         path,

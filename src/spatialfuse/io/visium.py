@@ -31,6 +31,7 @@ import numpy as np
 from spatialfuse._limits import check_count, require_regular_file
 from spatialfuse._logging import logger
 from spatialfuse._text import printable
+from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM, SPOT_PITCH_UM
 from spatialfuse.errors import (
     CalibrationError,
     DataWarning,
@@ -52,10 +53,6 @@ __all__ = [
     "visium_files",
 ]
 
-#: Centre-to-centre distance of neighbouring Visium spots (hexagonal grid), in µm.
-SPOT_PITCH_UM = 100.0
-#: Diameter of a Visium capture spot, in µm.
-SPOT_DIAMETER_UM = 55.0
 
 #: Columns of a Space Ranger positions file, in file order.
 POSITION_COLUMNS = (

@@ -96,8 +96,8 @@ def ion_image(
         ``msi`` lacks the ``read_imzml`` layout, no feature matches ``mz`` (the message names
         it), or ``he`` is given without ``transform``.
     """
-    from spatialfuse.tl._correlation import resolve_ions
-    from spatialfuse.tl._raster import MsiRaster
+    from spatialfuse.core.features import resolve_ions
+    from spatialfuse.core.msi_raster import MsiRaster
 
     raster = MsiRaster.from_anndata(msi, "msi")
     name = resolve_ions(msi, mz, ppm=ppm, tol=tol)[0]
@@ -150,9 +150,9 @@ def raster_image(msi, raster, name: str, layer: str | None) -> np.ndarray:
     """
     from scipy import sparse
 
-    from spatialfuse.tl._correlation import _matrix
+    from spatialfuse.core.adata import feature_matrix
 
-    matrix = _matrix(msi, layer, "msi")
+    matrix = feature_matrix(msi, layer, "msi")
     column = msi.var_names.get_loc(name)
     values = matrix[:, column]
     values = values.toarray() if sparse.issparse(values) else np.asarray(values)

@@ -80,27 +80,23 @@ def gene_and_ion(
     """
     import matplotlib.pyplot as plt
 
-    from spatialfuse.tl._correlation import (
-        _matrix,
-        _mz_values,
-        modalities,
-        resolve_genes,
-        resolve_ions,
-    )
+    from spatialfuse.core.adata import feature_matrix
+    from spatialfuse.core.features import modalities, resolve_genes, resolve_ions
+    from spatialfuse.core.mz import mz_values
 
     rna, msi = modalities(mdata, rna_key, msi_key)
     if not isinstance(gene, str):
         raise ValueError(f"gene must be a gene name (a str), got {gene!r}")
     gene = resolve_genes(rna, [gene], rna_key)[0]
     ion_name = resolve_ions(msi, ion, ppm=ppm, tol=tol, name=msi_key)[0]
-    expression = _column(_matrix(rna, rna_layer, rna_key), rna.var_names.get_loc(gene))
-    signal = _column(_matrix(msi, msi_layer, msi_key), msi.var_names.get_loc(ion_name))
+    expression = _column(feature_matrix(rna, rna_layer, rna_key), rna.var_names.get_loc(gene))
+    signal = _column(feature_matrix(msi, msi_layer, msi_key), msi.var_names.get_loc(ion_name))
     measured = np.isfinite(signal)
     if "has_msi" in msi.obs:
         measured &= msi.obs["has_msi"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     if not measured.any():
         raise ValueError(f"no spot of {msi_key!r} has MSI data for {ion_name}")
-    mz = _mz_values(msi)[msi.var_names.get_loc(ion_name)]
+    mz = mz_values(msi)[msi.var_names.get_loc(ion_name)]
     ion_label = f"m/z {mz:.4f}" if np.isfinite(mz) else ion_name
 
     if axes is None:

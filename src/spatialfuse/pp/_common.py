@@ -1,4 +1,7 @@
-"""Helpers shared by the preprocessing functions: input checks, row masks, PCA, provenance."""
+"""Helpers shared by the preprocessing functions: PCA on the rows with data, provenance.
+
+Input checks and row masks are the data model's (:mod:`spatialfuse.core.adata`).
+"""
 
 from __future__ import annotations
 
@@ -8,78 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._version import __version__
+from spatialfuse.core.adata import check_count, dense_rows
 from spatialfuse.errors import DataWarning
 
 if TYPE_CHECKING:
     import anndata
-
-
-def check_adata(adata, name: str = "adata") -> None:
-    """Raise TypeError unless ``adata`` looks like an AnnData."""
-    if not all(hasattr(adata, attr) for attr in ("obs", "var", "obsm", "uns", "X", "layers")):
-        raise TypeError(f"{name} must be an AnnData, got {type(adata).__name__}")
-    if adata.X is None:
-        raise ValueError(f"{name}.X is empty (None); there is nothing to preprocess")
-
-
-def check_count(value, name: str, *, minimum: int = 1, optional: bool = False) -> None:
-    """Raise ValueError unless ``value`` is an integer ``>= minimum`` (or None when optional)."""
-    if optional and value is None:
-        return
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        extra = " or None" if optional else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
-
-
-def is_dask(x) -> bool:
-    """Whether ``x`` is a dask array (without importing dask when it was never loaded)."""
-    return type(x).__module__.split(".")[0] == "dask"
-
-
-def finite_rows(x) -> np.ndarray:
-    """Rows of ``x`` whose values are all finite (NaN rows are spots without data); computed."""
-    from scipy import sparse
-
-    if is_dask(x):
-        import dask.array as da
-
-        return np.asarray(da.isfinite(x).all(axis=1).compute(), dtype=bool)
-    if sparse.issparse(x):
-        csr = sparse.csr_matrix(x)
-        bad = ~np.isfinite(csr.data)
-        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-        return np.bincount(rows[bad], minlength=csr.shape[0]) == 0
-    return np.isfinite(np.asarray(x)).all(axis=1)
-
-
-def rows_with_data(adata) -> np.ndarray:
-    """Rows that hold data: all values finite and, where the table says, ``obs["has_msi"]``.
-
-    :func:`spatialfuse.tl.map_to_spots` marks spots without MSI with ``has_msi`` false; their
-    rows are NaN by default but zeros with ``fill_value=0``, and must not count as spectra.
-    """
-    rows = finite_rows(adata.X)
-    if "has_msi" in adata.obs:
-        rows &= adata.obs["has_msi"].to_numpy(dtype=bool)
-    return rows
-
-
-def dense_rows(x, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-    """``x[rows][:, columns]`` as a dense float64 array (dask computed, sparse densified)."""
-    from scipy import sparse
-
-    sub = x[np.flatnonzero(rows)]
-    if columns is not None:
-        sub = sub[:, np.flatnonzero(columns)]
-    if is_dask(sub):
-        sub = sub.compute()
-    if sparse.issparse(sub):
-        sub = sub.toarray()
-    return np.asarray(sub, dtype=np.float64)
 
 
 def clip_n_comps(n_comps: int, n_obs: int, n_vars: int, what: str) -> int:

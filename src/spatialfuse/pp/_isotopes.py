@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spatialfuse.pp._common import check_adata
+from spatialfuse.core.adata import check_adata
 
 if TYPE_CHECKING:
     import anndata

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spatialfuse.pp._common import check_adata
+from spatialfuse.core.adata import check_adata
 
 if TYPE_CHECKING:
     import anndata
@@ -104,7 +104,7 @@ def flag_matrix(
         ion), ``var[f"{key_added}_ion"]`` (e.g. ``"[2DHB-H2O+H]+"``, ``""`` if none) and
         ``var[f"{key_added}_ppm"]`` (NaN if none).
     """
-    from spatialfuse.tl._annotate import _polarity_of
+    from spatialfuse._ions import polarity_of
 
     check_adata(adata)
     if mz_key not in adata.var:
@@ -113,7 +113,7 @@ def flag_matrix(
         raise ValueError(f"ppm must be a positive number, got {ppm!r}")
     if isinstance(max_cluster, bool) or int(max_cluster) != max_cluster or max_cluster < 1:
         raise ValueError(f"max_cluster must be an integer >= 1, got {max_cluster!r}")
-    pol, _ = _polarity_of(adata, polarity)
+    pol, _ = polarity_of(adata, polarity)
     names = [matrix] if isinstance(matrix, str) else list(matrix)
     labels, values = [], []
     for name in names:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._logging import logger
-from spatialfuse.pp._common import check_adata, is_dask, pca_on_rows, record, rows_with_data
+from spatialfuse.core.adata import check_adata, is_dask, rows_with_data
+from spatialfuse.pp._common import pca_on_rows, record
 from spatialfuse.pp._msi_norm import normalize_msi
 from spatialfuse.pp._spatial_filter import filter_ions_spatial
 

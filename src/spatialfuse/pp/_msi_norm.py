@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatialfuse._logging import logger
+from spatialfuse.core.adata import check_adata, is_dask
 from spatialfuse.errors import DataWarning
-from spatialfuse.pp._common import check_adata, is_dask, record
+from spatialfuse.pp._common import record
 
 if TYPE_CHECKING:
     import anndata

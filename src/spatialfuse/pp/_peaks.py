@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatialfuse._logging import logger, progress
+from spatialfuse.core.adata import check_adata
 from spatialfuse.errors import UnsupportedFormatError
-from spatialfuse.pp._common import check_adata
 
 if TYPE_CHECKING:
     import anndata
@@ -289,10 +289,9 @@ def _table_chunks(
 
 
 def _reader_chunks(reader, lo: np.ndarray, hi: np.ndarray, show_progress: bool):
-    from spatialfuse.io.imzml import _kernels
-    from spatialfuse.io.imzml._kernels import WindowLookup
+    from spatialfuse.core.mz import WindowLookup
 
-    axis = _kernels.shared_mz_axis(reader._acc)
+    axis = reader.shared_mz_axis()
     if axis is not None:  # continuous: dense blocks of rows, windows are column ranges
         starts, stops = _column_ranges(axis, lo, hi)
         step = _rows_per_chunk(axis.size)
@@ -366,11 +365,10 @@ def _table_sums(x, weights, show_progress: bool) -> np.ndarray:
 
 
 def _reference_from_reader(reader, reference: str, ppm: float) -> tuple[np.ndarray, np.ndarray]:
-    from spatialfuse.io.imzml import _kernels
 
     if reference == "mean":
         return reader.mean_spectrum(ppm=ppm)
-    axis = _kernels.shared_mz_axis(reader._acc)
+    axis = reader.shared_mz_axis()
     if axis is None:
         raise UnsupportedFormatError(
             reader.path,
@@ -481,7 +479,7 @@ def pick_peaks(
     import anndata as ad
     import pandas as pd
 
-    from spatialfuse.io.imzml._read import mz_feature_names
+    from spatialfuse.core.mz import mz_feature_names
 
     _check_options(snr, half_window, baseline_window, window_fwhm, reference, min_frequency)
     if noise not in ("nonzero", "all"):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatialfuse._logging import logger, progress
-from spatialfuse.pp._common import check_adata, is_dask
+from spatialfuse.core.adata import check_adata, is_dask
 
 if TYPE_CHECKING:
     import anndata

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatialfuse._logging import logger
-from spatialfuse.pp._common import check_adata, check_count, finite_rows, pca_on_rows, record
+from spatialfuse.core.adata import check_adata, check_count, finite_rows
+from spatialfuse.pp._common import pca_on_rows, record
 
 if TYPE_CHECKING:
     import anndata

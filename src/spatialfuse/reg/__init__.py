@@ -3,6 +3,19 @@
 Every :class:`Transform` maps points ``(x, y)`` in µm from a moving frame into a reference frame.
 """
 
+from spatialfuse.core.transform_graph import TransformGraph
+from spatialfuse.core.transforms import (
+    INVERSE_TOLERANCE_UM,
+    AffineTransform,
+    CompositeTransform,
+    DisplacementField,
+    InverseAccuracyWarning,
+    InverseTransform,
+    ThinPlateSpline,
+    Transform,
+    as_points,
+    compose,
+)
 from spatialfuse.reg._chain import ChainResult, register_chain, visium_um_to_fullres_px
 from spatialfuse.reg._images import RegistrationImage
 from spatialfuse.reg._images import as_registration_image as registration_image
@@ -16,18 +29,6 @@ from spatialfuse.reg._register import (
 from spatialfuse.reg._resample import pixel_centres_um, resample
 from spatialfuse.reg._similarity import warp_to
 from spatialfuse.reg._spot_tissue import spots_on_tissue
-from spatialfuse.reg._transform import (
-    INVERSE_TOLERANCE_UM,
-    AffineTransform,
-    CompositeTransform,
-    DisplacementField,
-    InverseAccuracyWarning,
-    InverseTransform,
-    ThinPlateSpline,
-    Transform,
-    as_points,
-    compose,
-)
 from spatialfuse.reg._warp_image import warp_histology
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "RegistrationWarning",
     "ThinPlateSpline",
     "Transform",
+    "TransformGraph",
     "as_points",
     "assess",
     "compose",

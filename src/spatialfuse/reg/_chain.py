@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spatialfuse.core.transforms import AffineTransform, Transform, compose
 from spatialfuse.reg._register import RegistrationResult, register
-from spatialfuse.reg._transform import AffineTransform, Transform, compose
 
 
 def visium_um_to_fullres_px(visium) -> AffineTransform:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spatialfuse.core.transforms import AffineTransform, Transform, compose
 from spatialfuse.reg._images import RegistrationImage
 from spatialfuse.reg._similarity import coarse, normalized_mutual_information, warp_to
-from spatialfuse.reg._transform import AffineTransform, Transform, compose
 
 #: A result whose neighbours keep more than this fraction of its NMI excess on average is not
 #: pinned down. Real pairs (docs/failure_detection.md): right alignments 0.82-0.89; wrong local

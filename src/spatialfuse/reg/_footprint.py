@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spatialfuse.core.transforms import AffineTransform, DisplacementField, Transform, compose
 from spatialfuse.reg._images import RegistrationImage
-from spatialfuse.reg._transform import AffineTransform, DisplacementField, Transform, compose
 
 #: Sample points per MSI pixel side for the footprint average.
 SUB = 4

@@ -135,7 +135,7 @@ class RegistrationImage:
 
     def mirrored(self) -> tuple[RegistrationImage, object]:
         """The image flipped left-right about its own centre, and the flip as a transform."""
-        from spatialfuse.reg._transform import AffineTransform
+        from spatialfuse.core.transforms import AffineTransform
 
         width = self.shape[1] * self.pixel_size_um[0]
         centre_x = self.origin_um[0] + width / 2

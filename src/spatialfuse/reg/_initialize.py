@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from spatialfuse.core.transforms import AffineTransform
 from spatialfuse.reg._images import RegistrationImage
 from spatialfuse.reg._similarity import alignment_scores, coarse, combined_score
-from spatialfuse.reg._transform import AffineTransform
 
 
 def mask_moments(img: RegistrationImage) -> tuple[np.ndarray, float]:

@@ -12,8 +12,13 @@ import contextlib
 
 import numpy as np
 
+from spatialfuse.core.transforms import (
+    AffineTransform,
+    DisplacementField,
+    InverseTransform,
+    compose,
+)
 from spatialfuse.reg._images import RegistrationImage
-from spatialfuse.reg._transform import AffineTransform, DisplacementField, InverseTransform, compose
 
 _ITK_MODELS = ("rigid", "similarity", "affine")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialfuse.core.transforms import AffineTransform, ThinPlateSpline, Transform, as_points
 from spatialfuse.errors import FileFormatError, MissingFileError
-from spatialfuse.reg._transform import AffineTransform, ThinPlateSpline, Transform, as_points
 
 LANDMARK_MODELS = ("rigid", "similarity", "affine", "tps")
 

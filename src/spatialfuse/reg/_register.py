@@ -10,6 +10,7 @@ import numpy as np
 
 from spatialfuse._limits import check_resampled_image
 from spatialfuse._logging import logger
+from spatialfuse.core.transforms import AffineTransform, Transform, as_points, compose
 from spatialfuse.errors import SpatialfuseWarning
 from spatialfuse.reg import _checks, _footprint, _initialize, _scale
 from spatialfuse.reg._images import (
@@ -21,7 +22,6 @@ from spatialfuse.reg._images import (
 from spatialfuse.reg._itk import COARSE_LEVELS, FULL_LEVELS, refine_bspline, refine_linear
 from spatialfuse.reg._similarity import alignment_scores, combined_score
 from spatialfuse.reg._threads import one_blas_thread
-from spatialfuse.reg._transform import AffineTransform, Transform, as_points, compose
 
 MODELS = ("rigid", "similarity", "affine", "bspline")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spatialfuse.reg._transform import Transform
+from spatialfuse.core.transforms import Transform
 
 
 def pixel_centres_um(shape, pixel_size_um, origin_um=(0.0, 0.0)) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spatialfuse.core.transforms import Transform
 from spatialfuse.reg._images import RegistrationImage
-from spatialfuse.reg._transform import Transform
 
 
 def warp_to(moving: RegistrationImage, fixed: RegistrationImage, transform: Transform):
@@ -68,7 +68,7 @@ def _shift_origin(transform: Transform, moving: RegistrationImage) -> Transform:
     """``transform`` for an image whose pixel (0, 0) corner is at the moving frame's origin."""
     if moving.origin_um == (0.0, 0.0):
         return transform
-    from spatialfuse.reg._transform import AffineTransform, compose
+    from spatialfuse.core.transforms import AffineTransform, compose
 
     to_frame = AffineTransform.from_params(translation=moving.origin_um)
     return compose(transform, to_frame)

@@ -22,8 +22,8 @@ import numpy as np
 from spatialfuse._logging import progress
 
 if TYPE_CHECKING:
+    from spatialfuse.core.transforms import Transform
     from spatialfuse.io import HistologyImage
-    from spatialfuse.reg._transform import Transform
 
 #: Output columns mapped per call (bounds the source rectangle read for a rotated strip).
 BLOCK = 1024
@@ -76,7 +76,7 @@ def warp_histology(
         is the output pixel size; :func:`spatialfuse.io.read_histology` reads it back in the
         reference frame.
     """
-    from spatialfuse.io.export._ome_tiff import TILE, pyramid_shapes, write_pyramidal_ome_tiff
+    from spatialfuse.io.export.ome_tiff import TILE, pyramid_shapes, write_pyramidal_ome_tiff
 
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order!r}")

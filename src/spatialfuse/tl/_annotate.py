@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._ions import polarity_of
 from spatialfuse._logging import logger
 from spatialfuse.errors import FileFormatError, MissingFileError
 
@@ -187,23 +188,6 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _polarity_of(adata, polarity: str | None) -> tuple[str | None, str]:
-    from spatialfuse._ions import file_polarity
-
-    if polarity is not None:
-        if polarity not in ("positive", "negative"):
-            raise ValueError(f"polarity must be 'positive', 'negative' or None, got {polarity!r}")
-        return polarity, "argument"
-    info = adata.uns.get("spatialfuse", {}) or {}
-    stated = info.get("polarity") if hasattr(info, "get") else None
-    if stated in ("positive", "negative"):
-        return stated, "uns['spatialfuse']['polarity']"
-    found = file_polarity(info.get("file")) if hasattr(info, "get") else None
-    if found:
-        return found, "imzML file (MS:1000130/MS:1000129)"
-    return None, "unknown: adducts of both polarities considered"
-
-
 def _feature_means(adata) -> np.ndarray:
     """Mean intensity of every feature over the pixels (NaN rows ignored), computed."""
     from scipy import sparse
@@ -328,14 +312,14 @@ def annotate(
     import pandas as pd
 
     from spatialfuse._ions import DEFAULT_ADDUCTS, adduct_polarity, adduct_shift
-    from spatialfuse.pp._common import check_adata
+    from spatialfuse.core.adata import check_adata
 
     check_adata(adata)
     if mz_key not in adata.var:
         raise ValueError(f"adata.var has no {mz_key!r} column (the m/z of each feature)")
     if not (np.isfinite(ppm) and ppm > 0):
         raise ValueError(f"ppm must be a positive number, got {ppm!r}")
-    pol, pol_source = _polarity_of(adata, polarity)
+    pol, pol_source = polarity_of(adata, polarity)
     db = read_database(database)
     per_row = "adduct" in db
     if adducts is not None:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._logging import logger
+from spatialfuse.core.adata import check_count
 from spatialfuse.errors import DataWarning, MissingDependencyError
-from spatialfuse.pp._common import check_count
 from spatialfuse.tl._wnn import (
     kernel_graph,
     modality_weights,
@@ -488,7 +488,7 @@ def _l2_normalise(embedding: np.ndarray) -> np.ndarray:
 
 def _measured_rows(mdata, modality: str) -> np.ndarray:
     """Spots (in the table's order) whose row of the modality's ``X`` is all finite."""
-    from spatialfuse.pp._common import finite_rows
+    from spatialfuse.core.adata import finite_rows
 
     mod = mdata.mod[modality]
     ok = finite_rows(mod.X)
@@ -560,7 +560,7 @@ def _mofa_factors(mdata, names: list[str], n_factors: int, seed: int) -> np.ndar
     """MOFA+ factors (spots × factors) of the modalities' ``X`` (NaN rows are missing values)."""
     from mofapy2.run.entry_point import entry_point
 
-    from spatialfuse.pp._common import dense_rows
+    from spatialfuse.core.adata import dense_rows
 
     check_count(n_factors, "n_factors")
     views, features = [], []

@@ -7,9 +7,6 @@ nulls, why, and their measured false-positive rates.
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,10 +15,12 @@ import numpy as np
 
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
+from spatialfuse.core.adata import feature_matrix, finite_rows
+from spatialfuse.core.features import modalities, resolve_genes, resolve_ions
+from spatialfuse.core.mz import mz_values
 from spatialfuse.errors import DataWarning
 
 if TYPE_CHECKING:
-    import anndata
     import mudata
     import pandas as pd
 
@@ -31,7 +30,6 @@ METHODS = ("pearson", "spearman")
 NULLS = ("dutilleul", "msr")
 #: Default number of most variable genes and of most variable ions kept when none are named.
 DEFAULT_N_TOP = 500
-_MZ_NAME = re.compile(r"^mz-([0-9.eE+-]+)$")
 
 
 def cross_modal_correlation(
@@ -189,7 +187,7 @@ def cross_modal_correlation(
         )
     p_adjusted = stats.false_discovery_control(p.ravel(), method="bh").reshape(p.shape)
 
-    mz = _mz_values(msi)[msi.var_names.get_indexer(ion_names)]
+    mz = mz_values(msi)[msi.var_names.get_indexer(ion_names)]
     g_idx, i_idx = np.divmod(np.arange(r.size), r.shape[1])
     table = pd.DataFrame(
         {
@@ -228,117 +226,6 @@ def cross_modal_correlation(
 # -------------------------------------------------------------------------------------------------
 
 
-def modalities(mdata, rna_key: str, msi_key: str) -> tuple[anndata.AnnData, anndata.AnnData]:
-    """The RNA and MSI AnnData of a MuData, with errors that name what is missing."""
-    mod = getattr(mdata, "mod", None)
-    if mod is None or not hasattr(mdata, "obs"):
-        raise TypeError(
-            "mdata must be a mudata.MuData with modalities 'rna' and 'msi' (sf.tl.joint_table), "
-            f"got {type(mdata).__name__}"
-        )
-    missing = [key for key in (rna_key, msi_key) if key not in mod]
-    if missing:
-        raise ValueError(
-            f"mdata has no modality {', '.join(repr(k) for k in missing)} "
-            f"(modalities: {list(mod)}); pass rna_key=/msi_key="
-        )
-    return mod[rna_key], mod[msi_key]
-
-
-def resolve_genes(rna, genes: Sequence[str] | str, name: str = "rna") -> list[str]:
-    """``genes`` checked against ``rna.var_names`` (unique, in the given order)."""
-    genes = [genes] if isinstance(genes, str) else list(genes)
-    if not genes:
-        raise ValueError("genes is empty")
-    names = rna.var_names
-    missing = [g for g in genes if not isinstance(g, str) or g not in names]
-    if missing:
-        raise ValueError(_missing_message("gene", missing, names, name))
-    return list(dict.fromkeys(genes))
-
-
-def resolve_ions(
-    msi,
-    ions: Sequence[str | float] | str | float,
-    *,
-    ppm: float | None = None,
-    tol: float | None = None,
-    name: str = "msi",
-) -> list[str]:
-    """MSI ``var_names`` for ``ions``: names as given, m/z values matched to the nearest feature.
-
-    A number matches the feature whose ``var["mz"]`` (or the m/z in its ``mz-…`` name) is
-    nearest, provided it lies within ± ``ppm`` (default 10) or ± ``tol`` of the number.
-    """
-    from spatialfuse.io.imzml._kernels import mz_windows
-
-    ions = [ions] if isinstance(ions, str | int | float | np.number) else list(ions)
-    if not ions:
-        raise ValueError("ions is empty")
-    names = msi.var_names
-    out: list[str] = []
-    missing: list[str] = []
-    values = [v for v in ions if not isinstance(v, str)]
-    if values:
-        try:
-            centres, lo, hi = mz_windows(np.asarray(values, dtype=np.float64), ppm=ppm, tol=tol)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"ions: {exc}") from None
-        feature_mz = _mz_values(msi)
-        order = np.argsort(feature_mz, kind="stable")
-        sorted_mz = feature_mz[order]
-    matched = iter(range(len(values)))
-    for ion in ions:
-        if isinstance(ion, str):
-            if ion in names:
-                out.append(ion)
-            else:
-                missing.append(repr(ion))
-            continue
-        i = next(matched)
-        j = int(np.searchsorted(sorted_mz, centres[i]))
-        candidates = [c for c in (j - 1, j) if 0 <= c < sorted_mz.size]
-        best = min(candidates, key=lambda c: abs(sorted_mz[c] - centres[i]), default=None)
-        if best is None or not lo[i] <= sorted_mz[best] <= hi[i]:
-            near = "" if best is None else f" (nearest feature: m/z {sorted_mz[best]:.4f})"
-            window = f"± {tol} m/z" if tol is not None else f"± {10.0 if ppm is None else ppm} ppm"
-            missing.append(f"m/z {centres[i]:.4f} {window}{near}")
-        else:
-            out.append(str(names[order[best]]))
-    if missing:
-        raise ValueError(
-            f"{name} has no ion {', '.join(missing)}"
-            + _close_hint([m.strip("'") for m in missing if m.startswith("'")], names)
-        )
-    return list(dict.fromkeys(out))
-
-
-def _mz_values(msi) -> np.ndarray:
-    """``var["mz"]`` as float64, else the m/z parsed from ``mz-…`` names (NaN where none)."""
-    if "mz" in msi.var:
-        return np.asarray(msi.var["mz"], dtype=np.float64)
-    values = []
-    for v in msi.var_names:
-        match = _MZ_NAME.match(str(v))
-        values.append(float(match.group(1)) if match else math.nan)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _missing_message(kind: str, missing: list, names, modality: str) -> str:
-    listed = ", ".join(repr(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
-    return f"{modality} has no {kind} {listed}" + _close_hint(
-        [m for m in missing if isinstance(m, str)], names
-    )
-
-
-def _close_hint(missing: list[str], names) -> str:
-    if not missing:
-        return ""
-    pool = [str(v) for v in names]
-    close = difflib.get_close_matches(missing[0], pool, n=3)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
-
 def _paired_spots(mdata, rna, msi, rna_key: str, msi_key: str, msi_layer: str | None):
     """Row indices into ``rna`` and ``msi`` of the spots with data in both, and their positions."""
     common = rna.obs_names.intersection(msi.obs_names, sort=False)
@@ -347,7 +234,7 @@ def _paired_spots(mdata, rna, msi, rna_key: str, msi_key: str, msi_layer: str | 
         if "has_msi" in frame.columns:
             flags = frame["has_msi"].reindex(common).astype("boolean").fillna(False)
             keep &= flags.to_numpy(dtype=bool)
-    keep &= _finite_rows(_matrix(msi, msi_layer, msi_key), msi.obs_names.get_indexer(common))
+    keep &= finite_rows(feature_matrix(msi, msi_layer, msi_key), msi.obs_names.get_indexer(common))
     used = common[keep]
     for source in (rna, mdata):
         for key in ("spatial_um", "spatial"):
@@ -363,33 +250,11 @@ def _paired_spots(mdata, rna, msi, rna_key: str, msi_key: str, msi_layer: str | 
     )
 
 
-def _matrix(adata, layer: str | None, name: str):
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise ValueError(f"{name} has no layer {layer!r} (layers: {list(adata.layers)})")
-    return adata.layers[layer]
-
-
-def _finite_rows(matrix, rows: np.ndarray) -> np.ndarray:
-    from scipy import sparse
-
-    if sparse.issparse(matrix):
-        sub = sparse.csr_matrix(matrix)[rows]
-        bad = np.zeros(rows.size, dtype=bool)
-        bad_entries = ~np.isfinite(sub.data)
-        if bad_entries.any():
-            row_of = np.repeat(np.arange(rows.size), np.diff(sub.indptr))
-            bad[row_of[bad_entries]] = True
-        return ~bad
-    return np.isfinite(np.asarray(matrix[rows], dtype=np.float64)).all(axis=1)
-
-
 def _features(adata, rows, names, layer, n_top, kind: str, modality: str):
     """Names and dense ``spots × features`` float64 values; constant features dropped."""
     from scipy import sparse
 
-    matrix = _matrix(adata, layer, modality)
+    matrix = feature_matrix(adata, layer, modality)
     columns = np.arange(adata.n_vars) if names is None else adata.var_names.get_indexer(list(names))
     if sparse.issparse(matrix):
         values = sparse.csr_matrix(matrix)[rows][:, columns].toarray().astype(np.float64)

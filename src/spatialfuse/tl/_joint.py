@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spatialfuse.tl._raster import check_anndata
+from spatialfuse.core.adata import check_adata
 
 if TYPE_CHECKING:
     import anndata
@@ -74,8 +74,8 @@ def joint_table(
     import mudata as md
     import pandas as pd
 
-    check_anndata(rna, "rna", "read_visium")
-    check_anndata(msi_spots, "msi_spots", "io.read_imzml + sf.tl.map_to_spots")
+    check_adata(rna, "rna", reader="read_visium", need_x=False)
+    check_adata(msi_spots, "msi_spots", reader="io.read_imzml + sf.tl.map_to_spots", need_x=False)
     if rna_key == msi_key or not rna_key or not msi_key:
         raise ValueError(
             f"rna_key and msi_key must be distinct names, got {rna_key!r}, {msi_key!r}"
@@ -278,7 +278,7 @@ def _msi_obs(msi):
     """``has_msi``, ``msi_coverage``, ``n_msi_pixels`` of each spot (derived when absent)."""
     import pandas as pd
 
-    from spatialfuse.pp._common import finite_rows
+    from spatialfuse.core.adata import finite_rows
 
     obs = msi.obs
     out = pd.DataFrame(index=msi.obs_names)

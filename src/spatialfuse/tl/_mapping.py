@@ -22,8 +22,9 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse._version import __version__
+from spatialfuse.core.msi_raster import MsiRaster
+from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM, SPOT_PITCH_UM, spot_centres
 from spatialfuse.errors import DataWarning
-from spatialfuse.io.visium import SPOT_DIAMETER_UM, SPOT_PITCH_UM
 from spatialfuse.reg import Transform
 from spatialfuse.tl._quadrature import (
     DEFAULT_N_SAMPLES,
@@ -32,7 +33,6 @@ from spatialfuse.tl._quadrature import (
     disc_samples,
     weight_error_bound,
 )
-from spatialfuse.tl._raster import MsiRaster, check_anndata
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -185,7 +185,7 @@ def map_to_spots(
         the method's rule.
     """
     raster = MsiRaster.from_anndata(msi, "msi")
-    centres = _spot_centres(visium, "visium")
+    centres = spot_centres(visium, "visium")
     _check_transform(transform)
     if method not in SPOT_METHODS:
         raise ValueError(f"method must be one of {SPOT_METHODS}, got {method!r}")
@@ -401,7 +401,7 @@ def map_to_pixels(
     from scipy import sparse
 
     raster = MsiRaster.from_anndata(msi, "msi")
-    centres = _spot_centres(visium, "visium")
+    centres = spot_centres(visium, "visium")
     _check_transform(transform)
     if method not in PIXEL_METHODS:
         raise ValueError(f"method must be one of {PIXEL_METHODS}, got {method!r}")
@@ -512,21 +512,6 @@ def _positive(value, name: str) -> float:
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return number
-
-
-def _spot_centres(visium, name: str) -> np.ndarray:
-    check_anndata(visium, name, "read_visium")
-    if "spatial_um" not in visium.obsm:
-        raise ValueError(
-            f"{name} has no spot centres in µm (obsm['spatial_um'] is missing); read it with "
-            "sf.io.read_visium, or set obsm['spatial_um'] = (obsm['spatial'] + 0.5) * um_per_px"
-        )
-    centres = np.asarray(visium.obsm["spatial_um"], dtype=np.float64)
-    if centres.ndim != 2 or centres.shape[1] != 2:
-        raise ValueError(f"{name}.obsm['spatial_um'] must be (n, 2), got shape {centres.shape}")
-    if not np.isfinite(centres).all():
-        raise ValueError(f"{name}.obsm['spatial_um'] has non-finite coordinates")
-    return centres
 
 
 def _feature_matrix(adata, layer: str | None, name: str):

@@ -21,6 +21,10 @@ _EXPORTS = {
     "qc_figure": "_pipeline",
     "run_demo": "_demo",
     "format_summary": "_demo",
+    "read_modality": "_steps",
+    "register_pair": "_steps",
+    "map_spots": "_steps",
+    "build_joint": "_steps",
 }
 
 __all__ = sorted(_EXPORTS)

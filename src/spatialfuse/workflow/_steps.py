@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,51 +89,24 @@ def register_pair(
 
 
 def compose_path(transforms: dict[tuple[str, str], Transform], start: str, end: str) -> Transform:
-    """Compose registrations along the shortest path ``start → … → end``.
-
-    ``transforms[(a, b)]`` maps ``a`` µm → ``b`` µm; an edge may be walked backwards through its
-    inverse (so ``visium → he`` also gives ``he → visium``).
+    """The run's registrations composed from frame ``start`` to ``end`` (:class:`TransformGraph`).
 
     Raises
     ------
     ConfigError
         No chain of registrations connects ``start`` to ``end``.
     """
-    from spatialfuse.reg import AffineTransform, compose
+    from spatialfuse.errors import NoTransformPathError
+    from spatialfuse.reg import TransformGraph
 
-    if start == end:
-        return AffineTransform.identity()
-    neighbours: dict[str, list[tuple[str, Transform]]] = {}
-    for (a, b), t in transforms.items():
-        neighbours.setdefault(a, []).append((b, t))
-        neighbours.setdefault(b, []).append((a, _Inverse(t)))
-    previous: dict[str, tuple[str, object]] = {start: (start, None)}
-    queue = deque([start])
-    while queue and end not in previous:
-        node = queue.popleft()
-        for other, t in neighbours.get(node, []):
-            if other not in previous:
-                previous[other] = (node, t)
-                queue.append(other)
-    if end not in previous:
+    try:
+        return TransformGraph(transforms).path(start, end)
+    except NoTransformPathError:
         raise ConfigError(
             None,
             f"no chain of registrations leads from {start!r} to {end!r}; add a registration "
             "path between them (e.g. MSI → H&E of the MSI section → Visium)",
-        )
-    steps = []
-    node = end
-    while node != start:
-        node, t = previous[node]
-        steps.append(t.transform.inverse() if isinstance(t, _Inverse) else t)
-    return compose(*steps) if len(steps) > 1 else steps[0]
-
-
-class _Inverse:
-    """An edge walked backwards (inverted only if the path uses it)."""
-
-    def __init__(self, transform: Transform):
-        self.transform = transform
+        ) from None
 
 
 def map_spots(msi, visium, transform: Transform, mapping: Mapping, *, show_progress: bool = False):

@@ -55,7 +55,7 @@ import numpy as np
 from spatialfuse._io_utils import atomic_dir, encodable_path
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
-from spatialfuse.reg import Transform
+from spatialfuse.core.transforms import Transform
 
 if TYPE_CHECKING:
     import anndata
@@ -401,10 +401,9 @@ def _spots_element(visium, transform: Transform | None, coordinate_system: str):
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import Identity
 
-    from spatialfuse.io.visium import SPOT_DIAMETER_UM
-    from spatialfuse.tl._mapping import _spot_centres
+    from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM, spot_centres
 
-    centres = _spot_centres(visium, "visium")
+    centres = spot_centres(visium, "visium")
     aligned = centres if transform is None else transform.apply(centres)
     to_shared = _linear(transform)
     warped = to_shared is None
@@ -430,7 +429,7 @@ def _pixels_element(msi, transform: Transform | None, coordinate_system: str):
     from spatialdata.models import ShapesModel
     from spatialdata.transformations import Identity
 
-    from spatialfuse.tl._raster import MsiRaster
+    from spatialfuse.core.msi_raster import MsiRaster
 
     raster = MsiRaster.from_anndata(msi, "msi")
     centres = raster.centres_um()

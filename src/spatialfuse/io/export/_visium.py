@@ -98,16 +98,16 @@ def write_visium(
     """
     from scipy import sparse
 
-    from spatialfuse.io.export._spaceranger_files import (
+    from spatialfuse.core.adata import check_adata
+    from spatialfuse.io.export.spaceranger_files import (
         write_10x_h5,
         write_positions_csv,
         write_scalefactors,
     )
-    from spatialfuse.tl._raster import check_anndata
 
-    check_anndata(adata, "adata", "read_visium")
+    check_adata(adata, "adata", reader="read_visium", need_x=False)
     source = adata if visium is None else visium
-    check_anndata(source, "visium", "read_visium")
+    check_adata(source, "visium", reader="read_visium", need_x=False)
     library, entry = _library(source, library_id)
     pixels = _fullres_positions(source)
     missing = [c for c in _SPOT_COLUMNS if c not in source.obs]

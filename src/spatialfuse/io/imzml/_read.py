@@ -8,17 +8,9 @@ import numpy as np
 
 from spatialfuse._text import printable
 from spatialfuse._version import __version__
+from spatialfuse.core.mz import DEFAULT_PPM, mz_feature_names, mz_windows
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._reader import ImzMLReader
-
-
-def mz_feature_names(mz: np.ndarray) -> list[str]:
-    """``mz-760.5851``-style names, with as many decimals as needed to keep them unique."""
-    for decimals in range(4, 10):
-        names = [f"mz-{value:.{decimals}f}" for value in mz]
-        if len(set(names)) == len(names):
-            return names
-    return [f"mz-{value:.10f}-{i}" for i, value in enumerate(mz)]
 
 
 def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_progress):
@@ -39,11 +31,11 @@ def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_prog
         rule = {"kind": "axis"}
         kind = "shared_windows" if shared else "peaks"
     elif mz is not None:
-        centres, lo, hi = _kernels.mz_windows(mz, tol=tol, ppm=ppm)
+        centres, lo, hi = mz_windows(mz, tol=tol, ppm=ppm)
         rule = (
             {"kind": "tol", "tol": float(tol)}
             if tol is not None
-            else {"kind": "ppm", "ppm": float(ppm if ppm is not None else _kernels.DEFAULT_PPM)}
+            else {"kind": "ppm", "ppm": float(ppm if ppm is not None else DEFAULT_PPM)}
         )
         kind = "shared_windows" if shared else "peaks"
     elif shared:

@@ -13,6 +13,7 @@ import numpy as np
 from spatialfuse import _cache
 from spatialfuse._limits import require_regular_file
 from spatialfuse._logging import logger
+from spatialfuse.core.mz import mz_windows
 from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError, MissingFileError
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._access import IbdAccess
@@ -316,6 +317,10 @@ class ImzMLReader:
         # Python ints: positions near the int64 limits must not wrap around.
         return (int(t.y.max()) - int(t.y.min()) + 1, int(t.x.max()) - int(t.x.min()) + 1)
 
+    def shared_mz_axis(self) -> np.ndarray | None:
+        """The m/z array every spectrum shares (continuous data), or None when each has its own."""
+        return _kernels.shared_mz_axis(self._acc)
+
     def mz_range(self) -> tuple[float, float]:
         """Smallest and largest m/z over all spectra (reads the first and last value of each)."""
         t = self._table
@@ -459,7 +464,7 @@ class ImzMLReader:
     def _ion_images(self, mzs, *, tol, ppm, fill, show_progress=False):
         rows, cols = self.grid_shape
         self._check_image_size(rows * cols)
-        _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
+        _, lo, hi = mz_windows(mzs, tol=tol, ppm=ppm)
         sums, found = self._window_sums(lo, hi, show_progress=show_progress)
         return self.to_image(sums, fill=fill), found
 
@@ -499,7 +504,7 @@ class ImzMLReader:
         DataWarning
             The windows hold NaN or infinite intensities: they are read as 0.
         """
-        _, lo, hi = _kernels.mz_windows(mzs, tol=tol, ppm=ppm)
+        _, lo, hi = mz_windows(mzs, tol=tol, ppm=ppm)
         sums, found = self._window_sums(
             lo, hi, dtype=dtype, sparse=sparse, show_progress=show_progress
         )
@@ -558,7 +563,7 @@ class ImzMLReader:
             common = build_mz_axis(self, ppm=ppm, show_progress=show_progress)
             centres, lo, hi = common.mz, common.lo, common.hi
         else:
-            centres, lo, hi = _kernels.mz_windows(mz, ppm=ppm)
+            centres, lo, hi = mz_windows(mz, ppm=ppm)
         sums, found = self._window_sums(lo, hi, show_progress=show_progress)
         _finite.warn_nonfinite(self.path, found)
         return np.asarray(centres, dtype=np.float64), sums.mean(axis=0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialfuse.core.mz import mz_windows
 from spatialfuse.errors import DataWarning, FileFormatError, MissingFileError
 from spatialfuse.io.imzml._finite import nonfinite_message, zeroed
 from spatialfuse.io.imzml._reader import check_grid_size
@@ -185,8 +186,6 @@ def ion_image_from_zarr(
     DataWarning
         The imzML held NaN or infinite intensities, which the conversion stored as 0.
     """
-    from spatialfuse.io.imzml import _kernels
-
     if hasattr(store, "attrs") and hasattr(store, "members"):
         root = store
         path = Path(getattr(root.store, "root", "") or "MSI store")
@@ -194,7 +193,7 @@ def ion_image_from_zarr(
     else:
         path = Path(store)
         root, layout = _open_checked(path)
-    _, lo, hi = _kernels.mz_windows([mz], tol=tol, ppm=ppm)
+    _, lo, hi = mz_windows([mz], tol=tol, ppm=ppm)
     n = layout.n
     obs = root["obs"]
     xs = np.asarray(obs["imzml_x"][:], dtype=np.int64)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatialfuse.core.mz import WindowLookup
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.zarr_msi._memory import Plan
 
@@ -195,7 +196,7 @@ def _peak_lookups(lo: np.ndarray, hi: np.ndarray):
     lookups = []
     for layer in _kernels._window_layers(lo, hi_open):
         ordered = layer[np.argsort(lo[layer], kind="stable")]
-        lookups.append((ordered, _kernels.WindowLookup(lo[ordered], hi[ordered])))
+        lookups.append((ordered, WindowLookup(lo[ordered], hi[ordered])))
     return lookups
 
 

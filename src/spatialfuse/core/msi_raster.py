@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse.core.adata import check_adata
+
 if TYPE_CHECKING:
     import anndata
 
@@ -21,14 +23,6 @@ if TYPE_CHECKING:
 # sorted keys replace it.
 _DENSE_FACTOR = 4
 _DENSE_ALLOWANCE = 1 << 22
-
-
-def check_anndata(adata, name: str, reader: str) -> None:
-    """Raise TypeError unless ``adata`` looks like an AnnData."""
-    if not all(hasattr(adata, attr) for attr in ("obs", "obsm", "uns", "X", "var")):
-        raise TypeError(
-            f"{name} must be an AnnData (as returned by sf.io.{reader}), got {type(adata).__name__}"
-        )
 
 
 class MsiRaster:
@@ -77,7 +71,7 @@ class MsiRaster:
     @classmethod
     def from_anndata(cls, msi: anndata.AnnData, name: str = "msi") -> MsiRaster:
         """Validate the ``read_imzml`` layout of ``msi`` and build its raster."""
-        check_anndata(msi, name, "read_imzml")
+        check_adata(msi, name, reader="read_imzml", need_x=False)
         info = msi.uns.get("spatialfuse", None)
         size = None if not isinstance(info, dict) else info.get("pixel_size_um", None)
         if size is None:

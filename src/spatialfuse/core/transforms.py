@@ -102,6 +102,7 @@ class Transform(ABC):
         raise ValueError(f"{type(self).__name__} is nonrigid; it has no single matrix")
 
     def __call__(self, points) -> np.ndarray:
+        """Same as :meth:`apply`."""
         return self.apply(points)
 
     def __matmul__(self, other: Transform) -> Transform:

@@ -1,0 +1,113 @@
+"""What every layer asks of an AnnData: is it one, which matrix, which rows hold data.
+
+One place for the checks and accessors that ``pp``, ``tl``, ``pl`` and the exports share, so that
+their messages and their handling of sparse, dense and dask-backed tables agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_adata(
+    adata, name: str = "adata", *, reader: str | None = None, need_x: bool = True
+) -> None:
+    """Raise unless ``adata`` looks like an AnnData (and, with ``need_x``, has an ``X``).
+
+    Raises
+    ------
+    TypeError
+        Not an AnnData; the message names ``sf.io.<reader>`` when given.
+    ValueError
+        ``need_x`` and ``adata.X`` is None.
+    """
+    if not all(hasattr(adata, attr) for attr in ("obs", "var", "obsm", "uns", "X")):
+        made_by = f" (as returned by sf.io.{reader})" if reader else ""
+        raise TypeError(f"{name} must be an AnnData{made_by}, got {type(adata).__name__}")
+    if need_x and adata.X is None:
+        raise ValueError(f"{name}.X is empty (None); there is nothing to preprocess")
+
+
+def check_count(value, name: str, *, minimum: int = 1, optional: bool = False) -> None:
+    """Raise ValueError unless ``value`` is an integer ``>= minimum`` (or None when optional)."""
+    if optional and value is None:
+        return
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        extra = " or None" if optional else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
+
+
+def is_dask(x) -> bool:
+    """Whether ``x`` is a dask array (without importing dask when it was never loaded)."""
+    return type(x).__module__.split(".")[0] == "dask"
+
+
+def feature_matrix(adata, layer: str | None = None, name: str = "adata"):
+    """``adata.X`` or ``adata.layers[layer]``, as stored (sparse, dense or dask).
+
+    Raises
+    ------
+    ValueError
+        The layer does not exist, or the matrix is None.
+    """
+    if layer is None:
+        matrix = adata.X
+    elif layer in adata.layers:
+        matrix = adata.layers[layer]
+    else:
+        raise ValueError(f"{name} has no layer {layer!r} (layers: {list(adata.layers)})")
+    if matrix is None:
+        raise ValueError(f"{name}.X is empty (None); pass layer=")
+    return matrix
+
+
+def finite_rows(x, rows: np.ndarray | None = None) -> np.ndarray:
+    """Which rows of ``x`` (or of ``x[rows]``) have only finite values; dask is computed.
+
+    NaN rows are spots without data (``sf.tl.map_to_spots``).
+    """
+    from scipy import sparse
+
+    if rows is not None:
+        x = x[np.asarray(rows)]
+    if is_dask(x):
+        import dask.array as da
+
+        return np.asarray(da.isfinite(x).all(axis=1).compute(), dtype=bool)
+    if sparse.issparse(x):
+        csr = sparse.csr_matrix(x)
+        bad = ~np.isfinite(csr.data)
+        row_of = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        return np.bincount(row_of[bad], minlength=csr.shape[0]) == 0
+    return np.isfinite(np.asarray(x, dtype=np.float64)).all(axis=1)
+
+
+def rows_with_data(adata, matrix=None) -> np.ndarray:
+    """Rows that hold data: all values finite and, where the table says, ``obs["has_msi"]``.
+
+    :func:`spatialfuse.tl.map_to_spots` marks spots without MSI with ``has_msi`` false; their
+    rows are NaN by default but zeros with ``fill_value=0``, and must not count as spectra.
+    ``matrix``: the table to check (default ``adata.X``).
+    """
+    rows = finite_rows(adata.X if matrix is None else matrix)
+    if "has_msi" in adata.obs:
+        rows &= adata.obs["has_msi"].to_numpy(dtype=bool)
+    return rows
+
+
+def dense_rows(x, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """``x[rows][:, columns]`` as a dense float64 array (dask computed, sparse densified)."""
+    from scipy import sparse
+
+    sub = x[np.flatnonzero(rows)]
+    if columns is not None:
+        sub = sub[:, np.flatnonzero(columns)]
+    if is_dask(sub):
+        sub = sub.compute()
+    if sparse.issparse(sub):
+        sub = sub.toarray()
+    return np.asarray(sub, dtype=np.float64)
