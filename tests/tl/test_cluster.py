@@ -399,3 +399,15 @@ def test_bad_resolution_and_incomplete():
         sf.tl.cluster_modality(mdata, "rna", resolution="max")
     with pytest.raises(ValueError, match=r"incomplete must be one of \('place', 'exclude'\)"):
         sf.tl.joint_cluster(mdata, incomplete="drop")
+
+
+def test_too_few_spots_for_the_stability_rule_warn_and_use_resolution_1():
+    from spatialfuse.errors import DataWarning
+
+    rng = np.random.default_rng(0)
+    mdata = _mdata(rng.normal(size=(20, 3)), rng.normal(size=(20, 3)))
+    with pytest.warns(DataWarning, match="20 spots are too few to choose the resolution"):
+        sf.tl.joint_cluster(mdata)
+    params = mdata.uns["joint"]["params"]
+    assert params["resolution"] == 1.0 and params["resolution_rule"].startswith("fallback")
+    assert params["stability"] == {}

@@ -53,6 +53,9 @@ STABILITY_FRACTION = 0.8
 STABILITY_TOLERANCE = 0.05
 #: The scan stops after two resolutions in a row this far below the best stability.
 STABILITY_DROP = 0.25
+#: Fewer spots than this: no stability rule (subsets that small say nothing); this resolution.
+STABILITY_MIN_SPOTS = 30
+FALLBACK_RESOLUTION = 1.0
 
 
 def joint_cluster(
@@ -102,8 +105,10 @@ def joint_cluster(
     in every subset; a homogeneous region split at too high a resolution comes back split
     differently each time. The finest resolution whose stability is within
     :data:`STABILITY_TOLERANCE` (0.05) of the best is used (one-cluster resolutions are
-    skipped); ``uns[key_added]["params"]["stability"]`` lists every value. A number uses that
-    resolution; ``n_clusters`` searches the resolution that gives that many clusters.
+    skipped); ``uns[key_added]["params"]["stability"]`` lists every value. Below
+    :data:`STABILITY_MIN_SPOTS` (30) clustered spots the rule is not used: resolution 1, with a
+    :class:`~spatialfuse.errors.DataWarning`. A number uses that resolution; ``n_clusters``
+    searches the resolution that gives that many clusters.
 
     **Spots without MSI** (NaN rows of a modality, e.g. ``has_msi`` false) take no part in the
     joint graph: it is built from the spots that have every modality, and they are clustered
@@ -304,7 +309,7 @@ def joint_cluster(
         n_spots_placed=int((~complete).sum()) if incomplete == "place" else 0,
         n_spots_excluded=int((~complete).sum()) if incomplete == "exclude" else 0,
         resolution=used_resolution,
-        resolution_rule=_rule(resolution, n_clusters),
+        resolution_rule=_rule(resolution, n_clusters, int(complete.sum())),
         stability=_stability_record(stability),
         n_clusters=int(found.max() + 1),
         spatial_smoothing=float(spatial_smoothing),
@@ -421,7 +426,7 @@ def cluster_modality(
             "modality": modality if modality is not None else "",
             "n_neighbors": int(n_neighbors),
             "resolution": used_resolution,
-            "resolution_rule": _rule(resolution, n_clusters),
+            "resolution_rule": _rule(resolution, n_clusters, int(valid.sum())),
             "stability": _stability_record(stability),
             "n_clusters": int(labels.max() + 1),
             "spatial_smoothing": float(spatial_smoothing),
@@ -667,6 +672,14 @@ def _leiden_labels(graph, resolution, n_clusters: int | None, seed: int, *, show
     tried (else None).
     """
     if n_clusters is None:
+        if resolution == AUTO and graph.shape[0] < STABILITY_MIN_SPOTS:
+            warnings.warn(
+                f"{graph.shape[0]} spots are too few to choose the resolution by stability "
+                f"(needs {STABILITY_MIN_SPOTS}); using resolution {FALLBACK_RESOLUTION:g}",
+                DataWarning,
+                stacklevel=3,
+            )
+            return _leiden(graph, FALLBACK_RESOLUTION, seed), FALLBACK_RESOLUTION, None
         if resolution == AUTO:
             return _stable_resolution(graph, seed, show_progress=show_progress)
         return _leiden(graph, resolution, seed), float(resolution), None
@@ -754,10 +767,12 @@ def _stable_resolution(graph, seed: int, *, show_progress: bool = False):
     return full[chosen], float(chosen), stability
 
 
-def _rule(resolution, n_clusters) -> str:
+def _rule(resolution, n_clusters, n_spots: int) -> str:
     if n_clusters is not None:
         return "n_clusters"
-    return "stability" if resolution == AUTO else "given"
+    if resolution != AUTO:
+        return "given"
+    return "stability" if n_spots >= STABILITY_MIN_SPOTS else "fallback (too few spots)"
 
 
 def _stability_record(stability: dict[float, float] | None) -> dict[str, float]:
