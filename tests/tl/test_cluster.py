@@ -411,3 +411,22 @@ def test_too_few_spots_for_the_stability_rule_warn_and_use_resolution_1():
     params = mdata.uns["joint"]["params"]
     assert params["resolution"] == 1.0 and params["resolution_rule"].startswith("fallback")
     assert params["stability"] == {}
+
+
+def test_spatial_smoothing_by_default_only_where_spots_have_positions():
+    group, rna, msi = _design(seed=2)
+    plain = _mdata(rna, msi)
+    sf.tl.joint_cluster(plain, n_clusters=3)
+    assert plain.uns["joint"]["params"]["spatial_smoothing"] == 0.0
+    positions = np.random.default_rng(0).uniform(0, 2000, size=(group.size, 2))
+    placed = _mdata(rna, msi, positions=positions)
+    sf.tl.joint_cluster(placed, n_clusters=3)
+    assert placed.uns["joint"]["params"]["spatial_smoothing"] == 0.3
+    sf.tl.joint_cluster(placed, n_clusters=3, spatial_smoothing=0.0, key_added="off")
+    np.testing.assert_array_equal(
+        placed.obsp["off_connectivities"].toarray(), plain.obsp["joint_connectivities"].toarray()
+    )
+    graph = placed.obsp["joint_connectivities"]
+    assert (graph != placed.obsp["off_connectivities"]).nnz > 0  # the spatial edges came in
+    sf.tl.cluster_modality(placed, "rna", n_clusters=2)
+    assert placed.uns["rna_clusters"]["params"]["spatial_smoothing"] == 0.3

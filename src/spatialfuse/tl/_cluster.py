@@ -53,6 +53,8 @@ STABILITY_FRACTION = 0.8
 STABILITY_TOLERANCE = 0.05
 #: The scan stops after two resolutions in a row this far below the best stability.
 STABILITY_DROP = 0.25
+#: ``spatial_smoothing=None``: the weight of the spatial graph where spot positions exist.
+DEFAULT_SPATIAL_SMOOTHING = 0.3
 #: Fewer spots than this: no stability rule (subsets that small say nothing); this resolution.
 STABILITY_MIN_SPOTS = 30
 FALLBACK_RESOLUTION = 1.0
@@ -71,7 +73,7 @@ def joint_cluster(
     weights: dict[str, float] | None = None,
     n_factors: int = 10,
     key_added: str = "joint",
-    spatial_smoothing: float = 0.0,
+    spatial_smoothing: float | None = None,
     n_spatial_neighbors: int = 6,
     incomplete: str = "place",
     seed: int = 0,
@@ -109,6 +111,13 @@ def joint_cluster(
     :data:`STABILITY_MIN_SPOTS` (30) clustered spots the rule is not used: resolution 1, with a
     :class:`~spatialfuse.errors.DataWarning`. A number uses that resolution; ``n_clusters``
     searches the resolution that gives that many clusters.
+
+    **Spatial smoothing** is on by default where the table has spot positions
+    (``spatial_smoothing=0.3``): 30 % of each spot's graph weight goes to its 6 nearest spots.
+    On the semi-real benchmark it was never worse than none and rescued the cases where the
+    stability rule alone settled on too coarse a level (ARI 0.46 → 0.92 with MSI on 60 % of the
+    spots, 0.38 → 0.80 with a noisy MSI, seed 1); it favours spatially contiguous domains, so
+    give 0 for cell types scattered through the tissue.
 
     **Spots without MSI** (NaN rows of a modality, e.g. ``has_msi`` false) take no part in the
     joint graph: it is built from the spots that have every modality, and they are clustered
@@ -151,7 +160,11 @@ def joint_cluster(
     spatial_smoothing
         Weight ``α`` in ``[0, 1)`` of the spatial graph: the clustered graph is
         ``(1 − α)·G_features + α·G_spatial``, ``G_spatial`` being squidpy's
-        kNN graph (``n_spatial_neighbors`` nearest spots, weight 1).
+        kNN graph (``n_spatial_neighbors`` nearest spots, weight 1). None (default):
+        :data:`DEFAULT_SPATIAL_SMOOTHING` (0.3) where the table has spot positions
+        (``obsm["spatial_um"]`` or ``obsm["spatial"]``), else 0. Give 0 for clusters of
+        expression and ions alone (e.g. cell types scattered through the tissue rather than
+        domains).
     n_spatial_neighbors
         Neighbours per spot of the spatial graph (6 on the Visium hexagonal grid).
     incomplete
@@ -282,6 +295,7 @@ def joint_cluster(
             basis = embeddings[reference]
 
     graph = _embed_graph(symmetrise(graph), complete)
+    spatial_smoothing = _smoothing(spatial_smoothing, mdata)
     graph = _smooth(graph, mdata, spatial_smoothing, n_spatial_neighbors, valid=complete)
     found, used_resolution, stability = _leiden_labels(
         graph[rows][:, rows], resolution, n_clusters, seed, show_progress=show_progress
@@ -338,7 +352,7 @@ def cluster_modality(
     use_rep: str = "X_pca",
     n_pcs: int | None = None,
     key_added: str | None = None,
-    spatial_smoothing: float = 0.0,
+    spatial_smoothing: float | None = None,
     n_spatial_neighbors: int = 6,
     seed: int = 0,
     show_progress: bool = False,
@@ -412,6 +426,7 @@ def cluster_modality(
         )
     sub = symmetrise(kernel_graph(neighbourhoods(embedding[valid], k=n_neighbors)))
     graph = _embed_graph(sub, valid)
+    spatial_smoothing = _smoothing(spatial_smoothing, data)
     graph = _smooth(graph, data, spatial_smoothing, n_spatial_neighbors, valid=valid)
     labels, used_resolution, stability = _leiden_labels(
         graph[valid][:, valid], resolution, n_clusters, seed, show_progress=show_progress
@@ -456,7 +471,7 @@ def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_ad
     ):
         raise ValueError(f"resolution must be a positive number or {AUTO!r}, got {resolution!r}")
     check_count(n_clusters, "n_clusters", optional=True)
-    if not 0.0 <= float(spatial_smoothing) < 1.0:
+    if spatial_smoothing is not None and not 0.0 <= float(spatial_smoothing) < 1.0:
         raise ValueError(f"spatial_smoothing must lie in [0, 1), got {spatial_smoothing!r}")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}")
@@ -616,6 +631,14 @@ def _embed_graph(sub, valid: np.ndarray):
     return sparse.csr_matrix(
         (coo.data, (idx[coo.row], idx[coo.col])), shape=(valid.size, valid.size)
     )
+
+
+def _smoothing(alpha: float | None, data) -> float:
+    """``alpha``; for None, :data:`DEFAULT_SPATIAL_SMOOTHING` where positions exist, else 0."""
+    if alpha is not None:
+        return float(alpha)
+    has_positions = "spatial_um" in data.obsm or "spatial" in data.obsm
+    return DEFAULT_SPATIAL_SMOOTHING if has_positions else 0.0
 
 
 def _smooth(graph, data, alpha: float, n_spatial: int, *, valid: np.ndarray | None = None):
