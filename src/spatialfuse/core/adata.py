@@ -111,3 +111,56 @@ def dense_rows(x, rows: np.ndarray, columns: np.ndarray | None = None) -> np.nda
     if sparse.issparse(sub):
         sub = sub.toarray()
     return np.asarray(sub, dtype=np.float64)
+
+
+#: Bytes of one block of rows that :func:`row_blocks` hands out (as float64 of ``row_bytes``).
+ROW_BLOCK_BYTES = 64 << 20
+
+
+def row_blocks(
+    x,
+    *,
+    rows: np.ndarray | None = None,
+    row_bytes: int | None = None,
+    max_bytes: int = ROW_BLOCK_BYTES,
+):
+    """Blocks of rows of a dense, sparse or dask table, one at a time: bounded memory.
+
+    Parameters
+    ----------
+    x
+        ``(n, p)`` numpy array, scipy sparse matrix or dask array.
+    rows
+        Only these rows (a boolean mask or sorted integer indices); default: every row.
+    row_bytes
+        Bytes the caller's work needs per row (default: ``8 · p``, a dense float64 row); blocks
+        hold about ``max_bytes / row_bytes`` rows.
+    max_bytes
+        Size of a block's work.
+
+    Yields
+    ------
+    tuple[numpy.ndarray, object]
+        The rows' indices in ``x`` and the block: a float64 array, or a CSR matrix where ``x``
+        is sparse (a dask block is computed; a sparse one stays sparse).
+    """
+    from scipy import sparse
+
+    n, p = x.shape
+    index = None
+    if rows is not None:
+        rows = np.asarray(rows)
+        index = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
+    total = n if index is None else index.size
+    step = max(1, int(max_bytes // max(int(row_bytes or 8 * max(p, 1)), 1)))
+    for a in range(0, total, step):
+        b = min(a + step, total)
+        which = np.arange(a, b) if index is None else index[a:b]
+        block = x[a:b] if index is None else x[which]
+        if is_dask(block):
+            block = block.compute()
+        if sparse.issparse(block):
+            block = sparse.csr_matrix(block, dtype=np.float64)
+        else:
+            block = np.asarray(block, dtype=np.float64)
+        yield which, block

@@ -229,7 +229,8 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     ``"tic"``), one of those names, ``"labels"`` (k-means clusters of the spectra on their
     principal components), or a list of m/z values whose nearest features are summed.
     """
-    from scipy import sparse
+    from spatialfuse.core.adata import feature_matrix
+    from spatialfuse.reg._msi_components import SpectralComponents
 
     info = adata.uns.get("spatialfuse", {})
     size = tuple(float(v) for v in info["pixel_size_um"])
@@ -237,22 +238,25 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     y = np.asarray(adata.obs["imzml_y"], dtype=np.int64)
     x0, y0 = x.min(), y.min()
     rows, cols = int(y.max() - y0 + 1), int(x.max() - x0 + 1)
-    data = adata.X.toarray() if sparse.issparse(adata.X) else np.asarray(adata.X)
-    data = data.astype(np.float64)
-    tic = data.sum(axis=1)
-    candidates: dict[str, np.ndarray] = {"tic": tic}
-    linear = data / np.maximum(tic, 1e-12)[:, None] * np.median(tic)
-    normalised = _most_variable(np.log1p(linear))
-    scores = _principal_components(normalised, N_SPECTRAL_COMPONENTS)
+    columns = None
+    if not isinstance(image, str):
+        mz = np.asarray(adata.var["mz"], dtype=np.float64)
+        columns = [int(np.argmin(np.abs(mz - m))) for m in image]
+    # Streamed over blocks of rows (dense, sparse or dask alike): the table is never densified.
+    spectra = SpectralComponents(
+        feature_matrix(adata, name="MSI AnnData"),
+        n_log=N_SPECTRAL_COMPONENTS,
+        n_linear=N_FOOTPRINT_LINEAR,
+        ion_columns=columns,
+    )
+    candidates: dict[str, np.ndarray] = {"tic": spectra.tic}
+    scores = spectra.log_scores
     # The footprint stage models colour, which mixes linearly with the tissue under a pixel, from
     # the spectra: components of the linear-scale spectra track that mixing (log-scale ones alone
     # bias a pixel half on tissue, and the fit shrinks the tissue by 0.5-0.8 %); a few log-scale
     # components keep the weak ions that intense peaks drown on the linear scale.
     footprint_scores = np.hstack(
-        [
-            _principal_components(linear, N_FOOTPRINT_LINEAR),
-            scores[:, : N_SPECTRAL_COMPONENTS - N_FOOTPRINT_LINEAR],
-        ]
+        [spectra.linear_scores, scores[:, : N_SPECTRAL_COMPONENTS - N_FOOTPRINT_LINEAR]]
     )
     if isinstance(image, str):
         if scores.shape[1] >= 2:
@@ -260,9 +264,7 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
             if image == "labels":
                 candidates["labels"] = _cluster_labels(scores[:, :8])
     else:
-        mz = np.asarray(adata.var["mz"], dtype=np.float64)
-        columns = [int(np.argmin(np.abs(mz - m))) for m in image]
-        candidates = {"ions": data[:, columns].sum(axis=1)}
+        candidates = {"ions": spectra.ions}
         image = "ions"
     valid = np.zeros((rows, cols), bool)
     valid[y - y0, x - x0] = True
@@ -289,9 +291,7 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
         # registration needs the regions too. Take the first principal component of the tissue
         # spectra alone and set the background apart below it.
         inside = mask[y - y0, x - x0]
-        tissue = normalised[inside] - normalised[inside].mean(axis=0)
-        _, _, vt = np.linalg.svd(tissue[:: max(1, len(tissue) // 20000)], full_matrices=False)
-        component = tissue @ vt[0]
+        component = spectra.tissue_component(inside)
         lo, hi = np.percentile(component, [1, 99])
         scaled = 0.25 + 0.75 * np.clip((component - lo) / max(hi - lo, 1e-12), 0, 1)
         picture = np.zeros((rows, cols))
@@ -334,26 +334,6 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
 #: linear 0.110, 7 linear + 3 log 0.099.
 N_SPECTRAL_COMPONENTS = 10
 N_FOOTPRINT_LINEAR = 7
-
-
-def _most_variable(values: np.ndarray, n: int = 2000) -> np.ndarray:
-    """The ``n`` columns of ``values`` with the largest variance (all of them if fewer)."""
-    if values.shape[1] <= n:
-        return values
-    return values[:, np.argsort(values.var(axis=0))[-n:]]
-
-
-def _principal_components(values: np.ndarray, n: int) -> np.ndarray:
-    """Scores of the first ``n`` principal components of the rows of ``values``.
-
-    Only the 2000 most variable columns take part, and the axes come from at most 20,000 rows.
-    """
-    centred = _most_variable(values)
-    centred = centred - centred.mean(axis=0)
-    if centred.shape[1] < 2 or centred.shape[0] < 3:
-        return np.zeros((len(centred), 0))
-    _, _, vt = np.linalg.svd(centred[:: max(1, len(centred) // 20000)], full_matrices=False)
-    return centred @ vt[: min(n, len(vt))].T
 
 
 def _cluster_labels(scores: np.ndarray, k: int = 6) -> np.ndarray:

@@ -68,7 +68,9 @@ class RegistrationResult:
         are right), ``moving_tissue_inside`` (fraction of the moving tissue that lands inside
         the fixed image), ``localisation`` (MSI → H&E: how much the footprint stage's cost
         rises when the result is moved by 50 µm; about 1 means nothing pins the alignment
-        down, as when the images show different tissues) and ``footprint_cost``,
+        down, as when the images show different tissues; measured on pixels merged to about
+        50 µm where they are finer, with the cost there as ``localisation_cost``) and
+        ``footprint_cost``,
         ``nmi_excess``/``peak_sharpness``/``best_neighbour_gain`` (the peak checks of
         :mod:`spatialfuse.reg._checks`), ``tissue_area_scale`` (fixed over moving tissue size),
         ``estimated_pixel_size_um`` where a pixel size was estimated, ``min_jacobian``
@@ -405,7 +407,7 @@ def register(
     if footprint:
         details["footprint"] = footprint_info
         metrics["footprint_cost"] = cost
-        metrics["localisation"] = _footprint.localisation(mov, fix, transform)
+        metrics.update(_footprint.localisation_metrics(mov, fix, transform))
     if model == "bspline" and details.get("footprint", {}).get("ran"):
         grid = bspline_grid_um or _default_grid(mov, fix)
         transform, field, info = _footprint.refine_nonrigid(mov, fix, transform, grid_um=grid)
@@ -551,7 +553,7 @@ def assess(
     }
     if _footprint.available(mov, fix):
         metrics["footprint_cost"] = _footprint.cost(mov, fix, inner)
-        metrics["localisation"] = _footprint.localisation(mov, fix, inner)
+        metrics.update(_footprint.localisation_metrics(mov, fix, inner))
     if landmarks is not None:
         metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
     failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
@@ -764,9 +766,10 @@ def _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list
             "outlines do not match, nothing pins the position down; they probably show "
             "different tissues or sections"
         )
-    least = _footprint.least_localisation(metrics.get("footprint_cost"))
+    # Pixels finer than the shift are judged merged to its scale, with the cost there.
+    unexplained = metrics.get("localisation_cost", metrics.get("footprint_cost"))
+    least = _footprint.least_localisation(unexplained)
     if metrics.get("localisation", np.inf) < least:
-        unexplained = metrics["footprint_cost"]
         failures.append(
             "the spectra do not pin the alignment down: moving it by "
             f"{max(_footprint.LOCALISATION_SHIFT_UM, *mov.pixel_size_um):g} µm raises "
