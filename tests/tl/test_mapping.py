@@ -273,10 +273,20 @@ def test_constant_image_value_and_coverage():
             [-27.0, 500.0],  # just touching the left edge
         ]
     )
-    out = sf.tl.map_to_spots(msi, make_visium(centres), transform=AffineTransform.identity())
+    out = sf.tl.map_to_spots(
+        msi, make_visium(centres), transform=AffineTransform.identity(), min_coverage=0.0
+    )
     cov = out.obs["msi_coverage"].to_numpy()
     has = out.obs["has_msi"].to_numpy()
     np.testing.assert_array_equal(has, [True, True, True, False, True, True])
+    # The default (0, as in the run config) keeps every spot an MSI pixel touches; 0.5 drops
+    # the corner, the missing pixel and the sliver (the half-covered spot sits at the limit).
+    default = sf.tl.map_to_spots(msi, make_visium(centres), transform=AffineTransform.identity())
+    np.testing.assert_array_equal(default.obs["has_msi"].to_numpy(), has)
+    half = sf.tl.map_to_spots(
+        msi, make_visium(centres), transform=AffineTransform.identity(), min_coverage=0.5
+    )
+    np.testing.assert_array_equal(half.obs["has_msi"].to_numpy()[[0, 2, 3, 4, 5]], [1, 0, 0, 0, 0])
     np.testing.assert_allclose(out.X[has], c, rtol=1e-12)
     assert np.isnan(out.X[~has]).all()
     assert cov[0] == 1.0 and cov[3] == 0.0

@@ -71,14 +71,15 @@ def _run_help() -> str:
 def run(
     config: Path, output: Path | None, accept_failed: bool, no_cache: bool, quiet: bool, force: bool
 ):
-    from spatialfuse.workflow import load_config, run_pipeline
+    from spatialfuse.workflow import load_config
+    from spatialfuse.workflow import run as run_config
 
     _, base = _errors()
     try:
         cfg = load_config(config)
         if output is not None:
             cfg = cfg.model_copy(update={"output": output.resolve()})
-        result = run_pipeline(
+        result = run_config(
             cfg,
             accept_failed=accept_failed,
             reuse=not no_cache,
@@ -199,8 +200,10 @@ def register(
     try:
         m = _modality_for(moving, moving_pixel_size)
         f = _modality_for(fixed, fixed_pixel_size)
-        reg = Registration(moving="moving", fixed="fixed", model=model, landmarks=landmarks)
-        result = register_pair(read_modality(m), read_modality(f), reg, seed=seed)
+        reg = Registration(
+            moving="moving", fixed="fixed", model=model, landmarks=landmarks, seed=seed
+        )
+        result = register_pair(read_modality(m), read_modality(f), reg)
         result.transform.save(out)
         if qc is not None:
             from spatialfuse.workflow import qc_figure
@@ -233,7 +236,7 @@ def register(
     show_default=True,
 )
 @click.option("--aggregate", type=click.Choice(["mean", "sum"]), default="mean", show_default=True)
-@click.option("--min-coverage", type=float, default=0.5, show_default=True)
+@click.option("--min-coverage", type=float, default=0.0, show_default=True)
 @click.option("--pixel-size", type=float, help="MSI µm per pixel, where the file lacks it.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5ad.")
 def map_command(msi, visium, transform_path, method, aggregate, min_coverage, pixel_size, out):
@@ -258,13 +261,31 @@ def map_command(msi, visium, transform_path, method, aggregate, min_coverage, pi
     echo(f"{n} of {spots.n_obs} spots have MSI data; written to {out}")
 
 
+def _parse_resolution(ctx, param, value):
+    if value is None or value == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter(f"'auto' or a positive number, got {value!r}") from None
+    if not number > 0:
+        raise click.BadParameter(f"'auto' or a positive number, got {value!r}")
+    return number
+
+
 @click.command("cluster")
 @click.argument("visium", type=click.Path(exists=True, path_type=Path))
 @click.argument("msi_spots", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--method", type=click.Choice(["wnn", "concat", "mofa"]), default="wnn", show_default=True
+    "--method", type=click.Choice(["concat", "wnn", "mofa"]), default="concat", show_default=True
 )
-@click.option("--resolution", type=float, default=1.0, show_default=True)
+@click.option(
+    "--resolution",
+    callback=_parse_resolution,
+    default="auto",
+    show_default=True,
+    help="auto (chosen by cluster stability) or a Leiden resolution.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5mu.")
 def cluster(visium, msi_spots, method, resolution, seed, out):

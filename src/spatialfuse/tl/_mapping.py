@@ -22,6 +22,7 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse._version import __version__
+from spatialfuse.core.adata import feature_matrix, is_dask
 from spatialfuse.core.msi_raster import MsiRaster
 from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM, SPOT_PITCH_UM, spot_centres
 from spatialfuse.errors import DataWarning
@@ -129,7 +130,9 @@ def map_to_spots(
         Diameter of the capture disc, µm.
     min_coverage
         Spots whose disc is covered by MSI data on less than this fraction of its area are treated
-        as having no MSI data (``has_msi`` false, values ``fill_value``).
+        as having no MSI data (``has_msi`` false, values ``fill_value``). The default, 0, keeps
+        every spot any MSI pixel touches (the pipeline's default too); 0.5 drops spots whose
+        values would come from less than half their disc (a sliver at the MSI's edge).
     overlap_fraction
         Threshold of ``method="overlap"``, a fraction of the disc's area (SpaMTP's default 0.2).
     radius_um
@@ -517,17 +520,10 @@ def _positive(value, name: str) -> float:
 def _feature_matrix(adata, layer: str | None, name: str):
     from scipy import sparse
 
-    if layer is None:
-        matrix = adata.X
-    elif layer in adata.layers:
-        matrix = adata.layers[layer]
-    else:
-        raise ValueError(f"{name} has no layer {layer!r} (layers: {list(adata.layers)})")
-    if matrix is None:
-        raise ValueError(f"{name}.X is empty (None); pass layer=")
+    matrix = feature_matrix(adata, layer, name)
     if sparse.issparse(matrix):
         return matrix.tocsr() if matrix.format != "csr" else matrix
-    if hasattr(matrix, "dask") and hasattr(matrix, "chunks"):
+    if is_dask(matrix):
         # A dask-backed table (``sf.io.read_msi_zarr``): keep it lazy; only the rows the weights
         # touch are read, block by block (see _weighted_rows).
         return matrix

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 
-#: Public name → the private module that defines it.
+#: Public name → the private module that defines it (and the name there, where it differs).
 _EXPORTS = {
+    "run": "_pipeline",
+    "Config": ("_config", "RunConfig"),
+    "RunResult": "_pipeline",
     "EXAMPLE_CONFIG": "_example",
     "load_config": "_config",
     "Modality": "_config",
@@ -32,6 +35,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        module = importlib.import_module(f"spatialfuse.workflow.{_EXPORTS[name]}")
-        return getattr(module, name)
+        where = _EXPORTS[name]
+        module_name, attribute = where if isinstance(where, tuple) else (where, name)
+        module = importlib.import_module(f"spatialfuse.workflow.{module_name}")
+        return getattr(module, attribute)
     raise AttributeError(f"module 'spatialfuse.workflow' has no attribute {name!r}")

@@ -63,6 +63,8 @@ class Registration(_Model):
     channel: Literal["auto", "od", "gray", "hematoxylin", "eosin"] = "auto"
     #: Start from the landmarks instead of the automatic search (where the search fails).
     start_from_landmarks: bool = False
+    #: Seed of the registration's random sampling (its own, not the clustering's).
+    seed: int = 0
 
     @model_validator(mode="after")
     def _tre_needs_landmarks(self) -> Registration:
@@ -85,7 +87,8 @@ class Mapping(_Model):
     visium: str | None = None
     method: Literal["area", "radius", "nearest", "overlap"] = "area"
     aggregate: Literal["mean", "sum"] = "mean"
-    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.5
+    #: Spots whose disc is less covered by MSI count as without MSI (the library's default, 0).
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class RnaPreprocessing(_Model):
@@ -117,7 +120,8 @@ class Clustering(_Model):
     method: Literal["wnn", "concat", "mofa"] = "concat"
     #: ``"auto"``: chosen from the data by cluster stability (see ``sf.tl.joint_cluster``).
     resolution: Literal["auto"] | Annotated[float, Field(gt=0)] = "auto"
-    spatial_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0
+    #: Weight of the spatial graph; None: the library's default (0.3 where spots have positions).
+    spatial_smoothing: Annotated[float, Field(ge=0, lt=1)] | None = None
     seed: int = 0
 
 
@@ -126,9 +130,12 @@ class Correlation(_Model):
 
     method: Literal["pearson", "spearman"] = "pearson"
     null_model: Literal["dutilleul", "msr"] = "dutilleul"
-    n_features: Annotated[int, Field(gt=1)] = 50
+    #: Most variable genes and ions paired (``n_top`` of the library, same default).
+    n_features: Annotated[int, Field(gt=1)] = 500
     n_top: Annotated[int, Field(gt=0)] = 20
     n_permutations: Annotated[int, Field(ge=19)] = 999
+    #: Seed of the null model's permutations (its own, not the clustering's).
+    seed: int = 0
 
 
 class Outputs(_Model):

@@ -31,13 +31,17 @@ registrations:
   - moving: msi
     fixed: he_msi
     model: affine
+    seed: {seed}
   - moving: he_msi
     fixed: visium
     model: affine
+    seed: {seed}
 mapping:
   method: area
 clustering:
   method: wnn
+  seed: {seed}
+correlation:
   seed: {seed}
 """
 

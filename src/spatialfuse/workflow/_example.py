@@ -37,6 +37,7 @@ registrations:
     channel: auto                   # auto | od | gray | hematoxylin | eosin (optical channel)
     start_from_landmarks: false     # true: the landmarks (3+ clicked pairs) start the fit
                                     # instead of the automatic search (its way out)
+    seed: 0                         # this registration's random sampling
   - moving: he_msi
     fixed: visium
     model: affine
@@ -47,7 +48,8 @@ mapping:
   visium: visium                    # ... and which the Visium data
   method: area                      # area | radius | nearest | overlap
   aggregate: mean                   # mean | sum
-  min_coverage: 0.5                 # spots whose disc is less covered by MSI count as without MSI
+  min_coverage: 0.0                 # spots whose disc is less covered by MSI count as without
+                                    # MSI (0: every spot an MSI pixel touches; 0.5: half)
 
 preprocessing:
   rna:
@@ -62,15 +64,17 @@ preprocessing:
 clustering:
   method: concat                    # concat | wnn | mofa (mofa needs mofapy2)
   resolution: auto                  # auto = chosen by cluster stability, or a number
-  spatial_smoothing: 0.0            # 0 = none; up to 1 = mix in the spatial neighbour graph
+  spatial_smoothing: null           # null = 0.3 where spots have positions; 0 = none;
+                                    # below 1 = mix in the spatial neighbour graph
   seed: 0
 
 correlation:
   method: pearson                   # pearson | spearman
   null_model: dutilleul             # spatial significance: dutilleul (modified t-test) | msr
-  n_features: 50                    # most variable genes and ions that are paired
+  n_features: 500                   # most variable genes and ions that are paired
   n_top: 20                         # pairs shown in the report
   n_permutations: 999               # msr only: Moran spectral randomisation surrogates
+  seed: 0                           # the null model's permutations
 
 outputs:
   h5mu: true                        # joint table as MuData

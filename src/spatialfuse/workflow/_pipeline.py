@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import time
 import warnings
@@ -130,6 +131,39 @@ class _Steps:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def run(
+    config: RunConfig | str | os.PathLike,
+    *,
+    accept_failed: bool = False,
+    reuse: bool = True,
+    show_progress: bool = True,
+    write_report: bool | None = None,
+    force: bool = False,
+) -> RunResult:
+    """Run a config — a YAML file or a :class:`RunConfig` — as ``spatialfuse run`` does.
+
+    The public entry of the pipeline (``spatialfuse.workflow.run``); the options are those of
+    :func:`run_pipeline`.
+
+    Returns
+    -------
+    RunResult
+        What the run produced; everything is also written under ``config.output``.
+    """
+    from spatialfuse.workflow._config import RunConfig, load_config
+
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    return run_pipeline(
+        config,
+        accept_failed=accept_failed,
+        reuse=reuse,
+        show_progress=show_progress,
+        write_report=write_report,
+        force=force,
+    )
 
 
 def run_pipeline(
@@ -366,7 +400,6 @@ def _read_all(config: RunConfig) -> dict[str, Any]:
 
 def _registration_settings(reg: Registration, config: RunConfig) -> dict[str, Any]:
     settings = reg.model_dump(mode="json", exclude={"accept_failed", "landmarks"})
-    settings["seed"] = config.clustering.seed
     for role in ("moving", "fixed"):
         settings[f"{role}_modality"] = config.modalities[getattr(reg, role)].model_dump(
             mode="json", exclude={"path"}
@@ -401,9 +434,7 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
             tmp.write_bytes(png)
         reused = True
     else:
-        result = _steps.register_pair(
-            modalities[reg.moving], modalities[reg.fixed], reg, seed=config.clustering.seed
-        )
+        result = _steps.register_pair(modalities[reg.moving], modalities[reg.fixed], reg)
         transform, metrics = result.transform, jsonable(result.metrics)
         details = jsonable(result.details)
         ok, failures, reused = bool(result.ok), list(result.failures), False
@@ -495,7 +526,7 @@ def _correlate_step(mdata, config: RunConfig, cache: StepCache, key: str):
     stored = cache.load("correlate", key, ".csv", pd.read_csv)
     if stored is not None:
         return stored
-    table = _steps.correlate(mdata, config.correlation, seed=config.clustering.seed)
+    table = _steps.correlate(mdata, config.correlation)
     with cache.store("correlate", key, ".csv") as tmp:
         table.to_csv(tmp, index=False)
     cache.stored("correlate")

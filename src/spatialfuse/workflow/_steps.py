@@ -62,7 +62,7 @@ def _check_spots_on_tissue(visium, path):
 
 
 def register_pair(
-    moving, fixed, registration: Registration, *, seed: int = 0, show_progress: bool = False
+    moving, fixed, registration: Registration, *, show_progress: bool = False
 ) -> RegistrationResult:
     """Run one configured registration (with its landmarks, where it has them)."""
     from spatialfuse import reg
@@ -83,7 +83,7 @@ def register_pair(
             scale=registration.scale,
             channel=registration.channel,
             start_from_landmarks=registration.start_from_landmarks,
-            seed=seed,
+            seed=registration.seed,
             show_progress=show_progress,
         )
 
@@ -154,7 +154,7 @@ def build_joint(
     return mdata
 
 
-def correlate(mdata: mudata.MuData, correlation: Correlation, *, seed: int = 0) -> pd.DataFrame:
+def correlate(mdata: mudata.MuData, correlation: Correlation) -> pd.DataFrame:
     """Gene × ion association with spatial significance, as configured."""
     from spatialfuse import tl
 
@@ -164,7 +164,7 @@ def correlate(mdata: mudata.MuData, correlation: Correlation, *, seed: int = 0) 
         null=correlation.null_model,
         n_top=correlation.n_features,
         n_permutations=correlation.n_permutations,
-        seed=seed,
+        seed=correlation.seed,
     )
 
 

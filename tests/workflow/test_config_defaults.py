@@ -1,0 +1,90 @@
+"""One source of truth: every config option that is also a library parameter has its default.
+
+The run config (``spatialfuse run``) and the library functions it calls must not drift (they
+did: ``min_coverage`` was 0.0 in ``sf.tl.map_to_spots`` and 0.5 in the config). Each section is
+compared with the signature of the function it configures.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import click
+import pytest
+
+import spatialfuse as sf
+from spatialfuse.workflow import _config
+
+#: config section → (library function, config field → parameter where the names differ,
+#: fields that are the workflow's own).
+SECTIONS = {
+    "Registration": (sf.reg.register, {}, {"moving", "fixed", "accept_failed", "landmarks"}),
+    "Mapping": (sf.tl.map_to_spots, {}, {"msi", "visium"}),
+    "RnaPreprocessing": (sf.pp.preprocess_rna, {}, set()),
+    "MsiPreprocessing": (sf.pp.preprocess_msi, {}, set()),
+    "Clustering": (sf.tl.joint_cluster, {}, set()),
+    "Correlation": (
+        sf.tl.cross_modal_correlation,
+        {"null_model": "null", "n_features": "n_top"},
+        {"n_top"},  # pairs shown in the report
+    ),
+}
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_config_defaults_are_the_library_defaults(section):
+    model = getattr(_config, section)
+    function, renamed, own = SECTIONS[section]
+    parameters = inspect.signature(function).parameters
+    compared, drift = [], []
+    for field_name, info in model.model_fields.items():
+        if field_name in own:
+            continue
+        parameter = renamed.get(field_name, field_name)
+        assert parameter in parameters, (
+            f"{section}.{field_name}: {function.__name__} has no {parameter}"
+        )
+        compared.append(field_name)
+        library = parameters[parameter].default
+        if info.default != library:
+            drift.append(f"{section}.{field_name} = {info.default!r}, {parameter} = {library!r}")
+    assert compared, f"{section}: nothing compared"
+    assert not drift, "config defaults differ from the library's: " + "; ".join(drift)
+
+
+def test_each_step_has_its_own_seed():
+    """Registration and the correlation null take their own seeds, not the clustering's."""
+    for section in ("Registration", "Correlation", "Clustering"):
+        assert getattr(_config, section).model_fields["seed"].default == 0
+
+
+#: CLI command → (library function, option → parameter where the names differ).
+COMMANDS = {
+    "register": ("register", {}),
+    "map": ("map_to_spots", {}),
+    "cluster": ("joint_cluster", {}),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_cli_option_defaults_are_the_library_defaults(command):
+    from spatialfuse.cli._run import COMMANDS as CLI_COMMANDS
+
+    functions = {"register": sf.reg.register, "map_to_spots": sf.tl.map_to_spots}
+    functions["joint_cluster"] = sf.tl.joint_cluster
+    name, renamed = COMMANDS[command]
+    click_command = next(c for c in CLI_COMMANDS if c.name == command)
+    parameters = inspect.signature(functions[name]).parameters
+    compared, drift = [], []
+    for option in click_command.params:
+        parameter = renamed.get(option.name, option.name)
+        if not isinstance(option, click.Option) or parameter not in parameters:
+            continue
+        if option.default is None or type(option.default).__name__ == "Sentinel":
+            continue  # no default of its own: the library's applies
+        compared.append(option.name)
+        if option.default != parameters[parameter].default:
+            library = parameters[parameter].default
+            drift.append(f"--{option.name} {option.default!r} vs {parameter}={library!r}")
+    assert compared, f"spatialfuse {command}: nothing compared"
+    assert not drift, f"spatialfuse {command} defaults differ from the library's: {drift}"
