@@ -7,6 +7,16 @@ profile-mode data becomes evenly spaced features instead of one giant cluster. A
 feature when peaks fall into it in at least ``min_frequency`` of the spectra; its m/z is the
 intensity-weighted mean of its peaks and its window ``[lo, hi]`` is the span of its bins, so windows
 never overlap and every peak counts toward at most one feature.
+
+A fixed ``min_frequency`` alone lets the axis grow with noise: uniform noise peaks put a peak in
+a given window in a fraction of the spectra that grows with their number (5,000 peaks per
+spectrum: about 3 % of the spectra per 10 ppm window at m/z 500, so every window passed 1 %:
+146k features). The noise rule measures that fraction where each feature sits (the peaks in
+± :data:`NOISE_WINDOW_PPM` around it, spread evenly over that neighbourhood's bins) and keeps a
+feature only where its count is :data:`NOISE_FACTOR` times what noise alone gives plus
+:data:`NOISE_SIGMAS` Poisson standard deviations; the threshold stays near 0 on clean data and
+rises with noise, so the number of features does not.
+:data:`DEFAULT_MAX_FEATURES` bounds the axis whatever the data.
 """
 
 from __future__ import annotations
@@ -22,6 +32,18 @@ _BINS_PER_PPM = 4
 _DENSE_BINS = 1 << 24
 #: Bytes of peak data handled per chunk.
 _CHUNK_BYTES = 32 << 20
+#: A feature is kept where its frequency is at least this many times the noise frequency.
+NOISE_FACTOR = 3.0
+#: ... plus this many Poisson standard deviations of the noise count (few spectra: few counts).
+NOISE_SIGMAS = 5.0
+#: Half-width (ppm) of the m/z neighbourhood whose peaks give the local noise density.
+NOISE_WINDOW_PPM = 20_000.0
+#: The noise rule never asks for more than this frequency: where every window is full (profile
+#: spectra stored as processed) noise and signal cannot be told apart by frequency.
+MAX_NOISE_THRESHOLD = 0.5
+#: Default cap on the number of features (the most intense are kept): peak-picked MSI data
+#: have hundreds to a few thousand features; 10,000 float32 columns are 40 kB per pixel.
+DEFAULT_MAX_FEATURES = 10_000
 
 
 def _occupied_sums(bins, first_in_bin, weights, weighted_mz):
@@ -53,7 +75,8 @@ def build_mz_axis(
     *,
     ppm: float = 5.0,
     min_frequency: float = 0.01,
-    max_features: int | None = None,
+    max_features: int | None = DEFAULT_MAX_FEATURES,
+    noise_factor: float | None = NOISE_FACTOR,
     show_progress: bool = False,
 ) -> MzAxis:
     """Merge the peaks of every spectrum of ``reader`` into a common m/z axis.
@@ -67,7 +90,13 @@ def build_mz_axis(
     min_frequency
         Keep features with a peak in at least this fraction of spectra.
     max_features
-        Keep at most this many features, the most intense first (then sorted by m/z).
+        Keep at most this many features, the most intense first (then sorted by m/z); None: no
+        cap.
+    noise_factor
+        Keep features with a peak in at least this many times the number of spectra that the
+        local noise density gives a window, plus :data:`NOISE_SIGMAS` Poisson standard
+        deviations (a frequency of at most :data:`MAX_NOISE_THRESHOLD`); None or 0: no noise
+        rule.
     show_progress
         Show a progress bar.
 
@@ -78,6 +107,12 @@ def build_mz_axis(
     """
     if not ppm > 0:
         raise ValueError(f"ppm must be positive, got {ppm!r}")
+    if max_features is not None and not (
+        not isinstance(max_features, bool) and int(max_features) == max_features >= 1
+    ):
+        raise ValueError(f"max_features must be an integer >= 1 or None, got {max_features!r}")
+    if noise_factor is not None and not noise_factor >= 0:
+        raise ValueError(f"noise_factor must be >= 0 or None, got {noise_factor!r}")
     low, high = reader.mz_range()
     if not (np.isfinite(low) and np.isfinite(high)) or high <= 0:
         empty = np.empty(0)
@@ -162,6 +197,11 @@ def build_mz_axis(
     centre = np.divide(wm, w, out=plain_mean.copy(), where=w > 0)
     frequency = np.minimum(count / max(reader.n_spectra, 1), 1.0)
     keep = frequency >= min_frequency
+    if noise_factor:
+        centre_bin = (first_bin + last_bin) // 2
+        keep &= frequency >= _noise_threshold(
+            occupied, spectra, centre_bin, n_bins, step, noise_factor, reader
+        )
     if max_features is not None and keep.sum() > max_features:
         ranked = np.flatnonzero(keep)[np.argsort(-w[keep], kind="stable")[:max_features]]
         keep = np.zeros_like(keep)
@@ -169,3 +209,25 @@ def build_mz_axis(
     # Windows are closed; shrink the upper edge by one ulp so neighbours never share a value.
     hi = np.nextafter(edges_hi[keep], -np.inf)
     return MzAxis(centre[keep], edges_lo[keep], hi, frequency[keep])
+
+
+def _noise_threshold(occupied, spectra, centre, n_bins: int, step: float, factor: float, reader):
+    """Per feature (its centre bin): the least frequency that noise alone does not reach.
+
+    ``μ``: the peaks (each spectrum counted once per bin) within ± :data:`NOISE_WINDOW_PPM` of
+    the feature, per bin of that neighbourhood, times the widest window's width in bins (runs of
+    occupied bins are cut into windows of that width, and noise makes its runs long). The
+    threshold is ``factor · μ`` plus :data:`NOISE_SIGMAS` Poisson standard deviations (``√μ``),
+    as a fraction of the spectra: on clean data μ is about 0 and only ``min_frequency`` counts.
+    """
+    half = max(1, round(float(np.log1p(NOISE_WINDOW_PPM * 1e-6) / step)))
+    hits = np.r_[0.0, np.cumsum(spectra)]
+    lo = np.maximum(centre - half, 0)
+    hi = np.minimum(centre + half, n_bins - 1)
+    inside = (
+        hits[np.searchsorted(occupied, hi, side="right")]
+        - hits[np.searchsorted(occupied, lo, side="left")]
+    )
+    mu = inside / (hi - lo + 1) * (2 * _BINS_PER_PPM)
+    count = factor * mu + NOISE_SIGMAS * np.sqrt(mu)
+    return np.minimum(count / max(reader.n_spectra, 1), MAX_NOISE_THRESHOLD)

@@ -10,6 +10,7 @@ from spatialfuse._text import printable
 from spatialfuse._version import __version__
 from spatialfuse.core.mz import DEFAULT_PPM, mz_feature_names, mz_windows
 from spatialfuse.io.imzml import _finite, _kernels
+from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
 from spatialfuse.io.imzml._reader import ImzMLReader
 
 
@@ -21,7 +22,7 @@ def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_prog
     peaks). ``mz`` may be m/z values (windows of ± ppm or ± tol) or an :class:`MzAxis`.
     """
     from spatialfuse.io.imzml import _kernels
-    from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
+    from spatialfuse.io.imzml._axis import NOISE_FACTOR, MzAxis, build_mz_axis
 
     shared = _kernels.shared_mz_axis(reader._acc) is not None
     if isinstance(mz, MzAxis):
@@ -53,7 +54,13 @@ def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_prog
             show_progress=show_progress,
         )
         centres, lo, hi = axis.mz, axis.lo, axis.hi
-        rule = {"kind": "merged_peaks", "ppm": merge_ppm, "min_frequency": float(min_frequency)}
+        rule = {
+            "kind": "merged_peaks",
+            "ppm": merge_ppm,
+            "min_frequency": float(min_frequency),
+            "noise_factor": NOISE_FACTOR,
+            **({"max_features": int(max_features)} if max_features is not None else {}),
+        }
         kind = "peaks"
     return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
 
@@ -136,7 +143,7 @@ def read_imzml(
     tol: float | None = None,
     pixel_size_um: float | tuple[float, float] | None = None,
     min_frequency: float = 0.01,
-    max_features: int | None = None,
+    max_features: int | None = DEFAULT_MAX_FEATURES,
     cache: bool = True,
     show_progress: bool = False,
 ):
@@ -158,7 +165,11 @@ def read_imzml(
         Pixel size ``s`` or ``(sx, sy)`` in µm. Overrides the file's; required where the file does
         not state it.
     min_frequency, max_features
-        Passed to the common-axis builder for processed files without ``mz``.
+        For processed files without ``mz``, passed to the common-axis builder
+        (:func:`~spatialfuse.io.imzml.build_mz_axis`): a feature needs a peak in at least
+        ``min_frequency`` of the spectra and three times the fraction that the local noise
+        density alone would give (so noise does not grow the axis); at most ``max_features``
+        (default 10,000, the most intense; None: no cap) are kept.
     cache
         Use the offset-table cache.
     show_progress

@@ -12,6 +12,7 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse.io.imzml import _finite
+from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
 from spatialfuse.io.imzml._read import choose_features, feature_var, msi_obs, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._partial import create_partial, remove_abandoned_partials, seal_partial
@@ -171,7 +172,7 @@ def convert_imzml(
     tol: float | None = None,
     pixel_size_um: float | tuple[float, float] | None = None,
     min_frequency: float = 0.01,
-    max_features: int | None = None,
+    max_features: int | None = DEFAULT_MAX_FEATURES,
     max_memory: str | int = "2GB",
     chunks: tuple[int, int] | None = None,
     compression: str | None = DEFAULT_COMPRESSION,
