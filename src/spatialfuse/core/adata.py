@@ -6,6 +6,8 @@ their messages and their handling of sparse, dense and dask-backed tables agree.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -141,26 +143,54 @@ def row_blocks(
     Yields
     ------
     tuple[numpy.ndarray, object]
-        The rows' indices in ``x`` and the block: a float64 array, or a CSR matrix where ``x``
-        is sparse (a dask block is computed; a sparse one stays sparse).
-    """
-    from scipy import sparse
+        The rows' indices in ``x`` (increasing) and the block: a float64 array, or a CSR matrix
+        where ``x`` is sparse (a sparse one stays sparse).
 
+    Notes
+    -----
+    A dask array is computed one band of its row chunks at a time (consecutive row chunks up to
+    ``4 · max_bytes`` as stored, at least one), and the band handed out in blocks: every stored
+    chunk is read once per pass. A band is as large as the store's chunks make it (a store of
+    few-column chunks spanning many rows, the layout for ion images, makes large bands).
+    """
     n, p = x.shape
-    index = None
+    index = np.arange(n)
     if rows is not None:
         rows = np.asarray(rows)
         index = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
-    total = n if index is None else index.size
     step = max(1, int(max_bytes // max(int(row_bytes or 8 * max(p, 1)), 1)))
-    for a in range(0, total, step):
-        b = min(a + step, total)
-        which = np.arange(a, b) if index is None else index[a:b]
-        block = x[a:b] if index is None else x[which]
-        if is_dask(block):
-            block = block.compute()
-        if sparse.issparse(block):
-            block = sparse.csr_matrix(block, dtype=np.float64)
-        else:
-            block = np.asarray(block, dtype=np.float64)
-        yield which, block
+    if is_dask(x):
+        yield from _dask_row_blocks(x, index, step, max_bytes)
+        return
+    for a in range(0, index.size, step):
+        which = index[a : a + step]
+        yield which, _as_block(x[which[0] : which[-1] + 1] if rows is None else x[which])
+
+
+def _as_block(block):
+    """A block of rows as float64: CSR where sparse, else a dense array."""
+    from scipy import sparse
+
+    if sparse.issparse(block):
+        return sparse.csr_matrix(block, dtype=np.float64)
+    return np.asarray(block, dtype=np.float64)
+
+
+def _dask_row_blocks(x, index: np.ndarray, step: int, max_bytes: int):
+    """:func:`row_blocks` of a dask array: bands of whole row chunks, each computed once."""
+    bounds = np.cumsum((0, *x.chunks[0]))
+    row_size = max(x.shape[1], 1) * np.dtype(x.dtype).itemsize
+    edges = [0]
+    for k in range(1, len(bounds)):
+        too_big = (bounds[k] - edges[-1]) * row_size > 4 * max_bytes
+        if too_big and bounds[k - 1] > edges[-1]:
+            edges.append(int(bounds[k - 1]))
+    edges.append(int(bounds[-1]))
+    for lo, hi in itertools.pairwise(edges):
+        first, last = np.searchsorted(index, [lo, hi])
+        if first == last:
+            continue
+        band = x[lo:hi].compute()
+        for a in range(first, last, step):
+            which = index[a : min(a + step, last)]
+            yield which, _as_block(band[which - lo])
