@@ -119,13 +119,13 @@ def test_localisation_image_merges_fine_pixels_into_blocks():
     fine = RegistrationImage(
         np.zeros((10, 17), np.float32),
         np.ones((10, 17), bool),
-        (12.5, 12.5),
+        (5.0, 5.0),
         (100.0, 200.0),
         "msi",
         extra={"spectral_components": comps, "spectral_pixels": (rows, cols)},
     )
     merged = _footprint.localisation_image(fine)
-    assert merged.pixel_size_um == (50.0, 50.0)
+    assert merged.pixel_size_um == (20.0, 20.0)  # 4 × 4 blocks of 5 µm pixels
     assert merged.origin_um == (100.0, 200.0)
     block_rows, block_cols = merged.extra["spectral_pixels"]
     # only whole 4 × 4 blocks: rows 0-7 and columns 0-15 of the 10 × 17 raster

@@ -23,6 +23,8 @@ not fitted to (a checkerboard of blocks held out).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from spatialfuse.core.transforms import AffineTransform, DisplacementField, Transform, compose
@@ -369,10 +371,16 @@ LOCALISATION_SHIFT_UM = 50.0
 #: pair's right alignments leave 38-44 % unexplained and rise 1.35-1.37× at 50 µm), so the plain
 #: :data:`MIN_LOCALISATION` applies again; synthetic unrelated pairs there rise 1.03-1.17×.
 REAL_STAIN_COST = 0.2
+#: MSI pixels finer than this are merged into blocks at least this large before the localisation
+#: check (:func:`localisation_image`). Measured (session 7): a synthetic 6.25 µm right alignment
+#: passes from 10 µm blocks up (rise 2.5-2.9, flagged unmerged in issue 17's case); the real
+#: bladder (10 µm pixels, 79 peaks) passes up to 25 µm blocks but not at 50 µm (rise 1.93 at
+#: cost 0.165, where 2× is asked), and another tissue's H&E stays flagged (rise 1.04-1.11).
+LOCALISATION_MERGE_UM = 20.0
 
 
 def localisation_image(moving):
-    """``moving`` with its spectra averaged over blocks of about :data:`LOCALISATION_SHIFT_UM`.
+    """``moving`` with its spectra averaged over blocks of at least :data:`LOCALISATION_MERGE_UM`.
 
     The localisation thresholds were calibrated on MSI pixels of 50-100 µm, where the shift is
     about one pixel. A finer raster carries colour detail (single cells, texture) that no
@@ -381,12 +389,12 @@ def localisation_image(moving):
     at 6.25 µm: cost 0.25 and a rise of 1.54, at 50 µm 0.06 and 2.2). Principal component
     scores mix linearly with the tissue under a pixel, as colour does, so a block of ``k × k``
     pixels is a pixel ``k`` times larger whose scores are the block's mean; only whole blocks
-    (every pixel measured) are kept. Pixels of :data:`LOCALISATION_SHIFT_UM` or more are left
+    (every pixel measured) are kept. Pixels of :data:`LOCALISATION_MERGE_UM` or more are left
     as they are.
     """
     from dataclasses import replace
 
-    kx, ky = (max(1, int(LOCALISATION_SHIFT_UM // p)) for p in moving.pixel_size_um)
+    kx, ky = (max(1, math.ceil(LOCALISATION_MERGE_UM / p - 1e-9)) for p in moving.pixel_size_um)
     if kx == ky == 1:
         return moving
     comps = np.asarray(moving.extra["spectral_components"], dtype=np.float64)
@@ -429,7 +437,7 @@ def localisation(moving, fixed, transform: Transform) -> float:
 
 
 def localisation_metrics(moving, fixed, transform: Transform) -> dict[str, float]:
-    """How sharply the spectra pin ``transform`` down, and the cost at it, at a 50 µm scale.
+    """How sharply the spectra pin ``transform`` down (a 50 µm shift), and the cost at it.
 
     ``localisation`` is the mean over shifts of the moving frame by
     :data:`LOCALISATION_SHIFT_UM` (at least one pixel) along ±x and ±y of the cost there,
@@ -439,11 +447,12 @@ def localisation_metrics(moving, fixed, transform: Transform) -> dict[str, float
     overlap well (high Dice, mutual information gained), but its boundaries cross the H&E's,
     and moving it changes little.
 
-    Both are measured on MSI pixels of about the shift's size: finer pixels are first merged
-    into blocks (:func:`localisation_image`), so that the check sees the scale its thresholds
-    were calibrated at whatever the pixel size. Where pixels were merged, ``localisation_cost``
-    (the cost at ``transform`` on the merged pixels) is given too: :func:`least_localisation`
-    takes it instead of the footprint stage's cost on the fine pixels.
+    Both are measured on MSI pixels of at least :data:`LOCALISATION_MERGE_UM`: finer pixels are
+    first merged into blocks (:func:`localisation_image`), so that the check sees about the
+    scale its thresholds were calibrated at whatever the pixel size. Where pixels were merged,
+    ``localisation_cost`` (the cost at ``transform`` on the merged pixels) is given too:
+    :func:`least_localisation` takes it instead of the footprint stage's cost on the fine
+    pixels.
 
     Returns
     -------

@@ -12,7 +12,7 @@ from spatialfuse._limits import check_resampled_image
 from spatialfuse._logging import logger
 from spatialfuse.core.transforms import AffineTransform, Transform, as_points, compose
 from spatialfuse.errors import SpatialfuseWarning
-from spatialfuse.reg import _checks, _footprint, _initialize, _scale
+from spatialfuse.reg import _checks, _footprint, _initialize, _scale, _verdict
 from spatialfuse.reg._images import (
     RegistrationImage,
     as_registration_image,
@@ -29,22 +29,6 @@ MODELS = ("rigid", "similarity", "affine", "bspline")
 MIN_DICE = 0.75
 #: Largest working image side (pixels) when no MSI sets the working resolution.
 WORKING_SIDE_PX = 500
-#: Both frames are in µm, so a right registration scales by about 1; beyond this factor (either
-#: way, along either axis) a pixel size is wrong. Real sections stretch by up to ~22 %.
-MAX_SCALE = 1.35
-#: Least fraction of the moving tissue that must land inside the fixed image. Partial overlap is
-#: normal (an optical image cropped inside the MSI region, an MSI region inside the tissue) and
-#: is reported (``details["partial_overlap"]``); below this little is left for the checks to judge.
-MIN_MOVING_TISSUE_INSIDE = 0.2
-#: Below this fraction inside, ``details["partial_overlap"]`` says how much of the moving tissue
-#: the fixed image shows.
-PARTIAL_OVERLAP_NOTE = 0.9
-#: Where only part of one tissue overlaps the other, outlines do not pin the position down and the
-#: intensities must: the images must share at least this much information (NMI − 1). Real right
-#: alignments reach 0.038–0.24 (0.064 for the bladder crop), synthetic ones 0.10–0.19; an
-#: autofluorescence image laid inside the bladder's larger stained tissue (swapped pairs)
-#: 0.006–0.008.
-MIN_PARTIAL_NMI_EXCESS = 0.02
 #: Images whose extents differ by more than this factor (either way) get a pixel-size hint.
 EXTENT_RATIO_HINT = 3.0
 
@@ -68,8 +52,8 @@ class RegistrationResult:
         are right), ``moving_tissue_inside`` (fraction of the moving tissue that lands inside
         the fixed image), ``localisation`` (MSI → H&E: how much the footprint stage's cost
         rises when the result is moved by 50 µm; about 1 means nothing pins the alignment
-        down, as when the images show different tissues; measured on pixels merged to about
-        50 µm where they are finer, with the cost there as ``localisation_cost``) and
+        down, as when the images show different tissues; measured on pixels merged to at least
+        20 µm where they are finer, with the cost there as ``localisation_cost``) and
         ``footprint_cost``,
         ``nmi_excess``/``peak_sharpness``/``best_neighbour_gain`` (the peak checks of
         :mod:`spatialfuse.reg._checks`), ``tissue_area_scale`` (fixed over moving tissue size),
@@ -450,7 +434,7 @@ def register(
         metrics.update(
             _landmark_errors(_in_given_frame(transform, plan), landmarks, native_pixel_size(moving))
         )
-    failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    failures = _verdict.failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
     overlap = _partial_overlap(metrics)
     if overlap:
         details["partial_overlap"] = overlap
@@ -556,7 +540,7 @@ def assess(
         metrics.update(_footprint.localisation_metrics(mov, fix, inner))
     if landmarks is not None:
         metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
-    failures = _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    failures = _verdict.failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
     metrics["seconds"] = time.perf_counter() - t0
     details = {
         "msi_image": (mov if mov.modality == "msi" else fix).extra.get("channel"),
@@ -616,7 +600,7 @@ def _start_scales(mov: RegistrationImage, fix: RegistrationImage, plan) -> list[
         return sorted({round(base * f, 4) for f in _scale.SEARCH_FACTORS} | {1.0})
     by_area = _initialize.area_scale(mov, fix)
     scales = {1.0}
-    if 1 / MAX_SCALE <= by_area <= MAX_SCALE and abs(by_area - 1) > 0.03:
+    if 1 / _verdict.MAX_SCALE <= by_area <= _verdict.MAX_SCALE and abs(by_area - 1) > 0.03:
         scales.add(round(by_area, 4))
     return sorted(scales)
 
@@ -718,85 +702,17 @@ def _estimated_pixel_size(plan, mov: RegistrationImage, transform: Transform) ->
     }
 
 
-def _failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list[str]:
-    failures = []
-    if scores["dice"] < min_dice:
-        failures.append(f"tissue masks overlap poorly (Dice {scores['dice']:.2f} < {min_dice})")
-    failures += _checks.peak_failures(profile)
-    low, high = metrics["scale_min"], metrics["scale_max"]
-    if plan.estimating:
-        if high / low > MAX_SCALE:
-            failures.append(
-                f"the registration stretches the moving image {high / low:.2f}× more along one "
-                "axis than the other (real sections stretch by up to ~22 %)"
-            )
-    elif (
-        not 1 / _scale.IMPLAUSIBLE_FACTOR
-        <= metrics["tissue_area_scale"]
-        <= _scale.IMPLAUSIBLE_FACTOR
-    ):
-        failures.append(
-            f"the tissue is {metrics['tissue_area_scale']:.3g}× larger in the fixed image than in "
-            "the moving one (about 1 expected: both frames are in µm); a pixel size is probably "
-            "wrong — check the pixel_size_um of both images (pass pixel_size_um= to the reader), "
-            "or let registration estimate it (scale='estimate')"
-        )
-    elif high > MAX_SCALE or low < 1 / MAX_SCALE:
-        failures.append(
-            f"the registration scales the moving image by {low:.2f}–{high:.2f} (about 1 expected: "
-            "both frames are in µm); a pixel size is probably wrong — check the pixel_size_um "
-            "of both images (pass pixel_size_um= to the reader, or scale='estimate') — or the "
-            "two images do not show the same tissue"
-        )
-    if metrics["moving_tissue_inside"] < MIN_MOVING_TISSUE_INSIDE:
-        failures.append(
-            f"only {100 * metrics['moving_tissue_inside']:.0f} % of the moving tissue lands inside "
-            "the fixed image: too little overlap to judge the alignment — the fixed image shows "
-            "a small part of the tissue (a crop?); register against an image of the whole "
-            "section"
-        )
-    partial = (
-        metrics["moving_tissue_inside"] < PARTIAL_OVERLAP_NOTE
-        or metrics["fixed_tissue_covered"] < PARTIAL_OVERLAP_NOTE
-    )
-    if partial and metrics["nmi_excess"] < MIN_PARTIAL_NMI_EXCESS:
-        failures.append(
-            "only part of one tissue overlaps the other and the images share little information "
-            f"(NMI − 1 = {metrics['nmi_excess']:.3f} < {MIN_PARTIAL_NMI_EXCESS}): where the "
-            "outlines do not match, nothing pins the position down; they probably show "
-            "different tissues or sections"
-        )
-    # Pixels finer than the shift are judged merged to its scale, with the cost there.
-    unexplained = metrics.get("localisation_cost", metrics.get("footprint_cost"))
-    least = _footprint.least_localisation(unexplained)
-    if metrics.get("localisation", np.inf) < least:
-        failures.append(
-            "the spectra do not pin the alignment down: moving it by "
-            f"{max(_footprint.LOCALISATION_SHIFT_UM, *mov.pixel_size_um):g} µm raises "
-            f"the colour they cannot explain only {metrics['localisation']:.2f}× (at least "
-            f"{least:g}× expected where {100 * unexplained:.0f} % is unexplained); the images "
-            "probably show different tissues or sections"
-        )
-    if metrics.get("min_jacobian", 1.0) <= 0:
-        failures.append(f"the nonrigid map folds (min Jacobian {metrics['min_jacobian']:.2f})")
-    if max_tre_um is not None and metrics.get("tre_um_median", 0.0) > max_tre_um:
-        failures.append(
-            f"landmark error too large (median {metrics['tre_um_median']:.1f} µm > {max_tre_um})"
-        )
-    return failures
-
-
 def _partial_overlap(metrics: dict) -> str | None:
     """A note on partial overlap (not a failure: crops and MSI regions inside tissue are normal)."""
     notes = []
     inside = metrics["moving_tissue_inside"]
-    if MIN_MOVING_TISSUE_INSIDE <= inside < PARTIAL_OVERLAP_NOTE:
+    if _verdict.MIN_MOVING_TISSUE_INSIDE <= inside < _verdict.PARTIAL_OVERLAP_NOTE:
         notes.append(
             f"{100 * inside:.0f} % of the moving tissue lies inside the fixed image (the fixed "
             "image shows part of it); the checks judged the overlap only"
         )
     covered = metrics["fixed_tissue_covered"]
-    if np.isfinite(covered) and covered < PARTIAL_OVERLAP_NOTE:
+    if np.isfinite(covered) and covered < _verdict.PARTIAL_OVERLAP_NOTE:
         notes.append(
             f"the moving image covers {100 * covered:.0f} % of the fixed image's tissue (e.g. an "
             "MSI region inside the section)"
