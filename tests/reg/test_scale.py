@@ -159,8 +159,9 @@ def test_localisation_check_scales_with_the_pixel_size(fine_trio, tmp_path):
 
     Measured on this trio: the footprint cost at the true transform is 0.22 on the 6.25 µm
     pixels (above the 0.12 at which the check asks for a 2× rise; right alignments at 50 µm:
-    0.04-0.09) but 0.086 on the pixels merged to 50 µm, with a rise of 2.1; the same MSI on
-    another tissue's H&E: 0.31 and 1.11.
+    0.04-0.09) but 0.094 on the pixels merged to 4 × 4 blocks (25 µm, at least
+    ``LOCALISATION_MERGE_UM``), with a rise of 2.87; the same MSI on another tissue's H&E: 0.42
+    and 1.07.
     """
     other = sf.datasets.synthetic_trio(
         tmp_path,
