@@ -367,6 +367,12 @@ def register(
                 cost = info["cost_final"]
                 if info["ran"]:
                     scores = alignment_scores(mov, fix, transform)
+                else:
+                    # The spectra explain too little of the colour for the footprint stage
+                    # (the real bladder: 57 %): mutual information must take the last
+                    # fraction of a pixel, as for images without spectra.
+                    transform, scores = _polish(mov, fix, transform, scores, linear_model, seed)
+                    cost = _footprint.cost(mov, fix, transform)
             profile = _checks.peak_profile(mov, fix, transform)
             finished.append((transform, scores, profile, cost, info if footprint else None))
             if not footprint and not _checks.peak_failures(profile):
@@ -849,6 +855,11 @@ def _finish(mov, fix, start, linear_model: str, seed: int, *, polish: bool = Tru
         transform, scores = start, start_scores
     if not polish:
         return transform, scores
+    return _polish(mov, fix, transform, scores, linear_model, seed)
+
+
+def _polish(mov, fix, transform, scores, linear_model: str, seed: int):
+    """A derivative-free (Powell) polish of ``transform``, kept only if it scores better."""
     polished = _refine(
         mov,
         fix,
