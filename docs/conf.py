@@ -47,7 +47,6 @@ myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"spatialfuse {release}"
-html_static_path = ["_static"]
 
 
 API_PAGES = {

@@ -295,8 +295,8 @@ def annotate(
         The annotated copy if ``copy``, else None. Writes (``var_names`` and ``var[mz_key]``
         are kept):
 
-        - ``var[f"{key_added}_name"]``: the best match (smallest |ppm|; isomers sharing its
-          formula and adduct joined by ``"; "``), ``""`` where nothing matches;
+        - ``var[f"{key_added}_name"]``: the best match (smallest absolute ppm error; isomers
+          sharing its formula and adduct joined by ``"; "``), ``""`` where nothing matches;
         - ``var[f"{key_added}_formula"]``, ``var[f"{key_added}_adduct"]``,
           ``var[f"{key_added}_ion_mz"]``, ``var[f"{key_added}_ppm"]`` (observed − theoretical,
           in ppm of the theoretical m/z; NaN where nothing matches);
