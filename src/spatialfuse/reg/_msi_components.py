@@ -5,14 +5,14 @@ first principal components of its TIC-normalised spectrum (log and linear scale)
 first principal component of the tissue pixels alone. None of that needs the pixels × features
 table densified: every quantity here is computed from blocks of rows
 (:func:`spatialfuse.core.adata.row_blocks`), dense, sparse and dask-backed alike, and the largest
-thing held besides one block is a features × features Gram matrix of at most
-:data:`MAX_COLUMNS` columns (32 MB at 2000).
+thing held besides one block is the sample of rows the principal axes come from (at most
+:data:`MAX_AXIS_ROWS` × :data:`MAX_COLUMNS`, 320 MB in float64; 16 MB at 100 features).
 
 The numbers are those of the dense computation they replace: the features kept are the
-:data:`MAX_COLUMNS` with the largest variance over every pixel; the principal axes are those of
-every ``n // MAX_AXIS_ROWS``-th pixel centred on the mean of all pixels (the eigenvectors of their
-Gram matrix, which are the right singular vectors the dense SVD gave, up to sign); the scores are
-every pixel's projection. The sign of an axis is fixed: its largest loading is positive.
+:data:`MAX_COLUMNS` with the largest variance over every pixel; the principal axes are the right
+singular vectors of every ``n // MAX_AXIS_ROWS``-th pixel centred on the mean of all pixels (that
+sample, at most ``MAX_AXIS_ROWS × MAX_COLUMNS``, is held: its SVD keeps the dense code's signs);
+the scores are every pixel's projection.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class SpectralComponents:
     ion_columns
         Columns whose intensities are summed per pixel (``ions``), or None.
     max_bytes
-        Bytes of one block of rows' work: what bounds memory besides the Gram matrices.
+        Bytes of one block of rows' work: what bounds memory besides the rows the axes come
+        from.
 
     Attributes
     ----------
@@ -125,14 +126,20 @@ class SpectralComponents:
         k = columns.size
         if k < 2 or rows.size < 3 or n_comps < 1:
             return np.zeros((k, 0))
-        gram = np.zeros((k, k))
+        # The sampled rows, centred, are at most MAX_AXIS_ROWS × MAX_COLUMNS (320 MB in
+        # float64): their SVD is the dense code's own, so the axes keep its signs (a flipped
+        # tissue component flips which regions are bright, and the search then starts
+        # elsewhere: a 500k-pixel trio registered 49 µm off with axes of the Gram matrix).
+        sample = np.empty((rows.size, k))
+        position = 0
         for idx, block in self._blocks(rows, width=k):
-            centred = self._normalised(idx, block, columns, name == "log") - mean
-            gram += centred.T @ centred
-        _, vectors = np.linalg.eigh(gram)
-        axes = vectors[:, ::-1][:, : min(n_comps, k, rows.size)]
-        signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
-        return axes * np.where(signs == 0, 1.0, signs)
+            sample[position : position + idx.size] = self._normalised(
+                idx, block, columns, name == "log"
+            )
+            position += idx.size
+        sample -= mean
+        _, _, vt = np.linalg.svd(sample, full_matrices=False)
+        return vt[: min(n_comps, len(vt))].T
 
     def _scores(self, n_log: int, n_linear: int) -> tuple[np.ndarray, np.ndarray]:
         sample = np.arange(0, self.n, max(1, self.n // MAX_AXIS_ROWS))
