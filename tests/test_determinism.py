@@ -24,6 +24,9 @@ import pytest
 
 import spatialfuse as sf
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory):

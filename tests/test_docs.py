@@ -69,6 +69,7 @@ def test_getting_started_has_the_quickstart_commands():
     assert 'pip install -e ".[test]" && pytest' in text
 
 
+@pytest.mark.slow
 def test_synthetic_tutorial_runs(tmp_path):
     blocks = _python_blocks((DOCS / "tutorial_synthetic.md").read_text(encoding="utf-8"))
     assert len(blocks) >= 5
@@ -94,6 +95,7 @@ def test_every_example_is_on_the_examples_page():
     assert not missing, f"docs/examples.md does not include {missing}"
 
 
+@pytest.mark.slow
 def test_sphinx_builds_without_warnings(tmp_path):
     for module in ["sphinx", "myst_parser", "numpydoc", "furo"]:
         pytest.importorskip(module, reason='the docs extra: pip install -e ".[docs]"')

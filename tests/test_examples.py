@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # Files each example must leave in its working folder (beyond the shared trio/).

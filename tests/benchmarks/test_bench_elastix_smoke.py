@@ -12,6 +12,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 try:  # the distribution, not ``import itk``: loading ITK takes seconds and warns a lot
     version("itk-elastix")
 except PackageNotFoundError:

@@ -10,6 +10,9 @@ import math
 
 import pytest
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.slow
 def test_quick_registration_benchmark_runs(tmp_path, run_quick_benchmark):

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from sf_fuzz import runner, selftest
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_readers.py"
 
 

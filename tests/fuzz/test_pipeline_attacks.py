@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from sf_fuzz.pipeline import FAILURES, invalid_file, run_suite, stale_outputs
 from sf_fuzz.pipeline_cases import quick_attacks
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 EXPECTED = {
     "non-UTF-8 folder": "ok",
     "user files --force": "ok",

@@ -33,6 +33,9 @@ from spatialfuse.io import (  # noqa: E402
 from spatialfuse.io.zarr_msi import _tiles, parse_memory  # noqa: E402
 from spatialfuse.io.zarr_msi._memory import plan_tiles  # noqa: E402
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 WINDOWS = {"mz": [150.5, 300.0, 300.2, 555.5, 900.0], "tol": 3.0}
 
 

@@ -20,6 +20,9 @@ import spatialfuse as sf
 
 from .conftest import benchmark_module
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def real_pairs(shared_data, monkeypatch_module):

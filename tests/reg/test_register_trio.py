@@ -13,6 +13,9 @@ import pytest
 
 import spatialfuse as sf
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trios(tmp_path_factory):

@@ -20,6 +20,9 @@ from spatialfuse.reg import RegistrationImage, _footprint
 from spatialfuse.reg._images import msi_image
 from spatialfuse.reg._msi_components import SpectralComponents
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def _table(n_rows: int, n_cols: int, n_features: int, per_row: int, seed: int = 0):
     """A sparse MSI AnnData on an ``n_rows × n_cols`` raster: a disc of tissue, two regions."""

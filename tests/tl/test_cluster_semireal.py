@@ -26,6 +26,9 @@ from sklearn.metrics import adjusted_rand_score
 
 import spatialfuse as sf
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_clustering.py"
 
 

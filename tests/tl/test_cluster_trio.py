@@ -24,6 +24,9 @@ from sklearn.metrics import adjusted_rand_score
 
 import spatialfuse as sf
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 SEED = 1
 MARGIN = 0.05
 

@@ -40,6 +40,9 @@ import pytest
 
 import spatialfuse as sf
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 KINDS = ("marker", "gradient", "saturating", "shared")
 DISC_RADIUS_UM = 27.5
 LATTICE_UM = 1.0

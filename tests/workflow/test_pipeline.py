@@ -24,6 +24,9 @@ from spatialfuse.workflow._journal import JOURNAL_NAME
 from spatialfuse.workflow._lock import output_lock
 from spatialfuse.workflow._pipeline import run_pipeline
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

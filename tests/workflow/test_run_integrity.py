@@ -28,6 +28,9 @@ from spatialfuse.workflow._config import parse_config
 from spatialfuse.workflow._pipeline import run_pipeline
 from spatialfuse.workflow._steps_cache import StepCache, input_fingerprint, step_key
 
+#: Heavy (seconds to a minute each): left out of the quick subset, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
