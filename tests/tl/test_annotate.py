@@ -131,14 +131,19 @@ def test_database_files_and_masses(tmp_path):
         sf.tl.annotate(adata, _db(), adducts=["[M+Xe]+"])
 
 
-def test_real_bladder_features_reproduce_spamtp_annotations(shared_data):
-    """79 real Orbitrap peaks (mouse bladder) annotated by SpaMTP with LIPID MAPS, [M+K]+ only."""
+def _bladder_with_spamtp_annotation(shared_data):
+    """The real bladder imzML and SpaMTP's feature metadata for it (skip where absent)."""
     folder = shared_data / "paired" / "bladder_spamtp"
     imzml = folder / "mouse_bladder_79peaks.imzML"
     meta_file = folder / "DERIVED_bladder_feature_metadata.csv"
     if not (imzml.exists() and meta_file.exists()):
         pytest.skip("bladder MSI or its SpaMTP annotation not in the shared data")
-    meta = pd.read_csv(meta_file, index_col=0)
+    return imzml, pd.read_csv(meta_file, index_col=0)
+
+
+def test_real_bladder_features_reproduce_spamtp_annotations(shared_data):
+    """79 real Orbitrap peaks (mouse bladder) annotated by SpaMTP with LIPID MAPS, [M+K]+ only."""
+    imzml, meta = _bladder_with_spamtp_annotation(shared_data)
     pairs = [
         (mz, formula, float(error))
         for mz, formulas, errors in zip(
@@ -202,12 +207,7 @@ def test_isotope_score_tells_apart_isobars_by_their_patterns():
 
 def test_real_bladder_isotope_scores(shared_data):
     """Annotated bladder peaks whose M+1 is among the 79 score higher than those without."""
-    folder = shared_data / "paired" / "bladder_spamtp"
-    imzml = folder / "mouse_bladder_79peaks.imzML"
-    meta_file = folder / "DERIVED_bladder_feature_metadata.csv"
-    if not (imzml.exists() and meta_file.exists()):
-        pytest.skip("bladder MSI or its SpaMTP annotation not in the shared data")
-    meta = pd.read_csv(meta_file, index_col=0)
+    imzml, meta = _bladder_with_spamtp_annotation(shared_data)
     formulas = sorted({f for cell in meta["all_Formulas"] for f in str(cell).split("; ")})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
