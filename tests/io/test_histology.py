@@ -675,7 +675,7 @@ def test_describe(ome_pyramid):
     [(np.uint8, "<", 3), (np.uint16, ">", 3), (np.uint8, "<", 1), (np.float32, ">", 1)],
 )
 def test_contiguous_level_matches_tifffile(tmp_path, monkeypatch, dtype, byteorder, channels):
-    import spatialfuse.io.histology as histology
+    import spatialfuse.io.histology._tiff as histology
 
     rng = np.random.default_rng(3)
     shape = (301, 257, 3) if channels == 3 else (301, 257)
