@@ -424,23 +424,25 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
     slug = f"register_{_steps.output_name(reg.moving)}_to_{_steps.output_name(reg.fixed)}"
     target = _steps.transform_file(out, reg.moving, reg.fixed)
     qc_target = out / "qc" / f"{slug}.png"
-    stored = cache.load(
-        slug, key, ".json", partial(_load_registration, cache.path(slug, key, ".png"))
-    )
-    if stored is not None:
-        png, transform, metrics, ok, failures, details = stored
-        qc_target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(qc_target) as tmp:
-            tmp.write_bytes(png)
-        reused = True
-    else:
+
+    def compute() -> tuple:
         result = _steps.register_pair(modalities[reg.moving], modalities[reg.fixed], reg)
-        transform, metrics = result.transform, jsonable(result.metrics)
-        details = jsonable(result.details)
-        ok, failures, reused = bool(result.ok), list(result.failures), False
         qc_figure(result, reg, qc_target)
-        with cache.store(slug, key, ".png") as tmp:
-            tmp.write_bytes(qc_target.read_bytes())
+        return (
+            qc_target.read_bytes(),
+            result.transform,
+            jsonable(result.metrics),
+            bool(result.ok),
+            list(result.failures),
+            jsonable(result.details),
+        )
+
+    def save(value: tuple, tmp: Path) -> None:
+        png, transform, metrics, ok, failures, details = value
+        with cache.store(
+            slug, key, ".png"
+        ) as png_tmp:  # the figure first: the entry vouches for it
+            png_tmp.write_bytes(png)
         entry = {
             "transform": transform.to_dict(),
             "metrics": metrics,
@@ -448,9 +450,15 @@ def _register_step(reg, modalities, config, fingerprints, cache: StepCache, out:
             "failures": failures,
             "details": details,
         }
-        with cache.store(slug, key, ".json") as tmp:
-            tmp.write_text(json.dumps(jsonable(entry), indent=1, allow_nan=False), encoding="utf-8")
-        cache.stored(slug)
+        tmp.write_text(json.dumps(jsonable(entry), indent=1, allow_nan=False), encoding="utf-8")
+
+    load = partial(_load_registration, cache.path(slug, key, ".png"))
+    value, reused = cache.cached(slug, key, ".json", compute=compute, load=load, save=save)
+    png, transform, metrics, ok, failures, details = value
+    if reused:
+        qc_target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(qc_target) as tmp:
+            tmp.write_bytes(png)
     transform.save(target)
     logger.info("registration %s: %s", reg.name, "ok" if ok else "FAILED " + "; ".join(failures))
     return RegistrationRecord(
@@ -497,39 +505,44 @@ def qc_figure(result, reg: Registration, path: Path) -> None:
 def _map_step(msi, visium, transform, config: RunConfig, cache: StepCache, key: str):
     import anndata
 
-    stored = cache.load("map", key, ".h5ad", anndata.read_h5ad)
-    if stored is not None:
-        return stored
-    spots = _steps.map_spots(msi, visium, transform, config.mapping)
-    with cache.store("map", key, ".h5ad") as tmp:
-        spots.write_h5ad(tmp)
-    cache.stored("map")
+    spots, _ = cache.cached(
+        "map",
+        key,
+        ".h5ad",
+        compute=lambda: _steps.map_spots(msi, visium, transform, config.mapping),
+        load=anndata.read_h5ad,
+        save=lambda spots, tmp: spots.write_h5ad(tmp),
+    )
     return spots
 
 
 def _joint_step(visium, msi_spots, config: RunConfig, cache: StepCache, key: str):
     import mudata
 
-    stored = cache.load("joint", key, ".h5mu", mudata.read_h5mu)
-    if stored is not None:
-        return stored
-    mdata = _steps.build_joint(visium, msi_spots, config.preprocessing, config.clustering)
-    with cache.store("joint", key, ".h5mu") as tmp:
-        mdata.write_h5mu(tmp)
-    cache.stored("joint")
+    mdata, _ = cache.cached(
+        "joint",
+        key,
+        ".h5mu",
+        compute=lambda: _steps.build_joint(
+            visium, msi_spots, config.preprocessing, config.clustering
+        ),
+        load=mudata.read_h5mu,
+        save=lambda mdata, tmp: mdata.write_h5mu(tmp),
+    )
     return mdata
 
 
 def _correlate_step(mdata, config: RunConfig, cache: StepCache, key: str):
     import pandas as pd
 
-    stored = cache.load("correlate", key, ".csv", pd.read_csv)
-    if stored is not None:
-        return stored
-    table = _steps.correlate(mdata, config.correlation)
-    with cache.store("correlate", key, ".csv") as tmp:
-        table.to_csv(tmp, index=False)
-    cache.stored("correlate")
+    table, _ = cache.cached(
+        "correlate",
+        key,
+        ".csv",
+        compute=lambda: _steps.correlate(mdata, config.correlation),
+        load=pd.read_csv,
+        save=lambda table, tmp: table.to_csv(tmp, index=False),
+    )
     return table
 
 

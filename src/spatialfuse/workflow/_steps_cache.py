@@ -164,6 +164,47 @@ class StepCache:
         """Record that ``step`` was computed (for the run summary)."""
         self.computed.append(step)
 
+    def cached(
+        self,
+        step: str,
+        key: str,
+        suffix: str,
+        *,
+        compute: Callable[[], T],
+        load: Callable[[Path], T],
+        save: Callable[[T, Path], None],
+    ) -> tuple[T, bool]:
+        """The result of ``step``: the stored one where intact, else computed and stored.
+
+        The one way a step uses the cache: :meth:`load` the entry (``load`` reads it from its
+        path), and on a miss ``compute`` the result, write it with ``save(result, path)`` through
+        :meth:`store` (atomic, then sealed) and record it with :meth:`stored`.
+
+        Parameters
+        ----------
+        step, key, suffix
+            The entry: the step's name, its :func:`step_key` and the file ending.
+        compute
+            Computes the result (called only on a miss).
+        load
+            Reads a stored entry; raising makes the entry a damaged miss.
+        save
+            Writes a computed result to the temporary path it is given.
+
+        Returns
+        -------
+        tuple
+            ``(result, reused)``: ``reused`` is True when it came from the cache.
+        """
+        stored = self.load(step, key, suffix, load)
+        if stored is not None:
+            return stored, True
+        value = compute()
+        with self.store(step, key, suffix) as tmp:
+            save(value, tmp)
+        self.stored(step)
+        return value, False
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
