@@ -31,6 +31,98 @@ SECTIONS = {
 }
 
 
+#: config section → the library parameters a run config cannot set, each with the reason.
+NOT_IN_CONFIG = {
+    "Registration": {
+        "moving": "the data (the section's moving/fixed name modalities)",
+        "fixed": "the data",
+        "initial": "a Transform object (landmarks, or start_from_landmarks, start a run's fit)",
+        "landmarks": "set as a CSV file (the section's landmarks), read with read_landmarks",
+        "show_progress": "the command line's --quiet",
+    },
+    "Mapping": {
+        "msi": "the data (the section's msi/visium name modalities)",
+        "visium": "the data",
+        "transform": "composed by the run from its registrations",
+        "fill_value": "NaN: later steps tell spots without MSI by it",
+        "show_progress": "the command line's --quiet",
+    },
+    "RnaPreprocessing": {"adata": "the data", "copy": "the run's own table"},
+    "MsiPreprocessing": {"adata": "the data", "copy": "the run's own table"},
+    "Clustering": {
+        "mdata": "the data",
+        "key_added": "the run reads obs['joint']",
+        "copy": "the run's own table",
+        "show_progress": "the command line's --quiet",
+    },
+    "Correlation": {
+        "mdata": "the data",
+        "rna_key": "the run's joint table names its modalities rna and msi",
+        "msi_key": "the run's joint table names its modalities rna and msi",
+        "show_progress": "the command line's --quiet",
+    },
+}
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_every_library_option_is_in_the_config(section):
+    """Each parameter of the function a section configures is a field of it (or said why not)."""
+    model = getattr(_config, section)
+    function, renamed, own = SECTIONS[section]
+    fields = {renamed.get(name, name) for name in model.model_fields if name not in own}
+    missing = [
+        name
+        for name in inspect.signature(function).parameters
+        if name not in fields and name not in NOT_IN_CONFIG[section]
+    ]
+    assert not missing, f"{section} cannot set {function.__name__}'s {missing}"
+
+
+def test_the_steps_pass_every_config_option_on(monkeypatch):
+    """Each step calls its library function with every field of its section, renamed alike."""
+    import functools
+
+    from spatialfuse.workflow import _steps
+
+    calls = {}
+
+    def record(module, name, returns=None):
+        original = getattr(module, name)
+
+        @functools.wraps(original)  # the steps read the signature through __wrapped__
+        def recorder(*args, **kwargs):
+            calls[original] = kwargs
+            return returns
+
+        monkeypatch.setattr(module, name, recorder)
+
+    record(sf.reg, "register")
+    record(sf.tl, "map_to_spots")
+    record(sf.tl, "joint_table", returns={"rna": None, "msi": None})
+    record(sf.pp, "preprocess_rna")
+    record(sf.pp, "preprocess_msi")
+    record(sf.tl, "joint_cluster")
+    record(sf.tl, "cross_modal_correlation")
+    _steps.register_pair(None, None, _config.Registration(moving="a", fixed="b"))
+    _steps.map_spots(None, None, None, _config.Mapping())
+    _steps.build_joint(None, None, _config.Preprocessing(), _config.Clustering())
+    _steps.correlate(None, _config.Correlation())
+    sections = {"RnaPreprocessing": _config.RnaPreprocessing()}
+    sections["MsiPreprocessing"] = _config.MsiPreprocessing()
+    sections["Registration"] = _config.Registration(moving="a", fixed="b")
+    for name in ("Mapping", "Clustering", "Correlation"):
+        sections[name] = getattr(_config, name)()
+    for section, config in sections.items():
+        function, renamed, own = SECTIONS[section]
+        passed = calls[function]
+        for field_name in type(config).model_fields:
+            if field_name in own:
+                continue
+            parameter = renamed.get(field_name, field_name)
+            assert parameter in passed, f"{section}.{field_name} is not passed to {parameter}"
+            assert passed[parameter] == getattr(config, field_name), (section, field_name)
+
+
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_config_defaults_are_the_library_defaults(section):
     model = getattr(_config, section)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from spatialfuse._limits import ENVIRONMENT, current_limits, require_regular_file
+from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM
 from spatialfuse.errors import ConfigError
 from spatialfuse.workflow._example import EXAMPLE_CONFIG
 
@@ -48,8 +49,17 @@ class Modality(_Model):
         return self
 
 
+Positive = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=1)]
+
+
 class Registration(_Model):
-    """One registration: ``moving`` onto ``fixed``."""
+    """One registration: ``moving`` onto ``fixed`` (:func:`spatialfuse.reg.register`).
+
+    Every option of ``register`` but the data and an ``initial`` transform object, with its
+    default; ``landmarks`` is a CSV file here (read with :func:`spatialfuse.reg.read_landmarks`).
+    """
 
     moving: str
     fixed: str
@@ -65,6 +75,18 @@ class Registration(_Model):
     start_from_landmarks: bool = False
     #: Seed of the registration's random sampling (its own, not the clustering's).
     seed: int = 0
+    #: Resolution the images are compared at; None: the library's choice.
+    working_pixel_size_um: Positive | None = None
+    #: The MSI image: ``auto``, ``pc1``, ``pc2``, ``tic``, ``tissue_pc1`` or m/z values.
+    msi_image: Literal["auto", "pc1", "pc2", "tic", "tissue_pc1"] | list[Positive] = "auto"
+    #: The start search: rotations every ``angle_step_deg``, mirrored too, ``n_starts`` refined.
+    angle_step_deg: Annotated[float, Field(gt=0, le=360)] = 10.0
+    allow_mirror: bool = True
+    n_starts: Count = 3
+    #: Node spacing of the B-spline field; None: the library's choice.
+    bspline_grid_um: Positive | None = None
+    #: Quality threshold: tissue overlap (Dice) below this fails the checks.
+    min_dice: Fraction = 0.75
 
     @model_validator(mode="after")
     def _tre_needs_landmarks(self) -> Registration:
@@ -88,7 +110,16 @@ class Mapping(_Model):
     method: Literal["area", "radius", "nearest", "overlap"] = "area"
     aggregate: Literal["mean", "sum"] = "mean"
     #: Spots whose disc is less covered by MSI count as without MSI (the library's default, 0).
-    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.0
+    min_coverage: Fraction = 0.0
+    spot_diameter_um: Positive = SPOT_DIAMETER_UM
+    #: Threshold of ``method: overlap``, a fraction of the disc's area.
+    overlap_fraction: Annotated[float, Field(gt=0, le=1)] = 0.2
+    #: Distance threshold of ``radius`` and ``nearest``, µm.
+    radius_um: Positive | None = None
+    #: Quadrature points per disc.
+    n_samples: Count = 1024
+    #: Aggregate this layer of the MSI table instead of ``X``.
+    layer: str | None = None
 
 
 class RnaPreprocessing(_Model):
@@ -96,6 +127,11 @@ class RnaPreprocessing(_Model):
 
     n_top_genes: Annotated[int, Field(gt=0)] = 2000
     n_comps: Annotated[int, Field(gt=1)] = 30
+    #: Counts per spot after normalisation; None: the median of the spots' totals.
+    target_sum: Positive | None = None
+    scale: bool = True
+    max_value: Positive | None = 10.0
+    random_state: int = 0
 
 
 class MsiPreprocessing(_Model):
@@ -104,7 +140,12 @@ class MsiPreprocessing(_Model):
     norm: Literal["tic", "rms", "median", "none"] = "tic"
     log: bool = True
     spatial_filter: bool = False
+    #: Options of ``sf.pp.filter_ions_spatial`` (``min_moran``, ``max_fdr``, ``n_top``, ...).
+    filter_kwargs: dict[str, Any] | None = None
     n_comps: Annotated[int, Field(gt=1)] = 30
+    scale: bool = True
+    max_value: Positive | None = 10.0
+    random_state: int = 0
 
 
 class Preprocessing(_Model):
@@ -123,6 +164,20 @@ class Clustering(_Model):
     #: Weight of the spatial graph; None: the library's default (0.3 where spots have positions).
     spatial_smoothing: Annotated[float, Field(ge=0, lt=1)] | None = None
     seed: int = 0
+    #: Search the resolution that gives exactly this many clusters.
+    n_clusters: Count | None = None
+    n_neighbors: Annotated[int, Field(ge=2)] = 20
+    #: The modalities clustered on (``rna``, ``msi``); None: both.
+    modalities: list[Literal["rna", "msi"]] | None = None
+    use_rep: str = "X_pca"
+    n_pcs: Count | dict[str, Count] | None = None
+    #: ``method: concat``: relative weight of each modality's block.
+    weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    #: ``method: mofa``: number of MOFA+ factors.
+    n_factors: Count = 10
+    n_spatial_neighbors: Count = 6
+    #: Spots lacking a modality: ``place`` (labelled by their neighbours) or ``exclude``.
+    incomplete: Literal["place", "exclude"] = "place"
 
 
 class Correlation(_Model):
@@ -136,6 +191,14 @@ class Correlation(_Model):
     n_permutations: Annotated[int, Field(ge=19)] = 999
     #: Seed of the null model's permutations (its own, not the clustering's).
     seed: int = 0
+    #: Genes and ions paired (names, or m/z values for ions); None: the most variable.
+    genes: list[str] | None = None
+    ions: list[str | float] | None = None
+    rna_layer: str | None = None
+    msi_layer: str | None = None
+    #: Matching window of m/z values in ``ions`` (± ppm, default 10, or ± tol m/z).
+    ppm: Positive | None = None
+    tol: Positive | None = None
 
 
 class Outputs(_Model):

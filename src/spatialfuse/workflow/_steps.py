@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spatialfuse._limits import require_regular_file
 from spatialfuse.errors import ConfigError, FileFormatError
@@ -23,6 +25,29 @@ if TYPE_CHECKING:
         Preprocessing,
         Registration,
     )
+
+
+def library_options(
+    section: Any,
+    function: Callable,
+    *,
+    exclude: tuple[str, ...] = (),
+    renamed: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A config section's settings as keyword arguments of the library ``function`` it configures.
+
+    Every field of ``section`` that names a parameter of ``function`` (under ``renamed``, where
+    the config calls it otherwise) is passed on, so an option added to the config reaches the
+    library without a line here; ``exclude`` names the fields that are the workflow's own.
+    """
+    renamed = renamed or {}
+    parameters = inspect.signature(function).parameters
+    options = {}
+    for name in type(section).model_fields:
+        parameter = renamed.get(name, name)
+        if name not in exclude and parameter in parameters:
+            options[parameter] = getattr(section, name)
+    return options
 
 
 def read_modality(modality: Modality):
@@ -74,17 +99,11 @@ def register_pair(
     with warnings.catch_warnings():
         # A failed check is reported through the result (and the run's exit status).
         warnings.simplefilter("ignore", reg.RegistrationWarning)
+        options = library_options(
+            registration, reg.register, exclude=("moving", "fixed", "landmarks")
+        )
         return reg.register(
-            moving,
-            fixed,
-            model=registration.model,
-            landmarks=landmarks,
-            max_tre_um=registration.max_tre_um,
-            scale=registration.scale,
-            channel=registration.channel,
-            start_from_landmarks=registration.start_from_landmarks,
-            seed=registration.seed,
-            show_progress=show_progress,
+            moving, fixed, landmarks=landmarks, show_progress=show_progress, **options
         )
 
 
@@ -113,15 +132,8 @@ def map_spots(msi, visium, transform: Transform, mapping: Mapping, *, show_progr
     """MSI pixels onto Visium spots (:func:`spatialfuse.tl.map_to_spots`) as configured."""
     from spatialfuse import tl
 
-    return tl.map_to_spots(
-        msi,
-        visium,
-        transform=transform,
-        method=mapping.method,
-        aggregate=mapping.aggregate,
-        min_coverage=mapping.min_coverage,
-        show_progress=show_progress,
-    )
+    options = library_options(mapping, tl.map_to_spots, exclude=("msi", "visium"))
+    return tl.map_to_spots(msi, visium, transform=transform, show_progress=show_progress, **options)
 
 
 def build_joint(
@@ -134,23 +146,9 @@ def build_joint(
     from spatialfuse import pp, tl
 
     mdata = tl.joint_table(rna, msi_spots)
-    rna_opts, msi_opts = preprocessing.rna, preprocessing.msi
-    pp.preprocess_rna(mdata["rna"], n_top_genes=rna_opts.n_top_genes, n_comps=rna_opts.n_comps)
-    pp.preprocess_msi(
-        mdata["msi"],
-        norm=msi_opts.norm,
-        log=msi_opts.log,
-        spatial_filter=msi_opts.spatial_filter,
-        n_comps=msi_opts.n_comps,
-    )
-    tl.joint_cluster(
-        mdata,
-        method=clustering.method,
-        resolution=clustering.resolution,
-        spatial_smoothing=clustering.spatial_smoothing,
-        seed=clustering.seed,
-        key_added="joint",
-    )
+    pp.preprocess_rna(mdata["rna"], **library_options(preprocessing.rna, pp.preprocess_rna))
+    pp.preprocess_msi(mdata["msi"], **library_options(preprocessing.msi, pp.preprocess_msi))
+    tl.joint_cluster(mdata, key_added="joint", **library_options(clustering, tl.joint_cluster))
     return mdata
 
 
@@ -158,14 +156,13 @@ def correlate(mdata: mudata.MuData, correlation: Correlation) -> pd.DataFrame:
     """Gene × ion association with spatial significance, as configured."""
     from spatialfuse import tl
 
-    return tl.cross_modal_correlation(
-        mdata,
-        method=correlation.method,
-        null=correlation.null_model,
-        n_top=correlation.n_features,
-        n_permutations=correlation.n_permutations,
-        seed=correlation.seed,
+    options = library_options(
+        correlation,
+        tl.cross_modal_correlation,
+        exclude=("n_top",),  # the pairs the report shows
+        renamed={"null_model": "null", "n_features": "n_top"},
     )
+    return tl.cross_modal_correlation(mdata, **options)
 
 
 def output_name(name: str) -> str:
