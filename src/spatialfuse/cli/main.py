@@ -103,9 +103,11 @@ def info(path: Path, pixel_size: float | None) -> None:
 
 
 from spatialfuse.cli._convert import convert as _convert  # noqa: E402
+from spatialfuse.cli._pick import pick_landmarks as _pick_landmarks  # noqa: E402
 from spatialfuse.cli._run import COMMANDS as _RUN_COMMANDS  # noqa: E402
 
 cli.add_command(_convert)
+cli.add_command(_pick_landmarks)
 for _command in _RUN_COMMANDS:
     cli.add_command(_command)
 
