@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import MZ_KEY, fill_doc, flagged_copy
 from spatialfuse.core.adata import check_adata
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def _mean_and_correlation(x):
     return mean, corr
 
 
+@fill_doc(mz_key=MZ_KEY, copy=flagged_copy("a flagged"))
 def flag_isotopes(
     adata: anndata.AnnData,
     *,
@@ -98,16 +100,10 @@ def flag_isotopes(
     min_correlation
         Smallest Pearson correlation of the two ion images over the pixels (ignored with
         fewer than 3 pixels; -1 switches it off).
-    mz_key
-        The ``var`` column holding each feature's m/z.
+    {mz_key}
     key_added
         Prefix of the ``var`` columns written.
-    copy
-        Return a flagged copy instead of changing ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
+    {copy}
         The flagged copy if ``copy``, else None. Writes ``var[key_added]`` (bool: an isotope
         peak), ``var[f"{key_added}_of"]`` (the name of its monoisotopic feature, ``""`` for
         monoisotopic ones) and ``var[f"{key_added}_number"]`` (0 for monoisotopic, k for M+k).

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import MZ_KEY, fill_doc, flagged_copy
 from spatialfuse.core.adata import check_adata
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def matrix_ions(matrix: str, *, polarity: str | None = None, max_cluster: int = 
     return labels, np.asarray(values)
 
 
+@fill_doc(mz_key=MZ_KEY, copy=flagged_copy("a flagged"))
 def flag_matrix(
     adata: anndata.AnnData,
     *,
@@ -90,16 +92,10 @@ def flag_matrix(
     polarity
         ``"positive"`` or ``"negative"``; None: as :func:`spatialfuse.tl.annotate` finds it (the
         table's provenance or its imzML file), else both.
-    mz_key
-        The ``var`` column holding each feature's m/z.
+    {mz_key}
     key_added
         Prefix of the ``var`` columns written.
-    copy
-        Return a flagged copy instead of changing ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
+    {copy}
         The flagged copy if ``copy``, else None. Writes ``var[key_added]`` (bool: a matrix
         ion), ``var[f"{key_added}_ion"]`` (e.g. ``"[2DHB-H2O+H]+"``, ``""`` if none) and
         ``var[f"{key_added}_ppm"]`` (NaN if none).

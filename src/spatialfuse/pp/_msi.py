@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._docs import PCA_OPTIONS, copy_and_returns, fill_doc
 from spatialfuse._logging import logger
 from spatialfuse.core.adata import check_adata, is_dask, rows_with_data
 from spatialfuse.pp._common import pca_on_rows, record
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["preprocess_msi"]
 
 
+@fill_doc(pca_options=PCA_OPTIONS, copy=copy_and_returns())
 def preprocess_msi(
     adata: anndata.AnnData,
     *,
@@ -62,19 +64,8 @@ def preprocess_msi(
         ``n_neighs``, ``spatial_key``, ``key_added``; not ``subset``/``copy``).
     n_comps
         Number of principal components; reduced (with a DataWarning) when the data allow fewer.
-    scale
-        Z-score the ions before the PCA.
-    max_value
-        Clip of the z-scores; None for no clip.
-    random_state
-        Seed of the ARPACK start vector.
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
-        The copy when ``copy`` is true, else None. Slots written:
+    {pca_options}
+    {copy}
 
         - ``layers["raw"]``: the intensities before preprocessing;
         - ``X``, ``obs["norm_factor"]``, ``uns["log1p"]``: see :func:`normalize_msi`;

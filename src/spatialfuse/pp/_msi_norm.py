@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import copy_and_returns, fill_doc
 from spatialfuse._logging import logger
 from spatialfuse.core.adata import check_adata, is_dask
 from spatialfuse.errors import DataWarning
@@ -20,6 +21,7 @@ __all__ = ["NORM_METHODS", "normalize_msi"]
 NORM_METHODS = ("tic", "rms", "median", "none")
 
 
+@fill_doc(copy=copy_and_returns())
 def normalize_msi(
     adata: anndata.AnnData,
     *,
@@ -64,13 +66,7 @@ def normalize_msi(
         data (so intensities keep their usual magnitude, as ``target_sum=None`` in scanpy).
     key_added
         Name of the ``obs`` column that receives each spectrum's factor.
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
-        The copy when ``copy`` is true, else None. Slots written:
+    {copy}
 
         - ``X``: the normalised (and logged) intensities; float32 for float32 or integer input,
           else float64; a dask array for a dask ``X``;

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import PCA_OPTIONS, copy_and_returns, fill_doc
 from spatialfuse._logging import logger
 from spatialfuse.core.adata import check_adata, check_count, finite_rows
 from spatialfuse.pp._common import pca_on_rows, record
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["preprocess_rna"]
 
 
+@fill_doc(pca_options=PCA_OPTIONS, copy=copy_and_returns())
 def preprocess_rna(
     adata: anndata.AnnData,
     *,
@@ -50,19 +52,8 @@ def preprocess_rna(
         to ``min(n_spots, n_genes) − 1`` when the data allow fewer.
     target_sum
         Counts per spot after normalisation; None: the median of the spots' totals.
-    scale
-        Z-score the genes (clipped at ``max_value``) before the PCA.
-    max_value
-        Clip of the z-scores; None for no clip.
-    random_state
-        Seed of the ARPACK start vector.
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
-        The copy when ``copy`` is true, else None. Slots written:
+    {pca_options}
+    {copy}
 
         - ``layers["counts"]``: the raw counts;
         - ``X``: ``log1p`` of the normalised counts (natural log); ``uns["log1p"]``;

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import copy_and_returns, fill_doc
 from spatialfuse._logging import logger
 from spatialfuse.core.adata import check_adata, check_count, dense_rows, rows_with_data
 from spatialfuse.errors import DataWarning
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["filter_ions_spatial"]
 
 
+@fill_doc(copy=copy_and_returns())
 def filter_ions_spatial(
     adata: anndata.AnnData,
     *,
@@ -60,13 +62,7 @@ def filter_ions_spatial(
         Name of the boolean ``var`` column of kept features.
     subset
         Drop the features not kept.
-    copy
-        Return a modified copy instead of writing into ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
-        The copy when ``copy`` is true, else None. Slots written:
+    {copy}
 
         - ``var["moranI"]``: Moran's I (NaN for constant features);
         - ``var["moranI_pval"]``, ``var["moranI_fdr"]``: p-value and BH-corrected p-value;

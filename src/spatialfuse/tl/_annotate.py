@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import MZ_KEY, fill_doc, flagged_copy
 from spatialfuse._ions import polarity_of
 from spatialfuse._logging import logger
 from spatialfuse.errors import FileFormatError, MissingFileError
@@ -250,6 +251,7 @@ def isotope_scores(candidates, mz: np.ndarray, means: np.ndarray, ppm: float) ->
     return scores
 
 
+@fill_doc(mz_key=MZ_KEY, copy=flagged_copy("an annotated"))
 def annotate(
     adata: anndata.AnnData,
     database: str | os.PathLike | pd.DataFrame,
@@ -282,16 +284,10 @@ def annotate(
     polarity
         ``"positive"`` or ``"negative"``; None: from ``uns["spatialfuse"]["polarity"]`` or the
         imzML file the table was read from (MS:1000130/129), else both (recorded in ``uns``).
-    mz_key
-        The ``var`` column holding each feature's m/z.
+    {mz_key}
     key_added
         Prefix of the ``var`` columns and name of the ``uns`` entry written.
-    copy
-        Return an annotated copy instead of changing ``adata``.
-
-    Returns
-    -------
-    anndata.AnnData or None
+    {copy}
         The annotated copy if ``copy``, else None. Writes (``var_names`` and ``var[mz_key]``
         are kept):
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._docs import copy_and_returns, fill_doc
 from spatialfuse._logging import logger
 from spatialfuse.core.adata import check_count
 from spatialfuse.errors import DataWarning, MissingDependencyError
@@ -60,6 +61,7 @@ STABILITY_MIN_SPOTS = 30
 FALLBACK_RESOLUTION = 1.0
 
 
+@fill_doc(copy=copy_and_returns("mdata", "mudata.MuData"))
 def joint_cluster(
     mdata: mudata.MuData,
     *,
@@ -175,13 +177,7 @@ def joint_cluster(
         labels.
     show_progress
         Show a progress bar over the resolutions of the stability rule (``tqdm.auto``).
-    copy
-        Return a modified copy instead of writing into ``mdata``.
-
-    Returns
-    -------
-    mudata.MuData or None
-        The copy when ``copy`` is true, else None. Slots written:
+    {copy}
 
         - ``obs[key_added]``: categorical labels ``"0"``, ``"1"``, … (largest cluster first),
           also copied into each modality's ``obs``;
