@@ -11,6 +11,7 @@ from spatialfuse.io._inputs import input_files
 from spatialfuse.io.export import write_h5ad, write_h5mu, write_spatialdata, write_visium
 from spatialfuse.io.histology import HistologyImage, describe_histology, read_histology
 from spatialfuse.io.imzml import (
+    FeatureOptions,
     ImzMLReader,
     MzAxis,
     build_mz_axis,
@@ -26,6 +27,7 @@ from spatialfuse.io.zarr_msi import (
 )
 
 __all__ = [
+    "FeatureOptions",
     "HistologyImage",
     "ImzMLReader",
     "MzAxis",

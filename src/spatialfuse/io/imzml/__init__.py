@@ -2,7 +2,16 @@
 
 from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
 from spatialfuse.io.imzml._describe import describe_imzml
+from spatialfuse.io.imzml._features import FeatureOptions
 from spatialfuse.io.imzml._read import read_imzml
 from spatialfuse.io.imzml._reader import ImzMLReader, resolve_pair
 
-__all__ = ["ImzMLReader", "MzAxis", "build_mz_axis", "describe_imzml", "read_imzml", "resolve_pair"]
+__all__ = [
+    "FeatureOptions",
+    "ImzMLReader",
+    "MzAxis",
+    "build_mz_axis",
+    "describe_imzml",
+    "read_imzml",
+    "resolve_pair",
+]

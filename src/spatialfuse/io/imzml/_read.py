@@ -6,63 +6,14 @@ import os
 
 import numpy as np
 
+from spatialfuse._docs import FEATURE_OPTIONS, fill_doc
 from spatialfuse._text import printable
 from spatialfuse._version import __version__
-from spatialfuse.core.mz import DEFAULT_PPM, mz_feature_names, mz_windows
+from spatialfuse.core.mz import mz_feature_names
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
+from spatialfuse.io.imzml._features import FeatureOptions
 from spatialfuse.io.imzml._reader import ImzMLReader
-
-
-def choose_features(reader, mz, ppm, tol, min_frequency, max_features, show_progress):
-    """The features of an MSI table: ``(kind, centres, lo, hi, window_rule)``.
-
-    ``kind`` is ``"identity"`` (the shared m/z axis itself, one feature per point),
-    ``"shared_windows"`` (windows on a shared axis) or ``"peaks"`` (windows over per-spectrum
-    peaks). ``mz`` may be m/z values (windows of ± ppm or ± tol) or an :class:`MzAxis`.
-    """
-    from spatialfuse.io.imzml import _kernels
-    from spatialfuse.io.imzml._axis import NOISE_FACTOR, MzAxis, build_mz_axis
-
-    shared = _kernels.shared_mz_axis(reader._acc) is not None
-    if isinstance(mz, MzAxis):
-        if ppm is not None or tol is not None:
-            raise ValueError("an MzAxis carries its own windows: give no ppm= or tol= with it")
-        centres, lo, hi = (np.asarray(a, dtype=np.float64) for a in (mz.mz, mz.lo, mz.hi))
-        rule = {"kind": "axis"}
-        kind = "shared_windows" if shared else "peaks"
-    elif mz is not None:
-        centres, lo, hi = mz_windows(mz, tol=tol, ppm=ppm)
-        rule = (
-            {"kind": "tol", "tol": float(tol)}
-            if tol is not None
-            else {"kind": "ppm", "ppm": float(ppm if ppm is not None else DEFAULT_PPM)}
-        )
-        kind = "shared_windows" if shared else "peaks"
-    elif shared:
-        centres = _kernels.shared_mz_axis(reader._acc)
-        lo = hi = centres
-        rule = {"kind": "shared_axis"}
-        kind = "identity"
-    else:
-        merge_ppm = 5.0 if ppm is None else float(ppm)
-        axis = build_mz_axis(
-            reader,
-            ppm=merge_ppm,
-            min_frequency=min_frequency,
-            max_features=max_features,
-            show_progress=show_progress,
-        )
-        centres, lo, hi = axis.mz, axis.lo, axis.hi
-        rule = {
-            "kind": "merged_peaks",
-            "ppm": merge_ppm,
-            "min_frequency": float(min_frequency),
-            "noise_factor": NOISE_FACTOR,
-            **({"max_features": int(max_features)} if max_features is not None else {}),
-        }
-        kind = "peaks"
-    return kind, np.asarray(centres), np.asarray(lo), np.asarray(hi), rule
 
 
 def msi_obs(coords: np.ndarray, tic: np.ndarray):
@@ -135,6 +86,7 @@ def _smaller_layout(table):
     return table
 
 
+@fill_doc(feature_options=FEATURE_OPTIONS)
 def read_imzml(
     path: str | os.PathLike,
     *,
@@ -144,6 +96,7 @@ def read_imzml(
     pixel_size_um: float | tuple[float, float] | None = None,
     min_frequency: float = 0.01,
     max_features: int | None = DEFAULT_MAX_FEATURES,
+    features: FeatureOptions | None = None,
     cache: bool = True,
     show_progress: bool = False,
 ):
@@ -153,23 +106,14 @@ def read_imzml(
     ----------
     path
         The ``.imzML`` file (its ``.ibd`` must sit beside it).
-    mz
-        m/z values to extract; each feature sums the intensities within ``± ppm`` (or ``± tol``)
-        of its value. Without ``mz``: continuous files give one feature per point of their shared
-        m/z axis; processed files get a common axis built by merging peaks within ``ppm``
-        (:func:`~spatialfuse.io.imzml.build_mz_axis`).
-    ppm, tol
-        Window half-width in parts per million or m/z units (at most one; default 10 ppm for
-        ``mz=`` windows and 5 ppm for peak merging).
+    {feature_options}
     pixel_size_um
         Pixel size ``s`` or ``(sx, sy)`` in µm. Overrides the file's; required where the file does
         not state it.
-    min_frequency, max_features
-        For processed files without ``mz``, passed to the common-axis builder
-        (:func:`~spatialfuse.io.imzml.build_mz_axis`): a feature needs a peak in at least
-        ``min_frequency`` of the spectra and three times the fraction that the local noise
-        density alone would give (so noise does not grow the axis); at most ``max_features``
-        (default 10,000, the most intense; None: no cap) are kept.
+    features
+        The feature options ``mz``, ``ppm``, ``tol``, ``min_frequency`` and ``max_features`` as
+        one :class:`~spatialfuse.io.FeatureOptions` (shared with
+        :func:`~spatialfuse.io.convert_imzml`), instead of the keywords.
     cache
         Use the offset-table cache.
     show_progress
@@ -198,14 +142,13 @@ def read_imzml(
     """
     import anndata as ad
 
-    if ppm is not None and tol is not None:
-        raise ValueError("give either ppm= or tol=, not both")
+    options = FeatureOptions.resolve(
+        features, mz=mz, ppm=ppm, tol=tol, min_frequency=min_frequency, max_features=max_features
+    )
     with ImzMLReader(path, cache=cache) as reader:
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
-        kind, centres, lo, hi, window_rule = choose_features(
-            reader, mz, ppm, tol, min_frequency, max_features, show_progress
-        )
+        kind, centres, lo, hi, window_rule = options.choose(reader, show_progress=show_progress)
         tic, found = reader._tic(show_progress=show_progress)
         if kind == "identity":
             matrix = _kernels.intensity_matrix(reader._acc)

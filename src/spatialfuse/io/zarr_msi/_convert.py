@@ -13,7 +13,8 @@ import numpy as np
 from spatialfuse._logging import logger, progress
 from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
-from spatialfuse.io.imzml._read import choose_features, feature_var, msi_obs, msi_provenance
+from spatialfuse.io.imzml._features import FeatureOptions
+from spatialfuse.io.imzml._read import feature_var, msi_obs, msi_provenance
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._partial import create_partial, remove_abandoned_partials, seal_partial
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
@@ -173,6 +174,7 @@ def convert_imzml(
     pixel_size_um: float | tuple[float, float] | None = None,
     min_frequency: float = 0.01,
     max_features: int | None = DEFAULT_MAX_FEATURES,
+    features: FeatureOptions | None = None,
     max_memory: str | int = "2GB",
     chunks: tuple[int, int] | None = None,
     compression: str | None = DEFAULT_COMPRESSION,
@@ -199,6 +201,9 @@ def convert_imzml(
         axis, processed files are binned onto a common axis (:func:`build_mz_axis`); ``mz=``
         values give ``± ppm`` / ``± tol`` windows instead. ``mz`` may also be an
         :class:`~spatialfuse.io.MzAxis`, whose own windows are then used.
+    features
+        The feature options as one :class:`~spatialfuse.io.FeatureOptions` (shared with
+        :func:`~spatialfuse.io.read_imzml`), instead of the keywords.
     max_memory
         Most memory the conversion holds at once, as ``"2GB"``, ``"512MiB"`` or bytes
         (:class:`ValueError` for anything else). About 700 bytes per spectrum go to the offset
@@ -240,8 +245,9 @@ def convert_imzml(
     from spatialfuse.io.imzml._reader import ImzMLReader
 
     budget = parse_memory(max_memory)
-    if ppm is not None and tol is not None:
-        raise ValueError("give either ppm= or tol=, not both")
+    options = FeatureOptions.resolve(
+        features, mz=mz, ppm=ppm, tol=tol, min_frequency=min_frequency, max_features=max_features
+    )
     output = Path(output_zarr).absolute()
     _check_output(output, overwrite)
     _compression_name(compression)  # a bad name fails before any work
@@ -255,9 +261,7 @@ def convert_imzml(
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
         usable_memory(reader.n_spectra, budget)  # too small a budget fails before any pass
-        kind, centres, lo, hi, rule = choose_features(
-            reader, mz, ppm, tol, min_frequency, max_features, show_progress
-        )
+        kind, centres, lo, hi, rule = options.choose(reader, show_progress=show_progress)
         compression_name = _compression_name(compression, kind)
         streamed = kind == "identity" and _kernels.intensity_matrix(reader._acc) is not None
         n, k = reader.n_spectra, centres.size
