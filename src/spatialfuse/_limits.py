@@ -19,7 +19,7 @@ import contextvars
 import dataclasses
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from spatialfuse.errors import FileFormatError, LimitExceededError, MissingFileError
 
@@ -137,16 +137,34 @@ def check_decoded_image(path: os.PathLike | str, shape: tuple[int, ...], itemsiz
     LimitExceededError
         The decoded pixels would exceed ``max_decoded_image_bytes``.
     """
+    dims = " × ".join(str(int(s)) for s in shape)
+    _refuse_image_bytes(
+        path,
+        shape,
+        itemsize,
+        lambda need, limit: (
+            f"decoding {dims} pixels needs {need}, more than the limit of {limit} "
+            "(max_decoded_image_bytes); read a downsampled copy or a region, or raise the "
+            f"limit ({_IMAGE_LIMIT_SETTINGS})"
+        ),
+    )
+
+
+#: Where ``max_decoded_image_bytes`` is raised (named in the errors).
+_IMAGE_LIMIT_SETTINGS = f"the config's limits: section or ${ENVIRONMENT['max_decoded_image_bytes']}"
+
+
+def _refuse_image_bytes(
+    path: os.PathLike | str | None,
+    shape: tuple[int, ...],
+    itemsize: int,
+    message: Callable[[str, str], str],
+) -> None:
+    """Raise ``LimitExceededError(path, message(needed, limit))`` over max_decoded_image_bytes."""
     n = _nbytes(shape, itemsize)
     limit = current_limits().max_decoded_image_bytes
     if n > limit:
-        dims = " × ".join(str(int(s)) for s in shape)
-        raise LimitExceededError(
-            path,
-            f"decoding {dims} pixels needs {_size(n)}, more than the limit of {_size(limit)} "
-            "(max_decoded_image_bytes); read a downsampled copy or a region, or raise the "
-            f"limit (the config's limits: section or ${ENVIRONMENT['max_decoded_image_bytes']})",
-        )
+        raise LimitExceededError(path, message(_size(n), _size(limit)))
 
 
 def check_resampled_image(
@@ -174,17 +192,18 @@ def check_resampled_image(
     LimitExceededError
         The resampled image would exceed ``max_decoded_image_bytes``.
     """
-    n = _nbytes(shape, itemsize)
-    limit = current_limits().max_decoded_image_bytes
-    if n > limit:
-        dims = " × ".join(f"{int(s):,}" for s in shape)
-        raise LimitExceededError(
-            path,
-            f"{why}: {dims} values need {_size(n)}, more than the limit of {_size(limit)} "
+    dims = " × ".join(f"{int(s):,}" for s in shape)
+    _refuse_image_bytes(
+        path,
+        shape,
+        itemsize,
+        lambda need, limit: (
+            f"{why}: {dims} values need {need}, more than the limit of {limit} "
             "(max_decoded_image_bytes). Check the pixel sizes (a unit of nm where µm was meant?) "
-            "or give pixel_size_um; raise the limit only if that resolution is meant (the "
-            f"config's limits: section or ${ENVIRONMENT['max_decoded_image_bytes']})",
-        )
+            "or give pixel_size_um; raise the limit only if that resolution is meant "
+            f"({_IMAGE_LIMIT_SETTINGS})"
+        ),
+    )
 
 
 def check_count(path: os.PathLike | str, what: str, n: int, name: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from spatialfuse.cli._echo import echo, failure
+from spatialfuse.cli._options import choice_option
 
 
 def _parse_chunks(ctx, param, value):
@@ -46,11 +47,10 @@ def _parse_chunks(ctx, param, value):
     default=None,
     help="Stored chunk shape ROWS,COLS (pixels, m/z); default 32 m/z × up to 8 MiB.",
 )
-@click.option(
+@choice_option(
     "--compression",
-    type=click.Choice(["auto", "lz4", "zstd", "none"]),
-    default="auto",
-    show_default=True,
+    ["auto", "lz4", "zstd", "none"],
+    "auto",
     help="auto: none for continuous data on its own axis, lz4 for binned tables.",
 )
 @click.option(

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from spatialfuse.cli._echo import echo, failure
+from spatialfuse.cli._options import choice_option
 from spatialfuse.workflow import EXAMPLE_CONFIG
 
 #: Exit status of a run stopped by a failed registration.
@@ -164,12 +165,7 @@ def _modality_for(path: Path, pixel_size: float | None):
 @click.command("register")
 @click.argument("moving", type=click.Path(exists=True, path_type=Path))
 @click.argument("fixed", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--model",
-    type=click.Choice(["rigid", "similarity", "affine", "bspline"]),
-    default="affine",
-    show_default=True,
-)
+@choice_option("--model", ["rigid", "similarity", "affine", "bspline"], "affine")
 @click.option("--landmarks", type=click.Path(exists=True, path_type=Path), help="Landmark CSV.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Transform JSON.")
 @click.option("--qc", type=click.Path(path_type=Path), help="Write the QC figure here (PNG).")
@@ -229,13 +225,8 @@ def register(
     required=True,
     help="MSI µm → Visium µm transform JSON (from `spatialfuse register` or a run).",
 )
-@click.option(
-    "--method",
-    type=click.Choice(["area", "radius", "nearest", "overlap"]),
-    default="area",
-    show_default=True,
-)
-@click.option("--aggregate", type=click.Choice(["mean", "sum"]), default="mean", show_default=True)
+@choice_option("--method", ["area", "radius", "nearest", "overlap"], "area")
+@choice_option("--aggregate", ["mean", "sum"], "mean")
 @click.option("--min-coverage", type=float, default=0.0, show_default=True)
 @click.option("--pixel-size", type=float, help="MSI µm per pixel, where the file lacks it.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5ad.")
@@ -276,9 +267,7 @@ def _parse_resolution(ctx, param, value):
 @click.command("cluster")
 @click.argument("visium", type=click.Path(exists=True, path_type=Path))
 @click.argument("msi_spots", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--method", type=click.Choice(["concat", "wnn", "mofa"]), default="concat", show_default=True
-)
+@choice_option("--method", ["concat", "wnn", "mofa"], "concat")
 @click.option(
     "--resolution",
     callback=_parse_resolution,

@@ -199,29 +199,35 @@ def _validate_positions(frame: pd.DataFrame, file: Path, *, first_line: int) -> 
         raise FileFormatError(file, f"empty barcode on line {line}")
     for col in POSITION_COLUMNS[1:]:
         values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise FileFormatError(
-                file,
-                f"column {col!r} has a missing or non-numeric value {frame[col].iloc[i]!r} "
-                f"on line {i + first_line} ({int(bad.sum()):,} such rows)",
-            )
+        _refuse_first(
+            ~np.isfinite(values),
+            file,
+            lambda i, n, col=col: (
+                f"column {col!r} has a missing or non-numeric value "
+                f"{frame[col].iloc[i]!r} on line {i + first_line} ({n:,} such rows)"
+            ),
+        )
         if col.startswith("pxl_"):
             out[col] = values
         else:
             # Grid indices are small integers; from ±2**53 on a float no longer holds every integer
             # (and beyond ±2**63 the int64 cast would wrap around).
-            bad = (values != np.round(values)) | (np.abs(values) > _MAX_GRID_INDEX)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise FileFormatError(
-                    file,
-                    f"column {col!r} must hold integers (grid indices); line {i + first_line} has "
-                    f"{frame[col].iloc[i]!r}",
-                )
+            _refuse_first(
+                (values != np.round(values)) | (np.abs(values) > _MAX_GRID_INDEX),
+                file,
+                lambda i, n, col=col: (
+                    f"column {col!r} must hold integers (grid indices); line "
+                    f"{i + first_line} has {frame[col].iloc[i]!r}"
+                ),
+            )
             out[col] = values.astype(np.int64)
     if not out.index.is_unique:
         dup = out.index[out.index.duplicated()][0]
         raise FileFormatError(file, f"barcode {dup!r} appears more than once")
     return out
+
+
+def _refuse_first(bad: np.ndarray, file: Path, problem) -> None:
+    """Raise ``FileFormatError(file, problem(i, n))`` for the first of ``n`` rows ``bad`` marks."""
+    if bad.any():
+        raise FileFormatError(file, problem(int(np.flatnonzero(bad)[0]), int(bad.sum())))

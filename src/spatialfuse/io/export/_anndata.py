@@ -128,14 +128,14 @@ def _shallow_anndata(adata: anndata.AnnData) -> anndata.AnnData:
         X=adata.X,
         obs=adata.obs.copy(),
         var=adata.var.copy(),
-        uns=dict(adata.uns),
-        obsm=dict(adata.obsm),
-        varm=dict(adata.varm),
-        obsp=dict(adata.obsp),
-        varp=dict(adata.varp),
-        layers=dict(adata.layers),
         raw=adata.raw.to_adata() if adata.raw is not None else None,
+        **_mapping_copies(adata, ("uns", "obsm", "varm", "obsp", "varp", "layers")),
     )
+
+
+def _mapping_copies(data, slots: tuple[str, ...]) -> dict[str, dict]:
+    """Each of ``data``'s mapping ``slots`` as a new dict holding the same values."""
+    return {slot: dict(getattr(data, slot)) for slot in slots}
 
 
 def _shallow_mudata(mdata: mudata.MuData) -> mudata.MuData:
@@ -151,12 +151,6 @@ def _shallow_mudata(mdata: mudata.MuData) -> mudata.MuData:
         {name: _shallow_anndata(modality) for name, modality in mdata.mod.items()},
         obs=mdata.obs.copy(),
         var=mdata.var.copy(),
-        obsm=dict(mdata.obsm),
-        varm=dict(mdata.varm),
-        obsp=dict(mdata.obsp),
-        varp=dict(mdata.varp),
-        obsmap=dict(mdata.obsmap),
-        varmap=dict(mdata.varmap),
         axis=mdata.axis,
-        uns=dict(mdata.uns),
+        **_mapping_copies(mdata, ("obsm", "varm", "obsp", "varp", "obsmap", "varmap", "uns")),
     )

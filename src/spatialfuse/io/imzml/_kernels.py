@@ -294,6 +294,35 @@ def _window_layers(lo: np.ndarray, hi_open: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(layer, dtype=np.int64) for layer in layers]
 
 
+def window_lookups(lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, WindowLookup]]:
+    """Closed windows ``[lo, hi]`` as layers of disjoint ones: ``(feature indices, lookup)``."""
+    hi_open = np.nextafter(hi, np.inf)
+    lookups = []
+    for layer in _window_layers(lo, hi_open):
+        ordered = layer[np.argsort(lo[layer], kind="stable")]
+        lookups.append((ordered, WindowLookup(lo[ordered], hi[ordered])))
+    return lookups
+
+
+def peak_cells(mz, intensity, lengths, lookups, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The table cells of concatenated peaks: ``(cell, intensity)`` of each peak in a window.
+
+    ``mz`` and ``intensity`` hold spectra of ``lengths`` peaks one after another; a cell is
+    ``spectrum × k + feature`` (spectra counted from the first given), once per window a peak
+    falls in, its weight the peak's intensity as float64.
+    """
+    ends = np.cumsum(lengths)
+    mz64 = mz.astype(np.float64, copy=False)
+    keys, weights = [], []
+    for features, lookup in lookups:
+        found = lookup(mz64)
+        hit = np.flatnonzero(found >= 0)
+        keys.append(np.searchsorted(ends, hit, side="right") * k + features[found[hit]])
+        weights.append(intensity[hit].astype(np.float64))
+        del found, hit
+    return np.concatenate(keys), np.concatenate(weights)
+
+
 def _chunk_cells(acc, lo, hi, *, show_progress):
     """Yield ``(start, stop, cells, sums)`` per chunk of spectra: non-empty table cells, sorted.
 
@@ -302,11 +331,7 @@ def _chunk_cells(acc, lo, hi, *, show_progress):
     """
     t = acc.table
     k = lo.size
-    hi_open = np.nextafter(hi, np.inf)
-    lookups = []
-    for layer in _window_layers(lo, hi_open):
-        ordered = layer[np.argsort(lo[layer], kind="stable")]
-        lookups.append((ordered, WindowLookup(lo[ordered], hi[ordered])))
+    lookups = window_lookups(lo, hi)
     mean_len = max(1.0, float(t.int_length.mean())) if t.n else 1.0
     rows_per_chunk = max(
         1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k))
@@ -316,17 +341,8 @@ def _chunk_cells(acc, lo, hi, *, show_progress):
         mz, intensity, lengths = acc.concatenated(a, b)
         if mz.size == 0:
             continue
-        ends = np.cumsum(lengths)
-        mz64 = mz.astype(np.float64, copy=False)
         n_cells = (b - a) * k
-        keys, weights = [], []
-        for features, lookup in lookups:
-            found = lookup(mz64)
-            hit = np.flatnonzero(found >= 0)
-            keys.append(np.searchsorted(ends, hit, side="right") * k + features[found[hit]])
-            weights.append(intensity[hit].astype(np.float64))
-        key = np.concatenate(keys)
-        weight = np.concatenate(weights)
+        key, weight = peak_cells(mz, intensity, lengths, lookups, k)
         if key.size * 4 > n_cells:  # dense chunk: one bincount over all its cells
             sums = np.bincount(key, weights=weight, minlength=n_cells)
             cells = np.flatnonzero(sums)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from spatialfuse.core.mz import WindowLookup
 from spatialfuse.io.imzml import _finite, _kernels
 from spatialfuse.io.zarr_msi._memory import Plan
 
@@ -191,20 +190,11 @@ def _windows_tile(spec, acc, array, r0, r1, c0, c1):
     return found
 
 
-def _peak_lookups(lo: np.ndarray, hi: np.ndarray):
-    hi_open = np.nextafter(hi, np.inf)
-    lookups = []
-    for layer in _kernels._window_layers(lo, hi_open):
-        ordered = layer[np.argsort(lo[layer], kind="stable")]
-        lookups.append((ordered, WindowLookup(lo[ordered], hi[ordered])))
-    return lookups
-
-
 def _peaks_tile(spec, acc, array, r0, r1, c0, c1):
     """Processed data: bin every peak of spectra ``r0:r1`` into windows ``c0:c1``."""
     t = acc.table
     k = c1 - c0
-    lookups = _peak_lookups(spec.lo[c0:c1], spec.hi[c0:c1])
+    lookups = _kernels.window_lookups(spec.lo[c0:c1], spec.hi[c0:c1])
     tile = np.zeros((r1 - r0, k), dtype=np.float32)
     flat = tile.reshape(-1)
     # Cut the rows into blocks whose peaks and cells fit the working budget.
@@ -217,19 +207,8 @@ def _peaks_tile(spec, acc, array, r0, r1, c0, c1):
         b = min(r1, max(b, a + 1))
         mz, intensity, counts = acc.concatenated(a, b)
         if mz.size:
-            ends = np.cumsum(counts)
-            mz64 = mz.astype(np.float64, copy=False)
-            keys, weights = [], []
-            for features, lookup in lookups:
-                found = lookup(mz64)
-                hit = np.flatnonzero(found >= 0)
-                keys.append(np.searchsorted(ends, hit, side="right") * k + features[found[hit]])
-                weights.append(intensity[hit].astype(np.float64))
-                del found, hit
-            del mz, mz64
-            key = np.concatenate(keys)
-            weight = np.concatenate(weights)
-            del keys, weights
+            key, weight = _kernels.peak_cells(mz, intensity, counts, lookups, k)
+            del mz, intensity
             n_cells = (b - a) * k
             offset = (a - r0) * k
             if key.size * 4 > n_cells:  # dense block: one bincount over all its cells
