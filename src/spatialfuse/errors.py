@@ -23,7 +23,19 @@ def _with_path(path: str | os.PathLike | None, message: str) -> str:
     return f"{os.fspath(path)}: {message}" if path is not None else message
 
 
-class FileFormatError(SpatialfuseError, ValueError):
+class _AboutAFile:
+    """What the errors about one file share: ``path``, ``problem`` and the path in the message.
+
+    ``path`` is None where there is no file; ``problem`` is the message without the path.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, message: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = message
+        super().__init__(_with_path(path, message))
+
+
+class FileFormatError(_AboutAFile, SpatialfuseError, ValueError):
     """A file exists but its content is malformed, inconsistent or not what was expected.
 
     Parameters
@@ -34,17 +46,12 @@ class FileFormatError(SpatialfuseError, ValueError):
         What is wrong, in words a user can act on.
     """
 
-    def __init__(self, path: str | os.PathLike | None, message: str):
-        self.path = None if path is None else os.fspath(path)
-        self.problem = message
-        super().__init__(_with_path(path, message))
-
 
 class UnsupportedFormatError(FileFormatError):
     """A file is valid but uses a feature spatialfuse does not read."""
 
 
-class MissingFileError(SpatialfuseError, FileNotFoundError):
+class MissingFileError(_AboutAFile, SpatialfuseError, FileNotFoundError):
     """A file that an input needs is absent.
 
     Parameters
@@ -55,13 +62,8 @@ class MissingFileError(SpatialfuseError, FileNotFoundError):
         Why it is needed or how to supply it.
     """
 
-    def __init__(self, path: str | os.PathLike, message: str):
-        self.path = os.fspath(path)
-        self.problem = message
-        super().__init__(_with_path(path, message))
 
-
-class CalibrationError(SpatialfuseError, ValueError):
+class CalibrationError(_AboutAFile, SpatialfuseError, ValueError):
     """The physical size of a pixel is unknown or inconsistent.
 
     Parameters
@@ -72,13 +74,8 @@ class CalibrationError(SpatialfuseError, ValueError):
         What is missing and how to supply it.
     """
 
-    def __init__(self, path: str | os.PathLike | None, message: str):
-        self.path = None if path is None else os.fspath(path)
-        self.problem = message
-        super().__init__(_with_path(path, message))
 
-
-class LimitExceededError(SpatialfuseError, ValueError):
+class LimitExceededError(_AboutAFile, SpatialfuseError, ValueError):
     """An input needs more than a resource limit allows (``spatialfuse._limits``).
 
     Parameters
@@ -88,11 +85,6 @@ class LimitExceededError(SpatialfuseError, ValueError):
     message
         The size, the limit and how to raise it.
     """
-
-    def __init__(self, path: str | os.PathLike | None, message: str):
-        self.path = None if path is None else os.fspath(path)
-        self.problem = message
-        super().__init__(_with_path(path, message))
 
 
 class DataWarning(SpatialfuseWarning):
@@ -157,7 +149,7 @@ class OutputFolderError(SpatialfuseError, OSError):
         super().__init__(_with_path(folder, message))
 
 
-class OutputWriteError(SpatialfuseError, OSError):
+class OutputWriteError(_AboutAFile, SpatialfuseError, OSError):
     """An output could not be written (a full disk, a quota, a failing device).
 
     Parameters
@@ -167,11 +159,6 @@ class OutputWriteError(SpatialfuseError, OSError):
     message
         Why, and what became of the file.
     """
-
-    def __init__(self, path: str | os.PathLike, message: str):
-        self.path = os.fspath(path)
-        self.problem = message
-        super().__init__(_with_path(path, message))
 
 
 class MissingDependencyError(SpatialfuseError, ImportError):

@@ -122,27 +122,25 @@ unitCvRef="MS" unitAccession="MS:1000131" unitName="number of detector counts"/>
           </scan>
         </scanList>
         <binaryDataArrayList count="2">
-          <binaryDataArray encodedLength="0">
-            <referenceableParamGroupRef ref="mzArray"/>
-            <cvParam cvRef="IMS" accession="IMS:1000103" name="external array length" \
-value="{mz_len}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000104" name="external encoded length" \
-value="{mz_enc}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000102" name="external offset" value="{mz_off}"/>
-            <binary/>
-          </binaryDataArray>
-          <binaryDataArray encodedLength="0">
-            <referenceableParamGroupRef ref="intensityArray"/>
-            <cvParam cvRef="IMS" accession="IMS:1000103" name="external array length" \
-value="{int_len}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000104" name="external encoded length" \
-value="{int_enc}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000102" name="external offset" value="{int_off}"/>
-            <binary/>
-          </binaryDataArray>
-        </binaryDataArrayList>
+{mz_array}{intensity_array}        </binaryDataArrayList>
       </spectrum>
 """
+
+#: One external binary array of a spectrum (``{{x}}`` stays a field of the spectrum template).
+_IMZML_ARRAY = """          <binaryDataArray encodedLength="0">
+            <referenceableParamGroupRef ref="{ref}"/>
+            <cvParam cvRef="IMS" accession="IMS:1000103" name="external array length" \
+value="{{{key}_len}}"/>
+            <cvParam cvRef="IMS" accession="IMS:1000104" name="external encoded length" \
+value="{{{key}_enc}}"/>
+            <cvParam cvRef="IMS" accession="IMS:1000102" name="external offset" \
+value="{{{key}_off}}"/>
+            <binary/>
+          </binaryDataArray>
+"""
+_IMZML_SPECTRUM = _IMZML_SPECTRUM.replace(
+    "{mz_array}", _IMZML_ARRAY.format(ref="mzArray", key="mz")
+).replace("{intensity_array}", _IMZML_ARRAY.format(ref="intensityArray", key="int"))
 
 _IMZML_TAIL = """    </spectrumList>
   </run>

@@ -122,11 +122,7 @@ class Journal:
             if not os.path.lexists(path):
                 continue
             logger.info("removing %s, left by an interrupted run", path)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            _remove(path)
             removed.append(path)
         self._compact([o for o in dict.fromkeys(outs) if os.path.lexists(self.folder / o)])
         return removed
@@ -186,11 +182,7 @@ class Journal:
             logger.info(
                 "removing %s, an output of an earlier run that this run did not write", path
             )
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            _remove(path)
             removed.append(relative)
         return removed
 
@@ -315,3 +307,12 @@ def check_foreign(journal: Journal, *, force: bool = False) -> None:
             "anyway: those files are kept, but any at a path the run writes is replaced",
             found[:SHOWN],
         )
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (never what it points to) or a folder tree; gone already is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

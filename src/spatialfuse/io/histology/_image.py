@@ -226,11 +226,8 @@ class HistologyImage:
         numpy.ndarray
             ``(rows, cols, n_channels)`` array of ``dtype``.
         """
-        level = self._level(level)
-        h, w = self.level_shapes[level]
-        check_decoded_image(self.path, (h, w, self.n_channels), self.dtype.itemsize)
-        with self._src.reader(level) as rd:
-            return rd.region(0, h, 0, w)
+        h, w = self.level_shapes[self._level(level)]
+        return self.read_region(0, 0, w, h, level=level)
 
     def read_region(
         self, x0: int, y0: int, width: int, height: int, *, level: int = 0
