@@ -52,6 +52,14 @@ Returns
     The copy when ``copy`` is true, else None. Slots written:"""
 
 
+def object_and_path(data: str) -> str:
+    """The first two parameters of a writer: ``data`` and the output ``path``."""
+    return f"""{data}
+    The object to write.
+path
+    Output file (its folder is created; an existing file is replaced)."""
+
+
 #: The options of the PCA that ends ``preprocess_rna`` and ``preprocess_msi``.
 PCA_OPTIONS = """scale
     Z-score the features (clipped at ``max_value``) before the PCA.

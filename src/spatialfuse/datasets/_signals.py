@@ -195,11 +195,8 @@ def ion_intensities(
 
     Parameters
     ----------
-    region_fractions
-        ``(n_pixels, n_regions)`` area fraction of each region under each pixel.
-    gradient_values
-        ``(n_pixels, 2)`` area-mean of ``[label == tumor_a] · radial`` and
-        ``[label == tumor_b] · ramp``.
+    region_fractions, gradient_values
+        As for :func:`expected_ion_signal`, one row per pixel (``n = n_pixels``).
     grid_rows
         0-based acquisition row of each pixel (row-wise drift), ``n_rows`` rows in all.
 
@@ -293,34 +290,28 @@ def design_genes(rng: np.random.Generator, n_genes: int) -> GeneDesign:
     names, kinds, targets = [], [], []
     base = np.zeros(n_genes)
     fold = np.ones((n_groups, n_genes))
-    j = 0
+
+    def add(name: str, kind: str, typical: float, spread: float, target: str = "") -> int:
+        """Append a gene with a lognormal base level around ``typical``; return its index."""
+        j = len(names)
+        names.append(name)
+        base[j] = np.exp(rng.normal(np.log(typical), spread))
+        kinds.append(kind)
+        targets.append(target)
+        return j
+
     for i in range(counts["housekeeping"]):
-        names.append(f"HK{i + 1}")
-        base[j] = np.exp(rng.normal(np.log(20.0), 0.5))
-        kinds.append("housekeeping")
-        targets.append("")
-        j += 1
+        add(f"HK{i + 1}", "housekeeping", 20.0, 0.5)
     for i in range(counts["marker"]):
         group = i % n_groups
-        names.append(f"{_GENE_PREFIX[group]}{i // n_groups + 1}")
-        base[j] = np.exp(rng.normal(np.log(2.0), 0.5))
+        name = f"{_GENE_PREFIX[group]}{i // n_groups + 1}"
+        j = add(name, "marker", 2.0, 0.5, GENE_GROUP_NAMES[group])
         fold[group, j] = rng.uniform(12.0, 30.0)
-        kinds.append("marker")
-        targets.append(GENE_GROUP_NAMES[group])
-        j += 1
     for i in range(counts["graded"]):
-        names.append(f"GRD{i + 1}")
-        base[j] = np.exp(rng.normal(np.log(5.0), 0.8))
+        j = add(f"GRD{i + 1}", "graded", 5.0, 0.8)
         fold[:, j] = np.exp(rng.normal(0.0, 0.7, size=n_groups))
-        kinds.append("graded")
-        targets.append("")
-        j += 1
     for i in range(counts["background"]):
-        names.append(f"GEN{i + 1}")
-        base[j] = np.exp(rng.normal(np.log(0.5), 1.0))
-        kinds.append("background")
-        targets.append("")
-        j += 1
+        add(f"GEN{i + 1}", "background", 0.5, 1.0)
     expression = base[None, :] * fold
     expression /= expression.sum(axis=1, keepdims=True)
     return GeneDesign(

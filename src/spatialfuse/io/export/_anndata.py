@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spatialfuse._docs import fill_doc, object_and_path
 from spatialfuse._io_utils import atomic_path
 from spatialfuse.errors import OutputWriteError
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["write_h5ad", "write_h5mu"]
 
 
+@fill_doc(object_and_path=object_and_path("adata"))
 def write_h5ad(
     adata: anndata.AnnData,
     path: str | os.PathLike,
@@ -36,10 +38,7 @@ def write_h5ad(
 
     Parameters
     ----------
-    adata
-        The object to write.
-    path
-        Output file (its folder is created; an existing file is replaced).
+    {object_and_path}
     compression
         ``"gzip"``, ``"lzf"`` or None, as in :meth:`anndata.AnnData.write_h5ad`.
     **kwargs
@@ -61,6 +60,7 @@ def write_h5ad(
     return path
 
 
+@fill_doc(object_and_path=object_and_path("mdata"))
 def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> Path:
     """Write a MuData to ``.h5mu`` atomically.
 
@@ -71,10 +71,7 @@ def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> 
 
     Parameters
     ----------
-    mdata
-        The object to write.
-    path
-        Output file (its folder is created; an existing file is replaced).
+    {object_and_path}
     **kwargs
         Passed to :func:`mudata.write_h5mu` (HDF5 dataset options such as ``compression``).
 
