@@ -109,3 +109,11 @@ def test_sphinx_builds_without_warnings(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "html" / "api" / "generated" / "spatialfuse.tl.map_to_spots.html").is_file()
+
+
+def test_layer_diagram_is_current():
+    """docs/architecture.md embeds the layer diagram docs/layer_diagram.py draws from the code."""
+    import runpy
+
+    script = runpy.run_path(str(DOCS / "layer_diagram.py"))
+    assert script["main"](["--check"]) == 0, "run python docs/layer_diagram.py"
