@@ -29,7 +29,7 @@ DISPLAY_SIZE = 1024
 OVERLAY_SIZE = 600
 #: The overlay: the warped moving image in this colour map, over the fixed image at this opacity
 #: (a colour map far from the pinks and purples of H&E stains).
-OVERLAY_COLORMAP, OVERLAY_OPACITY = "viridis", 0.55
+OVERLAY_COLORMAP, OVERLAY_OPACITY = "viridis", 0.45
 #: Size of a new window (logical pixels): room for both images and the panel.
 WINDOW_SIZE = (1500, 900)
 
@@ -204,18 +204,19 @@ class LandmarkPicker:
         self._moving_picture_layers = self._add_pictures(moving_pictures, moving_name, 0.0)
         self._fixed_picture_layers = self._add_pictures(fixed_pictures, fixed_name, self.offset_x)
         self.overlay_layer = self._add_overlay()
+        self.moving_layer = self._add_point_layer(f"{moving_name} points", MOVING_COLOUR, 0.0)
+        self.fixed_layer = self._add_point_layer(
+            f"{fixed_name} points", FIXED_COLOUR, self.offset_x
+        )
+        # On top of the fixed points: a cross beside its disc is a pair the fit does not follow.
         self.predicted_layer = viewer.add_points(
             np.zeros((0, 2)),
             name="fit: moving points on the fixed image",
             symbol="cross",
-            size=self._point_size(),
+            size=0.7 * self._point_size(),
             face_color=PREDICTED_COLOUR,
             border_width=0,
             translate=(0.0, self.offset_x),
-        )
-        self.moving_layer = self._add_point_layer(f"{moving_name} points", MOVING_COLOUR, 0.0)
-        self.fixed_layer = self._add_point_layer(
-            f"{fixed_name} points", FIXED_COLOUR, self.offset_x
         )
         self.predicted_layer.editable = False
         self._build_panel()
@@ -226,6 +227,10 @@ class LandmarkPicker:
         viewer.layers.selection.active = self.moving_layer
         self.moving_layer.mode = "add"
         viewer.reset_view()
+        # Once more when Qt has laid out the panel (the canvas is narrower then).
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(200, viewer.reset_view)
 
     # -- layers ---------------------------------------------------------------------------------
 
