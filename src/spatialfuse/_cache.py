@@ -11,12 +11,38 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from spatialfuse._limits import require_regular_file
 from spatialfuse._logging import logger
 
 _EDGE = 1 << 16
+
+T = TypeVar("T")
+
+
+def cached(
+    lookup: Callable[[], T | None], compute: Callable[[], T], store: Callable[[T], None]
+) -> tuple[T, bool]:
+    """The one way spatialfuse uses a cache: look up, else compute and store.
+
+    ``lookup`` returns the stored value or None (a miss, also for a damaged entry); on a miss
+    ``compute`` makes the value and ``store`` keeps it. Used for the imzML offset tables here and
+    for the pipeline's steps (``workflow/_steps_cache.py``).
+
+    Returns
+    -------
+    tuple
+        ``(value, reused)``: ``reused`` is True when the value came from the cache.
+    """
+    value = lookup()
+    if value is not None:
+        return value, True
+    value = compute()
+    store(value)
+    return value, False
 
 
 def cache_dir() -> Path:

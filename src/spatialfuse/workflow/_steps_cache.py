@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from spatialfuse._cache import cache_key, file_fingerprint
+from spatialfuse._cache import cache_key, cached, file_fingerprint
 from spatialfuse._io_utils import atomic_path
 from spatialfuse._logging import logger
 from spatialfuse._version import __version__
@@ -196,14 +196,13 @@ class StepCache:
         tuple
             ``(result, reused)``: ``reused`` is True when it came from the cache.
         """
-        stored = self.load(step, key, suffix, load)
-        if stored is not None:
-            return stored, True
-        value = compute()
-        with self.store(step, key, suffix) as tmp:
-            save(value, tmp)
-        self.stored(step)
-        return value, False
+
+        def store(value: T) -> None:
+            with self.store(step, key, suffix) as tmp:
+                save(value, tmp)
+            self.stored(step)
+
+        return cached(lambda: self.load(step, key, suffix, load), compute, store)
 
 
 def _sha256(path: Path) -> str:

@@ -198,33 +198,41 @@ class ImzMLReader:
     def _offset_table(self, xml_mm, *, cache: bool, validate: bool) -> tuple[SpectrumTable, str]:
         if validate:
             return scan_generic(self.path, self._header), "generic"
-        key = None
-        if cache:
+
+        def scan() -> tuple[SpectrumTable, str]:
+            try:
+                return scan_fast(xml_mm, self._header), "fast"
+            except NotRegular as why:
+                logger.debug("%s: general scanner used (%s)", self.path, why)
+                return scan_generic(self.path, self._header), "generic"
+
+        if not cache:
+            table, method = scan()
+        else:
             key = _cache.cache_key(
                 SCAN_VERSION,
                 _cache.file_fingerprint(self.path),
                 _cache.file_fingerprint(self.ibd_path),
             )
-            arrays = _cache.load_npz("imzml", key)
-            if arrays is not None:
+
+            def lookup() -> tuple[SpectrumTable, str] | None:
+                arrays = _cache.load_npz("imzml", key)
                 try:
-                    return SpectrumTable.from_arrays(arrays), "cache"
+                    return None if arrays is None else (SpectrumTable.from_arrays(arrays), "cache")
                 except (KeyError, TypeError, ValueError):
-                    pass
-        try:
-            table, method = scan_fast(xml_mm, self._header), "fast"
-        except NotRegular as why:
-            logger.debug("%s: general scanner used (%s)", self.path, why)
-            table, method = scan_generic(self.path, self._header), "generic"
-        if self._header.spectrum_count is not None and table.n != self._header.spectrum_count:
+                    return None  # a damaged entry is a miss
+
+            (table, method), _ = _cache.cached(
+                lookup, scan, lambda found: _cache.save_npz("imzml", key, found[0].to_arrays())
+            )
+        count = self._header.spectrum_count
+        if method != "cache" and count is not None and table.n != count:
             warnings.warn(
-                f"{self.path}: spectrumList count says {self._header.spectrum_count} spectra, "
+                f"{self.path}: spectrumList count says {count} spectra, "
                 f"the file holds {table.n}; all {table.n} are read",
                 DataWarning,
                 stacklevel=3,
             )
-        if key is not None:
-            _cache.save_npz("imzml", key, table.to_arrays())
         return table, method
 
     def _check_uuid(self, check: bool) -> None:
