@@ -200,6 +200,12 @@ class Correlation(_Model):
     ppm: Positive | None = None
     tol: Positive | None = None
 
+    @model_validator(mode="after")
+    def _one_window(self) -> Correlation:
+        if self.ppm is not None and self.tol is not None:
+            raise ValueError("give ppm or tol, not both")
+        return self
+
 
 class Outputs(_Model):
     """Which outputs to write."""
