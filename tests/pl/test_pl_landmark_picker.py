@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ pytest.importorskip("pytestqt", reason="pytest-qt not installed (pip install pyt
 
 import spatialfuse as sf
 
-# A napari window, a synthetic trio and a registration: ~25 s in all on 2 cores.
+REFERENCES = Path(__file__).resolve().parents[2] / "benchmarks" / "real_references"
+# Napari windows, a synthetic trio, the real bladder pair and registrations: ~1 min on 2 cores.
 pytestmark = pytest.mark.slow
 
 _PROBE = """
@@ -294,5 +296,84 @@ def test_landmarks_given_at_the_start_and_the_panel_controls(
         # The MSI's candidate images are layers (the one registration shows is visible).
         names = [layer.name for layer in picker.viewer.layers]
         assert {"moving pc1", "moving tic", "fixed image"} <= set(names)
+    finally:
+        picker.close()
+
+
+def test_msi_onto_a_visium_image(qtbot, trio_inputs):
+    """The fixed image may be a Visium folder: its H&E in the full-resolution µm frame."""
+    trio, msi, _ = trio_inputs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        visium = sf.io.read_visium(trio.visium)
+    picker = sf.pl.pick_landmarks(msi, visium, names=("MSI", "Visium"))
+    try:
+        picture = next(layer for layer in picker.viewer.layers if layer.name == "Visium image")
+        assert picture.rgb
+        spatial = next(iter(visium.uns["spatial"].values()))
+        scale = spatial["scalefactors"]["tissue_hires_scalef"]
+        pixel = visium.uns["spatialfuse"]["um_per_px"] / scale
+        np.testing.assert_allclose(picture.scale, (pixel, pixel))
+        moving = _tissue_points(picker, 6, seed=2)
+        picker.set_points(moving, trio.msi_to_visium.apply(moving))
+        assert "6 pair(s)" in picker.text and "affine fit on 6 pairs" in picker.text
+        # The serial section's smooth warp (≤ 30 µm) is what an affine leaves.
+        assert picker.session.fit.fre_um.max() < 40
+        tissue = picker.session.moving_image.centres_um(mask_only=True)
+        error = np.linalg.norm(
+            picker.session.transform.apply(tissue) - trio.msi_to_visium.apply(tissue), axis=1
+        )
+        assert np.median(error) < 40
+        opaque = np.asarray(picker.overlay_layer.data)[..., 3] > 0.5
+        fixed_mask = picker.session.fixed_image.mask
+        assert 2 * (opaque & fixed_mask).sum() / (opaque.sum() + fixed_mask.sum()) > 0.7
+    finally:
+        picker.close()
+
+
+def test_real_bladder_pair_with_its_reference_landmarks(qtbot, shared_data, tmp_path):
+    """The real bladder MSI and H&E with the 11 hand-placed reference landmarks
+    (benchmarks/real_references): the panel reports their fit, Register refines from them."""
+    import pandas as pd
+    from qtpy.QtCore import Qt
+
+    folder = shared_data / "paired" / "bladder_spamtp"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not in the shared data")
+    msi = sf.io.read_imzml(folder / "mouse_bladder_79peaks.imzML")
+    # The TIFF states no usable pixel size; 2.8 µm is what registration estimates for it.
+    he = sf.io.read_histology(folder / "mouse_urinary_bladder_HE.tif", pixel_size_um=2.8)
+    table = pd.read_csv(REFERENCES / "bladder_spamtp_landmarks.csv")
+    pixel = 10.0
+    x0, y0 = int(msi.obs["imzml_x"].min()), int(msi.obs["imzml_y"].min())
+    # 0-based grid column/row and optical pixel, centres at integers (real_references/README.md)
+    moving = np.column_stack(
+        [(table["msi_col"] + x0 - 0.5) * pixel, (table["msi_row"] + y0 - 0.5) * pixel]
+    )
+    fixed = (table[["optical_x", "optical_y"]].to_numpy(np.float64) + 0.5) * 2.8
+    picker = sf.pl.pick_landmarks(
+        msi,
+        he,
+        landmarks=(moving, fixed),
+        names=("MSI", "H&E"),
+        transform_path=tmp_path / "bladder.json",
+    )
+    try:
+        fit = sf.reg.from_landmarks(moving, fixed)
+        median = float(np.nanmedian(fit.loo_tre_um))
+        assert "11 pair(s): 11 moving point(s), 11 fixed point(s)" in picker.text
+        assert f"leave-one-out error: median {median:.1f} µm ({median / pixel:.2f} MSI px)" in (
+            picker.text
+        )
+        assert median / pixel < 3  # the references are good to about 2 MSI pixels
+        qtbot.mouseClick(picker.register_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not picker.registering, timeout=300_000)
+        result = picker.session.registration.result
+        assert result.ok, result.failures
+        picker.save_transform()
+        refined = sf.reg.Transform.load(tmp_path / "bladder.json")
+        tissue = picker.session.moving_image.centres_um(mask_only=True)
+        apart = np.linalg.norm(refined.apply(tissue) - fit.transform.apply(tissue), axis=1)
+        assert np.median(apart) / pixel < 3  # within the references' own uncertainty
     finally:
         picker.close()
