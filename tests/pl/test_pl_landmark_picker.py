@@ -377,3 +377,62 @@ def test_real_bladder_pair_with_its_reference_landmarks(qtbot, shared_data, tmp_
         assert np.median(apart) / pixel < 3  # within the references' own uncertainty
     finally:
         picker.close()
+
+
+def test_the_command_opens_the_window_for_a_step_of_a_run(
+    qtbot, trio_inputs, tmp_path, monkeypatch
+):
+    """``spatialfuse pick-landmarks config.yaml msi:he`` in a real window; a 'user' clicks, saves
+    and closes it; the run config then registers from the saved landmarks."""
+    from click.testing import CliRunner
+    from qtpy.QtCore import Qt
+
+    from spatialfuse.cli.main import cli
+    from spatialfuse.workflow import load_config, read_modality, register_pair
+
+    trio = trio_inputs[0]
+    config = tmp_path / "config.yaml"
+    lines = [
+        "output: out",
+        "modalities:",
+        f"  msi: {{kind: imzml, path: '{trio.msi}'}}",
+        f"  he: {{kind: histology, path: '{trio.he}'}}",
+        "registrations:",
+        "  - {moving: msi, fixed: he, seed: 3}",
+    ]
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    real = sf.pl.pick_landmarks
+    seen = {}
+
+    def user(data, reference, **kwargs):
+        assert kwargs.pop("block") is True  # the command runs the window until it is closed
+        picker = real(data, reference, **kwargs)
+        seen.update(kwargs, layers=[layer.name for layer in picker.viewer.layers])
+        moving = _tissue_points(picker, 5)
+        picker.set_points(moving, trio.msi_to_he.apply(moving))
+        qtbot.mouseClick(picker.save_landmarks_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(picker.save_transform_button, Qt.MouseButton.LeftButton)
+        picker.close()
+        return picker
+
+    monkeypatch.setattr(sf.pl, "pick_landmarks", user)
+    result = CliRunner().invoke(cli, ["pick-landmarks", str(config), "msi:he"])
+    assert result.exit_code == 0, result.output
+    assert {"msi points", "he points", "he image"} <= set(seen["layers"])
+    assert seen["register_options"]["seed"] == 3
+    csv = tmp_path / "landmarks" / "msi_to_he.csv"
+    assert "5 landmark pair(s) clicked" in result.output and f"landmarks: {csv}" in result.output
+    moving, fixed = sf.reg.read_landmarks(csv)
+    np.testing.assert_allclose(fixed, trio.msi_to_he.apply(moving), rtol=1e-12)
+    saved = sf.reg.Transform.load(csv.with_suffix(".json"))
+    np.testing.assert_allclose(saved.apply(moving), fixed, atol=1e-6)
+    # The lines the command printed, added to the config: the step registers from them.
+    lines[-1] = f"  - {{moving: msi, fixed: he, landmarks: '{csv}', start_from_landmarks: true}}"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = load_config(config)
+    step = cfg.registrations[0]
+    run = register_pair(
+        read_modality(cfg.modalities["msi"]), read_modality(cfg.modalities["he"]), step
+    )
+    assert run.ok, run.failures
+    assert run.metrics["tre_um_median"] < 0.25 * 50
