@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 #: Colours of the two point sets and of the fit's predictions.
 MOVING_COLOUR, FIXED_COLOUR, PREDICTED_COLOUR = "#ff4fd8", "#3fd0ff", "#ffe14d"
-#: Longest side (pixels) of the optical images' display copies and of the overlay grid.
-DISPLAY_SIZE = 1024
+#: Longest side (pixels) of the optical images' display copies (default) and of the overlay grid.
+DISPLAY_SIZE = 2048
 OVERLAY_SIZE = 600
 #: The overlay: the warped moving image in this colour map, over the fixed image at this opacity
 #: (a colour map far from the pinks and purples of H&E stains).
@@ -90,7 +90,7 @@ def _registration_image(obj: Any, *, msi_image: Any, channel: str) -> Registrati
     )
 
 
-def _display_pictures(obj: Any, image: RegistrationImage) -> list[dict]:
+def _display_pictures(obj: Any, image: RegistrationImage, max_size: int) -> list[dict]:
     """What the viewer shows of an input: an RGB picture where it has one, and its channels.
 
     Each entry: ``name``, ``data``, ``pixel_size_um`` ``(x, y)``, ``origin_um``, ``rgb``,
@@ -98,7 +98,7 @@ def _display_pictures(obj: Any, image: RegistrationImage) -> list[dict]:
     """
     pictures = []
     if hasattr(obj, "downsampled") and hasattr(obj, "extent_um"):
-        array, size = obj.downsampled(max_size=DISPLAY_SIZE)
+        array, size = obj.downsampled(max_size=max_size)
         pictures.append(
             {"name": "image", "data": array, "pixel_size_um": size, "rgb": array.ndim == 3}
         )
@@ -529,6 +529,7 @@ def pick_landmarks(
     transform_path: str | os.PathLike | None = None,
     register_options: dict | None = None,
     names: tuple[str, str] | None = None,
+    display_size: int = DISPLAY_SIZE,
     viewer: napari.Viewer | None = None,
     show: bool = True,
     block: bool = False,
@@ -572,6 +573,9 @@ def pick_landmarks(
         ``start_from_landmarks=True`` and the ``model`` of register's default).
     names
         Names of the two inputs in the viewer (default ``("moving", "fixed")``).
+    display_size
+        Longest side (pixels) of the copy of a histology image shown (read from the pyramid
+        level that fits); larger shows finer detail to click on and takes more memory.
     viewer
         A napari viewer to draw into (default: a new one).
     show
@@ -609,8 +613,8 @@ def pick_landmarks(
     picker = LandmarkPicker(
         session,
         viewer=viewer,
-        moving_pictures=_display_pictures(data, moving_image),
-        fixed_pictures=_display_pictures(reference, fixed_image),
+        moving_pictures=_display_pictures(data, moving_image, display_size),
+        fixed_pictures=_display_pictures(reference, fixed_image, display_size),
         moving_name=moving_name,
         fixed_name=fixed_name,
         landmarks_path=None if landmarks_path is None else Path(landmarks_path),
