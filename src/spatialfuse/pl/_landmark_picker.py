@@ -395,7 +395,11 @@ class LandmarkPicker:
         self._updating = True
         try:
             for layer in (self.moving_layer, self.fixed_layer):
-                layer.features = pd.DataFrame({"pair": np.arange(1, len(layer.data) + 1)})
+                numbers = np.arange(1, len(layer.data) + 1)
+                current = layer.features.get("pair")
+                if current is not None and np.array_equal(np.asarray(current), numbers):
+                    continue  # a drag moves points without renumbering them
+                layer.features = pd.DataFrame({"pair": numbers})
                 layer.feature_defaults = {"pair": len(layer.data) + 1}
         finally:
             self._updating = False
