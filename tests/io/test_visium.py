@@ -738,3 +738,17 @@ def test_heavy_imports_are_deferred():
         elif isinstance(node, ast.ImportFrom) and node.module:
             top.add(node.module.split(".")[0])
     assert not top & heavy
+
+
+def test_input_files_follow_the_counts_file_the_reader_is_given(tmp_path):
+    from spatialfuse.io import input_files
+
+    (tmp_path / "spatial").mkdir()
+    (tmp_path / "spatial" / "tissue_positions.csv").write_text("barcode\n", encoding="utf-8")
+    for name in ("filtered_feature_bc_matrix.h5", "raw_feature_bc_matrix.h5"):
+        (tmp_path / name).write_bytes(b"")
+    default = input_files(tmp_path, "visium")
+    raw = input_files(tmp_path, "visium", counts_file="raw_feature_bc_matrix.h5")
+    assert tmp_path / "filtered_feature_bc_matrix.h5" in default
+    assert tmp_path / "raw_feature_bc_matrix.h5" in raw
+    assert tmp_path / "filtered_feature_bc_matrix.h5" not in raw

@@ -123,6 +123,77 @@ def test_the_steps_pass_every_config_option_on(monkeypatch):
             assert passed[parameter] == getattr(config, field_name), (section, field_name)
 
 
+#: modality kind → (reader, its parameters a modality does not set, each with the reason).
+READERS = {
+    "imzml": (
+        sf.io.read_imzml,
+        {
+            "path": "the modality's path",
+            "features": "the same options as the modality's own keys (mz, ppm, ...)",
+            "show_progress": "the command line's --quiet",
+        },
+    ),
+    "histology": (sf.io.read_histology, {"path": "the modality's path"}),
+    "visium": (sf.io.read_visium, {"path": "the modality's path"}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_every_reader_option_is_a_modality_key_with_its_default(kind):
+    reader, not_in_config = READERS[kind]
+    fields = _config.Modality.model_fields
+    compared, missing, drift = [], [], []
+    for name, parameter in inspect.signature(reader).parameters.items():
+        if name in not_in_config:
+            continue
+        if name not in fields:
+            missing.append(name)
+            continue
+        compared.append(name)
+        if fields[name].default != parameter.default:
+            drift.append(f"{name}: {fields[name].default!r} vs {parameter.default!r}")
+    assert compared, f"{kind}: nothing compared"
+    assert not missing, f"a {kind} modality cannot set {reader.__name__}'s {missing}"
+    assert not drift, f"{kind} modality defaults differ from {reader.__name__}'s: {drift}"
+
+
+def test_read_modality_passes_the_options_of_its_kind(monkeypatch, tmp_path):
+    import functools
+
+    from spatialfuse.workflow import _steps
+
+    calls = {}
+    for name in ("read_imzml", "read_histology", "read_visium"):
+        original = getattr(sf.io, name)
+
+        def recorder(path, _name=name, **kwargs):
+            calls[_name] = kwargs
+
+        monkeypatch.setattr(sf.io, name, functools.wraps(original)(recorder))
+    monkeypatch.setattr(_steps, "_check_spots_on_tissue", lambda visium, path: visium)
+    given = {
+        "imzml": {"mz": [760.5], "ppm": 3.0, "min_frequency": 0.1, "max_features": 50},
+        "histology": {"series": 1, "pixel_size_um": 0.5},
+        "visium": {"counts_file": "raw_feature_bc_matrix.h5", "load_images": False},
+    }
+    for kind, options in given.items():
+        modality = _config.Modality(kind=kind, path=tmp_path / kind, **options)
+        _steps.read_modality(modality)
+        passed = calls[READERS[kind][0].__name__]
+        for name, value in options.items():
+            assert passed[name] == value, (kind, name)
+        assert set(passed) <= set(_config.Modality.model_fields), passed
+
+
+def test_a_modality_refuses_another_kinds_reader_options(tmp_path):
+    from spatialfuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="series"):
+        _config.parse_config(
+            {"modalities": {"m": {"kind": "imzml", "path": "a.imzML", "series": 1}}}, base=tmp_path
+        )
+
+
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_config_defaults_are_the_library_defaults(section):
     model = getattr(_config, section)

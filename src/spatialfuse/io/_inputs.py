@@ -17,7 +17,9 @@ from spatialfuse.errors import ConfigError
 INPUT_KINDS = ("imzml", "histology", "visium")
 
 
-def input_files(path: str | os.PathLike, kind: str) -> list[Path]:
+def input_files(
+    path: str | os.PathLike, kind: str, *, counts_file: str | os.PathLike | None = None
+) -> list[Path]:
     """The files the reader of ``kind`` opens when given ``path``.
 
     Parameters
@@ -28,6 +30,8 @@ def input_files(path: str | os.PathLike, kind: str) -> list[Path]:
         :func:`~spatialfuse.io.read_visium` accepts).
     kind
         ``"imzml"``, ``"histology"`` or ``"visium"``.
+    counts_file
+        ``visium``: the count matrix the reader is given (None: its default).
 
     Returns
     -------
@@ -49,7 +53,11 @@ def input_files(path: str | os.PathLike, kind: str) -> list[Path]:
     if kind == "visium":
         from spatialfuse.io.visium import visium_files
 
-        return visium_files(path)
+        return (
+            visium_files(path)
+            if counts_file is None
+            else visium_files(path, counts_file=counts_file)
+        )
     if kind == "histology":
         return [Path(path)]
     raise ConfigError(

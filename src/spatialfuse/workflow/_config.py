@@ -27,12 +27,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+Positive = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=1)]
+
+
 class Modality(_Model):
-    """One input file or folder."""
+    """One input file or folder, with the options of its reader.
+
+    ``kind: imzml`` is read with :func:`spatialfuse.io.read_imzml` (its m/z features as in
+    :class:`spatialfuse.io.FeatureOptions`), ``histology`` with
+    :func:`spatialfuse.io.read_histology`, ``visium`` with :func:`spatialfuse.io.read_visium`;
+    an option of another kind's reader is refused.
+    """
 
     kind: Literal["imzml", "histology", "visium"]
     path: Path
     pixel_size_um: Annotated[float, Field(gt=0)] | Literal["auto"] | None = None
+    #: imzml: m/z values to extract (None: the file's axis, or a common axis of its peaks).
+    mz: list[Positive] | None = None
+    #: imzml: window half-width (ppm, or m/z units with tol), common-axis options.
+    ppm: Positive | None = None
+    tol: Positive | None = None
+    min_frequency: Fraction = 0.01
+    max_features: Count | None = 10_000
+    #: imzml: keep the offset table in the cache of spatialfuse (a later read skips the scan).
+    cache: bool = True
+    #: histology: the image series of a multi-series TIFF.
+    series: Annotated[int, Field(ge=0)] = 0
+    #: visium: the count matrix (relative to the folder), library id, images, counts required.
+    counts_file: str = "filtered_feature_bc_matrix.h5"
+    library_id: str | None = None
+    load_images: bool = True
+    require_counts: bool = True
 
     @model_validator(mode="after")
     def _pixel_size_applies(self) -> Modality:
@@ -46,12 +73,25 @@ class Modality(_Model):
                 "pixel_size_um: auto applies to histology images (registration estimates it); "
                 "an imzML without a pixel size needs the number"
             )
+        wrong = [
+            f
+            for f in sorted(self.model_fields_set)
+            if _READER_OPTION.get(f, self.kind) != self.kind
+        ]
+        if wrong:
+            kinds = ", ".join(f"{f} ({_READER_OPTION[f]} only)" for f in wrong)
+            raise ValueError(f"{kinds}: not for the reader of {self.kind} inputs")
+        if self.ppm is not None and self.tol is not None:
+            raise ValueError("give ppm or tol, not both")
         return self
 
 
-Positive = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Count = Annotated[int, Field(ge=1)]
+#: The reader options of one kind of input (``pixel_size_um`` is checked on its own).
+_READER_OPTION = {
+    **dict.fromkeys(("mz", "ppm", "tol", "min_frequency", "max_features", "cache"), "imzml"),
+    "series": "histology",
+    **dict.fromkeys(("counts_file", "library_id", "load_images", "require_counts"), "visium"),
+}
 
 
 class Registration(_Model):

@@ -263,7 +263,12 @@ def _run_locked(
         names += ["map", "cluster", "correlate"]
     names += ["export", "report"]
     steps = _Steps(names, show=show)
-    fingerprints = {n: input_fingerprint(m.path, m.kind) for n, m in config.modalities.items()}
+    fingerprints = {
+        name: input_fingerprint(
+            m.path, m.kind, counts_file=m.counts_file if m.kind == "visium" else None
+        )
+        for name, m in config.modalities.items()
+    }
     try:
         modalities = steps.run("read", _read_all, config)
         result.modalities = modalities

@@ -51,18 +51,18 @@ def library_options(
 
 
 def read_modality(modality: Modality):
-    """Read one input as the readers of :mod:`spatialfuse.io` do (lazily where they can)."""
+    """Read one input with its :mod:`spatialfuse.io` reader and options (lazily where it can)."""
     from spatialfuse import io
 
-    if modality.kind == "imzml":
-        return io.read_imzml(modality.path, pixel_size_um=modality.pixel_size_um)
-    if modality.kind == "histology":
-        return io.read_histology(modality.path, pixel_size_um=modality.pixel_size_um)
+    reader = {"imzml": io.read_imzml, "histology": io.read_histology}.get(modality.kind)
+    if reader is not None:
+        return reader(modality.path, **library_options(modality, reader, exclude=("path",)))
     with warnings.catch_warnings():
         # Space Ranger files routinely carry non-unique gene names; the reader says so once in
         # the run log, not once per step.
         warnings.filterwarnings("ignore", message=".*[Vv]ariable names are not unique.*")
-        visium = io.read_visium(modality.path)
+        options = library_options(modality, io.read_visium, exclude=("path",))
+        visium = io.read_visium(modality.path, **options)
     return _check_spots_on_tissue(visium, modality.path)
 
 

@@ -34,7 +34,9 @@ from spatialfuse._version import __version__
 T = TypeVar("T")
 
 
-def input_fingerprint(path: str | os.PathLike, kind: str | None = None) -> str:
+def input_fingerprint(
+    path: str | os.PathLike, kind: str | None = None, *, counts_file: str | None = None
+) -> str:
     """Fingerprint of every file a reader opens for an input.
 
     Parameters
@@ -46,6 +48,8 @@ def input_fingerprint(path: str | os.PathLike, kind: str | None = None) -> str:
         :func:`spatialfuse.io.input_files` lists, found by the readers' own resolution (an
         ``.imzML`` named by its ``.ibd``, an ``.IBD`` in upper case, a Visium folder's images and
         matrix). None: the file itself, or every file inside a folder (landmarks).
+    counts_file
+        ``visium``: the count matrix the reader is given (None: its default).
 
     Returns
     -------
@@ -55,7 +59,8 @@ def input_fingerprint(path: str | os.PathLike, kind: str | None = None) -> str:
     if kind is not None:
         from spatialfuse.io import input_files
 
-        return "\n".join(file_fingerprint(p) for p in input_files(path, kind))
+        files = input_files(path, kind, counts_file=counts_file)
+        return "\n".join(file_fingerprint(p) for p in files)
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
