@@ -300,6 +300,9 @@ def run_case(case: Case) -> dict:
         "name": case.name,
         "ok": bool(result.ok),
         "failures": list(result.failures),
+        "what_to_do": [
+            c["what_to_do"] for c in result.details.get("checks", []) if c["what_to_do"]
+        ],
         "metrics": metrics,
         "transform": repr(result.transform),
         "seconds": time.perf_counter() - started,

@@ -95,8 +95,9 @@ def test_bad_pairs_are_flagged_with_the_right_reason(bench, outcome, key):
 
 
 def test_reasons_say_what_to_do(outcome):
-    """With the pixel sizes trusted, the scale reason names the pixel size to check."""
+    """With the pixel sizes trusted, the scale check says to give or estimate the pixel size."""
     scaled = outcome(("pixel_size", "MSI pixel ×0.1"))
-    text = " ".join(scaled["failures"])
+    assert "pixel size is probably wrong" in " ".join(scaled["failures"])
+    text = " ".join(scaled["what_to_do"])
     assert "pixel_size_um=" in text and "scale='estimate'" in text
     assert 7 < scaled["metrics"]["tissue_area_scale"] < 13  # the 10x error, measured

@@ -24,6 +24,7 @@ import numpy as np
 
 from spatialfuse.core.transforms import AffineTransform, Transform, compose
 from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._quality import QualityCheck
 from spatialfuse.reg._similarity import coarse, normalized_mutual_information, warp_to
 
 #: A result whose neighbours keep more than this fraction of its NMI excess on average is not
@@ -145,22 +146,51 @@ def peak_profile(moving: RegistrationImage, fixed: RegistrationImage, transform:
     }
 
 
-def peak_failures(profile: dict) -> list[str]:
-    """Which of the peak checks ``profile`` (:func:`peak_profile`) fails, in words."""
-    failures = []
-    if profile["nmi_excess"] < MIN_NMI_EXCESS:
-        failures.append("no mutual information between the aligned images")
-        return failures
-    if profile["peak_sharpness"] > MAX_PEAK_SHARPNESS:
-        failures.append(
+def peak_checks(profile: dict) -> list[QualityCheck]:
+    """The peak checks of ``profile`` (:func:`peak_profile`), one row each.
+
+    Without mutual information the other two do not apply and only the first is returned.
+    """
+    excess = profile["nmi_excess"]
+    shared = QualityCheck.judged(
+        "shared information",
+        "normalised mutual information − 1 at the result",
+        excess,
+        f"≥ {MIN_NMI_EXCESS:g}",
+        "no mutual information between the aligned images" if excess < MIN_NMI_EXCESS else None,
+    )
+    if not shared.passed:
+        return [shared]
+    sharpness, gain = profile["peak_sharpness"], profile["best_neighbour_gain"]
+    pinned = QualityCheck.judged(
+        "alignment pinned down",
+        "share of the mutual information kept when the result is moved a little",
+        sharpness,
+        f"≤ {MAX_PEAK_SHARPNESS:g}",
+        (
             f"nothing pins the alignment down: moved by {profile['probe_step_um']:.0f} µm the "
-            f"images keep {100 * profile['peak_sharpness']:.0f} % of their mutual information "
+            f"images keep {100 * sharpness:.0f} % of their mutual information "
             f"(at most {100 * MAX_PEAK_SHARPNESS:.0f} % at a right alignment); they probably "
             "show different tissues or sections"
         )
-    if profile["best_neighbour_gain"] > MAX_NEIGHBOUR_GAIN:
-        failures.append(
+        if sharpness > MAX_PEAK_SHARPNESS
+        else None,
+    )
+    at_optimum = QualityCheck.judged(
+        "at the optimum",
+        "mutual information gained by the best small move (relative)",
+        gain,
+        f"≤ {MAX_NEIGHBOUR_GAIN:g}",
+        (
             f"the result is off the optimum it sits near: moved by {profile['gain_step_um']:.0f}"
-            f" µm it gains {100 * profile['best_neighbour_gain']:.0f} % mutual information"
+            f" µm it gains {100 * gain:.0f} % mutual information"
         )
-    return failures
+        if gain > MAX_NEIGHBOUR_GAIN
+        else None,
+    )
+    return [shared, pinned, at_optimum]
+
+
+def peak_failures(profile: dict) -> list[str]:
+    """Which of the peak checks ``profile`` (:func:`peak_profile`) fails, in words."""
+    return [check.failure for check in peak_checks(profile) if not check.passed]

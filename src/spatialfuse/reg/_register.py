@@ -20,6 +20,7 @@ from spatialfuse.reg._images import (
     native_pixel_size,
 )
 from spatialfuse.reg._itk import COARSE_LEVELS, FULL_LEVELS, refine_bspline, refine_linear
+from spatialfuse.reg._quality import QualityCheck
 from spatialfuse.reg._similarity import alignment_scores, combined_score
 from spatialfuse.reg._threads import one_blas_thread
 
@@ -73,7 +74,8 @@ class RegistrationResult:
         (``"given"`` or ``"estimated"``), ``estimated_pixel_size`` (side, value in µm, as
         given, relative uncertainty, why) and ``partial_overlap`` (where only part of the
         moving tissue lies in the fixed image, or the moving image covers part of the fixed
-        tissue: a note, not a failure).
+        tissue: a note, not a failure) and ``checks`` (every quality check that applied, as
+        rows: see :attr:`checks`).
     """
 
     transform: Transform
@@ -85,6 +87,21 @@ class RegistrationResult:
     fixed_image: RegistrationImage
     candidates: list[dict] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+
+    @property
+    def checks(self):
+        """Every quality check as a table: what it measures, value, threshold, pass, what to do.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per check (``details["checks"]``), columns ``name``, ``measures``,
+            ``value``, ``threshold``, ``passed``, ``failure``, ``remedy``, ``what_to_do``.
+        """
+        import pandas as pd
+
+        columns = ["name", "measures", "value", "threshold", "passed", "failure", "remedy"]
+        return pd.DataFrame(self.details.get("checks", []), columns=[*columns, "what_to_do"])
 
     def __repr__(self) -> str:
         m = self.metrics
@@ -340,7 +357,9 @@ def register(
     # optical), the start with the lowest footprint cost is finished too if it is another one:
     # the cost tells a wrong orientation of a roundish tissue even when mutual information
     # barely does, and after finishing the lowest cost wins. Elsewhere a result that is not a
-    # sharp optimum sends the next start to be finished too; the more informative one is kept.
+    # sharp optimum sends the next start to be finished too, and the one that scores better
+    # (Dice weighted by mutual information, as in screening) is kept: mutual information
+    # alone preferred a mirrored blob on a near-featureless pair (brain A13, bench_real).
     step("refinement")
     footprint = linear_model == "affine" and _footprint.available(mov, fix)
     to_finish = screened[:1]
@@ -384,7 +403,7 @@ def register(
     if footprint:
         best = min(finished, key=lambda item: item[3])
     else:
-        best = max(finished, key=lambda item: item[2]["nmi_excess"])
+        best = max(finished, key=lambda item: combined_score(item[1]))
     transform, scores, profile, cost, footprint_info = best
 
     step("footprint")
@@ -441,7 +460,9 @@ def register(
         metrics.update(
             _landmark_errors(_in_given_frame(transform, plan), landmarks, native_pixel_size(moving))
         )
-    failures = _verdict.failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    checks = _verdict.checks(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    failures = [check.failure for check in checks if not check.passed]
+    details["checks"] = [check.as_dict() for check in checks]
     overlap = _partial_overlap(metrics)
     if overlap:
         details["partial_overlap"] = overlap
@@ -547,12 +568,14 @@ def assess(
         metrics.update(_footprint.localisation_metrics(mov, fix, inner))
     if landmarks is not None:
         metrics.update(_landmark_errors(transform, landmarks, native_pixel_size(moving)))
-    failures = _verdict.failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    checks = _verdict.checks(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    failures = [check.failure for check in checks if not check.passed]
     metrics["seconds"] = time.perf_counter() - t0
     details = {
         "msi_image": (mov if mov.modality == "msi" else fix).extra.get("channel"),
         "channel": (fix if mov.modality == "msi" else mov).extra.get("channel"),
         "channel_nmi": channel_table,
+        "checks": [check.as_dict() for check in checks],
     }
     overlap = _partial_overlap(metrics)
     if overlap:
@@ -769,8 +792,7 @@ def _extent_hint(mov: RegistrationImage, fix: RegistrationImage) -> str | None:
         return None
     return (
         f"the moving image spans {sizes[0]:,.0f} µm and the fixed one {sizes[1]:,.0f} µm: if "
-        "both show the same tissue, the pixel size of one is wrong (pass pixel_size_um= to "
-        "the reader)"
+        "both show the same tissue, the pixel size of one is wrong"
     )
 
 
@@ -805,7 +827,10 @@ def _itk_message(exc: Exception) -> str:
 def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
     """A result that says why no registration could be made (identity transform, ok=False)."""
     hint = _extent_hint(mov, fix)
-    failures = list(failures) + ([hint] if hint else [])
+    checks = [QualityCheck.judged("could not register", "", None, "", f, "") for f in failures]
+    if hint:
+        checks.append(QualityCheck.judged("plausible extents", "", None, "", hint, "pixel_size"))
+    failures = [check.failure for check in checks]
     nan = float("nan")
     metrics = {
         "nmi_initial": nan,
@@ -816,8 +841,9 @@ def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
         "working_pixel_size_um": work,
         "seconds": time.perf_counter() - t0,
     }
+    details = {"checks": [check.as_dict() for check in checks]}
     result = RegistrationResult(
-        AffineTransform.identity(), metrics, False, failures, model, mov, fix, []
+        AffineTransform.identity(), metrics, False, failures, model, mov, fix, [], details
     )
     warnings.warn(
         f"registration {mov.description} → {fix.description} failed: " + "; ".join(failures),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from spatialfuse.reg import _checks, _footprint, _scale
+from spatialfuse.reg._quality import QualityCheck
 
 #: Both frames are in µm, so a right registration scales by about 1; beyond this factor (either
 #: way, along either axis) a pixel size is wrong. Real sections stretch by up to ~22 %.
@@ -61,8 +62,7 @@ def implausible_tissue_size(metrics: dict, plan) -> str | None:
         return (
             f"the tissue is {metrics['tissue_area_scale']:.3g}× larger in the fixed image than in "
             "the moving one (about 1 expected: both frames are in µm); a pixel size is probably "
-            "wrong — check the pixel_size_um of both images (pass pixel_size_um= to the reader), "
-            "or let registration estimate it (scale='estimate')"
+            "wrong"
         )
     return None
 
@@ -75,9 +75,8 @@ def wrong_scale(metrics: dict, plan) -> str | None:
     if high > MAX_SCALE or low < 1 / MAX_SCALE:
         return (
             f"the registration scales the moving image by {low:.2f}–{high:.2f} (about 1 expected: "
-            "both frames are in µm); a pixel size is probably wrong — check the pixel_size_um "
-            "of both images (pass pixel_size_um= to the reader, or scale='estimate') — or the "
-            "two images do not show the same tissue"
+            "both frames are in µm); a pixel size is probably wrong, or the two images do not "
+            "show the same tissue"
         )
     return None
 
@@ -140,18 +139,114 @@ def landmark_error(metrics: dict, max_tre_um: float | None) -> str | None:
     return None
 
 
+def checks(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list[QualityCheck]:
+    """Every check that applies to the result, in the order :func:`failures` reports them."""
+    rows = [
+        QualityCheck.judged(
+            "tissue overlap",
+            "Dice of the two tissue masks",
+            scores["dice"],
+            f"≥ {min_dice:g}",
+            poor_tissue_overlap(scores, min_dice),
+        )
+    ]
+    rows += _checks.peak_checks(profile)
+    low, high = metrics["scale_min"], metrics["scale_max"]
+    if plan.estimating:
+        rows.append(
+            QualityCheck.judged(
+                "even stretch",
+                "largest over smallest scale of the result",
+                high / low,
+                f"≤ {MAX_SCALE:g}",
+                uneven_stretch(metrics, plan),
+                "pixel_size",
+            )
+        )
+    else:
+        size = implausible_tissue_size(metrics, plan)
+        factor = _scale.IMPLAUSIBLE_FACTOR
+        rows.append(
+            QualityCheck.judged(
+                "plausible tissue size",
+                "tissue size in the fixed image over the moving one",
+                metrics["tissue_area_scale"],
+                f"between {1 / factor:.2g} and {factor:g}",
+                size,
+                "pixel_size",
+            )
+        )
+        if size is None:
+            rows.append(
+                QualityCheck.judged(
+                    "scale about 1",
+                    "smallest and largest scale of the result (µm to µm)",
+                    high if high - 1 >= 1 - low else low,
+                    f"between {1 / MAX_SCALE:.2f} and {MAX_SCALE:g}",
+                    wrong_scale(metrics, plan),
+                    "pixel_size",
+                )
+            )
+    rows.append(
+        QualityCheck.judged(
+            "enough overlap",
+            "share of the moving tissue inside the fixed image",
+            metrics["moving_tissue_inside"],
+            f"≥ {MIN_MOVING_TISSUE_INSIDE:g}",
+            too_little_overlap(metrics),
+            "whole_section",
+        )
+    )
+    partial = partial_overlap_without_information(metrics)
+    if partial or min(metrics["moving_tissue_inside"], metrics["fixed_tissue_covered"]) < (
+        PARTIAL_OVERLAP_NOTE
+    ):
+        rows.append(
+            QualityCheck.judged(
+                "information where the overlap is partial",
+                "normalised mutual information − 1 at the result",
+                metrics["nmi_excess"],
+                f"≥ {MIN_PARTIAL_NMI_EXCESS:g}",
+                partial,
+            )
+        )
+    if "localisation" in metrics:
+        unexplained = metrics.get("localisation_cost", metrics.get("footprint_cost"))
+        rows.append(
+            QualityCheck.judged(
+                "spectra pin the alignment down",
+                "rise of the colour the spectra cannot explain when the result is moved",
+                metrics["localisation"],
+                f"≥ {_footprint.least_localisation(unexplained):g}",
+                spectra_do_not_localise(mov, metrics),
+            )
+        )
+    if "min_jacobian" in metrics:
+        rows.append(
+            QualityCheck.judged(
+                "no folding",
+                "smallest Jacobian determinant of the nonrigid map",
+                metrics["min_jacobian"],
+                "> 0",
+                folding(metrics),
+                "nonrigid",
+            )
+        )
+    if max_tre_um is not None and "tre_um_median" in metrics:
+        rows.append(
+            QualityCheck.judged(
+                "landmark error",
+                "median distance of the landmarks after registration (µm)",
+                metrics["tre_um_median"],
+                f"≤ {max_tre_um:g}",
+                landmark_error(metrics, max_tre_um),
+                "landmark_file",
+            )
+        )
+    return rows
+
+
 def failures(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list[str]:
     """Every check's failure, in words (empty: the result is ok)."""
-    found = [poor_tissue_overlap(scores, min_dice)]
-    found += _checks.peak_failures(profile)
-    found += [
-        uneven_stretch(metrics, plan),
-        implausible_tissue_size(metrics, plan),
-        wrong_scale(metrics, plan),
-        too_little_overlap(metrics),
-        partial_overlap_without_information(metrics),
-        spectra_do_not_localise(mov, metrics),
-        folding(metrics),
-        landmark_error(metrics, max_tre_um),
-    ]
-    return [f for f in found if f]
+    found = checks(mov, metrics, scores, profile, plan, min_dice, max_tre_um)
+    return [check.failure for check in found if not check.passed]
