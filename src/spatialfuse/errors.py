@@ -115,9 +115,10 @@ class RegistrationFailedError(SpatialfuseError, RuntimeError):
         self.failures = list(failures)
         reasons = "; ".join(self.failures) or "no reason recorded"
         super().__init__(
-            f"registration {path_name} failed its quality checks: {reasons}. Inspect the QC "
-            "report; give landmarks, a different model or working resolution, or set "
-            "accept_failed: true on that path to continue anyway."
+            f"registration {path_name} failed its quality checks: {reasons}. The QC report "
+            "(report.html in the output folder) shows each check and what to do: give that "
+            "registration landmarks (landmarks: in the config) or a different model, or continue "
+            "anyway with --accept-failed (accept_failed: true on that registration)."
         )
 
 

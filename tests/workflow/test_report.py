@@ -354,7 +354,12 @@ def test_sections_are_numbered_and_linked_from_the_contents(doc):
     status = {a["id"]: [*a["class"].split(), None][1] for a, _ in sections}
     assert sorted(s for s in status.values() if s) == ["failed", "ok", "ok", "skipped", "warning"]
     tally = [text for _, text in doc.with_class("span", "badge") if text[0].isdigit()]
-    assert tally == ["2 ok", "1 warning", "1 failed", "1 skipped"]
+    assert tally == [
+        "2 sections ok",
+        "1 section with warnings",
+        "1 section failed",
+        "1 section skipped",
+    ]
 
 
 def test_figures_are_embedded_pngs_with_alt_text(doc):

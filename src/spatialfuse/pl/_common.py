@@ -81,10 +81,23 @@ def draw_spots(table, color: str, ax: Axes, *, title: str, um_per_px: float | No
         else:
             options["img"] = False
         if um_per_px and scale:
-            options.update(scalebar_dx=float(um_per_px) / float(scale), scalebar_units="um")
+            options.update(
+                scalebar_dx=float(um_per_px) / float(scale),
+                scalebar_units="um",
+                scalebar_kwargs={"scale_formatter": _scale_label},
+            )
     options.update(kwargs)
     sq.pl.spatial_scatter(table, color=color, ax=ax, title=title, **options)
     return ax
+
+
+#: How matplotlib-scalebar writes µ (mathtext, which literal text would show as is).
+_MATHTEXT_MU = r"$\mathregular{\mu}$"
+
+
+def _scale_label(value, unit: str) -> str:
+    """A scale bar's label without mathtext (figures draw text literally)."""
+    return f"{value} {unit.replace(_MATHTEXT_MU, 'µ')}"
 
 
 def um_per_px(*sources) -> float | None:

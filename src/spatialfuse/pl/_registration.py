@@ -82,7 +82,13 @@ def registration_qc(
         xs, ys, (warped_mask & inside).astype(float), levels=[0.5], colors="lime", linewidths=1
     )
     m = result.metrics
-    axes[2].set_title(f"tissue outlines (Dice {m['dice_final']:.3f})")
+    dice = m.get("dice_final", float("nan"))
+    # A registration that could not run has no Dice: the panel says so instead of "Dice nan".
+    axes[2].set_title(
+        f"tissue outlines (Dice {dice:.3f})"
+        if np.isfinite(dice)
+        else "tissue outlines (not registered)"
+    )
     if landmarks is not None:
         from spatialfuse.reg import as_points
 

@@ -103,11 +103,15 @@ class ReportTable:
         Title shown above the table.
     max_rows
         DataFrame rows shown; the rest are counted in a last row.
+    collapsed
+        Shown folded under its caption (a ``<details>`` block the reader opens): for numbers
+        kept for reference next to a table that explains them.
     """
 
     data: pd.DataFrame | Mapping[str, Any]
     caption: str | None = None
     max_rows: int = 100
+    collapsed: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Mapping) and not _is_dataframe(self.data):
@@ -398,6 +402,10 @@ class _Renderer:
         return "\n".join(parts)
 
 
+#: How the summary badges say each status ("3 sections failed", "1 section with warnings").
+_TALLY_WORDS = {"warning": "with warnings"}
+
+
 def _tally(sections: Sequence[ReportSection]) -> str:
     counts = dict.fromkeys(STATUSES, 0)
     for section in sections:
@@ -405,7 +413,8 @@ def _tally(sections: Sequence[ReportSection]) -> str:
             if child.status is not None:
                 counts[child.status] += 1
     badges = "".join(
-        f'<span class="badge {status}">{count} {status}</span>'
+        f'<span class="badge {status}">{count} section{"s" if count > 1 else ""} '
+        f"{_TALLY_WORDS.get(status, status)}</span>"
         for status, count in counts.items()
         if count
     )
@@ -514,6 +523,11 @@ def _table(table: ReportTable) -> str:
         body = _nested(jsonable(table.data), caption=caption)
     else:
         body = _dataframe(table.data, caption, table.max_rows)
+    if table.collapsed:
+        summary = _esc(table.caption or "table")
+        return (
+            f'<details><summary>{summary}</summary><div class="table-wrap">{body}</div></details>'
+        )
     return f'<div class="table-wrap">{body}</div>'
 
 

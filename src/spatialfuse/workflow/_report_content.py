@@ -50,9 +50,12 @@ def _overview(result: RunResult) -> ReportSection:
     notes = []
     if result.failed is not None:
         record = result.failed
+        checks = (record.details or {}).get("checks") or []
+        names = [c["name"] for c in checks if not c["passed"]] or ["see its section"]
         notes.append(
             f"The run stopped: registration {record.registration.name} failed its quality "
-            f"checks ({'; '.join(record.failures)}). Nothing downstream of it was computed."
+            f"checks ({', '.join(names)}; what failed and what to do are under Registrations). "
+            "Nothing downstream of it was computed."
         )
     if result.no_overlap is not None:
         notes.append(result.no_overlap[0].upper() + result.no_overlap[1:])
@@ -62,6 +65,7 @@ def _overview(result: RunResult) -> ReportSection:
                 f"Registration {record.registration.name} failed its checks but was accepted "
                 "(accept_failed): treat everything downstream with care."
             )
+    notes += _skipped_steps(result)
     status = "failed" if result.failed is not None else ("warning" if notes else "ok")
     rows: dict[str, Any] = {"status": summary.get("status", "")}
     if "mapping" in summary:
@@ -92,6 +96,31 @@ def _overview(result: RunResult) -> ReportSection:
     return ReportSection(
         "Overview", status=status, paragraphs=paragraphs, notes=notes, tables=tables
     )
+
+
+def _skipped_steps(result: RunResult) -> list[str]:
+    """The steps the config asked for that did not run, each with why."""
+    config = result.config
+    ran = set(result.timings)
+    skipped = []
+    for reg in config.registrations:
+        if f"register {reg.name}" not in ran and result.failed is not None:
+            why = f"registration {result.failed.registration.name} failed before it"
+            skipped.append(f"register {reg.name} ({why})")
+    if config.msi_name is None or config.visium_name is None:
+        return [
+            *(f"skipped: {step}" for step in skipped),
+            "skipped: map, cluster, correlate (the config has no MSI → Visium path: it needs one "
+            "imzml and one visium input)",
+        ]
+    if result.failed is not None:
+        why = f"registration {result.failed.registration.name} failed"
+    elif result.no_overlap is not None:
+        why = "too few spots have MSI data"
+    else:
+        why = "an earlier step did not finish"
+    skipped += [f"{step} ({why})" for step in ("map", "cluster", "correlate") if step not in ran]
+    return [f"skipped: {step}" for step in skipped]
 
 
 def _evaluation_rows(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +187,26 @@ def _registrations(result: RunResult) -> ReportSection:
     )
 
 
+#: What to do about a failed check, by its remedy kind (``sf.reg`` says it for Python users), in
+#: the terms of a run's config.
+CONFIG_REMEDIES = {
+    "landmarks": (
+        "check that both images show the same section; if they do, give this registration a "
+        "few corresponding points: `landmarks: points.csv` in the config (click them with "
+        "`spatialfuse pick-landmarks CONFIG {step}`)"
+    ),
+    "pixel_size": (
+        "set the right `pixel_size_um:` of the input in the config, or let registration "
+        "estimate it with `scale: estimate` on this registration"
+    ),
+    "whole_section": "register against an image of the whole section, not a crop",
+    "nonrigid": "use `model: affine` for this registration",
+    "landmark_file": (
+        "check the file named in `landmarks:`: points in the same order on both sides, in µm"
+    ),
+}
+
+
 def _registration(record: RegistrationRecord) -> ReportSection:
     metrics = {k: v for k, v in record.metrics.items() if not isinstance(v, dict | list)}
     figures = []
@@ -168,10 +217,11 @@ def _registration(record: RegistrationRecord) -> ReportSection:
                 record.qc_figure.read_bytes(),
             )
         )
-    notes = [f"failed check: {f}" for f in record.failures]
+    details = record.details or {}
+    checks = details.get("checks") or []
+    notes = _failed_checks(checks, record) if checks else [f"failed: {f}" for f in record.failures]
     if record.reused:
         notes.append("reused from the cache (inputs and settings unchanged)")
-    details = record.details or {}
     estimate = details.get("estimated_pixel_size")
     if estimate:
         value, given = estimate["value"][0], estimate["as_given"][0]
@@ -188,14 +238,51 @@ def _registration(record: RegistrationRecord) -> ReportSection:
     footprint = details.get("footprint")
     if footprint and not footprint.get("ran"):
         notes.append(f"footprint stage skipped: {footprint.get('why_not')}")
+    tables = []
+    if checks:
+        tables.append(ReportTable(_checks_table(checks), caption="Quality checks"))
+    tables.append(
+        ReportTable(metrics, caption="All numbers (RegistrationResult.metrics)", collapsed=True)
+    )
     return ReportSection(
         f"{record.registration.name} ({record.registration.model})",
         status="ok" if record.ok else "failed",
         notes=notes,
-        tables=[ReportTable(metrics, caption="Metrics")],
+        tables=tables,
         figures=figures,
         paragraphs=[f"Transform: {record.transform_file}"],
     )
+
+
+def _checks_table(checks: list[dict]):
+    import pandas as pd
+
+    rows = [
+        {
+            "check": c["name"],
+            "what it measures": c["measures"],
+            "value": "" if c["value"] is None else f"{c['value']:.3g}",
+            "pass when": c["threshold"],
+            "result": "pass" if c["passed"] else "FAIL",
+        }
+        for c in checks
+    ]
+    return pd.DataFrame(rows)
+
+
+def _failed_checks(checks: list[dict], record: RegistrationRecord) -> list[str]:
+    """One sentence per failed check and what to do about it, in config terms."""
+    notes = []
+    for check in checks:
+        if check["passed"]:
+            continue
+        todo = CONFIG_REMEDIES.get(check["remedy"], "")
+        todo = todo.format(step=record.registration.name)
+        notes.append(
+            f"{check['name']} — {check['failure']}"
+            + (f". What to do: {todo}." if todo else "")
+        )
+    return notes
 
 
 def _composed(result: RunResult) -> ReportSection:
@@ -215,32 +302,77 @@ def _composed(result: RunResult) -> ReportSection:
 
 
 def _msi_on_visium(msi, visium, transform):
+    """MSI pixels (TIC) carried onto the Visium H&E (in grey), spots outlined; axes in µm."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Circle
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
-    from spatialfuse.io.visium import tissue_image
+    from spatialfuse.io.visium import SPOT_DIAMETER_UM, tissue_image
     from spatialfuse.reg import visium_um_to_fullres_px
 
-    to_px = visium_um_to_fullres_px(visium)
+    u = float(visium.uns["spatialfuse"]["um_per_px"])  # µm per full-res pixel
+    to_um = u * np.ones(2)
+    centres = (
+        visium_um_to_fullres_px(visium).apply(
+            transform.apply(np.asarray(msi.obsm["spatial"], dtype=float))
+        )
+        * to_um
+    )
+    spots = np.asarray(visium.obsm["spatial"], dtype=float) * to_um
+    fig, ax = plt.subplots(figsize=(7.5, 6.5), layout="constrained")
     found = tissue_image(visium)
-    image, scale = (found[0], found[1]) if found is not None else (None, 1.0)
-    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
-    if image is not None:
-        ax.imshow(image)
-    centres = to_px.apply(transform.apply(np.asarray(msi.obsm["spatial"], dtype=float))) * scale
+    if found is not None:
+        image, scale = np.asarray(found[0]), float(found[1])
+        grey = image[..., :3].mean(axis=-1) if image.ndim == 3 else image
+        height, width = grey.shape
+        extent = (
+            -0.5 * u / scale,
+            (width - 0.5) * u / scale,
+            (height - 0.5) * u / scale,
+            -0.5 * u / scale,
+        )
+        ax.imshow(grey, cmap="gray", extent=extent, vmin=0, vmax=float(grey.max()) or 1.0)
     tic = np.asarray(msi.X.sum(axis=1)).ravel()
-    dots = ax.scatter(centres[:, 0], centres[:, 1], c=tic, s=4, cmap="magma", alpha=0.6)
+    pitch = min(msi.uns.get("spatialfuse", {}).get("pixel_size_um", [50.0]))
+    dots = ax.scatter(
+        centres[:, 0], centres[:, 1], c=tic, marker="s", cmap="viridis", alpha=0.55, linewidths=0
+    )
     fig.colorbar(dots, ax=ax, label="MSI total ion count", shrink=0.7)
-    u = float(visium.uns["spatialfuse"]["um_per_px"])
-    spots = np.asarray(visium.obsm["spatial"], dtype=float) * scale
-    radius = 27.5 / u * scale
-    circles = [Circle((x, y), radius) for x, y in spots]
-    ax.add_collection(PatchCollection(circles, facecolor="none", edgecolor="cyan", lw=0.4))
-    ax.set_title("MSI pixel centres (coloured by TIC) on the Visium H&E, spots outlined")
-    ax.set_axis_off()
+    circles = [Circle((x, y), SPOT_DIAMETER_UM / 2) for x, y in spots]
+    ax.add_collection(
+        PatchCollection(circles, facecolor="none", edgecolor="#d62728", lw=0.7, alpha=0.9)
+    )
+    low, high = np.vstack([spots, centres]).min(axis=0), np.vstack([spots, centres]).max(axis=0)
+    margin = 2 * SPOT_DIAMETER_UM
+    ax.set_xlim(low[0] - margin, high[0] + margin)
+    ax.set_ylim(high[1] + margin, low[1] - margin)
+    ax.set_aspect("equal")
+    # Markers as wide as an MSI pixel (points² from the axes' size in points per µm).
+    box = ax.get_position()
+    width_pt, height_pt = box.width * fig.get_figwidth() * 72, box.height * fig.get_figheight() * 72
+    per_um = min(
+        width_pt / (high[0] - low[0] + 2 * margin), height_pt / (high[1] - low[1] + 2 * margin)
+    )
+    # a quarter wider than the pitch: turned squares then leave no gaps between them
+    dots.set_sizes([(1.25 * pitch * per_um) ** 2])
+    ax.set_xlabel("x (µm, Visium frame)")
+    ax.set_ylabel("y (µm, Visium frame)")
+    bar = _round_length((high[0] - low[0]) / 4)
+    ax.add_artist(
+        AnchoredSizeBar(ax.transData, bar, f"{bar:g} µm", "lower right", frameon=True, pad=0.4)
+    )
+    ax.set_title("MSI total ion count on the Visium H&E (grey); capture spots outlined in red")
     return fig
+
+
+def _round_length(most: float) -> float:
+    """The longest of 1, 2 or 5 × 10^k that is at most ``most`` (a scale bar's length)."""
+    import math
+
+    power = 10.0 ** math.floor(math.log10(most))
+    return max(step * power for step in (1, 2, 5) if step * power <= most)
 
 
 def _spot_values(adata, column: str, title: str, ax) -> None:
@@ -295,7 +427,7 @@ def _clusters(result: RunResult) -> ReportSection:
 def _pairs(result: RunResult) -> ReportSection:
     from spatialfuse import pl
 
-    table = result.correlation
+    table = _by_significance(result.correlation)
     n_top = result.config.correlation.n_top
     figures = []
     if len(table):
@@ -316,9 +448,23 @@ def _pairs(result: RunResult) -> ReportSection:
             f"{result.config.correlation.null_model}; n_eff is the effective number of "
             "independent spots) and are Benjamini–Hochberg adjusted."
         ],
-        tables=[ReportTable(table.head(n_top), caption=f"Top {n_top} pairs")],
+        tables=[
+            ReportTable(
+                table.head(n_top),
+                caption=f"Top {n_top} pairs, most significant first (adjusted p, then |r|)",
+            )
+        ],
         figures=figures,
     )
+
+
+def _by_significance(table):
+    """Pairs ranked by adjusted p-value, then p-value, then the strength of r."""
+    if not len(table) or "p_adjusted" not in table:
+        return table
+    order = table.assign(_strength=-table["r"].abs())
+    order = order.sort_values(["p_adjusted", "p_value", "_strength"], kind="stable")
+    return order.drop(columns="_strength")
 
 
 def _distinct_pairs(table, n: int) -> list:
