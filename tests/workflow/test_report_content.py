@@ -127,3 +127,13 @@ def test_pairs_are_ranked_by_significance_then_strength():
 
 def test_scale_bar_lengths_are_round():
     assert [content._round_length(v) for v in (750, 1999, 0.3, 5)] == [500, 1000, 0.2, 5]
+
+
+def test_msi_values_are_drawn_on_a_grid_by_nearest_pixel_and_blank_elsewhere():
+    import numpy as np
+
+    points = np.array([[10.0, 10.0], [30.0, 10.0]])
+    raster = content._nearest_raster(points, [1.0, 2.0], np.array([0.0, 0.0]), [60.0, 20.0], 20.0)
+    assert raster.shape == (2, 6)  # cells of 10 µm over 60 × 20 µm
+    assert raster[0].tolist()[:4] == [1.0, 1.0, 2.0, 2.0]
+    assert np.isnan(raster[:, 5]).all()  # 35 µm from the nearest pixel: more than 0.75 pitch

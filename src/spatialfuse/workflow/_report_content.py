@@ -279,8 +279,7 @@ def _failed_checks(checks: list[dict], record: RegistrationRecord) -> list[str]:
         todo = CONFIG_REMEDIES.get(check["remedy"], "")
         todo = todo.format(step=record.registration.name)
         notes.append(
-            f"{check['name']} — {check['failure']}"
-            + (f". What to do: {todo}." if todo else "")
+            f"{check['name']} — {check['failure']}" + (f". What to do: {todo}." if todo else "")
         )
     return notes
 
@@ -336,27 +335,23 @@ def _msi_on_visium(msi, visium, transform):
         ax.imshow(grey, cmap="gray", extent=extent, vmin=0, vmax=float(grey.max()) or 1.0)
     tic = np.asarray(msi.X.sum(axis=1)).ravel()
     pitch = min(msi.uns.get("spatialfuse", {}).get("pixel_size_um", [50.0]))
-    dots = ax.scatter(
-        centres[:, 0], centres[:, 1], c=tic, marker="s", cmap="viridis", alpha=0.55, linewidths=0
+    low, high = np.vstack([spots, centres]).min(axis=0), np.vstack([spots, centres]).max(axis=0)
+    margin = 2 * SPOT_DIAMETER_UM
+    drawn = ax.imshow(
+        _nearest_raster(centres, tic, low - margin, high + margin, pitch),
+        extent=(low[0] - margin, high[0] + margin, high[1] + margin, low[1] - margin),
+        cmap="viridis",
+        alpha=0.6,
+        interpolation="nearest",
     )
-    fig.colorbar(dots, ax=ax, label="MSI total ion count", shrink=0.7)
+    fig.colorbar(drawn, ax=ax, label="MSI total ion count", shrink=0.7)
     circles = [Circle((x, y), SPOT_DIAMETER_UM / 2) for x, y in spots]
     ax.add_collection(
         PatchCollection(circles, facecolor="none", edgecolor="#d62728", lw=0.7, alpha=0.9)
     )
-    low, high = np.vstack([spots, centres]).min(axis=0), np.vstack([spots, centres]).max(axis=0)
-    margin = 2 * SPOT_DIAMETER_UM
     ax.set_xlim(low[0] - margin, high[0] + margin)
     ax.set_ylim(high[1] + margin, low[1] - margin)
     ax.set_aspect("equal")
-    # Markers as wide as an MSI pixel (points² from the axes' size in points per µm).
-    box = ax.get_position()
-    width_pt, height_pt = box.width * fig.get_figwidth() * 72, box.height * fig.get_figheight() * 72
-    per_um = min(
-        width_pt / (high[0] - low[0] + 2 * margin), height_pt / (high[1] - low[1] + 2 * margin)
-    )
-    # a quarter wider than the pitch: turned squares then leave no gaps between them
-    dots.set_sizes([(1.25 * pitch * per_um) ** 2])
     ax.set_xlabel("x (µm, Visium frame)")
     ax.set_ylabel("y (µm, Visium frame)")
     bar = _round_length((high[0] - low[0]) / 4)
@@ -365,6 +360,26 @@ def _msi_on_visium(msi, visium, transform):
     )
     ax.set_title("MSI total ion count on the Visium H&E (grey); capture spots outlined in red")
     return fig
+
+
+def _nearest_raster(points, values, low, high, pitch: float):
+    """``values`` at ``points`` (µm) drawn on a grid of half ``pitch`` over ``low``–``high``.
+
+    Each grid cell takes the nearest point's value within 0.75 pitch (an MSI pixel turned and
+    scaled by the registration covers about that), NaN elsewhere (drawn transparent).
+    """
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    step = pitch / 2
+    xs = np.arange(low[0] + step / 2, high[0], step)
+    ys = np.arange(low[1] + step / 2, high[1], step)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    distance, nearest = cKDTree(points).query(grid, distance_upper_bound=0.75 * pitch)
+    found = np.isfinite(distance)
+    raster = np.full(len(grid), np.nan)
+    raster[found] = np.asarray(values, dtype=float)[nearest[found]]
+    return raster.reshape(len(ys), len(xs))
 
 
 def _round_length(most: float) -> float:
