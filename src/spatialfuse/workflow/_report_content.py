@@ -277,7 +277,8 @@ def _failed_checks(checks: list[dict], record: RegistrationRecord) -> list[str]:
         if check["passed"]:
             continue
         todo = CONFIG_REMEDIES.get(check["remedy"], "")
-        todo = todo.format(step=record.registration.name)
+        reg = record.registration
+        todo = todo.format(step=f"{reg.moving}:{reg.fixed}")
         notes.append(
             f"{check['name']} — {check['failure']}" + (f". What to do: {todo}." if todo else "")
         )
