@@ -22,5 +22,12 @@ Pixel conventions of every array returned here:
 
 from spatialfuse.io.histology._image import HistologyImage, describe_histology
 from spatialfuse.io.histology._read import read_histology
+from spatialfuse.io.histology._units import MAX_DENSITY_PIXEL_SIZE_UM, PixelSizeSource
 
-__all__ = ["HistologyImage", "describe_histology", "read_histology"]
+__all__ = [
+    "MAX_DENSITY_PIXEL_SIZE_UM",
+    "HistologyImage",
+    "PixelSizeSource",
+    "describe_histology",
+    "read_histology",
+]
