@@ -12,7 +12,7 @@ import spatialfuse  # noqa: E402
 
 project = "spatialfuse"
 author = "spatialfuse developers"
-copyright = "spatialfuse developers"  # noqa: A001
+copyright = "spatialfuse developers"
 release = spatialfuse.__version__
 version = release
 
@@ -102,13 +102,19 @@ def _make_cli_help(app) -> None:
     parts = []
     for args in [[], *([name] for name in sorted(cli.commands))]:
         result = runner.invoke(cli, [*args, "--help"], prog_name="spatialfuse", terminal_width=100)
-        parts.append(f"$ spatialfuse {' '.join(args)} --help".replace("  ", " ") + "\n" + result.output)
+        command = f"$ spatialfuse {' '.join(args)} --help".replace("  ", " ")
+        parts.append(command + "\n" + result.output)
     out = HERE / "_generated"
     out.mkdir(exist_ok=True)
     (out / "cli_help.txt").write_text("\n".join(parts), encoding="utf-8")
 
 
 def setup(app) -> None:
+    """Register the lexer and the build-time page writers."""
+    from pygments.lexers.special import TextLexer
+
+    # Mermaid blocks (architecture.md's layer diagram) show as text here; GitHub draws them.
+    app.add_lexer("mermaid", TextLexer)
     app.connect("config-inited", _write_api_pages)  # before Sphinx lists the source files
     app.connect("builder-inited", _make_figures)
     app.connect("builder-inited", _make_cli_help)
