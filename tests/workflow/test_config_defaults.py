@@ -251,3 +251,14 @@ def test_cli_option_defaults_are_the_library_defaults(command):
             drift.append(f"--{option.name} {option.default!r} vs {parameter}={library!r}")
     assert compared, f"spatialfuse {command}: nothing compared"
     assert not drift, f"spatialfuse {command} defaults differ from the library's: {drift}"
+
+
+def test_a_dumped_config_validates_again(tmp_path):
+    """Other kinds' reader options at their defaults are accepted: a dump holds every key."""
+    modalities = {
+        "m": {"kind": "imzml", "path": "a.imzML", "ppm": 3.0},
+        "h": {"kind": "histology", "path": "h.png", "series": 1},
+        "v": {"kind": "visium", "path": "v", "load_images": False},
+    }
+    config = _config.parse_config({"modalities": modalities}, base=tmp_path)
+    assert _config.RunConfig.model_validate(config.model_dump(mode="json")) == config

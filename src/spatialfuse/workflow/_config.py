@@ -73,10 +73,12 @@ class Modality(_Model):
                 "pixel_size_um: auto applies to histology images (registration estimates it); "
                 "an imzML without a pixel size needs the number"
             )
+        # other kinds' options may stand at their defaults (a dumped config holds every key)
+        fields = type(self).model_fields
         wrong = [
             f
-            for f in sorted(self.model_fields_set)
-            if _READER_OPTION.get(f, self.kind) != self.kind
+            for f, kind in sorted(_READER_OPTION.items())
+            if kind != self.kind and getattr(self, f) != fields[f].default
         ]
         if wrong:
             kinds = ", ".join(f"{f} ({_READER_OPTION[f]} only)" for f in wrong)
