@@ -165,7 +165,10 @@ def test_failed_registration_stops_the_run_with_exit_3(demo, tmp_path):
     summary = json.loads((tmp_path / "results" / "summary.json").read_text(encoding="utf-8"))
     assert summary["status"] == "registration_failed"
     assert summary["registrations"][0]["failures"]
-    assert (tmp_path / "results" / "report.html").exists()
+    report = (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
+    assert "could not register" in report and "no tissue to register" in report
+    assert "skipped: map, cluster, correlate (the config has no MSI → Visium path" in report
+    assert "3 sections failed" in report
     with pytest.raises(RegistrationFailedError, match="msi → blank"):
         run_pipeline(load_config(config), show_progress=False, write_report=False)
 
@@ -251,6 +254,9 @@ def test_demo_report_renders_in_a_browser_with_every_section(demo, chromium):
         assert title in text, (title, headings)
     body = chromium.evaluate("document.body.innerText", tab)
     assert "Against truth" in body and "TRE MSI → Visium (composed)" in body
+    # each registration's checks in words, with their pass condition and result
+    assert body.count("Quality checks") == 2 and "alignment pinned down" in body
+    assert "pass when" in body and "≤ 0.9" in body
 
 
 def test_warped_histology_overlays_the_visium_image(demo, tmp_path):
