@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -120,11 +121,14 @@ def registration_qc(
         ax.set_xlabel(f"x ({unit})")
         ax.set_ylabel(f"y ({unit})")
     status = "ok" if result.ok else "FAILED: " + "; ".join(result.failures)
-    fig.suptitle(
-        title
-        or f"{moving.description} → {fixed.description}: {result.model}, {status}; NMI "
-        f"{m['nmi_initial']:.3f} → {m['nmi_final']:.3f}"
-    )
+    # sf.reg.assess judges a given transform: it has a final NMI but no initial one
+    nmi = f"{m['nmi_final']:.3f}"
+    if "nmi_initial" in m:
+        nmi = f"{m['nmi_initial']:.3f} → {nmi}"
+    default = f"{moving.description} → {fixed.description}: {result.model}, {status}; NMI {nmi}"
+    # a failed result's reasons are sentences: wrap them to the figure's width
+    width = max(60, round(fig.get_figwidth() * 9))
+    fig.suptitle(title or textwrap.fill(default, width))
     if save is not None:
         from spatialfuse._io_utils import atomic_savefig
 

@@ -1,0 +1,36 @@
+"""sf.pl.registration_qc draws a result of sf.reg.assess (no initial NMI) and a failed one."""
+
+from __future__ import annotations
+
+import matplotlib
+
+from spatialfuse.reg import AffineTransform, assess, compose, register
+
+from .conftest import MOVING_PIXEL_UM, make_pair
+
+matplotlib.use("Agg")
+
+
+def test_qc_figure_of_an_assessed_and_failed_transform(tmp_path):
+    from spatialfuse.pl import registration_qc
+
+    moving, fixed, _ = make_pair(1)
+    result = register(moving, fixed)
+    shift = AffineTransform.from_params(translation=(4 * MOVING_PIXEL_UM, 0.0))
+    judged = assess(moving, fixed, compose(result.transform, shift))
+    assert "nmi_initial" not in judged.metrics  # nothing was optimised
+    fig = registration_qc(judged, save=tmp_path / "qc.png")
+    title = fig.get_suptitle()
+    assert " ".join(title.split()).endswith(f"NMI {judged.metrics['nmi_final']:.3f}")
+    assert not judged.ok
+    # the reasons are wrapped to the figure's width, none of them lost
+    assert max(len(line) for line in title.splitlines()) <= round(fig.get_figwidth() * 9)
+    for reason in judged.failures:
+        assert " ".join(reason.split()) in " ".join(title.split())
+    assert (tmp_path / "qc.png").stat().st_size > 10_000
+    # a registered result still shows initial → final
+    title = registration_qc(result).get_suptitle()
+    m = result.metrics
+    assert " ".join(f"{m['nmi_initial']:.3f} → {m['nmi_final']:.3f}".split()) in " ".join(
+        title.split()
+    )
