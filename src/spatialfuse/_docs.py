@@ -7,6 +7,7 @@ line with the text, every line of it indented as the placeholder is, so the rend
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,8 +24,10 @@ def fill_doc(**texts: str) -> Callable[[F], F]:
     """
 
     def decorate(obj: F) -> F:
+        if obj.__doc__ is None or sys.flags.optimize >= 2:  # python -OO strips docstrings
+            return obj
         lines, used = [], set()
-        for line in (obj.__doc__ or "").split("\n"):
+        for line in obj.__doc__.split("\n"):
             name = line.strip()[1:-1] if line.strip().startswith("{") else None
             if name in texts and line.strip() == "{" + name + "}":
                 indent = line[: len(line) - len(line.lstrip())]
