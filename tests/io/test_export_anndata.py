@@ -93,6 +93,34 @@ def test_write_h5mu_round_trip_and_input_untouched(tmp_path):
     assert list(mdata.obs.columns) == before["columns"]
 
 
+def test_write_h5mu_images_once(tmp_path):
+    """The same Visium images in every modality and the global uns are written once."""
+    import mudata as md
+
+    rng = np.random.default_rng(5)
+    images = {"hires": rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)}
+    spatial = {"lib": {"images": images, "scalefactors": {"tissue_hires_scalef": 0.5}}}
+    rna, msi = _adata(seed=6), _adata(seed=7)
+    msi.var_names = [f"mz-{m}" for m in msi.var["mz"]]
+    rna.uns["spatial"] = spatial
+    msi.uns["spatial"] = {"lib": {"images": {"hires": images["hires"].copy()}}}
+    mdata = md.MuData({"rna": rna, "msi": msi})
+    mdata.uns["spatial"] = spatial
+    back = md.read_h5mu(sf.io.write_h5mu(mdata, tmp_path / "once.h5mu", images_once=True))
+    np.testing.assert_array_equal(
+        back["rna"].uns["spatial"]["lib"]["images"]["hires"], images["hires"]
+    )
+    assert "spatial" not in back["msi"].uns and "spatial" not in back.uns
+    # the input keeps its copies; without the option every copy is written
+    assert "spatial" in msi.uns and "spatial" in mdata.uns
+    back = md.read_h5mu(sf.io.write_h5mu(mdata, tmp_path / "all.h5mu"))
+    assert "spatial" in back["msi"].uns and "spatial" in back.uns
+    # different images are kept
+    msi.uns["spatial"]["lib"]["images"]["hires"] = images["hires"][::-1].copy()
+    back = md.read_h5mu(sf.io.write_h5mu(mdata, tmp_path / "diff.h5mu", images_once=True))
+    assert "spatial" in back["msi"].uns and "spatial" not in back.uns
+
+
 def test_wrong_types(tmp_path):
     with pytest.raises(TypeError, match="AnnData"):
         sf.io.write_h5ad(np.zeros(3), tmp_path / "x.h5ad")

@@ -88,6 +88,45 @@ def test_demo_writes_every_output(demo):
     np.testing.assert_allclose(composed.apply(points), t2.apply(t1.apply(points)), atol=1e-9)
 
 
+def test_demo_spatialdata_store_is_one_picture(demo):
+    """The run's store: every element in ``global``, the MSI as image + labels, the joint
+    clusters in a table annotating the spots; images stored once in joint.h5mu, no repeated
+    obs columns in joint.h5ad."""
+    import warnings
+
+    import spatialdata as sd
+    from spatialdata.transformations import get_transformation
+
+    out, _ = demo
+    results = out / "results"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata = sd.read_zarr(results / "spatialdata.zarr")
+    assert set(sdata.images) == {"he", "visium_he", "msi_image"}
+    assert set(sdata.labels) == {"msi_pixels"} and set(sdata.shapes) == {"visium_spots"}
+    for name in ("he", "visium_he", "msi_image", "msi_pixels", "visium_spots"):
+        assert "global" in get_transformation(sdata[name], get_all=True), name
+    # pyramids halve down to below 1,024 px: the 2,000 px Visium H&E has levels, the demo's
+    # H&E at 4 µm (890 px) is one
+    assert list(sdata["visium_he"].children) == ["scale0", "scale1"]
+    assert sdata["msi_image"].c.values[0] == "TIC" and len(sdata["msi_image"].c) == 21
+    joint = sdata.tables["joint"]
+    assert joint.uns["spatialdata_attrs"]["region"] == "visium_spots"
+    assert [t for t in sdata.tables if "joint" in sdata.tables[t].obs] == ["joint"]
+    mdata = mudata.read_h5mu(results / "joint.h5mu")
+    np.testing.assert_array_equal(
+        joint.obs["joint"].astype(str).to_numpy(),
+        mdata.obs.loc[joint.obs_names, "joint"].astype(str).to_numpy(),
+    )
+    holders = [m for m in mdata.mod if "spatial" in mdata[m].uns] + (
+        ["global"] if "spatial" in mdata.uns else []
+    )
+    assert holders == ["rna"]
+    columns = list(anndata.read_h5ad(results / "joint.h5ad").obs.columns)
+    assert "in_tissue" in columns and "rna:in_tissue" not in columns
+    assert "msi:in_tissue" not in columns and "joint" in columns
+
+
 def test_rerun_reuses_every_step_and_gives_identical_outputs(demo):
     out, _ = demo
     results = out / "results"

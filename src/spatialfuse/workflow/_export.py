@@ -7,7 +7,7 @@
 ``correlation.csv``               gene × ion pairs with spatial significance
 ``transforms/*.json``             every registration and the composed MSI → Visium transform
 ``qc/*.png``                      registration QC figures
-``spatialdata.zarr``              H&E, spots, MSI pixels and tables in one µm coordinate system
+``spatialdata.zarr``              H&E images, spots, MSI image/labels, tables in µm (``global``)
 ``spaceranger_msi/``              the MSI on the spots as a Space Ranger folder (optional)
 ``warped/*.ome.tif``              histology in the Visium frame, pyramidal (optional)
 ``summary.json``, ``report.html``  every metric; the QC report
@@ -47,9 +47,9 @@ def export_outputs(result: RunResult) -> None:
         files["msi_spots"] = io.write_h5ad(result.msi_spots, out / "msi_spots.h5ad")
     if result.mdata is not None:
         if config.outputs.h5mu:
-            files["h5mu"] = io.write_h5mu(result.mdata, out / "joint.h5mu")
+            files["h5mu"] = io.write_h5mu(result.mdata, out / "joint.h5mu", images_once=True)
         if config.outputs.h5ad:
-            joint = tl.concatenate_modalities(result.mdata)
+            joint = _drop_repeated_obs(tl.concatenate_modalities(result.mdata))
             files["h5ad"] = io.write_h5ad(joint, out / "joint.h5ad")
     if result.correlation is not None:
         path = out / "correlation.csv"
@@ -70,6 +70,28 @@ def export_outputs(result: RunResult) -> None:
             visium=result.modalities[config.visium_name],
             overwrite=True,
         )
+
+
+def _drop_repeated_obs(adata):
+    """Drop ``"<modality>:<column>"`` columns whose values equal ``<column>``'s (in place)."""
+    import numpy as np
+
+    obs = adata.obs
+    repeated = []
+    for column in obs.columns:
+        base = str(column).split(":", 1)[-1]
+        if base == str(column) or base not in obs.columns:
+            continue
+        a, b = obs[column], obs[base]
+        try:
+            same = np.array_equal(np.asarray(a, float), np.asarray(b, float), equal_nan=True)
+        except (TypeError, ValueError):  # not numbers
+            same = a.astype(object).equals(b.astype(object))
+        if same:
+            repeated.append(column)
+    if repeated:
+        adata.obs = obs.drop(columns=repeated)
+    return adata
 
 
 def _warp_histology(result: RunResult) -> dict:
@@ -129,7 +151,7 @@ def _he_name(result: RunResult) -> str | None:
 
 
 def _write_spatialdata(result: RunResult, he_name: str | None):
-    """Everything in the Visium image's µm frame (the frame the spots and tables live in)."""
+    """Everything in the Visium image's µm frame (``global``: the frame the spots live in)."""
     from spatialfuse import io
     from spatialfuse.workflow._steps import compose_path
 
@@ -142,7 +164,9 @@ def _write_spatialdata(result: RunResult, he_name: str | None):
     if he_name is not None:
         he = result.modalities[he_name]
         transforms["he"] = compose_path(edges, he_name, config.visium_name)
-    tables = {"msi_spots": result.msi_spots} if result.msi_spots is not None else None
+    tables = {"msi_spots": result.msi_spots} if result.msi_spots is not None else {}
+    if result.mdata is not None:
+        tables["joint"] = result.mdata  # joint clusters: color="joint" in spatialdata-plot
     return io.write_spatialdata(
         result.output / "spatialdata.zarr",
         he=he,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,9 @@ def write_h5ad(
 
 
 @fill_doc(object_and_path=object_and_path("mdata"))
-def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> Path:
+def write_h5mu(
+    mdata: mudata.MuData, path: str | os.PathLike, *, images_once: bool = False, **kwargs: Any
+) -> Path:
     """Write a MuData to ``.h5mu`` atomically.
 
     Like :func:`write_h5ad`: :func:`mudata.write_h5mu` writes a temporary file beside ``path``
@@ -72,6 +74,11 @@ def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> 
     Parameters
     ----------
     {object_and_path}
+    images_once
+        Store the Visium images (``uns["spatial"]``) once, in the first modality that holds
+        them: the copies in the other modalities and in the global ``uns`` are left out when
+        they are the same images (mudata keeps one per modality and one global: three copies
+        of each H&E in a joint table of RNA and MSI on the same spots).
     **kwargs
         Passed to :func:`mudata.write_h5mu` (HDF5 dataset options such as ``compression``).
 
@@ -86,6 +93,8 @@ def write_h5mu(mdata: mudata.MuData, path: str | os.PathLike, **kwargs: Any) -> 
         raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
     path = Path(path)
     target = _shallow_mudata(mdata)
+    if images_once:
+        _drop_repeated_images(target)
     with _hdf5_write_errors(path), atomic_path(path) as tmp:
         md.write_h5mu(tmp, target, **kwargs)
     return path
@@ -151,3 +160,30 @@ def _shallow_mudata(mdata: mudata.MuData) -> mudata.MuData:
         axis=mdata.axis,
         **_mapping_copies(mdata, ("obsm", "varm", "obsp", "varp", "obsmap", "varmap", "uns")),
     )
+
+
+def _drop_repeated_images(mdata: mudata.MuData) -> None:
+    """Delete ``uns["spatial"]`` where it repeats the first modality's (a shallow copy's uns)."""
+    holders = [name for name, adata in mdata.mod.items() if "spatial" in adata.uns]
+    if not holders:
+        return
+    first = mdata.mod[holders[0]].uns["spatial"]
+    for name in holders[1:]:
+        if _same_images(mdata.mod[name].uns["spatial"], first):
+            del mdata.mod[name].uns["spatial"]
+    if _same_images(mdata.uns.get("spatial"), first):
+        del mdata.uns["spatial"]
+
+
+def _same_images(a: Any, b: Any) -> bool:
+    """Whether two ``uns["spatial"]`` entries hold the same libraries with equal images."""
+    import numpy as np
+
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping) or set(a) != set(b):
+        return False
+    for library in a:
+        ia = dict((a[library] or {}).get("images", {}) or {})
+        ib = dict((b[library] or {}).get("images", {}) or {})
+        if set(ia) != set(ib) or not all(np.array_equal(ia[k], ib[k]) for k in ia):
+            return False
+    return True

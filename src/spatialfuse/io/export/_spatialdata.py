@@ -2,44 +2,53 @@
 
 Elements and coordinate systems
 -------------------------------
-Every element keeps its own frame (``docs/coordinates.md``) and is placed into one shared
-coordinate system (``coordinate_system``, default ``"aligned_um"``) in micrometres, the frame of the
-``reference`` modality:
+Every element is placed into one shared coordinate system (``coordinate_system``, default
+``"global"``) in micrometres, the frame of the ``reference`` modality, and keeps its own µm frame
+as a second system where it can (``docs/coordinates.md``):
 
-========================  ===========================================  =====================
-element                   geometry                                     own system
-========================  ===========================================  =====================
-image ``"he"``            the H&E, multiscale ``(c, y, x)``            ``"he_um"``
-shapes ``"visium_spots"`` circles at the spot centres, radius 27.5 µm  ``"visium_um"``
-shapes ``"msi_pixels"``   one square polygon per MSI pixel             ``"msi_um"``
-========================  ===========================================  =====================
+=========================  ==============================================  ===============
+element                    what                                            own system
+=========================  ==============================================  ===============
+image ``"he"``             the H&E, multiscale ``(c, y, x)``               ``"he_um"``
+image ``"visium_he"``      the Visium H&E (hires, else lowres), multiscale  ``"visium_um"``
+image ``"msi_image"``      the MSI raster, channels ``TIC`` + ions          ``"msi_um"``
+labels ``"msi_pixels"``    one label per MSI pixel (row + 1; 0 = none)     ``"msi_um"``
+shapes ``"visium_spots"``  circles at the spot centres, radius 27.5 µm     ``"visium_um"``
+=========================  ==============================================  ===============
 
 SpatialData puts the centre of image pixel ``i`` at ``i + ½`` in its intrinsic coordinates, as
-spatialfuse does, so the H&E maps to its µm frame by a pure ``Scale`` of the pixel size.
+spatialfuse does, so the H&E maps to its µm frame by a pure ``Scale`` of the pixel size, and the
+MSI raster (its grid from ``obs["imzml_x"/"imzml_y"]``, origin at the smallest position) by a
+``Scale`` of the MSI pixel size and a ``Translation`` to that origin.
 
-MSI pixels are written as **square polygons** (the pixel's area, ``[(x − 1)·px, x·px] ×
-[(y − 1)·py, y·py]`` µm), the way spatialdata-io writes Visium HD bins: the shape is what
-:func:`spatialfuse.tl.map_to_spots` integrates over, it draws as the raster it is, and SpatialData's
-own aggregation (``spatialdata.aggregate``) then measures true overlaps with other shapes. Points
-with a size attribute would lose the square and its orientation under a rotation.
+The MSI is a raster, so it is stored as one: an image whose channels are the total ion count and
+the ions chosen by ``msi_ions`` (default the 20 of largest variance; channel names are the
+``var_names``), with pyramid levels where it is large, and a labels element whose value at a
+pixel is the row of that pixel's spectrum plus one, which the ``"msi"`` table annotates (so any
+ion or ``obs`` column of the table colours the pixels through the labels). Grid positions without
+a spectrum are 0 in both.
 
 Linear transforms (:class:`~spatialfuse.reg.AffineTransform`, or all-linear chains) are written as
 ``spatialdata.transformations.Affine`` from the element's own frame into the shared system, so the
-element keeps its own coordinates. SpatialData has no nonrigid transform: a nonrigid transform's
-**warped geometry** is written instead (spot centres and polygon corners mapped into the reference
-frame, with an ``Identity`` into the shared system and no own system), and the transform itself
-is stored as JSON in ``attrs["spatialfuse"]["transforms"]`` so it can be re-applied
-(:meth:`spatialfuse.reg.Transform.from_dict`). An image cannot be warped this way; its transform
-must be linear.
+element keeps its own coordinates. SpatialData has no nonrigid transform: under a nonrigid
+transform the spot centres are written **warped** into the reference frame, and the MSI raster
+and the Visium H&E are **resampled** onto a grid in the reference frame (each cell takes the pixel
+its centre maps back to through the transform's inverse: nearest neighbour, so ion values and
+labels are the MSI's own), each with an ``Identity`` / ``Scale`` into the shared system and no own
+system; the transform itself is stored as JSON in ``attrs["spatialfuse"]["transforms"]`` so it can
+be re-applied (:meth:`spatialfuse.reg.Transform.from_dict`). The H&E ``"he"`` is not resampled
+(it can be gigapixels): its transform must be linear (or make it the reference).
 
 Tables
 ------
-``visium`` and ``msi`` are written as tables ``"visium"`` and ``"msi"`` annotating their shapes
-(``region_key="region"``, ``instance_key="spot_id"`` / ``"pixel_id"``, as spatialdata-io names
-them), with the spot / pixel centres in the shared system added as
+``visium`` and ``msi`` are written as tables ``"visium"`` and ``"msi"`` annotating
+``"visium_spots"`` and ``"msi_pixels"`` (``region_key="region"``, ``instance_key="spot_id"`` /
+``"pixel_id"``, as spatialdata-io names them; ``spot_id`` is the spot's row, ``pixel_id`` the
+pixel's label, row + 1), with the spot / pixel centres in the shared system added as
 ``obsm["spatial_<coordinate_system>"]``. Further tables (``tables=``) annotate the spots or the
 pixels, whichever their ``obs_names`` belong to; a MuData contributes one table per modality and
-one for its global annotation.
+one for its global annotation (joint clusters), and a column of the global annotation is not
+repeated in the modalities' tables, so ``color="joint"`` finds one table.
 """
 
 from __future__ import annotations
@@ -68,15 +77,25 @@ __all__ = ["write_spatialdata"]
 MODALITIES = ("he", "visium", "msi")
 #: Element names in the store.
 IMAGE_KEY = "he"
+VISIUM_IMAGE_KEY = "visium_he"
+MSI_IMAGE_KEY = "msi_image"
 SPOTS_KEY = "visium_spots"
 PIXELS_KEY = "msi_pixels"
 REGION_KEY = "region"
 SPOT_INSTANCE_KEY = "spot_id"
 PIXEL_INSTANCE_KEY = "pixel_id"
+#: Name of the MSI image's total-ion-count channel.
+TIC_CHANNEL = "TIC"
+#: Own µm coordinate system of each modality.
+OWN_SYSTEMS = {"he": "he_um", "visium": "visium_um", "msi": "msi_um"}
 #: Long side below which no further pyramid level is made.
 _PYRAMID_MIN_SIDE = 1024
 #: Chunk side of lazily read H&E tiles, pixels.
 _IMAGE_CHUNK = 2048
+#: Rows of the MSI table read at a time when building the MSI image.
+_MSI_BLOCK_ROWS = 65_536
+#: Most grid cells of a raster resampled under a nonrigid transform.
+_MAX_RESAMPLED_CELLS = 4_000_000
 
 
 def write_spatialdata(
@@ -88,17 +107,22 @@ def write_spatialdata(
     tables: Mapping[str, anndata.AnnData | mudata.MuData] | None = None,
     transforms: Mapping[str, Transform] | None = None,
     reference: str | None = None,
-    coordinate_system: str = "aligned_um",
+    coordinate_system: str = "global",
     he_pixel_size_um: float | None = None,
     he_scale_factors: Sequence[int] | None = None,
+    msi_ions: int | Sequence[str] = 20,
+    visium_image: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Write H&E, Visium spots, MSI pixels and tables as one SpatialData zarr store, in µm.
+    """Write H&E, Visium spots and image, the MSI and tables as one SpatialData zarr store, in µm.
 
     Points are ``(x, y) = (column, row)`` in µm. Each modality is placed into the shared coordinate
     system ``coordinate_system``, which is the µm frame of ``reference``, through
     ``transforms[modality]`` (moving → reference, as :mod:`spatialfuse.reg` returns them). See
-    :mod:`spatialfuse.io.export._spatialdata` for the elements, and why MSI pixels are polygons.
+    :mod:`spatialfuse.io.export._spatialdata` for the elements. The store opens with
+    :func:`spatialdata.read_zarr` and draws with spatialdata-plot as it is, e.g.
+    ``sdata.pl.render_images("he").pl.render_shapes("visium_spots", color="joint")
+    .pl.show(coordinate_systems="global")``.
 
     The store is written atomically: it is built in a temporary folder beside ``path`` and renamed
     into place once complete.
@@ -111,10 +135,11 @@ def write_spatialdata(
         The H&E image (:func:`spatialfuse.io.read_histology`, or a path to read with it).
     visium
         Visium spots as read by :func:`spatialfuse.io.read_visium` (centres in
-        ``obsm["spatial_um"]``).
+        ``obsm["spatial_um"]``; its H&E in ``uns["spatial"]``).
     msi
         MSI pixels × m/z as read by :func:`spatialfuse.io.read_imzml` (grid positions in
-        ``obs["imzml_x"/"imzml_y"]``, ``uns["spatialfuse"]["pixel_size_um"]``).
+        ``obs["imzml_x"/"imzml_y"]``, ``uns["spatialfuse"]["pixel_size_um"]``); ``X`` may be
+        dense, sparse or dask (read in blocks of rows).
     tables
         Further tables by name, e.g. ``{"msi_spots": sf.tl.map_to_spots(...)}``; each annotates
         the Visium spots or the MSI pixels, whichever element its ``obs_names`` belong to (all of
@@ -139,7 +164,13 @@ def write_spatialdata(
         in memory; the image's transformations use the exact pixel size of what is written.
     he_scale_factors
         Relative downscale factors of the pyramid levels below the first (SpatialData's
-        ``scale_factors``). Default: factors of 2 until the long side is below 1,024 pixels.
+        ``scale_factors``). Default: factors of 2 until the long side is below 1,024 pixels
+        (the same rule makes the pyramids of the Visium H&E and the MSI image and labels).
+    msi_ions
+        The ion channels of the MSI image after ``TIC``: a number *n* (the *n* ions of largest
+        intensity variance, in ``var`` order; 0 for the TIC alone) or a list of ``var_names``.
+    visium_image
+        Store the Visium H&E (``uns["spatial"]``, hires else lowres) as image ``"visium_he"``.
     overwrite
         Replace an existing ``path`` (only once the new store is complete).
 
@@ -148,22 +179,23 @@ def write_spatialdata(
     pathlib.Path
         ``path``. The store holds:
 
-        - images ``"he"``; shapes ``"visium_spots"`` (circles, ``radius`` column = 27.5 µm,
-          index = ``spot_id``) and ``"msi_pixels"`` (polygons, index = ``pixel_id``), each in
-          ``coordinate_system`` and, unless warped, in its own system ``"he_um"``,
-          ``"visium_um"``, ``"msi_um"``;
+        - images ``"he"``, ``"visium_he"``, ``"msi_image"`` (channels ``TIC`` and the ions);
+          labels ``"msi_pixels"`` (pixel ``pixel_id``, 0 where no spectrum); shapes
+          ``"visium_spots"`` (circles, ``radius`` column = 27.5 µm, index = ``spot_id``), each
+          in ``coordinate_system`` and, unless warped or resampled, in its own system
+          ``"he_um"``, ``"visium_um"``, ``"msi_um"``;
         - tables ``"visium"``, ``"msi"`` and those of ``tables``, with ``obs["region"]``, the
           instance key and ``obsm["spatial_<coordinate_system>"]`` (centres in the shared
           system);
         - ``attrs["spatialfuse"]``: version, units, reference, coordinate system, every transform
-          as a JSON dict and which elements were warped.
+          as a JSON dict, which elements were warped or resampled, the MSI image's channels.
 
     Raises
     ------
     ValueError
         No modality given, ``reference`` not among them, a transform missing or given for the
-        reference, a nonrigid transform for the image, a table that annotates neither spots nor
-        pixels, or an input without its layout.
+        reference, a nonrigid transform for the H&E, a table that annotates neither spots nor
+        pixels, an ion not in ``msi.var_names``, or an input without its layout.
     TypeError
         A transform is not a :class:`~spatialfuse.reg.Transform`.
     FileExistsError
@@ -188,10 +220,13 @@ def write_spatialdata(
     obsm_key = f"spatial_{coordinate_system}"
 
     images: dict[str, Any] = {}
+    labels: dict[str, Any] = {}
     shapes: dict[str, Any] = {}
     out_tables: dict[str, Any] = {}
     warped: list[str] = []
-    regions: dict[str, tuple[str, str, Any, np.ndarray]] = {}
+    resampled: list[str] = []
+    regions: dict[str, tuple[str, str, Any, np.ndarray, int]] = {}
+    channels: list[str] = []
 
     if he is not None:
         images[IMAGE_KEY] = _he_element(
@@ -201,12 +236,20 @@ def write_spatialdata(
         element, aligned, is_warped = _spots_element(visium, maps.get("visium"), coordinate_system)
         shapes[SPOTS_KEY] = element
         warped += [SPOTS_KEY] if is_warped else []
-        regions[SPOTS_KEY] = (SPOT_INSTANCE_KEY, "visium", visium.obs_names, aligned)
+        regions[SPOTS_KEY] = (SPOT_INSTANCE_KEY, "visium", visium.obs_names, aligned, 0)
+        if visium_image:
+            found = _visium_image_element(visium, maps.get("visium"), coordinate_system)
+            if found is not None:
+                images[VISIUM_IMAGE_KEY], is_resampled = found
+                resampled += [VISIUM_IMAGE_KEY] if is_resampled else []
     if msi is not None:
-        element, aligned, is_warped = _pixels_element(msi, maps.get("msi"), coordinate_system)
-        shapes[PIXELS_KEY] = element
-        warped += [PIXELS_KEY] if is_warped else []
-        regions[PIXELS_KEY] = (PIXEL_INSTANCE_KEY, "msi", msi.obs_names, aligned)
+        image, pixels, aligned, channels, is_resampled = _msi_elements(
+            msi, maps.get("msi"), coordinate_system, msi_ions
+        )
+        images[MSI_IMAGE_KEY] = image
+        labels[PIXELS_KEY] = pixels
+        resampled += [MSI_IMAGE_KEY, PIXELS_KEY] if is_resampled else []
+        regions[PIXELS_KEY] = (PIXEL_INSTANCE_KEY, "msi", msi.obs_names, aligned, 1)
 
     named: dict[str, anndata.AnnData] = {}
     if visium is not None:
@@ -218,7 +261,9 @@ def write_spatialdata(
             raise ValueError(f"table name {name!r} is taken by the {name} input; rename it")
         named[name] = table
     for name, table in named.items():
-        out_tables[name] = _table_element(name, table, regions, obsm_key)
+        out_tables[name] = _table_element(
+            name, table, regions, obsm_key, drop_images=VISIUM_IMAGE_KEY in images
+        )
 
     attrs = {
         "spatialfuse": {
@@ -232,16 +277,20 @@ def write_spatialdata(
             },
             "transform_direction": "modality -> reference",
             "warped_elements": warped,
+            "resampled_elements": resampled,
+            "msi_image_channels": channels,
         }
     }
-    sdata = sd.SpatialData(images=images, shapes=shapes, tables=out_tables, attrs=attrs)
+    sdata = sd.SpatialData(
+        images=images, labels=labels, shapes=shapes, tables=out_tables, attrs=attrs
+    )
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite) as tmp, encodable_path(tmp) as target:
         sdata.write(target)
     logger.info(
         "wrote %s: %s in %r (reference %s)",
         path,
-        ", ".join([*images, *shapes, *out_tables]),
+        ", ".join([*images, *labels, *shapes, *out_tables]),
         coordinate_system,
         reference,
     )
@@ -421,37 +470,242 @@ def _spots_element(visium, transform: Transform | None, coordinate_system: str):
     return ShapesModel.parse(frame, transformations=systems), aligned, warped
 
 
-def _pixels_element(msi, transform: Transform | None, coordinate_system: str):
-    """MSI pixels as square polygons; returns (element, centres in the shared system, warped)."""
-    import geopandas as gpd
-    import pandas as pd
-    import shapely
-    from spatialdata.models import ShapesModel
-    from spatialdata.transformations import Identity
+def _visium_image_element(visium, transform: Transform | None, coordinate_system: str):
+    """The Visium H&E as a multiscale image, and whether it was resampled; None if it has none."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale, Sequence
+
+    from spatialfuse.io.visium import tissue_image
+
+    found = tissue_image(visium)
+    info = visium.uns.get("spatialfuse", {}) or {}
+    if found is None or "um_per_px" not in info:
+        logger.debug("the Visium data hold no image (or no um_per_px): no %s", VISIUM_IMAGE_KEY)
+        return None
+    array, scale, res = found
+    if array.ndim == 2:
+        array = array[:, :, None]
+    pixel = float(info["um_per_px"]) / scale
+    data = np.moveaxis(np.asarray(array), 2, 0)
+    channels = ["r", "g", "b"] if data.shape[0] == 3 else [f"c{i}" for i in range(data.shape[0])]
+    to_shared = _linear(transform)
+    own = Scale([pixel, pixel], axes=("y", "x"))
+    resampled = to_shared is None
+    if resampled:
+        data, grid = _resample(data, own, transform, pixel, order=0)
+        systems = {coordinate_system: grid}
+    else:
+        systems = {"visium_um": own, coordinate_system: Sequence([own, to_shared])}
+    logger.debug("Visium %s image %s at %.3g µm/px", res, data.shape[1:], pixel)
+    element = Image2DModel.parse(
+        _chunked(data),
+        dims=("c", "y", "x"),
+        scale_factors=_scale_factors(max(data.shape[1:]), None) or None,
+        c_coords=channels,
+        transformations=systems,
+    )
+    return element, resampled
+
+
+def _msi_elements(msi, transform: Transform | None, coordinate_system: str, ions):
+    """The MSI raster as an image (TIC + ions) and labels (row + 1).
+
+    Returns (image, labels, pixel centres in the shared system, channel names, resampled).
+    """
+    from spatialdata.models import Image2DModel, Labels2DModel
+    from spatialdata.transformations import Scale, Sequence, Translation
 
     from spatialfuse.core.msi_raster import MsiRaster
 
     raster = MsiRaster.from_anndata(msi, "msi")
     centres = raster.centres_um()
-    px, py = raster.pixel_size_um
-    # corners counter-clockwise on screen (y down): top-left, top-right, bottom-right, bottom-left
-    offsets = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) * (px, py)
-    corners = centres[:, None, :] + offsets[None, :, :]
-    to_shared = _linear(transform)
-    warped = to_shared is None
     aligned = centres if transform is None else transform.apply(centres)
-    if warped:
-        corners = transform.apply(corners.reshape(-1, 2)).reshape(corners.shape)
-    frame = gpd.GeoDataFrame(
-        geometry=shapely.polygons(corners),
-        index=pd.Index(np.arange(raster.n, dtype=np.int64), name=PIXEL_INSTANCE_KEY),
+    columns = _ion_columns(msi, ions)
+    names = [TIC_CHANNEL, *(str(msi.var_names[j]) for j in columns)]
+    values = _msi_values(msi, columns)  # (n, 1 + len(columns)), float32
+    width, height = raster.shape
+    col = raster.grid_x - raster.origin[0]
+    row = raster.grid_y - raster.origin[1]
+    label_dtype = np.int32 if raster.n < 2**31 - 1 else np.int64
+    label = np.zeros((height, width), dtype=label_dtype)
+    label[row, col] = np.arange(1, raster.n + 1, dtype=label_dtype)
+    image = np.zeros((len(names), height, width), dtype=np.float32)
+    image[:, row, col] = values.T
+    px, py = raster.pixel_size_um
+    own = Sequence(
+        [
+            Scale([py, px], axes=("y", "x")),
+            Translation(
+                [(raster.origin[1] - 1) * py, (raster.origin[0] - 1) * px], axes=("y", "x")
+            ),
+        ]
     )
-    systems = (
-        {coordinate_system: Identity()}
-        if warped
-        else {"msi_um": Identity(), coordinate_system: to_shared}
+    to_shared = _linear(transform)
+    resampled = to_shared is None
+    if resampled:
+        step = min(px, py) / 2
+        label, grid = _resample(label[None], own, transform, step, order=0)
+        label = label[0]
+        # the channels follow the labels: each cell the values of the pixel it took
+        image = np.zeros((len(names), *label.shape), dtype=np.float32)
+        hit = label > 0
+        image[:, hit] = values[label[hit] - 1].T
+        systems_image = {coordinate_system: grid}
+        systems_labels = {coordinate_system: grid}
+    else:
+        systems_image = {"msi_um": own, coordinate_system: Sequence([own, to_shared])}
+        systems_labels = {"msi_um": own, coordinate_system: Sequence([own, to_shared])}
+    factors = _scale_factors(max(label.shape), None) or None
+    logger.debug(
+        "MSI raster %d × %d, channels %s%s",
+        label.shape[1],
+        label.shape[0],
+        names,
+        " (resampled)" if resampled else "",
     )
-    return ShapesModel.parse(frame, transformations=systems), aligned, warped
+    image_element = Image2DModel.parse(
+        _chunked(image),
+        dims=("c", "y", "x"),
+        scale_factors=factors,
+        c_coords=names,
+        transformations=systems_image,
+    )
+    labels_element = Labels2DModel.parse(
+        _chunked(label),
+        dims=("y", "x"),
+        scale_factors=factors,
+        transformations=systems_labels,
+    )
+    return image_element, labels_element, aligned, names, resampled
+
+
+def _ion_columns(msi, ions) -> list[int]:
+    """Column indices of the MSI image's ion channels: the top ``ions`` by variance, or named."""
+    if isinstance(ions, str):
+        ions = [ions]
+    if isinstance(ions, int | np.integer) and not isinstance(ions, bool):
+        n = int(ions)
+        if n < 0:
+            raise ValueError(f"msi_ions must be a non-negative number or a list of ions, got {n}")
+        if n == 0 or msi.n_vars == 0:
+            return []
+        variance = _msi_moments(msi)
+        top = np.argsort(-variance, kind="stable")[: min(n, msi.n_vars)]
+        return sorted(int(j) for j in top)
+    try:
+        wanted = [str(name) for name in ions]
+    except TypeError:
+        raise TypeError(
+            f"msi_ions must be a number or a list of var_names, got {type(ions).__name__}"
+        ) from None
+    index = msi.var_names.get_indexer(wanted)
+    missing = [name for name, j in zip(wanted, index, strict=True) if j < 0]
+    if missing:
+        raise ValueError(
+            f"msi_ions: {missing[:5]} not among the MSI's var_names (e.g. "
+            f"{list(msi.var_names[:3])})"
+        )
+    return [int(j) for j in index]
+
+
+def _msi_blocks(msi, columns=None):
+    """Dense float64 blocks of rows of ``msi.X`` (optionally only ``columns``)."""
+    from scipy import sparse
+
+    x = msi.X
+    for start in range(0, msi.n_obs, _MSI_BLOCK_ROWS):
+        block = x[start : start + _MSI_BLOCK_ROWS]
+        if columns is not None:
+            block = block[:, columns]
+        if hasattr(block, "compute"):
+            block = block.compute()
+        if sparse.issparse(block):
+            block = block.toarray()
+        yield np.nan_to_num(np.asarray(block, dtype=np.float64), nan=0.0)
+
+
+def _msi_moments(msi) -> np.ndarray:
+    """Variance of every ion over the pixels, read in blocks of rows."""
+    total = np.zeros(msi.n_vars)
+    squares = np.zeros(msi.n_vars)
+    for block in _msi_blocks(msi):
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+    mean = total / max(msi.n_obs, 1)
+    return squares / max(msi.n_obs, 1) - mean**2
+
+
+def _msi_values(msi, columns: list[int]) -> np.ndarray:
+    """``(n, 1 + len(columns))``: the TIC and the chosen ions of every pixel, float32."""
+    out = np.empty((msi.n_obs, 1 + len(columns)), dtype=np.float32)
+    start = 0
+    for block in _msi_blocks(msi):
+        stop = start + len(block)
+        out[start:stop, 0] = block.sum(axis=1)
+        out[start:stop, 1:] = block[:, columns]
+        start = stop
+    return out
+
+
+def _resample(data: np.ndarray, own, transform: Transform, step_um: float, *, order: int):
+    """Resample ``(c, y, x)`` ``data`` (intrinsic → own µm by ``own``) into the reference frame.
+
+    Each cell of a grid of ``step_um`` covering the transformed extent takes the pixel its centre
+    maps back to through ``transform.inverse()`` (nearest neighbour: ``order`` 0 only). Returns the
+    resampled array and the grid's transformation into the reference frame.
+    """
+    import warnings
+
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    if order != 0:  # pragma: no cover - only nearest neighbour is used
+        raise ValueError("only nearest-neighbour resampling is implemented")
+    matrix = own.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    c, h, w = data.shape
+    # the outline of the data, densely, carried into the reference frame
+    t = np.linspace(0.0, 1.0, 65)
+    edge = np.concatenate(
+        [
+            np.stack([t * w, np.zeros_like(t)], 1),
+            np.stack([t * w, np.full_like(t, h)], 1),
+            np.stack([np.zeros_like(t), t * h], 1),
+            np.stack([np.full_like(t, w), t * h], 1),
+        ]
+    )
+    outline = transform.apply(edge @ matrix[:2, :2].T + matrix[:2, 2])
+    lo, hi = outline.min(axis=0), outline.max(axis=0)
+    cells = np.prod(np.ceil((hi - lo) / step_um))
+    if cells > _MAX_RESAMPLED_CELLS:
+        step_um *= math.sqrt(cells / _MAX_RESAMPLED_CELLS)
+    nx, ny = (max(int(v), 1) for v in np.ceil((hi - lo) / step_um))
+    gx, gy = np.meshgrid(
+        lo[0] + (np.arange(nx) + 0.5) * step_um, lo[1] + (np.arange(ny) + 0.5) * step_um
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        back = transform.inverse().apply(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    intrinsic = (back - matrix[:2, 2]) @ np.linalg.inv(matrix[:2, :2]).T
+    with np.errstate(invalid="ignore"):
+        ix = np.floor(intrinsic[:, 0])
+        iy = np.floor(intrinsic[:, 1])
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    out = np.zeros((c, ny * nx), dtype=data.dtype)
+    out[:, inside] = data[:, iy[inside].astype(np.int64), ix[inside].astype(np.int64)]
+    grid = Sequence(
+        [
+            Scale([step_um, step_um], axes=("y", "x")),
+            Translation([lo[1], lo[0]], axes=("y", "x")),
+        ]
+    )
+    return out.reshape(c, ny, nx), grid
+
+
+def _chunked(array: np.ndarray):
+    """A dask array of ``array`` in chunks of at most ``_IMAGE_CHUNK`` along y and x."""
+    import dask.array as da
+
+    chunks = tuple(-1 if axis < array.ndim - 2 else _IMAGE_CHUNK for axis in range(array.ndim))
+    return da.from_array(array, chunks=chunks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -470,12 +724,30 @@ def _flatten_tables(tables) -> dict[str, anndata.AnnData]:
             out[name] = table
         elif hasattr(table, "mod") and isinstance(getattr(table, "mod", None), Mapping):
             for modality, adata in table.mod.items():
-                out[f"{name}_{modality}"] = adata
+                out[f"{name}_{modality}"] = _without_global_columns(adata, table.obs)
             out[name] = _global_annotation(table)
         else:
             raise TypeError(
                 f"tables[{name!r}] must be an AnnData or a MuData, got {type(table).__name__}"
             )
+    return out
+
+
+def _without_global_columns(adata, global_obs) -> anndata.AnnData:
+    """``adata`` without the ``obs`` columns its MuData's global annotation holds too.
+
+    mudata copies a column such as the joint clusters into every modality; kept in one table
+    only, a plot colouring by it (``color="joint"``) finds one table, not three.
+    """
+    from spatialfuse.io.export._anndata import _shallow_anndata
+
+    repeated = [c for c in adata.obs.columns if c in global_obs.columns]
+    if not repeated:
+        return adata
+    out = _shallow_anndata(adata)
+    if out is adata:  # backed
+        out = adata.to_memory()
+    out.obs = out.obs.drop(columns=repeated)
     return out
 
 
@@ -493,23 +765,29 @@ def _global_annotation(mdata) -> anndata.AnnData:
     )
 
 
-def _table_element(name: str, table, regions: dict, obsm_key: str):
-    """The table annotating the element its ``obs_names`` belong to."""
+def _table_element(name: str, table, regions: dict, obsm_key: str, *, drop_images: bool):
+    """The table annotating the element its ``obs_names`` belong to.
+
+    With ``drop_images`` the table's ``uns["spatial"]`` (squidpy's copy of the Visium images) is
+    left out: the store holds those images once, as an image element.
+    """
     import pandas as pd
     from spatialdata.models import TableModel
 
     from spatialfuse.io.export._anndata import _shallow_anndata
 
     region, position = _find_region(name, table, regions)
-    instance_key, _, _, aligned = regions[region]
+    instance_key, _, _, aligned, offset = regions[region]
     out = _shallow_anndata(table)
     if out is table:  # backed: the shallow copy is the object itself
         out = table.to_memory()
     for column in (REGION_KEY, instance_key):
         if column in out.obs:
             raise ValueError(f"table {name!r} already has obs[{column!r}]; rename that column")
+    if drop_images:
+        out.uns.pop("spatial", None)
     out.obs[REGION_KEY] = pd.Categorical([region] * out.n_obs)
-    out.obs[instance_key] = position.astype(np.int64)
+    out.obs[instance_key] = position.astype(np.int64) + offset
     out.obsm[obsm_key] = np.asarray(aligned[position], dtype=np.float64)
     return TableModel.parse(out, region=region, region_key=REGION_KEY, instance_key=instance_key)
 
@@ -518,7 +796,7 @@ def _find_region(name: str, table, regions: dict) -> tuple[str, np.ndarray]:
     """The element whose instances include every observation of ``table``, and their positions."""
     import pandas as pd
 
-    for region, (_, _, names, _) in regions.items():
+    for region, (_, _, names, _, _) in regions.items():
         position = pd.Index(names).get_indexer(table.obs_names)
         if len(position) and (position >= 0).all():
             return region, position
