@@ -20,7 +20,8 @@ Targets:
 Everything but ``frames`` is committed: the docs build needs neither ``../shared/data`` nor the
 time to run the pipelines. Each page's code runs exactly as printed there, in one namespace, in a
 temporary folder (for the bladder, with the data and reference paths pointed at the real files);
-what a block prints (and the warnings and log warnings it raises) is written to ``stepN.txt``,
+what a block prints (and spatialfuse's warnings and log warnings; not third-party deprecation
+notices or coloured log lines) is written to ``stepN.txt``,
 N the number of the ``## N.`` (or ``### N.``) heading above the block (blocks under a heading
 without a number are not run), which the page includes with ``{literalinclude}``; printed lines
 longer than ``TEXT_WIDTH`` are wrapped (continuation lines indented). The PNGs the code saves
@@ -219,7 +220,9 @@ def run_blocks(
             buffer = io.StringIO()  # stdout, and warnings as 'Category: message'
 
             def show(message, category, *args, _buffer=buffer, **kwargs):
-                _buffer.write(f"{category.__name__}: {message}\n")
+                # spatialfuse's own warnings (third-party deprecation notices are left out)
+                if category.__module__.startswith("spatialfuse"):
+                    _buffer.write(f"{category.__name__}: {message}\n")
 
             # spatialfuse's own log warnings, as a user sees them on the terminal
             handler = logging.StreamHandler(buffer)
@@ -251,6 +254,8 @@ def _tidy(text: str, replace: dict[str, str]) -> str:
     lines = []
     for line in text.strip("\n").splitlines():
         line = line.rstrip()
+        if "\x1b[" in line:
+            continue  # a third-party library's coloured log line (scanpy's INFO)
         if len(line) > TEXT_WIDTH:
             line = textwrap.fill(
                 line,
