@@ -325,7 +325,11 @@ def examples(out: Path = FIGURES) -> list[Path]:
         with tempfile.TemporaryDirectory(prefix="sf-example-") as tmp:
             work = Path(tmp).resolve()
             code = script.read_text(encoding="utf-8")
-            outputs = run_blocks([(0, code)], work, {})
+            argv, sys.argv = sys.argv, [script.name]  # run as `python examples/NAME.py`
+            try:
+                outputs = run_blocks([(0, code)], work, {})
+            finally:
+                sys.argv = argv
             path = folder / f"{script.stem}.txt"
             path.write_text(_tidy(outputs.get(0, ""), {".": str(work)}), encoding="utf-8")
             written.append(path)
