@@ -298,6 +298,39 @@ def test_demo_report_renders_in_a_browser_with_every_section(demo, chromium):
     assert "pass when" in body and "≤ 0.9" in body
 
 
+def test_nonrigid_he_to_visium_makes_the_he_frame_global(demo, tmp_path):
+    """SpatialData cannot warp an image: with a B-spline H&E → Visium the store's global system
+    is the H&E frame, the spots warped and the Visium H&E resampled into it (the export used to
+    stop with 'the H&E's transform is nonrigid')."""
+    import warnings
+
+    import spatialdata as sd
+
+    out, _ = demo
+    data = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    data["registrations"][1]["model"] = "bspline"
+    data["outputs"] = {"report": False, "h5ad": False, "h5mu": False}
+    data["output"] = str(tmp_path / "results")
+    for modality in data["modalities"].values():
+        modality["path"] = str(out / modality["path"])
+    shutil.copytree(out / "results" / ".cache", tmp_path / "results" / ".cache")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = run_pipeline(load_config(config), show_progress=False, write_report=False)
+    assert not result.msi_to_visium.is_linear
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdata = sd.read_zarr(result.files["spatialdata"])
+    info = sdata.attrs["spatialfuse"]
+    assert info["reference"] == "he" and info["warped_elements"] == ["visium_spots"]
+    # MSI → H&E stays affine: the MSI raster keeps its own frame, only the Visium H&E is resampled
+    assert info["resampled_elements"] == ["visium_he"]
+    he_to_visium = sf.reg.Transform.from_dict(info["transforms"]["visium"]).inverse()
+    spots = sdata.tables["visium"].obsm["spatial_global"]
+    visium = result.modalities["visium"]
+    np.testing.assert_allclose(he_to_visium.apply(spots), visium.obsm["spatial_um"], atol=1e-3)
+
+
 def test_warped_histology_overlays_the_visium_image(demo, tmp_path):
     from skimage.transform import resize
 

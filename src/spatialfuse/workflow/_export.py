@@ -151,7 +151,12 @@ def _he_name(result: RunResult) -> str | None:
 
 
 def _write_spatialdata(result: RunResult, he_name: str | None):
-    """Everything in the Visium image's µm frame (``global``: the frame the spots live in)."""
+    """Everything in the Visium image's µm frame (``global``: the frame the spots live in).
+
+    When the H&E → Visium transform is nonrigid (``model: bspline``) the H&E frame is ``global``
+    instead: SpatialData cannot warp an image, but the spots are warped and the MSI and Visium
+    H&E resampled into it.
+    """
     from spatialfuse import io
     from spatialfuse.workflow._steps import compose_path
 
@@ -164,6 +169,13 @@ def _write_spatialdata(result: RunResult, he_name: str | None):
     if he_name is not None:
         he = result.modalities[he_name]
         transforms["he"] = compose_path(edges, he_name, config.visium_name)
+    reference = "visium"
+    if he is not None and not transforms["he"].is_linear:
+        reference = "he"
+        transforms = {
+            "msi": compose_path(edges, config.msi_name, he_name),
+            "visium": compose_path(edges, config.visium_name, he_name),
+        }
     tables = {"msi_spots": result.msi_spots} if result.msi_spots is not None else {}
     if result.mdata is not None:
         tables["joint"] = result.mdata  # joint clusters: color="joint" in spatialdata-plot
@@ -174,7 +186,7 @@ def _write_spatialdata(result: RunResult, he_name: str | None):
         msi=result.modalities[config.msi_name],
         tables=tables,
         transforms=transforms,
-        reference="visium",
+        reference=reference,
         he_pixel_size_um=SPATIALDATA_HE_PIXEL_UM,
         overwrite=True,
     )
