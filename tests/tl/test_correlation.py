@@ -50,7 +50,9 @@ def test_pearson_and_spearman_equal_scipy(small, null):
 def test_table_layout_sorting_and_benjamini_hochberg(small):
     x, y, coords = small
     table = sf.tl.cross_modal_correlation(make_mdata(x, y, coords))
-    assert list(table.columns) == ["gene", "ion", "mz", "r", "n_eff", "p_value", "p_adjusted"]
+    columns = ["gene", "ion", "mz", "ion_name", "r", "n_eff", "p_value", "p_adjusted"]
+    assert list(table.columns) == columns
+    assert (table["ion_name"] == "").all()  # nothing annotated
     strength = np.abs(table["r"].to_numpy())
     assert (np.diff(strength) <= 0).all()
     assert table["mz"].to_numpy() == pytest.approx(
@@ -245,3 +247,18 @@ def test_msr_map_on_one_eigenvector_has_p_one():
     )
     assert table["r"].iloc[0] == pytest.approx(1.0)
     assert table["p_value"].iloc[0] == 1.0
+
+
+def test_annotated_ions_carry_their_names_into_the_table(small):
+    import pandas as pd
+
+    x, y, coords = small
+    mdata = make_mdata(x, y, coords)
+    msi = mdata["msi"]
+    named = msi.var_names[0]
+    mass = float(msi.var["mz"].iloc[0]) - 1.007276  # [M+H]+ of this neutral mass
+    database = pd.DataFrame({"name": ["PC(34:1)"], "mass": [mass]})
+    sf.tl.annotate(msi, database, adducts=["[M+H]+"], ppm=1.0)
+    table = sf.tl.cross_modal_correlation(mdata)
+    assert set(table.loc[table["ion"] == named, "ion_name"]) == {"PC(34:1)"}
+    assert set(table.loc[table["ion"] != named, "ion_name"]) == {""}

@@ -28,6 +28,9 @@ SECTIONS = {
         {"null_model": "null", "n_features": "n_top"},
         {"n_top"},  # pairs shown in the report
     ),
+    "Recalibration": (sf.pp.recalibrate, {}, {"enabled"}),
+    "PeakPicking": (sf.pp.pick_peaks, {}, {"enabled"}),
+    "Annotation": (sf.tl.annotate, {}, {"database"}),
 }
 
 
@@ -61,6 +64,25 @@ NOT_IN_CONFIG = {
         "msi_key": "the run's joint table names its modalities rna and msi",
         "show_progress": "the command line's --quiet",
     },
+    "Recalibration": {
+        "adata": "the data (the spectra section's imzml modality, read as a table)",
+        "key_added": "the report reads uns['recalibration']",
+        "copy": "the run's own table",
+        "show_progress": "the command line's --quiet",
+    },
+    "PeakPicking": {
+        "data": "the data (the imzml file, or its recalibrated table)",
+        "pixel_size_um": "the modality's pixel_size_um",
+        "key_added": "the report reads uns['peaks']",
+        "show_progress": "the command line's --quiet",
+    },
+    "Annotation": {
+        "adata": "the data",
+        "database": "the section's database file (None: no annotation)",
+        "mz_key": "the peaks' or the reader's var['mz']",
+        "key_added": "the plots, the correlation table and the report read var['annotation_*']",
+        "copy": "the run's own table",
+    },
 }
 
 
@@ -76,6 +98,46 @@ def test_every_library_option_is_in_the_config(section):
         if name not in fields and name not in NOT_IN_CONFIG[section]
     ]
     assert not missing, f"{section} cannot set {function.__name__}'s {missing}"
+
+
+def test_the_spectra_step_passes_every_config_option_on(monkeypatch, tmp_path):
+    import functools
+
+    import anndata
+
+    from spatialfuse.workflow import _steps
+
+    calls = {}
+    returns = {
+        "recalibrate": anndata.AnnData(uns={"recalibration": {}}),
+        "pick_peaks": anndata.AnnData(),
+        "annotate": None,
+    }
+    for module, name in ((sf.pp, "recalibrate"), (sf.pp, "pick_peaks"), (sf.tl, "annotate")):
+        original = getattr(module, name)
+
+        def recorder(*args, _original=original, _name=name, **kwargs):
+            calls[_original] = kwargs
+            return returns[_name]
+
+        monkeypatch.setattr(module, name, functools.wraps(original)(recorder))
+    database = tmp_path / "db.csv"
+    database.write_text("name,mass\na,100\n", encoding="utf-8")
+    spectra = _config.Spectra(
+        recalibration=_config.Recalibration(enabled=True, n_references=4, model="linear"),
+        peaks=_config.PeakPicking(enabled=True, snr=7.0, reference="skyline"),
+        annotation=_config.Annotation(database=database, adducts=["[M+H]+"], ppm=2.0),
+    )
+    modality = _config.Modality(kind="imzml", path=tmp_path / "a.imzML")
+    _steps.process_spectra(anndata.AnnData(), modality, spectra)
+    for section in ("Recalibration", "PeakPicking", "Annotation"):
+        function, renamed, own = SECTIONS[section]
+        config = getattr(spectra, {"PeakPicking": "peaks"}.get(section, section.lower()))
+        for field_name in type(config).model_fields:
+            if field_name in own:
+                continue
+            passed = calls[function]
+            assert passed[renamed.get(field_name, field_name)] == getattr(config, field_name)
 
 
 def test_the_steps_pass_every_config_option_on(monkeypatch):

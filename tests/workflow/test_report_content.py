@@ -42,7 +42,8 @@ def test_failed_checks_say_what_to_do_in_config_terms():
     assert section.status == "failed"
     dice, size = section.notes[0], section.notes[1]
     assert dice.startswith("tissue overlap — tissue masks overlap poorly. What to do:")
-    assert "`landmarks: points.csv`" in dice and "`spatialfuse pick-landmarks CONFIG msi:he`" in dice
+    assert "`landmarks: points.csv`" in dice
+    assert "`spatialfuse pick-landmarks CONFIG msi:he`" in dice
     assert "`pixel_size_um:`" in size and "`scale: estimate`" in size
     # no Python argument is offered to a config user
     assert not any("sf.reg" in note or "=..." in note for note in section.notes)

@@ -8,6 +8,10 @@ returns its napari window.
 - :func:`gene_and_ion`: a gene and an ion side by side on the tissue (squidpy);
 - :func:`joint_clusters`: cluster labels on the tissue (squidpy);
 - :func:`correlation_heatmap`: gene × ion correlations with significance marks;
+- :func:`spectrum`: the reference spectrum with the peaks :func:`spatialfuse.pp.pick_peaks`
+  picked (and their annotation names);
+- :func:`recalibration`: the m/z error at each reference peak before and after
+  :func:`spatialfuse.pp.recalibrate`;
 - :func:`pick_landmarks`: an interactive napari window to click landmark pairs, with the fit and
   its leave-one-out error live (the optional extra ``spatialfuse[napari]``; napari is imported
   only when it is called).
@@ -17,6 +21,7 @@ from spatialfuse.pl._heatmap import correlation_heatmap
 from spatialfuse.pl._ion_image import ion_image
 from spatialfuse.pl._landmark_picker import pick_landmarks
 from spatialfuse.pl._registration import registration_qc
+from spatialfuse.pl._spectrum import recalibration, spectrum
 from spatialfuse.pl._spots import gene_and_ion, joint_clusters
 
 __all__ = [
@@ -25,5 +30,7 @@ __all__ = [
     "ion_image",
     "joint_clusters",
     "pick_landmarks",
+    "recalibration",
     "registration_qc",
+    "spectrum",
 ]

@@ -42,8 +42,8 @@ def correlation_heatmap(
     ----------
     data
         A table from :func:`spatialfuse.tl.cross_modal_correlation` (columns ``gene``, ``ion``,
-        ``r``, ``p_adjusted``; ``mz`` labels the ions when present), or a joint MuData, which is
-        passed to it with ``**kwargs`` first.
+        ``r``, ``p_adjusted``; ``mz`` and ``ion_name`` label the ions when present), or a joint
+        MuData, which is passed to it with ``**kwargs`` first.
     n_genes, n_ions
         How many genes (rows) and ions (columns) to show.
     alpha
@@ -111,7 +111,13 @@ def correlation_heatmap(
         mz = shown.drop_duplicates("ion").set_index("ion")["mz"].reindex(ions)
         ion_labels = [f"{m:.4f}" if np.isfinite(m) else i for i, m in zip(ions, mz, strict=True)]
     else:
-        ion_labels = ions
+        ion_labels = list(ions)
+    if "ion_name" in shown.columns:
+        names = shown.drop_duplicates("ion").set_index("ion")["ion_name"].reindex(ions)
+        ion_labels = [
+            f"{str(n).split('; ')[0]} {label}" if isinstance(n, str) and n else label
+            for n, label in zip(names, ion_labels, strict=True)
+        ]
 
     size = (2.5 + 0.32 * len(ions), 1.8 + 0.28 * len(genes))
     fig, ax = new_axes(ax, size)

@@ -98,6 +98,10 @@ def gene_and_ion(
         raise ValueError(f"no spot of {msi_key!r} has MSI data for {ion_name}")
     mz = mz_values(msi)[msi.var_names.get_loc(ion_name)]
     ion_label = f"m/z {mz:.4f}" if np.isfinite(mz) else ion_name
+    name = msi.var["annotation_name"].get(ion_name) if "annotation_name" in msi.var else None
+    if isinstance(name, str) and name:
+        # the name sf.tl.annotate gave it (the best match; isomers follow after "; ")
+        ion_label = f"{name.split('; ')[0]} ({ion_label})"
 
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.0), constrained_layout=True)

@@ -112,7 +112,9 @@ def cross_modal_correlation(
     pandas.DataFrame
         One row per gene × ion pair, strongest ``|r|`` first, with columns
 
-        - ``gene``, ``ion`` (MSI ``var_name``), ``mz`` (its ``var["mz"]``);
+        - ``gene``, ``ion`` (MSI ``var_name``), ``mz`` (its ``var["mz"]``), ``ion_name`` (its
+          annotation, ``var["annotation_name"]`` from :func:`spatialfuse.tl.annotate`; ``""``
+          where it has none);
         - ``r``: Pearson (or Spearman) correlation over the used spots;
         - ``n_eff``: effective number of independent spots for the pair, ``1 + 1 / Var₀(r)``
           under the null (about the number of spots for spatially independent data);
@@ -194,6 +196,7 @@ def cross_modal_correlation(
             "gene": np.asarray(gene_names, dtype=object)[g_idx],
             "ion": np.asarray(ion_names, dtype=object)[i_idx],
             "mz": mz[i_idx],
+            "ion_name": _ion_names(msi, ion_names)[i_idx],
             "r": r.ravel(),
             "n_eff": 1.0 + 1.0 / variance.ravel(),
             "p_value": p.ravel(),
@@ -292,3 +295,11 @@ def _count(value: Any, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _ion_names(msi, ion_names) -> np.ndarray:
+    """The names :func:`spatialfuse.tl.annotate` gave the ions (``var["annotation_name"]``; "")."""
+    if "annotation_name" not in msi.var:
+        return np.full(len(ion_names), "", dtype=object)
+    names = msi.var["annotation_name"].astype(str).reindex(ion_names).fillna("")
+    return names.to_numpy(dtype=object)

@@ -249,6 +249,65 @@ class Correlation(_Model):
         return self
 
 
+class Recalibration(_Model):
+    """Per-pixel m/z recalibration of profile spectra (:func:`spatialfuse.pp.recalibrate`)."""
+
+    enabled: bool = False
+    #: Lock masses (m/z); None: the data's own most frequent peaks.
+    reference_mz: list[Positive] | None = None
+    n_references: Count = 10
+    ppm: Positive = 30.0
+    snr: Positive = 5.0
+    model: Literal["shift", "linear"] = "shift"
+    #: An ``obs`` column whose pixels share one model (``imzml_y``: one per line).
+    group_by: str | None = None
+
+
+class PeakPicking(_Model):
+    """Peak picking of profile spectra into a centroided table (:func:`spatialfuse.pp.pick_peaks`).
+
+    Without recalibration the file is streamed (never a dense pixels × points table).
+    """
+
+    enabled: bool = False
+    snr: Positive = 3.0
+    half_window: Count = 2
+    baseline_window: Count | None = None
+    window_fwhm: Positive = 1.0
+    reference: Literal["mean", "skyline"] = "mean"
+    min_frequency: Fraction = 0.0
+    ppm: Positive = 5.0
+    noise: Literal["nonzero", "all"] = "nonzero"
+
+
+class Annotation(_Model):
+    """Putative annotation against the user's database (:func:`spatialfuse.tl.annotate`)."""
+
+    #: CSV/TSV of names and formulas or masses (HMDB, LIPID MAPS or METASPACE exports);
+    #: None: no annotation.
+    database: Path | None = None
+    adducts: list[str] | None = None
+    ppm: Positive = 5.0
+    polarity: Literal["positive", "negative"] | None = None
+
+
+class Spectra(_Model):
+    """Spectra processing of the MSI before registration: recalibration, peaks, annotation."""
+
+    #: The imzml modality processed (None: the run's only imzml input).
+    msi: str | None = None
+    recalibration: Recalibration = Recalibration()
+    peaks: PeakPicking = PeakPicking()
+    annotation: Annotation = Annotation()
+
+    @property
+    def active(self) -> bool:
+        """Whether any spectra step is asked for."""
+        return (
+            self.recalibration.enabled or self.peaks.enabled or self.annotation.database is not None
+        )
+
+
 class Outputs(_Model):
     """Which outputs to write."""
 
@@ -277,6 +336,7 @@ class RunConfig(_Model):
     preprocessing: Preprocessing = Preprocessing()
     clustering: Clustering = Clustering()
     correlation: Correlation = Correlation()
+    spectra: Spectra = Spectra()
     outputs: Outputs = Outputs()
     limits: ResourceLimits = ResourceLimits()
 
@@ -308,8 +368,28 @@ class RunConfig(_Model):
         for role, name, kind in (("msi", msi, "imzml"), ("visium", visium, "visium")):
             if name is not None and self.modalities[name].kind != kind:
                 raise ValueError(f"mapping.{role} is {name!r}, which is not of kind {kind!r}")
+        if self.spectra.active:
+            self._spectra_msi()
         self._distinct_output_files()
         return self
+
+    def _spectra_msi(self) -> str:
+        explicit = self.spectra.msi
+        if explicit is not None:
+            kind = self.modalities.get(explicit)
+            if kind is None or kind.kind != "imzml":
+                raise ValueError(f"spectra.msi is {explicit!r}, which is not an imzml modality")
+            return explicit
+        found = [n for n, m in self.modalities.items() if m.kind == "imzml"]
+        if len(found) != 1:
+            which = f"several ({', '.join(found)}): say which" if found else "none"
+            raise ValueError(f"the spectra steps need one imzml modality; there are {which}")
+        return found[0]
+
+    @property
+    def spectra_msi_name(self) -> str | None:
+        """The imzml modality the spectra steps process (None when none is asked for)."""
+        return self._spectra_msi() if self.spectra.active else None
 
     def _distinct_output_files(self) -> None:
         """No two modalities or registrations may write the same output file.
@@ -545,11 +625,15 @@ def _resolved(config: RunConfig, base: Path) -> RunConfig:
     registrations = [
         r.model_copy(update={"landmarks": absolute(r.landmarks)}) for r in config.registrations
     ]
+    annotation = config.spectra.annotation
+    annotation = annotation.model_copy(update={"database": absolute(annotation.database)})
+    spectra = config.spectra.model_copy(update={"annotation": annotation})
     return config.model_copy(
         update={
             "output": absolute(config.output),
             "modalities": modalities,
             "registrations": registrations,
+            "spectra": spectra,
         }
     )
 

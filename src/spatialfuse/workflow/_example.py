@@ -76,6 +76,19 @@ correlation:
   n_permutations: 999               # msr only: Moran spectral randomisation surrogates
   seed: 0                           # the null model's permutations
 
+# Spectra of the MSI before registration (all off by default; a centroided file needs none).
+spectra:
+  recalibration:
+    enabled: false                  # per-pixel m/z drift against reference peaks, removed
+    reference_mz: null              # lock masses; null: the data's most frequent peaks
+  peaks:
+    enabled: false                  # pick peaks of profile spectra into a centroided table
+    snr: 3.0                        # (streamed from the file when not recalibrated)
+  annotation:
+    database: null                  # CSV/TSV of names and formulas or masses (HMDB, LIPID
+                                    # MAPS, a METASPACE export); names go into var
+    ppm: 5.0
+
 outputs:
   h5mu: true                        # joint table as MuData
   h5ad: true                        # joint table as one AnnData (var["feature_types"])

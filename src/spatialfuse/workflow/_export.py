@@ -3,6 +3,7 @@
 ================================  =============================================================
 ``joint.h5mu``                    MuData: ``rna`` and ``msi`` (preprocessed), ``obs["joint"]``
 ``joint.h5ad``                    the same as one AnnData, ``var["feature_types"]``
+``msi_spectra.h5ad``              the MSI after the config's spectra steps (peaks, names)
 ``msi_spots.h5ad``                the MSI on the spots before preprocessing (``map_to_spots``)
 ``correlation.csv``               gene × ion pairs with spatial significance
 ``transforms/*.json``             every registration and the composed MSI → Visium transform
@@ -43,6 +44,10 @@ def export_outputs(result: RunResult) -> None:
         from spatialfuse.workflow._steps import transform_file
 
         files["transform msi → visium"] = transform_file(out, config.msi_name, config.visium_name)
+    spectra = config.spectra_msi_name
+    if spectra is not None and result.modalities.get(spectra) is not None:
+        table = result.modalities[spectra]
+        files["msi_spectra"] = io.write_h5ad(table, out / "msi_spectra.h5ad")
     if result.msi_spots is not None:
         files["msi_spots"] = io.write_h5ad(result.msi_spots, out / "msi_spots.h5ad")
     if result.mdata is not None:

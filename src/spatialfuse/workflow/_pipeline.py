@@ -258,7 +258,8 @@ def _run_locked(
     result = RunResult(config=config, output=out)
     msi_name, visium_name = config.msi_name, config.visium_name
     integrate = msi_name is not None and visium_name is not None
-    names = ["read"] + [f"register {r.name}" for r in config.registrations]
+    names = ["read"] + (["spectra"] if config.spectra.active else [])
+    names += [f"register {r.name}" for r in config.registrations]
     if integrate:
         names += ["map", "cluster", "correlate"]
     names += ["export", "report"]
@@ -271,6 +272,12 @@ def _run_locked(
     }
     try:
         modalities = steps.run("read", _read_all, config)
+        if config.spectra.active:
+            name = config.spectra_msi_name
+            fingerprints[name] = _spectra_key(config, fingerprints[name])
+            modalities[name] = steps.run(
+                "spectra", _spectra_step, modalities[name], config, cache, fingerprints[name]
+            )
         result.modalities = modalities
         transforms: dict[tuple[str, str], Transform] = {}
         for reg in config.registrations:
@@ -400,7 +407,36 @@ def _library_notices_silenced():
 
 
 def _read_all(config: RunConfig) -> dict[str, Any]:
-    return {name: _steps.read_modality(m) for name, m in config.modalities.items()}
+    # An imzML whose peaks are picked from the file itself is not read as a table first (a
+    # profile file's table is what picking streams past).
+    return {
+        name: None
+        if name == config.spectra_msi_name and _steps.reads_spectra_from_file(m, config.spectra)
+        else _steps.read_modality(m)
+        for name, m in config.modalities.items()
+    }
+
+
+def _spectra_key(config: RunConfig, msi_fingerprint: str) -> str:
+    """The spectra step's key; it stands for the MSI in every later step's key."""
+    database = config.spectra.annotation.database
+    inputs = [msi_fingerprint] + ([input_fingerprint(database)] if database is not None else [])
+    return step_key("spectra", config.spectra.model_dump(mode="json"), inputs=inputs)
+
+
+def _spectra_step(msi, config: RunConfig, cache: StepCache, key: str):
+    import anndata
+
+    modality = config.modalities[config.spectra_msi_name]
+    table, _ = cache.cached(
+        "spectra",
+        key,
+        ".h5ad",
+        compute=lambda: _steps.process_spectra(msi, modality, config.spectra),
+        load=anndata.read_h5ad,
+        save=lambda table, tmp: table.write_h5ad(tmp),
+    )
+    return table
 
 
 def _registration_settings(reg: Registration, config: RunConfig) -> dict[str, Any]:

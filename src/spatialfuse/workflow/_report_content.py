@@ -28,7 +28,12 @@ def write_run_report(result: RunResult, path: str | os.PathLike) -> Path:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    sections = [_overview(result), _inputs(result), _registrations(result)]
+    sections = [_overview(result), _inputs(result)]
+    spectra = _spectra(result)
+    if spectra is not None:
+        sections.append(spectra)
+    if result.config.registrations:
+        sections.append(_registrations(result))
     if result.msi_spots is not None:
         sections.append(_coverage(result))
     if result.mdata is not None:
@@ -173,6 +178,70 @@ def _inputs(result: RunResult) -> ReportSection:
         notes=notes,
         tables=tables,
     )
+
+
+def _spectra(result: RunResult) -> ReportSection | None:
+    """The spectra steps: peaks on the reference spectrum, recalibration error, annotations."""
+    from spatialfuse import pl
+
+    config = result.config
+    table = result.modalities.get(config.spectra_msi_name) if config.spectra.active else None
+    if table is None:
+        return None
+    rows: dict[str, Any] = {}
+    figures, tables = [], []
+    recalibration = table.uns.get("recalibration")
+    if isinstance(recalibration, dict):
+        rows["m/z error before → after recalibration (median |ppm|)"] = (
+            f"{recalibration['median_abs_ppm_before']:.2f} → "
+            f"{recalibration['median_abs_ppm_after']:.2f}"
+        )
+        rows["recalibration references"] = (
+            f"{len(recalibration['reference_mz'])} ({recalibration.get('reference_source', '')})"
+        )
+        figures.append(ReportFigure("m/z error at each reference peak", pl.recalibration(table)))
+    peaks = table.uns.get("peaks")
+    if isinstance(peaks, dict):
+        rows["peaks picked"] = (
+            f"{table.n_vars} of {peaks['n_local_maxima']} local maxima above S/N "
+            f"{peaks['snr']:g} (noise {peaks['noise']:.3g})"
+        )
+        figures.append(ReportFigure("Reference spectrum and picked peaks", pl.spectrum(table)))
+    annotation = table.uns.get("annotation")
+    if isinstance(annotation, dict) and "annotation_name" in table.var:
+        named = table.var[table.var["annotation_name"].astype(str) != ""]
+        rows["features annotated"] = (
+            f"{len(named)} of {table.n_vars} within {annotation['ppm']:g} ppm "
+            f"(adducts {', '.join(annotation['adducts'])}; polarity "
+            f"{annotation.get('polarity') or 'unknown'}, {annotation.get('polarity_source', '')})"
+        )
+        tables.append(ReportTable(_annotation_table(named), caption="Annotated features"))
+    return ReportSection(
+        "Spectra",
+        paragraphs=[
+            "The MSI spectra as the config's spectra section processed them before registration: "
+            "recalibration (each pixel's m/z drift against reference peaks, removed), peak "
+            "picking (a centroided table of peaks from the reference spectrum) and putative "
+            "annotation against the database given (every candidate is kept in the table's "
+            "uns['annotation']['candidates']; names are putative, by m/z alone)."
+        ],
+        tables=[ReportTable(rows, caption="Spectra"), *tables],
+        figures=figures,
+    )
+
+
+def _annotation_table(named):
+    columns = {
+        "mz": "m/z",
+        "annotation_name": "name",
+        "annotation_formula": "formula",
+        "annotation_adduct": "adduct",
+        "annotation_ppm": "error (ppm)",
+        "annotation_n_candidates": "candidates",
+        "annotation_isotope_score": "isotope score",
+    }
+    shown = named[[c for c in columns if c in named.columns]].rename(columns=columns)
+    return shown.reset_index(drop=True).round(4)
 
 
 def _registrations(result: RunResult) -> ReportSection:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Modality,
         Preprocessing,
         Registration,
+        Spectra,
     )
 
 
@@ -84,6 +85,58 @@ def _check_spots_on_tissue(visium, path):
     if check["status"] == "error":
         raise FileFormatError(info.get("positions_file", path), check["detail"])
     return visium
+
+
+def reads_spectra_from_file(modality: Modality, spectra: Spectra) -> bool:
+    """Whether peak picking streams the imzML file itself (no table is read for it first)."""
+    return modality.kind == "imzml" and spectra.peaks.enabled and not spectra.recalibration.enabled
+
+
+def process_spectra(
+    msi: anndata.AnnData | None, modality: Modality, spectra: Spectra
+) -> anndata.AnnData:
+    """Recalibrate, pick peaks and annotate the MSI as the config's ``spectra`` section asks.
+
+    ``msi`` is the table read from ``modality`` (None where :func:`reads_spectra_from_file`:
+    peaks are then picked streaming the file). Returns the table later steps use.
+    """
+    try:
+        return _process_spectra(msi, modality, spectra)
+    except ValueError as exc:
+        if isinstance(exc, FileFormatError):
+            raise
+        # An option the library refuses for these data (an adduct of the other polarity, a
+        # centroided table given to recalibration): the config's spectra section says it.
+        raise ConfigError(
+            modality.path, f"the spectra section does not fit this file: {exc}"
+        ) from None
+
+
+def _process_spectra(msi, modality: Modality, spectra: Spectra):
+    from spatialfuse import pp, tl
+
+    table = msi
+    if spectra.recalibration.enabled:
+        options = library_options(spectra.recalibration, pp.recalibrate, exclude=("enabled",))
+        table = pp.recalibrate(msi, copy=True, **options)
+    if spectra.peaks.enabled:
+        options = library_options(spectra.peaks, pp.pick_peaks, exclude=("enabled",))
+        if reads_spectra_from_file(modality, spectra):
+            require_regular_file(modality.path, "imzML file")
+            pixel = modality.pixel_size_um
+            source, options["pixel_size_um"] = modality.path, None if pixel == "auto" else pixel
+        else:
+            source = table
+        picked = pp.pick_peaks(source, **options)
+        if spectra.recalibration.enabled:
+            picked.uns["recalibration"] = table.uns["recalibration"]
+        table = picked
+    annotation = spectra.annotation
+    if annotation.database is not None:
+        require_regular_file(annotation.database, "annotation database")
+        options = library_options(annotation, tl.annotate, exclude=("database",))
+        tl.annotate(table, annotation.database, **options)
+    return table
 
 
 def register_pair(
