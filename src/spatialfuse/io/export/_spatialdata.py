@@ -48,7 +48,12 @@ pixel's label, row + 1), with the spot / pixel centres in the shared system adde
 ``obsm["spatial_<coordinate_system>"]``. Further tables (``tables=``) annotate the spots or the
 pixels, whichever their ``obs_names`` belong to; a MuData contributes one table per modality and
 one for its global annotation (joint clusters), and a column of the global annotation is not
-repeated in the modalities' tables, so ``color="joint"`` finds one table.
+repeated in the modalities' tables, so ``color="joint"`` finds one table. Where the Visium H&E is
+stored as ``"visium_he"``, the tables leave out their ``uns["spatial"]`` (squidpy's copies of it).
+
+spatialdata-plot up to 0.4.0 draws rasters half a pixel up-left of this placement
+(scverse/spatialdata-plot#216); the store follows SpatialData's convention, which its
+``get_extent`` and ``get_centroids`` share.
 """
 
 from __future__ import annotations
