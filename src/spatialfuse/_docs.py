@@ -101,3 +101,10 @@ min_frequency, max_features
     ``min_frequency`` of the spectra and three times the fraction that the local noise
     density alone would give (so noise does not grow the axis); at most ``max_features``
     (default 10,000, the most intense; None: no cap) are kept."""
+
+
+#: The last two parameters of a plot drawn on one axes.
+AX_SAVE = """ax
+    Draw on this axes (else a new figure).
+save
+    Also write the figure here (format from the extension; atomic)."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import AX_SAVE, fill_doc
 from spatialfuse._text import literal_text_figures
 from spatialfuse.pl._common import finish, new_axes
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 
 @literal_text_figures
+@fill_doc(ax_save=AX_SAVE)
 def ion_image(
     msi: anndata.AnnData,
     mz: float | str,
@@ -76,10 +78,7 @@ def ion_image(
         Add a colour bar.
     title
         Axes title (default: the feature's m/z and name).
-    ax
-        Draw on this axes (else a new figure).
-    save
-        Also write the figure here (format from the extension; atomic).
+    {ax_save}
 
     Returns
     -------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spatialfuse._docs import AX_SAVE, fill_doc
 from spatialfuse._text import literal_text_figures
 from spatialfuse.pl._common import finish, new_axes
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 
 @literal_text_figures
+@fill_doc(ax_save=AX_SAVE)
 def spectrum(
     adata: anndata.AnnData,
     *,
@@ -28,6 +30,9 @@ def spectrum(
     save: str | os.PathLike | None = None,
 ) -> Figure:
     """Draw the reference spectrum peak picking used, with the picked peaks marked.
+
+    The check of a picking: every peak a reader would call one should carry a dot, and no dot
+    should sit on noise. The run report shows this figure for its spectra step.
 
     Parameters
     ----------
@@ -43,10 +48,7 @@ def spectrum(
         The ``var`` column of annotation names.
     title
         Axes title (default: how many peaks were picked, at what S/N).
-    ax
-        Draw on this axes (else a new figure).
-    save
-        Also write the figure here (format from the extension; atomic).
+    {ax_save}
 
     Returns
     -------
@@ -91,6 +93,7 @@ def spectrum(
 
 
 @literal_text_figures
+@fill_doc(ax_save=AX_SAVE)
 def recalibration(
     adata: anndata.AnnData,
     *,
@@ -101,6 +104,9 @@ def recalibration(
 ) -> Figure:
     """Draw the m/z error at each reference peak before and after recalibration.
 
+    After a right recalibration every blue bar is well below its grey one; a reference whose
+    error stays high was not found in most pixels (too weak, or outside the search window).
+
     Parameters
     ----------
     adata
@@ -110,10 +116,7 @@ def recalibration(
     title
         Axes title (default: the median absolute error before and after, over every pixel and
         reference).
-    ax
-        Draw on this axes (else a new figure).
-    save
-        Also write the figure here (format from the extension; atomic).
+    {ax_save}
 
     Returns
     -------

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._docs import AX_SAVE, fill_doc
 from spatialfuse._text import literal_text_figures
 from spatialfuse.pl._common import draw_spots, finish, new_axes, spot_table, um_per_px
 
@@ -121,6 +122,7 @@ def gene_and_ion(
 
 
 @literal_text_figures
+@fill_doc(ax_save=AX_SAVE)
 def joint_clusters(
     mdata: mudata.MuData,
     key: str = "joint",
@@ -145,10 +147,7 @@ def joint_clusters(
         Colours of the clusters (squidpy's ``palette``).
     title
         Axes title (default: ``key``).
-    ax
-        Draw on this axes (else a new figure).
-    save
-        Also write the figure here (format from the extension; atomic).
+    {ax_save}
     **kwargs
         Passed to ``squidpy.pl.spatial_scatter``.
 
