@@ -611,3 +611,25 @@ def test_spatialdata_plot_composite_and_joint_colours(rendered_store, affine, tm
     first, second = colours[groups == "0"], colours[groups == "1"]
     assert (first == first[0]).all() and (second == second[0]).all()
     assert not np.array_equal(first[0], second[0])
+
+
+def test_msi_image_read_in_blocks_dense_sparse_dask(affine, tmp_path, monkeypatch):
+    """The MSI image is built from blocks of rows whatever X is: the same channels."""
+    import dask.array as da
+    from scipy import sparse
+
+    from spatialfuse.io.export import _spatialdata
+
+    _, msi, _, _ = affine
+    whole = sf.io.write_spatialdata(tmp_path / "whole.zarr", msi=msi, msi_ions=4)
+    expected = _level0(_read(whole)["msi_image"])
+    monkeypatch.setattr(_spatialdata, "_MSI_BLOCK_VALUES", 7 * msi.n_vars)  # 7 rows a block
+    x = _dense(msi.X)
+    for kind, matrix in (
+        ("sparse", sparse.csr_matrix(x)),
+        ("dask", da.from_array(x, chunks=(100, -1))),
+    ):
+        other = msi.copy()
+        other.X = matrix
+        path = sf.io.write_spatialdata(tmp_path / f"{kind}.zarr", msi=other, msi_ions=4)
+        np.testing.assert_allclose(_level0(_read(path)["msi_image"]), expected, rtol=1e-6)

@@ -97,8 +97,8 @@ OWN_SYSTEMS = {"he": "he_um", "visium": "visium_um", "msi": "msi_um"}
 _PYRAMID_MIN_SIDE = 1024
 #: Chunk side of lazily read H&E tiles, pixels.
 _IMAGE_CHUNK = 2048
-#: Rows of the MSI table read at a time when building the MSI image.
-_MSI_BLOCK_ROWS = 65_536
+#: Values (rows × features) of the MSI table read at a time when building the MSI image.
+_MSI_BLOCK_VALUES = 16_000_000
 #: Most grid cells of a raster resampled under a nonrigid transform.
 _MAX_RESAMPLED_CELLS = 4_000_000
 
@@ -618,8 +618,9 @@ def _msi_blocks(msi, columns=None):
     from scipy import sparse
 
     x = msi.X
-    for start in range(0, msi.n_obs, _MSI_BLOCK_ROWS):
-        block = x[start : start + _MSI_BLOCK_ROWS]
+    rows = max(1, _MSI_BLOCK_VALUES // max(msi.n_vars, 1))
+    for start in range(0, msi.n_obs, rows):
+        block = x[start : start + rows]
         if columns is not None:
             block = block[:, columns]
         if hasattr(block, "compute"):
