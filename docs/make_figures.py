@@ -339,15 +339,18 @@ def examples(out: Path = FIGURES) -> list[Path]:
 
 
 def demo(out: Path = FIGURES) -> list[Path]:
-    """``spatialfuse demo``: what it prints, and a screenshot of the top of its report."""
+    """``spatialfuse demo``: what it prints, its QC figure, and the top of its report."""
     import shutil
     import subprocess
     import tempfile
 
     folder = _fresh(out / "getting_started")
     written = []
-    with tempfile.TemporaryDirectory(prefix="sf-demo-") as tmp:
-        work = Path(tmp).resolve()
+    # a fixed folder name, so that the report's screenshot shows no random path
+    work = Path(tempfile.gettempdir()).resolve() / "spatialfuse-docs"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
         proc = subprocess.run(
             ["spatialfuse", "demo", "--quiet"],
             cwd=work,
@@ -359,7 +362,9 @@ def demo(out: Path = FIGURES) -> list[Path]:
         path = folder / "demo.txt"
         path.write_text(_tidy(proc.stdout, {".": str(work)}), encoding="utf-8")
         written.append(path)
-        report = work / "spatialfuse-demo" / "results" / "report.html"
+        results = work / "spatialfuse-demo" / "results"
+        qc = results / "qc" / "register_msi_to_he_msi.png"
+        written.append(optimise_png(qc, folder / "demo_qc_msi_to_he.png"))
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium is None:
             print("no chromium on the PATH: the report screenshot is not redrawn")
@@ -373,14 +378,16 @@ def demo(out: Path = FIGURES) -> list[Path]:
                 "--disable-gpu",
                 "--hide-scrollbars",
                 f"--screenshot={shot}",
-                "--window-size=1200,1500",
-                report.as_uri(),
+                "--window-size=900,1100",
+                (results / "report.html").as_uri(),
             ],
             capture_output=True,
             check=True,
             timeout=120,
         )
         written.append(optimise_png(shot, folder / "report.png"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return written
 
 
