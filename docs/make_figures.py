@@ -13,6 +13,7 @@ Targets:
 - ``synthetic`` → ``figures/synthetic/``: runs the Python blocks of ``tutorial_synthetic.md``.
 - ``bladder`` → ``figures/bladder/``: runs the Python blocks of ``tutorial_real_data.md`` on the
   real mouse bladder pair of ``../shared/data`` (or ``$SPATIALFUSE_TEST_DATA``).
+- ``spectra`` → ``figures/spectra/``: runs the Python blocks of ``spectra.md`` (synthetic).
 - ``examples`` → ``figures/examples/``: runs every script of ``examples/``.
 - ``demo`` → ``figures/getting_started/``: runs ``spatialfuse demo`` and screenshots its report in
   headless Chromium (skipped, with a message, where no ``chromium`` is on the PATH).
@@ -315,6 +316,11 @@ def bladder(out: Path = FIGURES) -> list[Path]:
     return run_page(HERE / "tutorial_real_data.md", out / "bladder", replace)
 
 
+def spectra(out: Path = FIGURES) -> list[Path]:
+    """``spectra.md``: recalibration and peak picking on a synthetic profile."""
+    return run_page(HERE / "spectra.md", out / "spectra")
+
+
 def examples(out: Path = FIGURES) -> list[Path]:
     """Every script of ``examples/``: ``NAME.txt`` and ``NAME-FIGURE.png``."""
     import tempfile
@@ -391,7 +397,13 @@ def demo(out: Path = FIGURES) -> list[Path]:
     return written
 
 
-TARGETS = {"synthetic": synthetic, "bladder": bladder, "examples": examples, "demo": demo}
+TARGETS = {
+    "synthetic": synthetic,
+    "bladder": bladder,
+    "spectra": spectra,
+    "examples": examples,
+    "demo": demo,
+}
 
 
 def cli(argv: list[str]) -> int:
