@@ -41,12 +41,18 @@ class Limits:
         Largest run config file. Default 1 MiB (the annotated example is 4 KB).
     max_config_nodes
         Most values a config may expand to, counting every use of a YAML alias. Default 100,000.
+    max_block_bytes
+        Most bytes of a store-backed (dask) MSI table that a streaming step reads and holds at
+        once, as float64 (:func:`spatialfuse.tl.map_to_spots` reads such a table one block of
+        stored chunks at a time). Default 256 MiB. Not a refusal: a step works in more, smaller
+        blocks under a lower limit (one stored chunk at least).
     """
 
     max_decoded_image_bytes: int = 4 << 30
     max_spots: int = 20_000_000
     max_config_bytes: int = 1 << 20
     max_config_nodes: int = 100_000
+    max_block_bytes: int = 256 << 20
 
 
 #: Environment variable of each limit.

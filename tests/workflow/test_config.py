@@ -67,7 +67,7 @@ def test_two_msi_modalities_need_a_choice():
     data = _example()
     data["modalities"]["msi2"] = dict(data["modalities"]["msi"])
     del data["mapping"]["msi"]
-    with pytest.raises(ConfigError, match="several imzml modalities"):
+    with pytest.raises(ConfigError, match="several imzml/msi_zarr modalities"):
         parse_config(data, base=".")
     data["mapping"]["msi"] = "msi2"
     assert parse_config(data, base=".").msi_name == "msi2"

@@ -149,9 +149,10 @@ def row_blocks(
     Notes
     -----
     A dask array is computed one band of its row chunks at a time (consecutive row chunks up to
-    ``4 · max_bytes`` as stored, at least one), and the band handed out in blocks: every stored
-    chunk is read once per pass. A band is as large as the store's chunks make it (a store of
-    few-column chunks spanning many rows, the layout for ion images, makes large bands).
+    ``4 · max_bytes`` as stored and up to the ``max_block_bytes`` resource limit, at least one),
+    and the band handed out in blocks: every stored chunk is read once per pass. A band is as
+    large as the store's chunks make it (a store of few-column chunks spanning many rows, the
+    layout for ion images, makes large bands).
     """
     n, p = x.shape
     index = np.arange(n)
@@ -178,11 +179,14 @@ def _as_block(block):
 
 def _dask_row_blocks(x, index: np.ndarray, step: int, max_bytes: int):
     """:func:`row_blocks` of a dask array: bands of whole row chunks, each computed once."""
+    from spatialfuse._limits import current_limits
+
     bounds = np.cumsum((0, *x.chunks[0]))
     row_size = max(x.shape[1], 1) * np.dtype(x.dtype).itemsize
+    band_bytes = min(4 * max_bytes, current_limits().max_block_bytes)
     edges = [0]
     for k in range(1, len(bounds)):
-        too_big = (bounds[k] - edges[-1]) * row_size > 4 * max_bytes
+        too_big = (bounds[k] - edges[-1]) * row_size > band_bytes
         if too_big and bounds[k - 1] > edges[-1]:
             edges.append(int(bounds[k - 1]))
     edges.append(int(bounds[-1]))

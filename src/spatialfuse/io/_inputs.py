@@ -14,7 +14,7 @@ from pathlib import Path
 from spatialfuse.errors import ConfigError
 
 #: The kinds of input :func:`input_files` knows (the pipeline's modality kinds).
-INPUT_KINDS = ("imzml", "histology", "visium")
+INPUT_KINDS = ("imzml", "msi_zarr", "histology", "visium")
 
 
 def input_files(
@@ -29,7 +29,7 @@ def input_files(
         accepts) or their stem; a histology image; a Space Ranger folder (or anything
         :func:`~spatialfuse.io.read_visium` accepts).
     kind
-        ``"imzml"``, ``"histology"`` or ``"visium"``.
+        ``"imzml"``, ``"msi_zarr"``, ``"histology"`` or ``"visium"``.
     counts_file
         ``visium``: the count matrix the reader is given (None: its default).
 
@@ -37,6 +37,9 @@ def input_files(
     -------
     list of Path
         ``imzml``: ``[.imzML, .ibd]`` as :func:`~spatialfuse.io.imzml.resolve_pair` finds them;
+        ``msi_zarr``: the store's metadata files (every ``zarr.json``), not its chunks: a
+        store is written once and replaced as a whole (``convert_imzml`` renames a complete
+        store into place), which gives each of these files a new inode and ctime;
         ``histology``: the image; ``visium``: :func:`~spatialfuse.io.visium.visium_files`.
 
     Raises
@@ -60,6 +63,17 @@ def input_files(
         )
     if kind == "histology":
         return [Path(path)]
+    if kind == "msi_zarr":
+        return _store_metadata(Path(path))
     raise ConfigError(
         None, f"unknown input kind {kind!r}; expected one of {', '.join(INPUT_KINDS)}"
     )
+
+
+def _store_metadata(path: Path) -> list[Path]:
+    """Every ``zarr.json`` of a zarr (v3) store, sorted; the store must exist."""
+    from spatialfuse.errors import MissingFileError
+
+    if not (path / "zarr.json").is_file():
+        raise MissingFileError(path, "no such MSI store (spatialfuse convert writes one)")
+    return sorted(p for p in path.rglob("zarr.json") if p.is_file())

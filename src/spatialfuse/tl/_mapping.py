@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spatialfuse._limits import current_limits
 from spatialfuse._logging import logger, progress
 from spatialfuse._version import __version__
 from spatialfuse.core.adata import feature_matrix, is_dask
@@ -99,6 +100,10 @@ def map_to_spots(
         MSI pixels × m/z features as read by :func:`spatialfuse.io.read_imzml`: ``obs["imzml_x"]``,
         ``obs["imzml_y"]`` (1-based grid positions) and ``uns["spatialfuse"]["pixel_size_um"]``;
         ``obsm["spatial"]``, where present, must be the pixel centres in the MSI's own frame.
+        ``X`` may be dense, sparse or a dask array (:func:`spatialfuse.io.read_msi_zarr`): a
+        dask table is read one block of its chunks at a time, each chunk under a spot once and
+        the others never, holding at most the ``max_block_bytes`` resource limit (one chunk at
+        least) besides the result.
     visium
         Visium spots as read by :func:`spatialfuse.io.read_visium`: spot centres in
         ``obsm["spatial_um"]``.
@@ -757,6 +762,10 @@ def _weighted_rows(weights: sparse.csr_matrix, matrix, has_rows: np.ndarray, fil
 
     n_rows, n_vars = weights.shape[0], matrix.shape[1]
     dtype = np.result_type(matrix.dtype, np.float32)
+    if is_dask(matrix):
+        result = _streamed_product(weights, matrix, current_limits().max_block_bytes)
+        result[~has_rows] = fill_value
+        return result.astype(dtype, copy=False)
     columns = _used_columns(weights)
     compact = sparse.csr_matrix(
         (weights.data, np.searchsorted(columns, weights.indices), weights.indptr),
@@ -795,6 +804,43 @@ def _weighted_rows(weights: sparse.csr_matrix, matrix, has_rows: np.ndarray, fil
         result[start:stop] = small @ np.asarray(matrix[columns[cols]], dtype=np.float64)
         start = stop
     result[~has_rows] = fill_value
+    return result
+
+
+def _streamed_product(weights: sparse.csr_matrix, matrix, max_bytes: int) -> np.ndarray:
+    """``weights @ matrix`` (float64) for a dask ``matrix``, one block of its chunks at a time.
+
+    Every chunk of ``matrix`` in a band of rows that ``weights`` touches is computed once, in
+    blocks of one row chunk × as many column chunks as ``max_bytes`` allows (at least one):
+    the block as stored, its rows the weights use in float64 and their product. Nothing else of
+    ``matrix`` is held; the result (rows of ``weights`` × features) is.
+    """
+    n_rows, n_vars = weights.shape[0], matrix.shape[1]
+    result = np.zeros((n_rows, n_vars), dtype=np.float64)
+    by_pixel = weights.tocsc()
+    row_bounds = np.cumsum((0, *matrix.chunks[0]))
+    col_bounds = np.cumsum((0, *matrix.chunks[1]))
+    itemsize = np.dtype(matrix.dtype).itemsize
+    for a, b in itertools.pairwise(int(v) for v in row_bounds):
+        if by_pixel.indptr[b] == by_pixel.indptr[a]:
+            continue  # no spot uses these pixels: never read
+        part = by_pixel[:, a:b]
+        used = np.flatnonzero(np.diff(part.indptr))
+        w = part[:, used].tocsr()
+        per_column = (b - a) * itemsize + 8 * (used.size + n_rows)
+        width = max(1, int(max_bytes) // per_column)
+        c = 0
+        while c < n_vars:
+            # whole column chunks up to ``width`` columns, at least one
+            k = int(np.searchsorted(col_bounds, c, side="right"))
+            d = int(col_bounds[k])
+            while k + 1 < len(col_bounds) and col_bounds[k + 1] - c <= width:
+                k += 1
+                d = int(col_bounds[k])
+            block = np.asarray(matrix[a:b, c:d].compute())
+            result[:, c:d] += w @ np.asarray(block[used], dtype=np.float64)
+            del block
+            c = d
     return result
 
 

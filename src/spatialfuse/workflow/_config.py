@@ -36,12 +36,14 @@ class Modality(_Model):
     """One input file or folder, with the options of its reader.
 
     ``kind: imzml`` is read with :func:`spatialfuse.io.read_imzml` (its m/z features as in
-    :class:`spatialfuse.io.FeatureOptions`), ``histology`` with
+    :class:`spatialfuse.io.FeatureOptions`), ``msi_zarr`` (a store written by
+    :func:`spatialfuse.io.convert_imzml` or ``spatialfuse convert``) with
+    :func:`spatialfuse.io.read_msi_zarr`, lazily, ``histology`` with
     :func:`spatialfuse.io.read_histology`, ``visium`` with :func:`spatialfuse.io.read_visium`;
     an option of another kind's reader is refused.
     """
 
-    kind: Literal["imzml", "histology", "visium"]
+    kind: Literal["imzml", "msi_zarr", "histology", "visium"]
     path: Path
     pixel_size_um: Annotated[float, Field(gt=0)] | Literal["auto"] | None = None
     #: imzml: m/z values to extract (None: the file's axis, or a common axis of its peaks).
@@ -68,6 +70,11 @@ class Modality(_Model):
                 "pixel_size_um does not apply to Visium folders (their scale comes from the "
                 "100 µm spot pitch)"
             )
+        if self.kind == "msi_zarr" and self.pixel_size_um is not None:
+            raise ValueError(
+                "pixel_size_um does not apply to MSI stores: the pixel size is fixed at "
+                "conversion (spatialfuse convert --pixel-size)"
+            )
         if self.kind == "imzml" and self.pixel_size_um == "auto":
             raise ValueError(
                 "pixel_size_um: auto applies to histology images (registration estimates it); "
@@ -87,6 +94,9 @@ class Modality(_Model):
             raise ValueError("give ppm or tol, not both")
         return self
 
+
+#: The kinds of MSI input: an imzML read in memory, a converted zarr store read lazily.
+MSI_KINDS = ("imzml", "msi_zarr")
 
 #: The reader options of one kind of input (``pixel_size_um`` is checked on its own).
 _READER_OPTION = {
@@ -324,6 +334,8 @@ class ResourceLimits(_Model):
 
     max_decoded_image_bytes: Annotated[int, Field(gt=0)] | None = None
     max_spots: Annotated[int, Field(gt=0)] | None = None
+    #: Bytes of a store-backed MSI table a streaming step holds at once (``kind: msi_zarr``).
+    max_block_bytes: Annotated[int, Field(gt=0)] | None = None
 
 
 class RunConfig(_Model):
@@ -365,9 +377,10 @@ class RunConfig(_Model):
                 raise ValueError(f"registrations[{i}] repeats {reg.name}")
             seen.add((reg.moving, reg.fixed))
         msi, visium = self.msi_name, self.visium_name
-        for role, name, kind in (("msi", msi, "imzml"), ("visium", visium, "visium")):
-            if name is not None and self.modalities[name].kind != kind:
-                raise ValueError(f"mapping.{role} is {name!r}, which is not of kind {kind!r}")
+        for role, name, kinds in (("msi", msi, MSI_KINDS), ("visium", visium, ("visium",))):
+            if name is not None and self.modalities[name].kind not in kinds:
+                kind = " or ".join(repr(k) for k in kinds)
+                raise ValueError(f"mapping.{role} is {name!r}, which is not of kind {kind}")
         if self.spectra.active:
             self._spectra_msi()
         self._distinct_output_files()
@@ -429,27 +442,28 @@ class RunConfig(_Model):
                 )
             files[key] = what
 
-    def _only(self, kind: str, explicit: str | None, role: str) -> str | None:
+    def _only(self, kinds: tuple[str, ...], explicit: str | None, role: str) -> str | None:
         if explicit is not None:
             if explicit not in self.modalities:
                 raise ValueError(f"mapping.{role} is {explicit!r}, which is not a modality")
             return explicit
-        found = [n for n, m in self.modalities.items() if m.kind == kind]
+        found = [n for n, m in self.modalities.items() if m.kind in kinds]
         if len(found) > 1:
             raise ValueError(
-                f"several {kind} modalities ({', '.join(found)}): say which one in mapping.{role}"
+                f"several {'/'.join(kinds)} modalities ({', '.join(found)}): say which one in "
+                f"mapping.{role}"
             )
         return found[0] if found else None
 
     @property
     def msi_name(self) -> str | None:
         """The MSI modality that is mapped onto spots (None when there is none)."""
-        return self._only("imzml", self.mapping.msi, "msi")
+        return self._only(MSI_KINDS, self.mapping.msi, "msi")
 
     @property
     def visium_name(self) -> str | None:
         """The Visium modality spots come from (None when there is none)."""
-        return self._only("visium", self.mapping.visium, "visium")
+        return self._only(("visium",), self.mapping.visium, "visium")
 
 
 def _folded(name: str) -> str:

@@ -7,10 +7,10 @@ EXAMPLE_CONFIG = """\
 # Every output goes into this folder (one folder per run; see "outputs" below).
 output: results
 
-# The inputs, each under a name you choose. kind: imzml | histology | visium.
+# The inputs, each under a name you choose. kind: imzml | msi_zarr | histology | visium.
 modalities:
   msi:
-    kind: imzml
+    kind: imzml                     # msi_zarr: a store from spatialfuse convert, read lazily
     path: data/msi.imzML            # the .ibd must sit beside it
     pixel_size_um: null             # only for files that do not state their pixel size
   he_msi:                           # H&E of the section the MSI was acquired on

@@ -666,7 +666,7 @@ def _describe_input(name: str, data, modality) -> dict[str, Any]:
     info: dict[str, Any] = {"kind": modality.kind, "path": printable(modality.path)}
     if data is None:
         return info
-    if modality.kind == "imzml":
+    if modality.kind in ("imzml", "msi_zarr"):
         uns = data.uns.get("spatialfuse", {})
         info["n_pixels"] = int(data.n_obs)
         info["n_features"] = int(data.n_vars)

@@ -55,7 +55,11 @@ def read_modality(modality: Modality):
     """Read one input with its :mod:`spatialfuse.io` reader and options (lazily where it can)."""
     from spatialfuse import io
 
-    reader = {"imzml": io.read_imzml, "histology": io.read_histology}.get(modality.kind)
+    reader = {
+        "imzml": io.read_imzml,
+        "msi_zarr": io.read_msi_zarr,
+        "histology": io.read_histology,
+    }.get(modality.kind)
     if reader is not None:
         return reader(modality.path, **library_options(modality, reader, exclude=("path",)))
     with warnings.catch_warnings():
