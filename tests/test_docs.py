@@ -117,3 +117,71 @@ def test_layer_diagram_is_current():
 
     script = runpy.run_path(str(DOCS / "layer_diagram.py"))
     assert script["main"](["--check"]) == 0, "run python docs/layer_diagram.py"
+
+
+def _figure_script():
+    """docs/make_figures.py as a module (it is a script beside the pages, not in the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_figures_are_small_and_every_one_is_shown():
+    """docs/figures/ holds what make_figures.py made: each PNG small, each file on a page."""
+    script = _figure_script()
+    committed = sorted(p for p in (DOCS / "figures").rglob("*") if p.is_file())
+    assert committed, "docs/figures/ is empty: run python docs/make_figures.py"
+    pages = "\n".join(p.read_text(encoding="utf-8") for p in DOCS.glob("*.md"))
+    referenced = set(re.findall(r"\bfigures/[\w/.-]+\.(?:png|txt)\b", pages))
+    big = [p.name for p in committed if p.suffix == ".png" and p.stat().st_size > script.MAX_BYTES]
+    assert not big, f"PNGs over {script.MAX_BYTES} bytes: {big}"
+    unused = [p.relative_to(DOCS).as_posix() for p in committed]
+    unused = [p for p in unused if p not in referenced]
+    assert not unused, f"in docs/figures but on no page: {unused}"
+    missing = [r for r in referenced if not (DOCS / r).is_file()]
+    assert not missing, f"pages show figures that do not exist: {missing}"
+
+
+def test_figure_script_numbers_the_blocks_by_their_heading():
+    script = _figure_script()
+    steps = [step for step, _ in script.python_blocks(DOCS / "tutorial_synthetic.md")]
+    assert steps == [1, 2, 2, 3, 4, 5, 6]
+    steps = [step for step, _ in script.python_blocks(DOCS / "tutorial_real_data.md")]
+    assert steps[:6] == [1, 2, 3, 4, 5, 6]
+    assert steps[6:] and set(steps[6:]) == {None}  # "Your own data": shown, not run
+
+
+def _without_timings(text: str) -> str:
+    """Printed outputs with their seconds masked (they differ from run to run)."""
+    return re.sub(r"\d+(?:\.\d+)? s\b", "… s", text)
+
+
+def _same_outputs(made: Path, committed: Path) -> None:
+    names = sorted(p.name for p in made.iterdir())
+    assert names == sorted(p.name for p in committed.iterdir()), "python docs/make_figures.py"
+    for text in made.glob("*.txt"):
+        fresh = _without_timings(text.read_text(encoding="utf-8"))
+        stored = _without_timings((committed / text.name).read_text(encoding="utf-8"))
+        assert fresh == stored, f"{text.name} is stale: python docs/make_figures.py"
+
+
+@pytest.mark.slow
+def test_committed_outputs_come_from_the_pages_code(tmp_path):
+    """The synthetic tutorial's and spectra page's printed outputs are what their code prints."""
+    script = _figure_script()
+    for target in ["synthetic", "spectra"]:
+        script.TARGETS[target](tmp_path)
+        _same_outputs(tmp_path / target, DOCS / "figures" / target)
+
+
+@pytest.mark.slow
+def test_real_data_tutorial_runs_on_the_bladder(shared_data, tmp_path, monkeypatch):
+    """The real-data tutorial's code runs on the real files and prints what the page shows."""
+    if not (shared_data / "paired" / "bladder_spamtp").is_dir():
+        pytest.skip("the bladder pair is not in the shared data")
+    monkeypatch.setenv("SPATIALFUSE_TEST_DATA", str(shared_data))
+    _figure_script().bladder(tmp_path)
+    _same_outputs(tmp_path / "bladder", DOCS / "figures" / "bladder")
