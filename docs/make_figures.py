@@ -137,9 +137,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FIGURES = HERE / "figures"
 #: Largest width (pixels) and size (bytes) of a committed PNG.
-MAX_WIDTH, MAX_BYTES = 1400, 150_000
+MAX_WIDTH, MAX_BYTES = 1200, 150_000
 #: Fewer colours are tried until a PNG is this small (the photographs need it).
-TARGET_BYTES = 120_000
+TARGET_BYTES = 140_000
 #: Printed lines longer than this are wrapped (the width of a code block on the pages).
 TEXT_WIDTH = 84
 
