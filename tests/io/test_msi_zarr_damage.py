@@ -43,8 +43,12 @@ def stores(tmp_path_factory):
         version="test",
     )
     return {
-        "none": convert_imzml(path, folder / "none.zarr", chunks=(5, 4), compression="none"),
-        "lz4": convert_imzml(path, folder / "lz4.zarr", chunks=(5, 4), compression="lz4"),
+        "none": convert_imzml(
+            path, folder / "none.zarr", chunks=(5, 4), compression="none", shards=False
+        ),
+        "lz4": convert_imzml(
+            path, folder / "lz4.zarr", chunks=(5, 4), compression="lz4", shards=False
+        ),
         "no_features": convert_imzml(path, folder / "k0.zarr", mz=[]),
     }
 

@@ -54,6 +54,12 @@ def _parse_chunks(ctx, param, value):
     help="auto: none for continuous data on its own axis, lz4 for binned tables.",
 )
 @click.option(
+    "--shards/--no-shards",
+    default=True,
+    show_default=True,
+    help="Store chunks side by side in shards of ~128 MB (zarr v3), one file each.",
+)
+@click.option(
     "--scheduler",
     default=None,
     metavar="ADDRESS",
@@ -71,6 +77,7 @@ def convert(
     pixel_size: float | None,
     chunks: tuple[int, int] | None,
     compression: str,
+    shards: bool,
     scheduler: str | None,
     overwrite: bool,
     progress: bool,
@@ -95,6 +102,7 @@ def convert(
             max_memory=max_memory,
             chunks=chunks,
             compression=compression,
+            shards=shards,
             client=scheduler,
             overwrite=overwrite,
             show_progress=progress,

@@ -58,7 +58,10 @@ def _codec_names(array) -> list[str]:
 
 def _max_ratio(array) -> int:
     ratio = 1
-    for name in _codec_names(array):
+    names = _codec_names(array)
+    if names == ["sharding_indexed"]:  # a shard's inner codecs compress its chunks
+        names = [codec.to_dict()["name"] for codec in array.metadata.codecs[0].codecs]
+    for name in names:
         if name not in ("bytes", "vlen-utf8", "vlen-bytes", "transpose"):
             ratio *= _MAX_RATIO.get(name, _UNKNOWN_RATIO)
     return ratio
@@ -88,27 +91,33 @@ def _check_holds(path: Path, array, declared: int, stored: int, what: str) -> No
 def _check_x(path: Path, x) -> tuple[int, int]:
     if x.ndim != 2 or x.dtype.kind not in "fiu":
         _fail(path, f"X is {x.ndim}-D {x.dtype}, not a 2-D numeric table")
-    if "sharding_indexed" in _codec_names(x):
-        _fail(path, "X is sharded, which convert_imzml never writes")
     n, k = (int(v) for v in x.shape)
     rows, cols = (int(v) for v in x.chunks)
     if min(rows, cols) < 1 or rows > max(n, 1) or cols > max(k, 1):
         _fail(path, f"X's chunks of {rows} × {cols} do not fit X's {n} × {k} values")
-    expected = -(-n // rows) * -(-k // cols)
+    # A sharded X (zarr v3) stores a file per shard, a block of whole chunks; else one per chunk.
+    shards = getattr(x, "shards", None)
+    unit, files = (rows, cols), "chunk files"
+    if shards is not None:
+        unit, files = tuple(int(v) for v in shards), "shard files"
+        if unit[0] != rows:
+            _fail(path, f"X's shards of {unit[0]} × {unit[1]} are not one row of chunks")
+    expected = -(-n // unit[0]) * -(-k // unit[1])
+    what = f"chunks of {rows} × {cols}" + ("" if shards is None else f" in shards of {unit[1]}")
     folder = path / x.path
     count, _ = _stored_bytes(folder)
     if count != expected:
         _fail(
             path,
-            f"X declares {n:,} × {k:,} values in {expected:,} chunks of {rows} × {cols}, but "
-            f"{count:,} chunk files are stored: the store is incomplete or its shape is wrong",
+            f"X declares {n:,} × {k:,} values in {expected:,} {what}, but "
+            f"{count:,} {files} are stored: the store is incomplete or its shape is wrong",
         )
     if expected:
         first = folder / x.metadata.encode_chunk_key((0, 0))
         size = first.stat().st_size if first.is_file() else 0
-        declared = rows * cols * x.dtype.itemsize
-        _check_holds(path, x, declared, size, f"chunks of {rows} × {cols}")
-        if _max_ratio(x) == 1 and size != declared:
+        declared = unit[0] * unit[1] * x.dtype.itemsize
+        _check_holds(path, x, declared, size, what)
+        if _max_ratio(x) == 1 and shards is None and size != declared:
             _fail(path, f"X's first chunk has {size:,} bytes, not the {declared:,} it declares")
     return n, k
 

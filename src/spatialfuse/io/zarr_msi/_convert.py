@@ -178,6 +178,7 @@ def convert_imzml(
     max_memory: str | int = "2GB",
     chunks: tuple[int, int] | None = None,
     compression: str | None = DEFAULT_COMPRESSION,
+    shards: bool = True,
     client=None,
     overwrite: bool = False,
     cache: bool = True,
@@ -220,6 +221,11 @@ def convert_imzml(
         (the default): none for a continuous file on its own axis (fastest), LZ4 for binned
         tables (mostly zeros). Profile spectra shrink ~3-4x with LZ4, ~6x with zstd, at a cost
         in speed (docs/out_of_core.md).
+    shards
+        Store ``X``'s chunks side by side in shards, one file of about 128 MB each (zarr v3
+        sharding; the chunks, the unit reads use, are unchanged): a store of thousands of files,
+        not millions. Each shard holds as many chunks as a quarter of ``max_memory`` can encode
+        at once (at most 1,024). False: one file per chunk.
     client
         A ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``): tiles run
         on the cluster's workers, each opening the input itself and writing its own chunks.
@@ -266,7 +272,13 @@ def convert_imzml(
         streamed = kind == "identity" and _kernels.intensity_matrix(reader._acc) is not None
         n, k = reader.n_spectra, centres.size
         plan = plan_tiles(
-            n, k, budget, chunks=chunks, whole_band=kind != "identity", streamed=streamed
+            n,
+            k,
+            budget,
+            chunks=chunks,
+            whole_band=kind != "identity",
+            streamed=streamed,
+            shards=shards,
         )
         logger.debug(
             "converting %s (%d × %d, %s): chunks %d × %d, tiles of %d columns, budget %s",
@@ -291,6 +303,7 @@ def convert_imzml(
                 "X",
                 shape=(n, k),
                 chunks=(plan.chunk_rows, plan.chunk_cols),
+                shards=plan.shards,
                 dtype="float32",
                 fill_value=0.0,
                 compressors=_compressors(compression_name),
@@ -328,6 +341,7 @@ def convert_imzml(
                 "format": STORE_FORMAT,
                 "version": STORE_VERSION,
                 "chunks": [plan.chunk_rows, plan.chunk_cols],
+                "shards": None if plan.shards is None else list(plan.shards),
                 "compression": compression_name,
                 "max_memory": budget,
                 "converted_with": "dask.distributed" if client is not None else "local",

@@ -41,6 +41,10 @@ DEFAULT_CHUNK_COLS = 32
 TASK_TARGET_BYTES = 256 * 2**20
 #: At most this many chunks are handed to zarr in one write (zarr encodes them concurrently).
 MAX_STRIPE_CHUNKS = 8
+#: Target size of one shard (one file holding a row of chunks side by side) of a sharded store.
+SHARD_TARGET_BYTES = 128 * 2**20
+#: Most chunks in one shard.
+MAX_SHARD_CHUNKS = 1024
 
 
 def parse_memory(value) -> int:
@@ -103,6 +107,15 @@ class Plan:
     stripe_chunks: int
     work_bytes: int
     budget: int
+    #: Chunks side by side in one shard (one file); 1: no shards, one file per chunk.
+    shard_chunks: int = 1
+
+    @property
+    def shards(self) -> tuple[int, int] | None:
+        """``(rows, cols)`` of a shard, or None where each chunk is its own file."""
+        if self.shard_chunks <= 1:
+            return None
+        return self.chunk_rows, self.chunk_cols * self.shard_chunks
 
     @property
     def chunk_bytes(self) -> int:
@@ -155,6 +168,7 @@ def plan_tiles(
     chunks: tuple[int, int] | None = None,
     whole_band: bool = False,
     streamed: bool = False,
+    shards: bool = False,
 ) -> Plan:
     """Choose chunk and tile shapes for an ``n_rows × n_cols`` float32 table within ``budget``.
 
@@ -173,6 +187,10 @@ def plan_tiles(
     streamed
         Tiles are copied straight from the memory-mapped input into zarr, without a tile buffer:
         tiles can then be as large as ``TASK_TARGET_BYTES`` regardless of the budget.
+    shards
+        Store chunks side by side in shards (one file each) of about ``SHARD_TARGET_BYTES`` (at
+        most ``MAX_SHARD_CHUNKS`` chunks), as many as a quarter of the budget can encode at
+        once; tiles and writes are then whole shards.
     """
     usable = usable_memory(n_rows, budget)
     n_rows_1, n_cols_1 = max(n_rows, 1), max(n_cols, 1)
@@ -198,16 +216,27 @@ def plan_tiles(
             most_rows = min(most_rows, max(band_rows, (256 * 2**10) // (cols * 4)))
         rows = _balanced(n_rows_1, max(1, most_rows))
     chunk_bytes = rows * cols * 4
-    stripe = max(1, min(MAX_STRIPE_CHUNKS, (usable // 4) // (2 * chunk_bytes)))
+    n_col_chunks = -(-n_cols_1 // cols)
+    # zarr encodes a write's chunks in buffers of their own: a quarter of the budget holds them.
+    encodable = max(1, (usable // 4) // (2 * chunk_bytes))
+    stripe = min(MAX_STRIPE_CHUNKS, encodable)
     if streamed:
         tile_chunks = max(stripe, TASK_TARGET_BYTES // chunk_bytes)
     else:
         tile_chunks = max(1, (usable // 2) // chunk_bytes)
-    tile_cols = min(n_cols_1, tile_chunks * cols)
-    # Equal tiles, each a whole number of chunks wide.
-    n_col_chunks = -(-n_cols_1 // cols)
-    per_tile = -(-n_col_chunks // -(-n_col_chunks // max(1, tile_cols // cols)))
-    tile_cols = min(n_cols_1, per_tile * cols)
+    shard_chunks = 1
+    if shards:
+        wanted = max(1, SHARD_TARGET_BYTES // chunk_bytes)
+        shard_chunks = min(wanted, MAX_SHARD_CHUNKS, encodable, n_col_chunks, tile_chunks)
+        if shard_chunks > 1:
+            n_shards = -(-n_col_chunks // shard_chunks)
+            shard_chunks = -(-n_col_chunks // n_shards)  # equal shards, the last one full too
+            stripe = shard_chunks  # each write is one whole shard
+    # Equal tiles, each a whole number of shards (of chunks, unsharded) wide.
+    n_units = -(-n_col_chunks // shard_chunks)
+    tile_units = max(1, min(n_cols_1, tile_chunks * cols) // (shard_chunks * cols))
+    per_tile = -(-n_units // -(-n_units // tile_units))
+    tile_cols = min(n_cols_1, per_tile * shard_chunks * cols)
     return Plan(
         n_rows=n_rows,
         n_cols=n_cols,
@@ -217,4 +246,5 @@ def plan_tiles(
         stripe_chunks=stripe,
         work_bytes=max(1, usable // 4),
         budget=budget,
+        shard_chunks=shard_chunks,
     )
