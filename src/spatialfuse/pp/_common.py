@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spatialfuse._version import __version__
-from spatialfuse.core.adata import check_count, dense_rows
+from spatialfuse.core.adata import check_count, dense_rows, is_dask, row_blocks
 from spatialfuse.errors import DataWarning
 
 if TYPE_CHECKING:
@@ -59,6 +59,17 @@ def pca_on_rows(
     import anndata as ad
     import scanpy as sc
 
+    if is_dask(adata.X):
+        return _streamed_pca(
+            adata,
+            rows=rows,
+            var_mask=var_mask,
+            n_comps=n_comps,
+            scale=scale,
+            max_value=max_value,
+            random_state=random_state,
+            what=what,
+        )
     data = dense_rows(adata.X, rows, var_mask)
     n = clip_n_comps(n_comps, data.shape[0], data.shape[1], what)
     if not np.any(data.max(axis=0) > data.min(axis=0)):
@@ -79,10 +90,6 @@ def pca_on_rows(
 
     scores = np.full((adata.n_obs, n), np.nan)
     scores[rows] = tmp.obsm["X_pca"]
-    loadings = np.zeros((adata.n_vars, n))
-    loadings[var_mask] = tmp.varm["PCs"]
-    adata.obsm["X_pca"] = scores
-    adata.varm["PCs"] = loadings
     params = {
         "n_comps": n,
         "scaled": bool(scale),
@@ -92,9 +99,19 @@ def pca_on_rows(
         "n_obs_used": int(rows.sum()),
         "n_vars_used": int(var_mask.sum()),
     }
+    variance = (tmp.uns["pca"]["variance"], tmp.uns["pca"]["variance_ratio"])
+    return _write_pca(adata, scores, tmp.varm["PCs"], variance, params, var_mask, mean, std)
+
+
+def _write_pca(adata, scores, components, variance, params, var_mask, mean, std) -> dict:
+    """Write a PCA's scores, loadings (zero for features not used), variances and moments."""
+    loadings = np.zeros((adata.n_vars, scores.shape[1]))
+    loadings[var_mask] = components
+    adata.obsm["X_pca"] = scores
+    adata.varm["PCs"] = loadings
     adata.uns["pca"] = {
-        "variance": np.asarray(tmp.uns["pca"]["variance"]),
-        "variance_ratio": np.asarray(tmp.uns["pca"]["variance_ratio"]),
+        "variance": np.asarray(variance[0]),
+        "variance_ratio": np.asarray(variance[1]),
         "params": {k: v for k, v in params.items() if v is not None},
     }
     feature_mean = np.full(adata.n_vars, np.nan)
@@ -103,6 +120,84 @@ def pca_on_rows(
     adata.var["pca_mean"] = feature_mean
     adata.var["pca_std"] = feature_std
     return params
+
+
+def _streamed_pca(adata, *, rows, var_mask, n_comps, scale, max_value, random_state, what):
+    """:func:`pca_on_rows` of a dask ``X`` in three passes over blocks of rows, never densified.
+
+    The features' means and variances (merged block by block), then the covariance of the
+    (z-scored and clipped, as scanpy's ``scale``) features from their Gram matrix, whose
+    eigenvectors are the principal axes, then every row's scores. Holds one block of rows
+    (:func:`~spatialfuse.core.adata.row_blocks`, within ``max_block_bytes``), the
+    ``features × features`` Gram matrix (float64: 32 MB at 2,000 features, 800 MB at 10,000)
+    and the scores; the same axes as ARPACK's up to sign (each axis's largest loading positive).
+    """
+    import dask.array as da
+
+    columns = np.flatnonzero(var_mask)
+    x = adata.X[:, columns] if columns.size < adata.n_vars else adata.X
+    if not isinstance(x, da.Array):  # pragma: no cover - is_dask said so
+        x = da.asarray(x)
+    which = np.flatnonzero(rows)
+    m, p = which.size, columns.size
+    n = clip_n_comps(n_comps, m, p, what)
+    # pass 1: means and variances (Chan et al.'s merge of block moments)
+    mean, m2, count = np.zeros(p), np.zeros(p), 0
+    low, high = np.full(p, np.inf), np.full(p, -np.inf)
+    for _, block in row_blocks(x, rows=which):
+        k = block.shape[0]
+        block_mean = block.mean(axis=0)
+        delta = block_mean - mean
+        m2 += ((block - block_mean) ** 2).sum(axis=0) + delta**2 * count * k / (count + k)
+        mean += delta * k / (count + k)
+        count += k
+        low, high = np.minimum(low, block.min(axis=0)), np.maximum(high, block.max(axis=0))
+    if not np.any(high > low):
+        raise ValueError(
+            f"PCA of {what} needs features that vary: all {p} are constant over the {m} "
+            "observations (all-zero data?)"
+        )
+    std = np.sqrt(m2 / (m - 1)) if m > 1 else np.zeros(p)
+    divisor = np.where(std > 0, std, 1.0)
+
+    def prepared(block):
+        out = block - mean
+        if scale:
+            out /= divisor
+            if max_value is not None:
+                np.clip(out, -max_value, max_value, out=out)
+        return out
+
+    # pass 2: the covariance of the prepared features
+    shift, gram = np.zeros(p), np.zeros((p, p))
+    for _, block in row_blocks(x, rows=which):
+        z = prepared(block)
+        shift += z.sum(axis=0)
+        gram += z.T @ z
+    shift /= m
+    covariance = (gram - m * np.outer(shift, shift)) / (m - 1)
+    del gram
+    values, vectors = np.linalg.eigh(covariance)
+    total = float(np.trace(covariance))
+    order = np.argsort(values)[::-1][:n]
+    values, vectors = np.maximum(values[order], 0.0), vectors[:, order]
+    biggest = np.argmax(np.abs(vectors), axis=0)
+    vectors *= np.sign(vectors[biggest, np.arange(n)])
+    # pass 3: every row's scores
+    scores = np.full((adata.n_obs, n), np.nan)
+    for index, block in row_blocks(x, rows=which):
+        scores[index] = (prepared(block) - shift) @ vectors
+    params = {
+        "n_comps": n,
+        "scaled": bool(scale),
+        "max_value": float(max_value) if max_value is not None else None,
+        "svd_solver": "covariance (streamed)",
+        "random_state": int(random_state),
+        "n_obs_used": m,
+        "n_vars_used": p,
+    }
+    ratio = values / total if total > 0 else np.zeros_like(values)
+    return _write_pca(adata, scores, vectors, (values, ratio), params, var_mask, mean, std)
 
 
 def record(adata: anndata.AnnData, function: str, params: dict[str, Any]) -> None:

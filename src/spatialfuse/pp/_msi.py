@@ -45,7 +45,10 @@ def preprocess_msi(
 
     The raw intensities are kept in ``layers["raw"]``; if that layer already exists it is the
     starting point, so running the function twice gives the same result. A dask-backed ``X``
-    stays lazy; only the rows with data of the features used are computed for the PCA.
+    (:func:`spatialfuse.io.read_msi_zarr`) stays lazy, and its PCA is streamed: three passes
+    over blocks of rows within the ``max_block_bytes`` resource limit (the features' moments,
+    their covariance, the scores), holding a features × features matrix, never the table; the
+    axes are ARPACK's up to sign (``uns["pca"]["params"]["svd_solver"]`` says which ran).
 
     Parameters
     ----------
