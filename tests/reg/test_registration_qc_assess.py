@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 from spatialfuse.reg import AffineTransform, assess, compose, register
 
@@ -34,3 +35,16 @@ def test_qc_figure_of_an_assessed_and_failed_transform(tmp_path):
     assert " ".join(f"{m['nmi_initial']:.3f} → {m['nmi_final']:.3f}".split()) in " ".join(
         title.split()
     )
+
+
+def test_outlines_leave_out_specks_and_pinholes_but_keep_real_holes():
+    from spatialfuse.pl._registration import _outline
+
+    mask = np.zeros((100, 100), bool)
+    mask[20:80, 20:80] = True
+    mask[50, 50] = False  # a pinhole in the tissue
+    mask[5, 5] = True  # a speck of debris
+    mask[30:40, 30:40] = False  # a lumen: 1 % of the image
+    outline = _outline(mask)
+    assert outline[50, 50] == 1.0 and outline[5, 5] == 0.0
+    assert (outline[30:40, 30:40] == 0.0).all() and outline[25, 25] == 1.0
