@@ -48,3 +48,9 @@ def test_outlines_leave_out_specks_and_pinholes_but_keep_real_holes():
     outline = _outline(mask)
     assert outline[50, 50] == 1.0 and outline[5, 5] == 0.0
     assert (outline[30:40, 30:40] == 0.0).all() and outline[25, 25] == 1.0
+
+
+def test_an_assessed_result_prints():
+    moving, fixed, truth = make_pair(1)
+    text = repr(assess(moving, fixed, truth))
+    assert text.startswith("RegistrationResult(given, ") and "NMI " in text and "→" not in text

@@ -67,7 +67,9 @@ def registration_qc(
         fixed.origin_um[1],
     )
     panels = 4 if landmarks is not None else 3
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.4), constrained_layout=True)
+    # as tall as the panels' images need (a wide image left an empty band under the title)
+    height = float(np.clip(3.6 * fixed.shape[0] / max(fixed.shape[1], 1), 1.5, 6.0)) + 1.2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, height), constrained_layout=True)
     overlay = np.dstack([fixed.image, np.where(inside, warped, 0), fixed.image])
     axes[0].imshow(np.clip(overlay, 0, 1), extent=extent)
     axes[0].set_title("overlay: fixed magenta, moving green")

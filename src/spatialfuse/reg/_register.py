@@ -107,9 +107,11 @@ class RegistrationResult:
         m = self.metrics
         status = "ok" if self.ok else "FAILED (" + "; ".join(self.failures) + ")"
         tre = f", TRE {m['tre_um_median']:.1f} µm" if "tre_um_median" in m else ""
+        # assess() judges a given transform: there is no NMI before it
+        nmi = f"{m['nmi_initial']:.3f} → " if "nmi_initial" in m else ""
         return (
             f"RegistrationResult({self.model}, {status}: Dice {m['dice_final']:.3f}, "
-            f"NMI {m['nmi_initial']:.3f} → {m['nmi_final']:.3f}{tre}, {m['seconds']:.1f} s)"
+            f"NMI {nmi}{m['nmi_final']:.3f}{tre}, {m['seconds']:.1f} s)"
         )
 
 
