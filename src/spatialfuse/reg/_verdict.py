@@ -26,10 +26,11 @@ MIN_MOVING_TISSUE_INSIDE = 0.2
 PARTIAL_OVERLAP_NOTE = 0.9
 #: Where only part of one tissue overlaps the other, outlines do not pin the position down and the
 #: intensities must: the images must share at least this much information (NMI − 1). Real right
-#: alignments reach 0.038–0.24 (0.064 for the bladder crop), synthetic ones 0.10–0.19; an
-#: autofluorescence image laid inside the bladder's larger stained tissue (swapped pairs)
-#: 0.006–0.008.
-MIN_PARTIAL_NMI_EXCESS = 0.02
+#: alignments reach 0.038–0.24 (0.064 for the bladder crop, the one real right partial overlap),
+#: synthetic ones 0.10–0.19; swapped pairs that land as a partial overlap 0.006–0.023 (msiFlow's
+#: autofluorescence inside the bladder's stained tissue 0.006–0.008, inside brain A13's H&E
+#: 0.023: reported ok at 0.02 in session 7). 0.04 lies in that gap (session 8).
+MIN_PARTIAL_NMI_EXCESS = 0.04
 
 
 def poor_tissue_overlap(scores: dict, min_dice: float) -> str | None:
