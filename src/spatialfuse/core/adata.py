@@ -149,10 +149,10 @@ def row_blocks(
     Notes
     -----
     A dask array is computed one band of its row chunks at a time (consecutive row chunks up to
-    ``4 · max_bytes`` as stored and up to the ``max_block_bytes`` resource limit, at least one),
-    and the band handed out in blocks: every stored chunk is read once per pass. A band is as
-    large as the store's chunks make it (a store of few-column chunks spanning many rows, the
-    layout for ion images, makes large bands).
+    ``4 · max_bytes`` as stored and up to the ``max_block_bytes`` resource limit), and the band
+    handed out in blocks: every stored chunk is read once per pass. A row of chunks larger than
+    that (a store of few-column chunks spanning many rows, the layout for ion images) is
+    computed in slices of rows within it, each slice decoding the row's chunks again.
     """
     n, p = x.shape
     index = np.arange(n)
@@ -190,6 +190,13 @@ def _dask_row_blocks(x, index: np.ndarray, step: int, max_bytes: int):
         if too_big and bounds[k - 1] > edges[-1]:
             edges.append(int(bounds[k - 1]))
     edges.append(int(bounds[-1]))
+    # A row of chunks larger than the limit is read in slices of rows (each of its chunks is then
+    # decoded once per slice: more reading, bounded memory).
+    rows = max(1, int(band_bytes // row_size))
+    edges = sorted(
+        {int(v) for lo, hi in itertools.pairwise(edges) for v in range(lo, hi, rows)}
+        | {int(bounds[-1])}
+    )
     for lo, hi in itertools.pairwise(edges):
         first, last = np.searchsorted(index, [lo, hi])
         if first == last:
