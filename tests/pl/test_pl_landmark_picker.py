@@ -8,11 +8,6 @@ missing piece skips these tests with its reason.
 
 from __future__ import annotations
 
-import os
-import select
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,84 +18,17 @@ pytest.importorskip("napari", reason='napari not installed (pip install "spatial
 pytest.importorskip("pytestqt", reason="pytest-qt not installed (pip install pytest-qt)")
 
 import spatialfuse as sf
+from napari_display import napari_display  # tests/napari_display.py
 
 REFERENCES = Path(__file__).resolve().parents[2] / "benchmarks" / "real_references"
 # Napari windows, a synthetic trio, the real bladder pair and registrations: ~1 min on 2 cores.
 pytestmark = pytest.mark.slow
 
-_PROBE = """
-import numpy as np, napari
-viewer = napari.Viewer(show=True)
-viewer.add_image(np.random.rand(16, 16))
-assert viewer.screenshot(canvas_only=True).size
-viewer.close()
-"""
-
-
-def _start_xvfb() -> str | None:
-    """Start Xvfb on a free display (it dies with this process); its display name, or None."""
-    import ctypes
-    import socket
-    import time
-
-    def die_with_parent():  # prctl(PR_SET_PDEATHSIG, SIGTERM): no Xvfb left behind
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 15)
-
-    for _ in range(3):
-        read, write = os.pipe()
-        server = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-            pass_fds=(write,),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-        os.close(write)
-        ready, _, _ = select.select([read], [], [], 20)
-        number = os.read(read, 16).decode().strip() if ready else ""
-        os.close(read)
-        # A server still shutting down on the same display can make the new one quit at once:
-        # wait until it answers, and try another where it does not.
-        deadline = time.monotonic() + 10
-        while number and server.poll() is None and time.monotonic() < deadline:
-            with socket.socket(socket.AF_UNIX) as probe:
-                try:
-                    probe.connect(f"/tmp/.X11-unix/X{number}")
-                except OSError:
-                    time.sleep(0.2)
-                    continue
-            time.sleep(0.5)
-            if server.poll() is None:
-                return f":{number}"
-        server.kill()
-    return None
-
 
 @pytest.fixture(scope="session", autouse=True)
 def qt_display():
-    """A display napari can draw on, or a skip (autouse: before pytest-qt's QApplication, which
-    aborts the process where there is no display)."""
-    if not sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-        pytest.skip("the picker tests run on Linux with a display or Xvfb")
-    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-        os.environ.pop("QT_QPA_PLATFORM")  # offscreen has no OpenGL for vispy
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        if shutil.which("Xvfb") is None:
-            pytest.skip(
-                "no display and no Xvfb to start one (apt-get install xvfb); Qt's offscreen "
-                "platform has no OpenGL for napari's canvas"
-            )
-        display = _start_xvfb()
-        if display is None:
-            pytest.skip("Xvfb did not start")
-        os.environ["DISPLAY"] = display
-    probe = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120
-    )
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"napari cannot draw on this display: {last}")
-    return os.environ.get("DISPLAY")
+    """A display napari can draw on, or a skip (autouse: before pytest-qt's QApplication)."""
+    return napari_display()
 
 
 @pytest.fixture(scope="module")
