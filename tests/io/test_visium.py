@@ -592,6 +592,9 @@ def test_missing_matrix(tmp_path):
     make_visium(tmp_path / "b", counts_name="raw_feature_bc_matrix.h5")
     with pytest.raises(MissingFileError, match=r'pass counts_file="raw_feature_bc_matrix\.h5"'):
         read_visium(tmp_path / "b")
+    # a run config's user is told the config key, not only the Python argument
+    with pytest.raises(MissingFileError, match=r"in a run config: require_counts: false"):
+        read_visium(tmp_path / "b")
     with pytest.warns(DataWarning, match=r'counts_file="raw_feature_bc_matrix\.h5" would read'):
         read_visium(tmp_path / "b", require_counts=False)
     assert read_visium(tmp_path / "b", counts_file="raw_feature_bc_matrix.h5").n_obs > 0

@@ -378,12 +378,14 @@ def _read_visium(
             hint = ""
             if alternatives:
                 hint = "; found " + " and ".join(
-                    f'{a!r} (pass counts_file="{a}")' for a in alternatives
+                    f'{a!r} (pass counts_file="{a}"; in a run config: counts_file: {a})'
+                    for a in alternatives
                 )
             raise MissingFileError(
                 counts_path,
                 f"count matrix {counts_path.name!r} not found in {root}{hint}; pass "
-                "require_counts=False to read the spot positions only",
+                "require_counts=False (in a run config: require_counts: false) to read the spot "
+                "positions only",
             )
         if alternatives:
             notes.append(
