@@ -15,7 +15,45 @@ import numpy as np
 # --------------------------------------------------------------------------------------------------
 # imzML
 
-_IMZML_HEAD = """<?xml version="1.0" encoding="ISO-8859-1"?>
+#: Units of the cvParams written here: (cvRef, accession, name).
+_MZ = ("MS", "MS:1000040", "m/z")
+_COUNTS = ("MS", "MS:1000131", "number of detector counts")
+_UM = ("UO", "UO:0000017", "micrometer")
+
+
+def _cv_params(indent: int, *params: tuple) -> str:
+    """``<cvParam/>`` lines, one per ``(accession, name[, value[, unit[, cvRef]]])``, indented.
+
+    A value of None writes no ``value``; the cvRef is the accession's prefix unless given (as it
+    must be for an accession that is a ``{field}`` of the template).
+    """
+    lines = []
+    for param in params:
+        accession, name, value, unit, ref = (*param, None, None, None)[:5]
+        ref = ref or accession.split(":")[0]
+        line = f'<cvParam cvRef="{ref}" accession="{accession}" name="{name}"'
+        if value is not None:
+            line += f' value="{value}"'
+        if unit is not None:
+            line += ' unitCvRef="{}" unitAccession="{}" unitName="{}"'.format(*unit)
+        lines.append(" " * indent + line + "/>\n")
+    return "".join(lines)
+
+
+def _param_group(group_id: str, *params: tuple) -> str:
+    return (
+        f'    <referenceableParamGroup id="{group_id}">\n'
+        + _cv_params(6, *params)
+        + "    </referenceableParamGroup>\n"
+    )
+
+
+_EXTERNAL = ("IMS:1000101", "external data", "true")
+_NO_COMPRESSION = ("MS:1000576", "no compression", "")
+_SPECTRUM_TYPE = ("{spectrum_type_accession}", "{spectrum_type}", "", None, "MS")
+
+_IMZML_HEAD = (
+    """<?xml version="1.0" encoding="ISO-8859-1"?>
 <mzML xmlns="http://psi.hupo.org/ms/mzml" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" \
 xsi:schemaLocation="http://psi.hupo.org/ms/mzml \
 http://psidev.info/files/ms/mzML/xsd/mzML1.1.0_idx.xsd" version="1.1">
@@ -30,62 +68,65 @@ id="IMS" version="0.9.1"/>
   </cvList>
   <fileDescription>
     <fileContent>
-      <cvParam cvRef="MS" accession="MS:1000579" name="MS1 spectrum" value=""/>
-      <cvParam cvRef="MS" accession="{spectrum_type_accession}" name="{spectrum_type}" value=""/>
-      <cvParam cvRef="IMS" accession="{mode_accession}" name="{mode}" value=""/>
-      <cvParam cvRef="IMS" accession="IMS:1000080" name="universally unique identifier" \
-value="{uuid}"/>
-      <cvParam cvRef="IMS" accession="IMS:1000091" name="ibd SHA-1" value="{sha1}"/>
-    </fileContent>
+"""
+    + _cv_params(
+        6,
+        ("MS:1000579", "MS1 spectrum", ""),
+        _SPECTRUM_TYPE,
+        ("{mode_accession}", "{mode}", "", None, "IMS"),
+        ("IMS:1000080", "universally unique identifier", "{uuid}"),
+        ("IMS:1000091", "ibd SHA-1", "{sha1}"),
+    )
+    + """    </fileContent>
   </fileDescription>
   <referenceableParamGroupList count="4">
-    <referenceableParamGroup id="mzArray">
-      <cvParam cvRef="MS" accession="MS:1000576" name="no compression" value=""/>
-      <cvParam cvRef="MS" accession="MS:1000514" name="m/z array" unitCvRef="MS" \
-unitAccession="MS:1000040" unitName="m/z"/>
-      <cvParam cvRef="MS" accession="MS:1000523" name="64-bit float" value=""/>
-      <cvParam cvRef="IMS" accession="IMS:1000101" name="external data" value="true"/>
-    </referenceableParamGroup>
-    <referenceableParamGroup id="intensityArray">
-      <cvParam cvRef="MS" accession="MS:1000521" name="32-bit float" value=""/>
-      <cvParam cvRef="MS" accession="MS:1000515" name="intensity array" unitCvRef="MS" \
-unitAccession="MS:1000131" unitName="number of detector counts"/>
-      <cvParam cvRef="MS" accession="MS:1000576" name="no compression" value=""/>
-      <cvParam cvRef="IMS" accession="IMS:1000101" name="external data" value="true"/>
-    </referenceableParamGroup>
-    <referenceableParamGroup id="scan1">
-      <cvParam cvRef="MS" accession="MS:1000093" name="increasing m/z scan"/>
-    </referenceableParamGroup>
-    <referenceableParamGroup id="spectrum1">
-      <cvParam cvRef="MS" accession="MS:1000579" name="MS1 spectrum" value=""/>
-      <cvParam cvRef="MS" accession="MS:1000511" name="ms level" value="1"/>
-      <cvParam cvRef="MS" accession="{spectrum_type_accession}" name="{spectrum_type}" value=""/>
-      <cvParam cvRef="MS" accession="MS:1000130" name="positive scan" value=""/>
-    </referenceableParamGroup>
-  </referenceableParamGroupList>
+"""
+    + _param_group(
+        "mzArray",
+        _NO_COMPRESSION,
+        ("MS:1000514", "m/z array", None, _MZ),
+        ("MS:1000523", "64-bit float", ""),
+        _EXTERNAL,
+    )
+    + _param_group(
+        "intensityArray",
+        ("MS:1000521", "32-bit float", ""),
+        ("MS:1000515", "intensity array", None, _COUNTS),
+        _NO_COMPRESSION,
+        _EXTERNAL,
+    )
+    + _param_group("scan1", ("MS:1000093", "increasing m/z scan"))
+    + _param_group(
+        "spectrum1",
+        ("MS:1000579", "MS1 spectrum", ""),
+        ("MS:1000511", "ms level", "1"),
+        _SPECTRUM_TYPE,
+        ("MS:1000130", "positive scan", ""),
+    )
+    + """  </referenceableParamGroupList>
   <softwareList count="1">
     <software id="spatialfuse" version="{version}">
-      <cvParam cvRef="MS" accession="MS:1000799" name="custom unreleased software tool" \
-value="spatialfuse synthetic data"/>
-    </software>
+"""
+    + _cv_params(6, ("MS:1000799", "custom unreleased software tool", "spatialfuse synthetic data"))
+    + """    </software>
   </softwareList>
   <scanSettingsList count="1">
     <scanSettings id="scanSettings1">
-      <cvParam cvRef="IMS" accession="IMS:1000401" name="top down"/>
-      <cvParam cvRef="IMS" accession="IMS:1000411" name="one way"/>
-      <cvParam cvRef="IMS" accession="IMS:1000480" name="horizontal line scan"/>
-      <cvParam cvRef="IMS" accession="IMS:1000491" name="linescan left right"/>
-      <cvParam cvRef="IMS" accession="IMS:1000042" name="max count of pixels x" value="{max_x}"/>
-      <cvParam cvRef="IMS" accession="IMS:1000043" name="max count of pixels y" value="{max_y}"/>
-      <cvParam cvRef="IMS" accession="IMS:1000044" name="max dimension x" value="{dim_x}" \
-unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"/>
-      <cvParam cvRef="IMS" accession="IMS:1000045" name="max dimension y" value="{dim_y}" \
-unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"/>
-      <cvParam cvRef="IMS" accession="IMS:1000046" name="pixel size (x)" value="{pixel_x}" \
-unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"/>
-      <cvParam cvRef="IMS" accession="IMS:1000047" name="pixel size y" value="{pixel_y}" \
-unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"/>
-    </scanSettings>
+"""
+    + _cv_params(
+        6,
+        ("IMS:1000401", "top down"),
+        ("IMS:1000411", "one way"),
+        ("IMS:1000480", "horizontal line scan"),
+        ("IMS:1000491", "linescan left right"),
+        ("IMS:1000042", "max count of pixels x", "{max_x}"),
+        ("IMS:1000043", "max count of pixels y", "{max_y}"),
+        ("IMS:1000044", "max dimension x", "{dim_x}", _UM),
+        ("IMS:1000045", "max dimension y", "{dim_y}", _UM),
+        ("IMS:1000046", "pixel size (x)", "{pixel_x}", _UM),
+        ("IMS:1000047", "pixel size y", "{pixel_y}", _UM),
+    )
+    + """    </scanSettings>
   </scanSettingsList>
   <instrumentConfigurationList count="1">
     <instrumentConfiguration id="IC1">
@@ -94,53 +135,64 @@ unitCvRef="UO" unitAccession="UO:0000017" unitName="micrometer"/>
   <dataProcessingList count="1">
     <dataProcessing id="synthetic">
       <processingMethod order="0" softwareRef="spatialfuse">
-        <cvParam cvRef="MS" accession="MS:1000544" name="Conversion to mzML" value=""/>
-      </processingMethod>
+"""
+    + _cv_params(8, ("MS:1000544", "Conversion to mzML", ""))
+    + """      </processingMethod>
     </dataProcessing>
   </dataProcessingList>
   <run defaultInstrumentConfigurationRef="IC1" id="{run_id}">
     <spectrumList count="{n_spectra}" defaultDataProcessingRef="synthetic">
 """
+)
 
-_IMZML_SPECTRUM = """      <spectrum defaultArrayLength="0" id="spectrum={index}" index="{index0}">
-        <referenceableParamGroupRef ref="spectrum1"/>
-        <cvParam cvRef="MS" accession="MS:1000528" name="lowest observed m/z" value="{mz_min}" \
-unitCvRef="MS" unitAccession="MS:1000040" unitName="m/z"/>
-        <cvParam cvRef="MS" accession="MS:1000527" name="highest observed m/z" value="{mz_max}" \
-unitCvRef="MS" unitAccession="MS:1000040" unitName="m/z"/>
-        <cvParam cvRef="MS" accession="MS:1000504" name="base peak m/z" value="{mz_base}" \
-unitCvRef="MS" unitAccession="MS:1000040" unitName="m/z"/>
-        <cvParam cvRef="MS" accession="MS:1000505" name="base peak intensity" value="{int_base}" \
-unitCvRef="MS" unitAccession="MS:1000131" unitName="number of detector counts"/>
-        <cvParam cvRef="MS" accession="MS:1000285" name="total ion current" value="{tic}"/>
-        <scanList count="1">
-          <cvParam cvRef="MS" accession="MS:1000795" name="no combination"/>
-          <scan instrumentConfigurationRef="IC1">
-            <referenceableParamGroupRef ref="scan1"/>
-            <cvParam cvRef="IMS" accession="IMS:1000050" name="position x" value="{x}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000051" name="position y" value="{y}"/>
-          </scan>
-        </scanList>
-        <binaryDataArrayList count="2">
-{mz_array}{intensity_array}        </binaryDataArrayList>
-      </spectrum>
-"""
 
-#: One external binary array of a spectrum (``{{x}}`` stays a field of the spectrum template).
-_IMZML_ARRAY = """          <binaryDataArray encodedLength="0">
+def _binary_array(ref: str, key: str) -> str:
+    """One external binary array of a spectrum (``{key}_len``/``_enc``/``_off`` are its fields)."""
+    return (
+        f"""          <binaryDataArray encodedLength="0">
             <referenceableParamGroupRef ref="{ref}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000103" name="external array length" \
-value="{{{key}_len}}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000104" name="external encoded length" \
-value="{{{key}_enc}}"/>
-            <cvParam cvRef="IMS" accession="IMS:1000102" name="external offset" \
-value="{{{key}_off}}"/>
-            <binary/>
+"""
+        + _cv_params(
+            12,
+            ("IMS:1000103", "external array length", f"{{{key}_len}}"),
+            ("IMS:1000104", "external encoded length", f"{{{key}_enc}}"),
+            ("IMS:1000102", "external offset", f"{{{key}_off}}"),
+        )
+        + """            <binary/>
           </binaryDataArray>
 """
-_IMZML_SPECTRUM = _IMZML_SPECTRUM.replace(
-    "{mz_array}", _IMZML_ARRAY.format(ref="mzArray", key="mz")
-).replace("{intensity_array}", _IMZML_ARRAY.format(ref="intensityArray", key="int"))
+    )
+
+
+_IMZML_SPECTRUM = (
+    """      <spectrum defaultArrayLength="0" id="spectrum={index}" index="{index0}">
+        <referenceableParamGroupRef ref="spectrum1"/>
+"""
+    + _cv_params(
+        8,
+        ("MS:1000528", "lowest observed m/z", "{mz_min}", _MZ),
+        ("MS:1000527", "highest observed m/z", "{mz_max}", _MZ),
+        ("MS:1000504", "base peak m/z", "{mz_base}", _MZ),
+        ("MS:1000505", "base peak intensity", "{int_base}", _COUNTS),
+        ("MS:1000285", "total ion current", "{tic}"),
+    )
+    + """        <scanList count="1">
+"""
+    + _cv_params(10, ("MS:1000795", "no combination"))
+    + """          <scan instrumentConfigurationRef="IC1">
+            <referenceableParamGroupRef ref="scan1"/>
+"""
+    + _cv_params(12, ("IMS:1000050", "position x", "{x}"), ("IMS:1000051", "position y", "{y}"))
+    + """          </scan>
+        </scanList>
+        <binaryDataArrayList count="2">
+"""
+    + _binary_array("mzArray", "mz")
+    + _binary_array("intensityArray", "int")
+    + """        </binaryDataArrayList>
+      </spectrum>
+"""
+)
 
 _IMZML_TAIL = """    </spectrumList>
   </run>
