@@ -6,7 +6,7 @@ Input checks and row masks are the data model's (:mod:`spatialfuse.core.adata`).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +38,18 @@ def clip_n_comps(n_comps: int, n_obs: int, n_vars: int, what: str) -> int:
     return int(n_comps)
 
 
+class _Fit(NamedTuple):
+    """A PCA of the used rows × features: full-height scores (NaN rows where unused)."""
+
+    scores: np.ndarray
+    components: np.ndarray
+    variance: np.ndarray
+    variance_ratio: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    solver: str
+
+
 def pca_on_rows(
     adata: anndata.AnnData,
     *,
@@ -53,31 +65,57 @@ def pca_on_rows(
 
     The features are optionally z-scored (scanpy's ``scale``, clipped at ``max_value``) on a
     temporary copy first; ``X`` itself is left as it is. Rows outside ``rows`` get NaN scores.
-    Writes ``obsm["X_pca"]``, ``varm["PCs"]`` (zero loadings for features not used) and
-    ``uns["pca"]`` (``variance``, ``variance_ratio``, ``params``); returns the parameters used.
+    A dask ``X`` is not densified: its PCA is streamed (:func:`_streamed_pca`).
+    Writes ``obsm["X_pca"]``, ``varm["PCs"]`` (zero loadings for features not used),
+    ``uns["pca"]`` (``variance``, ``variance_ratio``, ``params``) and ``var["pca_mean"]``,
+    ``var["pca_std"]`` (NaN for features not used); returns the parameters used.
     """
+    n_obs, n_vars = int(rows.sum()), int(var_mask.sum())
+    n = clip_n_comps(n_comps, n_obs, n_vars, what)
+    compute = _streamed_pca if is_dask(adata.X) else _arpack_pca
+    fit = compute(adata.X, rows, var_mask, n, scale, max_value, random_state, what)
+    params = {
+        "n_comps": n,
+        "scaled": bool(scale),
+        "max_value": float(max_value) if max_value is not None else None,
+        "svd_solver": fit.solver,
+        "random_state": int(random_state),
+        "n_obs_used": n_obs,
+        "n_vars_used": n_vars,
+    }
+    loadings = np.zeros((adata.n_vars, n))
+    loadings[var_mask] = fit.components
+    adata.obsm["X_pca"] = fit.scores
+    adata.varm["PCs"] = loadings
+    adata.uns["pca"] = {
+        "variance": np.asarray(fit.variance),
+        "variance_ratio": np.asarray(fit.variance_ratio),
+        "params": {k: v for k, v in params.items() if v is not None},
+    }
+    feature_mean = np.full(adata.n_vars, np.nan)
+    feature_std = np.full(adata.n_vars, np.nan)
+    feature_mean[var_mask], feature_std[var_mask] = fit.mean, fit.std
+    adata.var["pca_mean"] = feature_mean
+    adata.var["pca_std"] = feature_std
+    return params
+
+
+def _require_variation(low: np.ndarray, high: np.ndarray, n_obs: int, what: str) -> None:
+    """ARPACK fails on a zero matrix with an error that names none of this: say it first."""
+    if not np.any(high > low):
+        raise ValueError(
+            f"PCA of {what} needs features that vary: all {low.size} are constant over the "
+            f"{n_obs} observations (all-zero data?)"
+        )
+
+
+def _arpack_pca(x, rows, var_mask, n, scale, max_value, random_state, what) -> _Fit:
+    """Scanpy's ``scale`` (optional) and ARPACK PCA of the dense ``rows`` × ``var_mask``."""
     import anndata as ad
     import scanpy as sc
 
-    if is_dask(adata.X):
-        return _streamed_pca(
-            adata,
-            rows=rows,
-            var_mask=var_mask,
-            n_comps=n_comps,
-            scale=scale,
-            max_value=max_value,
-            random_state=random_state,
-            what=what,
-        )
-    data = dense_rows(adata.X, rows, var_mask)
-    n = clip_n_comps(n_comps, data.shape[0], data.shape[1], what)
-    if not np.any(data.max(axis=0) > data.min(axis=0)):
-        # ARPACK fails on a zero matrix with an error that names none of this
-        raise ValueError(
-            f"PCA of {what} needs features that vary: all {data.shape[1]} are constant over the "
-            f"{data.shape[0]} observations (all-zero data?)"
-        )
+    data = dense_rows(x, rows, var_mask)
+    _require_variation(data.min(axis=0), data.max(axis=0), data.shape[0], what)
     tmp = ad.AnnData(data)
     mean = data.mean(axis=0)
     std = data.std(axis=0, ddof=1) if data.shape[0] > 1 else np.zeros(data.shape[1])
@@ -87,43 +125,16 @@ def pca_on_rows(
             warnings.simplefilter("ignore", UserWarning)
             sc.pp.scale(tmp, max_value=max_value)
     sc.pp.pca(tmp, n_comps=n, svd_solver="arpack", random_state=random_state)
-
-    scores = np.full((adata.n_obs, n), np.nan)
+    scores = np.full((x.shape[0], n), np.nan)
     scores[rows] = tmp.obsm["X_pca"]
-    params = {
-        "n_comps": n,
-        "scaled": bool(scale),
-        "max_value": float(max_value) if max_value is not None else None,
-        "svd_solver": "arpack",
-        "random_state": int(random_state),
-        "n_obs_used": int(rows.sum()),
-        "n_vars_used": int(var_mask.sum()),
-    }
-    variance = (tmp.uns["pca"]["variance"], tmp.uns["pca"]["variance_ratio"])
-    return _write_pca(adata, scores, tmp.varm["PCs"], variance, params, var_mask, mean, std)
+    pca = tmp.uns["pca"]
+    return _Fit(
+        scores, tmp.varm["PCs"], pca["variance"], pca["variance_ratio"], mean, std, "arpack"
+    )
 
 
-def _write_pca(adata, scores, components, variance, params, var_mask, mean, std) -> dict:
-    """Write a PCA's scores, loadings (zero for features not used), variances and moments."""
-    loadings = np.zeros((adata.n_vars, scores.shape[1]))
-    loadings[var_mask] = components
-    adata.obsm["X_pca"] = scores
-    adata.varm["PCs"] = loadings
-    adata.uns["pca"] = {
-        "variance": np.asarray(variance[0]),
-        "variance_ratio": np.asarray(variance[1]),
-        "params": {k: v for k, v in params.items() if v is not None},
-    }
-    feature_mean = np.full(adata.n_vars, np.nan)
-    feature_std = np.full(adata.n_vars, np.nan)
-    feature_mean[var_mask], feature_std[var_mask] = mean, std
-    adata.var["pca_mean"] = feature_mean
-    adata.var["pca_std"] = feature_std
-    return params
-
-
-def _streamed_pca(adata, *, rows, var_mask, n_comps, scale, max_value, random_state, what):
-    """:func:`pca_on_rows` of a dask ``X`` in three passes over blocks of rows, never densified.
+def _streamed_pca(x, rows, var_mask, n, scale, max_value, random_state, what) -> _Fit:
+    """:func:`pca_on_rows` of a dask ``x`` in three passes over blocks of rows, never densified.
 
     The features' means and variances (merged block by block), then the covariance of the
     (z-scored and clipped, as scanpy's ``scale``) features from their Gram matrix, whose
@@ -131,16 +142,17 @@ def _streamed_pca(adata, *, rows, var_mask, n_comps, scale, max_value, random_st
     (:func:`~spatialfuse.core.adata.row_blocks`, within ``max_block_bytes``), the
     ``features × features`` Gram matrix (float64: 32 MB at 2,000 features, 800 MB at 10,000)
     and the scores; the same axes as ARPACK's up to sign (each axis's largest loading positive).
+    Deterministic: ``random_state`` is unused (recorded all the same).
     """
     import dask.array as da
 
+    n_total = x.shape[0]
     columns = np.flatnonzero(var_mask)
-    x = adata.X[:, columns] if columns.size < adata.n_vars else adata.X
+    x = x[:, columns] if columns.size < x.shape[1] else x
     if not isinstance(x, da.Array):  # pragma: no cover - is_dask said so
         x = da.asarray(x)
     which = np.flatnonzero(rows)
     m, p = which.size, columns.size
-    n = clip_n_comps(n_comps, m, p, what)
     # pass 1: means and variances (Chan et al.'s merge of block moments)
     mean, m2, count = np.zeros(p), np.zeros(p), 0
     low, high = np.full(p, np.inf), np.full(p, -np.inf)
@@ -152,11 +164,7 @@ def _streamed_pca(adata, *, rows, var_mask, n_comps, scale, max_value, random_st
         mean += delta * k / (count + k)
         count += k
         low, high = np.minimum(low, block.min(axis=0)), np.maximum(high, block.max(axis=0))
-    if not np.any(high > low):
-        raise ValueError(
-            f"PCA of {what} needs features that vary: all {p} are constant over the {m} "
-            "observations (all-zero data?)"
-        )
+    _require_variation(low, high, m, what)
     std = np.sqrt(m2 / (m - 1)) if m > 1 else np.zeros(p)
     divisor = np.where(std > 0, std, 1.0)
 
@@ -184,20 +192,11 @@ def _streamed_pca(adata, *, rows, var_mask, n_comps, scale, max_value, random_st
     biggest = np.argmax(np.abs(vectors), axis=0)
     vectors *= np.sign(vectors[biggest, np.arange(n)])
     # pass 3: every row's scores
-    scores = np.full((adata.n_obs, n), np.nan)
+    scores = np.full((n_total, n), np.nan)
     for index, block in row_blocks(x, rows=which):
         scores[index] = (prepared(block) - shift) @ vectors
-    params = {
-        "n_comps": n,
-        "scaled": bool(scale),
-        "max_value": float(max_value) if max_value is not None else None,
-        "svd_solver": "covariance (streamed)",
-        "random_state": int(random_state),
-        "n_obs_used": m,
-        "n_vars_used": p,
-    }
     ratio = values / total if total > 0 else np.zeros_like(values)
-    return _write_pca(adata, scores, vectors, (values, ratio), params, var_mask, mean, std)
+    return _Fit(scores, vectors, values, ratio, mean, std, "covariance (streamed)")
 
 
 def record(adata: anndata.AnnData, function: str, params: dict[str, Any]) -> None:
