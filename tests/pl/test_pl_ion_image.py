@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import spatialfuse as sf
+from spatialfuse.pl.stain import under_overlay
 
 
 def _expected_grid(msi, name):
@@ -68,7 +69,8 @@ def test_over_the_he_the_ion_image_is_resampled_through_the_transform(joint_data
     ax = fig.axes[0]
     background, overlay = ax.images
     he_small, he_pixel = he.downsampled(max_size=256)
-    assert np.array_equal(background.get_array(), he_small)
+    # a bright-field H&E is drawn in grey (its luminance) under the ion image's colours
+    assert np.array_equal(background.get_array(), under_overlay(he_small, "brightfield"))
     # The drawn pixels cover the H&E, the last ones reaching less than a pixel past it.
     width, height = he_small.shape[1] * he_pixel[0], he_small.shape[0] * he_pixel[1]
     assert he.extent_um[0] <= width < he.extent_um[0] + he_pixel[0]

@@ -1,7 +1,9 @@
 """``sf.pl``: plots, and the landmark picker.
 
 Each plot returns its matplotlib Figure and never calls ``plt.show()``; :func:`pick_landmarks`
-returns its napari window.
+returns its napari window. Images are drawn by the kind of picture they are
+(:mod:`spatialfuse.pl.stain`): a bright-field stain in RGB (grey under an MSI), fluorescence on
+black in its channels' colours, the MSI in viridis (plasma over fluorescence).
 
 - :func:`registration_qc`: overlay, checkerboard, outlines and landmark residuals of a registration;
 - :func:`ion_image`: one ion on its own MSI grid, or resampled onto the H&E through a transform;

@@ -32,7 +32,7 @@ def ion_image(
     tol: float | None = None,
     layer: str | None = None,
     max_size: int = 1024,
-    cmap: str = "viridis",
+    cmap: str | None = None,
     alpha: float = 0.75,
     vmin: float | None = None,
     vmax: float | None = None,
@@ -73,7 +73,9 @@ def ion_image(
     max_size
         Longest side, in pixels, of the H&E copy the ion image is resampled onto.
     cmap, alpha, vmin, vmax
-        Colour map, opacity over the H&E, and colour limits (default: the drawn values' range).
+        Colour map (default: viridis on its own grid and over a bright-field stain, plasma over
+        fluorescence), opacity over the H&E, and colour limits (default: the drawn values'
+        range).
     colorbar
         Add a colour bar.
     title
@@ -85,7 +87,10 @@ def ion_image(
     matplotlib.figure.Figure
         The figure drawn on. On the axes: with ``he``, the H&E image (first) and the ion image
         (second), both with ``extent`` in H&E µm; without, the ion image with ``extent`` in MSI
-        µm. Blank pixels are masked.
+        µm. Blank pixels are masked. Under the ion image a bright-field stain (H&E, toluidine
+        blue: glass brighter than tissue) is drawn in grey, so that the colour map is the only
+        colour; a fluorescence image (dark background) on black, each channel in its colour
+        (``docs/outputs.md``, "Colours").
 
     Raises
     ------
@@ -97,6 +102,7 @@ def ion_image(
     """
     from spatialfuse.core.features import resolve_ions
     from spatialfuse.core.msi_raster import MsiRaster
+    from spatialfuse.pl.stain import msi_cmap, stain_kind, under_overlay
 
     raster = MsiRaster.from_anndata(msi, "msi")
     name = resolve_ions(msi, mz, ppm=ppm, tol=tol)[0]
@@ -115,12 +121,12 @@ def ion_image(
             raise ValueError("transform= needs he= (the H&E to draw the ion image over)")
         extent = (x0, x0 + image.shape[1] * px, y0 + image.shape[0] * py, y0)
         frame = "MSI"
+        cmap = cmap or msi_cmap(None)
     else:
         he_rgb, extent, image = _on_histology(he, transform, image, (px, py), (x0, y0), max_size)
-        if he_rgb.shape[2] == 1:
-            ax.imshow(he_rgb[..., 0], cmap="gray", extent=extent, interpolation="nearest")
-        else:
-            ax.imshow(he_rgb, extent=extent, interpolation="nearest")
+        kind = stain_kind(he_rgb)
+        ax.imshow(under_overlay(he_rgb, kind), extent=extent, interpolation="nearest")
+        cmap = cmap or msi_cmap(kind)
         frame = "H&E"
     shown = ax.imshow(
         np.ma.masked_invalid(image),

@@ -371,7 +371,11 @@ def _composed(result: RunResult) -> ReportSection:
 
 
 def _msi_on_visium(msi, visium, transform):
-    """MSI pixels (TIC) carried onto the Visium H&E (in grey), spots outlined; axes in µm."""
+    """MSI pixels (TIC) carried onto the Visium image, spots outlined; axes in µm.
+
+    A bright-field H&E is drawn in grey under the MSI in viridis, a fluorescence image on black
+    under the MSI in plasma (:mod:`spatialfuse.pl` colours).
+    """
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.collections import PatchCollection
@@ -379,6 +383,7 @@ def _msi_on_visium(msi, visium, transform):
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     from spatialfuse.io.visium import SPOT_DIAMETER_UM, tissue_image
+    from spatialfuse.pl.stain import msi_cmap, stain_kind, under_overlay
     from spatialfuse.reg import visium_um_to_fullres_px
 
     u = float(visium.uns["spatialfuse"]["um_per_px"])  # µm per full-res pixel
@@ -392,17 +397,19 @@ def _msi_on_visium(msi, visium, transform):
     spots = np.asarray(visium.obsm["spatial"], dtype=float) * to_um
     fig, ax = plt.subplots(figsize=(7.5, 6.5), layout="constrained")
     found = tissue_image(visium)
+    kind = None
     if found is not None:
         image, scale = np.asarray(found[0]), float(found[1])
-        grey = image[..., :3].mean(axis=-1) if image.ndim == 3 else image
-        height, width = grey.shape
+        # a bright-field stain in grey under the MSI's colours, fluorescence on black
+        kind = stain_kind(image)
+        height, width = image.shape[:2]
         extent = (
             -0.5 * u / scale,
             (width - 0.5) * u / scale,
             (height - 0.5) * u / scale,
             -0.5 * u / scale,
         )
-        ax.imshow(grey, cmap="gray", extent=extent, vmin=0, vmax=float(grey.max()) or 1.0)
+        ax.imshow(under_overlay(image, kind), extent=extent)
     tic = np.asarray(msi.X.sum(axis=1)).ravel()
     pitch = min(msi.uns.get("spatialfuse", {}).get("pixel_size_um", [50.0]))
     low, high = np.vstack([spots, centres]).min(axis=0), np.vstack([spots, centres]).max(axis=0)
@@ -410,15 +417,14 @@ def _msi_on_visium(msi, visium, transform):
     drawn = ax.imshow(
         _nearest_raster(centres, tic, low - margin, high + margin, pitch),
         extent=(low[0] - margin, high[0] + margin, high[1] + margin, low[1] - margin),
-        cmap="viridis",
+        cmap=msi_cmap(kind),
         alpha=0.6,
         interpolation="nearest",
     )
     fig.colorbar(drawn, ax=ax, label="MSI total ion count", shrink=0.7)
     circles = [Circle((x, y), SPOT_DIAMETER_UM / 2) for x, y in spots]
-    ax.add_collection(
-        PatchCollection(circles, facecolor="none", edgecolor="#d62728", lw=0.7, alpha=0.9)
-    )
+    edge, edge_word = ("white", "white") if kind == "fluorescence" else ("#d62728", "red")
+    ax.add_collection(PatchCollection(circles, facecolor="none", edgecolor=edge, lw=0.7, alpha=0.9))
     ax.set_xlim(low[0] - margin, high[0] + margin)
     ax.set_ylim(high[1] + margin, low[1] - margin)
     ax.set_aspect("equal")
@@ -428,7 +434,11 @@ def _msi_on_visium(msi, visium, transform):
     ax.add_artist(
         AnchoredSizeBar(ax.transData, bar, f"{bar:g} µm", "lower right", frameon=True, pad=0.4)
     )
-    ax.set_title("MSI total ion count on the Visium H&E (grey); capture spots outlined in red")
+    under = {"brightfield": "the Visium H&E (grey)", "fluorescence": "the Visium image (black)"}
+    ax.set_title(
+        f"MSI total ion count on {under.get(kind, 'the Visium frame')}; "
+        f"capture spots outlined in {edge_word}"
+    )
     return fig
 
 
