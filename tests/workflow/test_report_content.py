@@ -138,3 +138,122 @@ def test_msi_values_are_drawn_on_a_grid_by_nearest_pixel_and_blank_elsewhere():
     assert raster.shape == (2, 6)  # cells of 10 µm over 60 × 20 µm
     assert raster[0].tolist()[:4] == [1.0, 1.0, 2.0, 2.0]
     assert np.isnan(raster[:, 5]).all()  # 35 µm from the nearest pixel: more than 0.75 pitch
+
+
+def _visium_with_picture(tmp_path, kind: str):
+    """A small Visium folder read back, its hires image replaced by a bright-field or
+    fluorescence picture: a disc of tissue on glass (white) or on a dark background."""
+    import sys
+    import warnings
+
+    import numpy as np
+
+    import spatialfuse as sf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+    from test_visium import make_visium
+
+    make_visium(tmp_path / "outs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        visium = sf.io.read_visium(tmp_path / "outs")
+    entry = next(iter(visium.uns["spatial"].values()))
+    rows, cols = entry["images"]["hires"].shape[:2]
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    disc = (yy - rows / 2) ** 2 + (xx - cols / 2) ** 2 < (0.35 * min(rows, cols)) ** 2
+    if kind == "brightfield":  # pink tissue on white glass
+        picture = np.where(disc[..., None], [0.85, 0.45, 0.7], [1.0, 1.0, 1.0])
+    else:  # emitting tissue (one channel) on a dark background
+        picture = np.where(disc, 0.8, 0.02)
+    # texture, as every real picture has (glass is smooth, tissue less so: how the background is
+    # told apart, spatialfuse.reg's tissue mask)
+    grain = np.random.default_rng(0).normal(0, 1, picture.shape[:2])
+    grain = np.where(disc, 0.05, 0.005) * grain
+    picture = np.clip(picture + (grain[..., None] if picture.ndim == 3 else grain), 0, 1)
+    entry["images"]["hires"] = picture.astype(np.float32)
+    return visium
+
+
+def _msi_over(visium):
+    """An MSI AnnData whose pixels sit on the left half of the Visium spots (Visium µm)."""
+    import anndata as ad
+    import numpy as np
+
+    from spatialfuse.reg import AffineTransform
+
+    spots_um = np.asarray(visium.obsm["spatial"], float) * visium.uns["spatialfuse"]["um_per_px"]
+    low, high = spots_um.min(axis=0), spots_um.max(axis=0)
+    xs = np.arange(low[0], (low[0] + high[0]) / 2, 25.0)
+    ys = np.arange(low[1], high[1], 25.0)
+    points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    msi = ad.AnnData(np.linspace(1.0, 2.0, len(points) * 2).reshape(-1, 2).astype(np.float32))
+    msi.obsm["spatial"] = points
+    msi.uns["spatialfuse"] = {"pixel_size_um": [25.0, 25.0]}
+    return msi, AffineTransform(np.eye(3))
+
+
+def test_composed_figure_draws_a_brightfield_stain_grey_under_viridis(tmp_path):
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    visium = _visium_with_picture(tmp_path, "brightfield")
+    msi, identity = _msi_over(visium)
+    fig = content._msi_on_visium(msi, visium, identity)
+    ax = fig.axes[0]
+    stain, tic = ax.images
+    picture = stain.get_array()
+    assert np.all(np.ptp(picture, axis=2) < 1e-12)  # grey: the pink disc lost its colour
+    assert tic.get_cmap().name == "viridis"
+    assert np.allclose(
+        ax.collections[0].get_edgecolor()[0][:3], matplotlib.colors.to_rgb("#d62728")
+    )
+    assert "(grey)" in ax.get_title() and "red" in ax.get_title()
+    # rendered: glass is white where no MSI pixel is, the MSI in viridis blended over the grey
+    fig.set_dpi(200)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba(), float)[..., :3] / 255
+    values = np.ma.filled(tic.get_array().astype(float), np.nan)
+    left, right, bottom, top = tic.get_extent()
+
+    def at(x, y):
+        dx, dy = ax.transData.transform((x, y))
+        return pixels[round(pixels.shape[0] - dy), round(dx)]
+
+    rows, cols = values.shape
+    row = rows // 2
+    col = next(c for c in range(cols - 3, 0, -1) if np.isnan(values[row, c]))  # right: no MSI
+    x = left + (col + 0.5) * (right - left) / cols
+    y = top + (row + 0.5) * (bottom - top) / rows
+    colour = at(x, y)
+    assert np.ptp(colour) <= 3 / 255  # grey (the disc's luminance or the white glass)
+    col = next(c for c in range(2, cols) if np.isfinite(values[row, c : c + 3]).all())
+    x = left + (col + 1.5) * (right - left) / cols
+    value = values[row, col + 1]
+    grey = np.ma.getdata(stain.get_array())
+    s_left, s_right, s_bottom, s_top = stain.get_extent()
+    under = grey[
+        int((y - s_top) / (s_bottom - s_top) * grey.shape[0]),
+        int((x - s_left) / (s_right - s_left) * grey.shape[1]),
+    ]
+    viridis = np.array(matplotlib.colormaps["viridis"](tic.norm(value))[:3])
+    assert tic.get_alpha() == 0.6
+    np.testing.assert_allclose(at(x, y), 0.6 * viridis + 0.4 * under, atol=3 / 255)
+
+
+def test_composed_figure_draws_fluorescence_on_black_under_plasma(tmp_path):
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    visium = _visium_with_picture(tmp_path, "fluorescence")
+    msi, identity = _msi_over(visium)
+    fig = content._msi_on_visium(msi, visium, identity)
+    ax = fig.axes[0]
+    stain, tic = ax.images
+    assert tic.get_cmap().name == "plasma"
+    picture = np.ma.getdata(stain.get_array())
+    assert np.all(np.ptp(picture, axis=2) < 1e-12)  # one channel: grey levels
+    assert np.median(picture[..., 0]) < 0.05  # on black (stretched: the background is dark)
+    assert np.allclose(ax.collections[0].get_edgecolor()[0][:3], 1.0)  # white spot outlines
+    assert "(black)" in ax.get_title() and "white" in ax.get_title()
