@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from spatialfuse.cli._common import kind_of
 from spatialfuse.cli._echo import echo, failure
 from spatialfuse.cli._options import choice_option
 from spatialfuse.workflow import EXAMPLE_CONFIG
@@ -153,10 +154,9 @@ def demo(out: Path, seed: int, no_cache: bool, quiet: bool) -> None:
 
 
 def _modality_for(path: Path, pixel_size: float | None):
-    from spatialfuse.cli.main import _kind_of
     from spatialfuse.workflow import Modality
 
-    kind = {"imzml": "imzml", "visium": "visium", "image": "histology"}[_kind_of(path)]
+    kind = {"imzml": "imzml", "visium": "visium", "image": "histology"}[kind_of(path)]
     if kind == "visium":
         return Modality(kind=kind, path=path.parent if path.is_file() else path)
     return Modality(kind=kind, path=path, pixel_size_um=pixel_size)

@@ -12,30 +12,11 @@ from pathlib import Path
 import click
 
 from spatialfuse._version import __version__
+from spatialfuse.cli._common import kind_of
+from spatialfuse.cli._convert import convert as _convert
 from spatialfuse.cli._echo import echo, failure
-
-_IMAGE_SUFFIXES = {
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".tif",
-    ".tiff",
-    ".svs",
-    ".ome.tif",
-    ".ome.tiff",
-    ".btf",
-}
-
-
-def _kind_of(path: Path) -> str:
-    if path.is_dir():
-        return "visium"
-    suffix = path.suffix.lower()
-    if suffix in (".imzml", ".ibd"):
-        return "imzml"
-    if suffix == ".h5" and path.parent.is_dir():
-        return "visium"
-    return "image"
+from spatialfuse.cli._pick import pick_landmarks as _pick_landmarks
+from spatialfuse.cli._run import COMMANDS as _RUN_COMMANDS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +41,7 @@ def info(path: Path, pixel_size: float | None) -> None:
     """
     from spatialfuse.errors import CalibrationError, SpatialfuseError
 
-    kind = _kind_of(path)
+    kind = kind_of(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -101,10 +82,6 @@ def info(path: Path, pixel_size: float | None) -> None:
     for warning in caught:
         echo(f"warning: {warning.message}", err=True)
 
-
-from spatialfuse.cli._convert import convert as _convert  # noqa: E402
-from spatialfuse.cli._pick import pick_landmarks as _pick_landmarks  # noqa: E402
-from spatialfuse.cli._run import COMMANDS as _RUN_COMMANDS  # noqa: E402
 
 cli.add_command(_convert)
 cli.add_command(_pick_landmarks)
