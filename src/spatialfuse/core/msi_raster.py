@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spatialfuse.core.adata import check_adata
+from spatialfuse.errors import CalibrationError, FileFormatError
 
 if TYPE_CHECKING:
     import anndata
@@ -36,7 +37,7 @@ class MsiRaster:
         ``(px, py)`` in µm.
     """
 
-    def __init__(self, grid_x, grid_y, pixel_size_um):
+    def __init__(self, grid_x, grid_y, pixel_size_um) -> None:
         self.grid_x = np.asarray(grid_x, dtype=np.int64)
         self.grid_y = np.asarray(grid_y, dtype=np.int64)
         self.pixel_size_um = (float(pixel_size_um[0]), float(pixel_size_um[1]))
@@ -59,48 +60,98 @@ class MsiRaster:
             table = np.full(n_cells, -1, dtype=dtype)
             table[keys] = np.arange(self.n, dtype=dtype)
             if self.n and int(np.count_nonzero(table >= 0)) != self.n:
-                raise ValueError(_duplicate_message(keys, self.grid_x, self.grid_y))
+                raise FileFormatError(None, _duplicate_message(keys, self.grid_x, self.grid_y))
             self._table = table
         else:
             order = np.argsort(keys, kind="stable")
             sorted_keys = keys[order]
             if sorted_keys.size > 1 and (np.diff(sorted_keys) == 0).any():
-                raise ValueError(_duplicate_message(keys, self.grid_x, self.grid_y))
+                raise FileFormatError(None, _duplicate_message(keys, self.grid_x, self.grid_y))
             self._sorted_keys, self._sorted_rows = sorted_keys, order
 
     @classmethod
-    def from_anndata(cls, msi: anndata.AnnData, name: str = "msi") -> MsiRaster:
-        """Validate the ``read_imzml`` layout of ``msi`` and build its raster."""
+    def from_anndata(
+        cls, msi: anndata.AnnData, name: str = "msi", *, need_spectra: bool = False
+    ) -> MsiRaster:
+        """Validate the ``read_imzml`` layout of ``msi`` and build its raster.
+
+        The one reading of the MSI frame: ``uns["spatialfuse"]["pixel_size_um"]``,
+        ``obs["imzml_x"/"imzml_y"]`` and, where present, ``obsm["spatial"]`` (which must be the
+        pixel centres) and ``obs["imzml_z"]`` (one section only).
+
+        Parameters
+        ----------
+        msi
+            An MSI AnnData as :func:`spatialfuse.io.read_imzml` returns it.
+        name
+            What to call ``msi`` in error messages.
+        need_spectra
+            Refuse a table without rows (a raster of no pixels).
+
+        Returns
+        -------
+        MsiRaster
+            The pixel grid of ``msi``, rows in ``msi.obs`` order.
+
+        Raises
+        ------
+        TypeError
+            ``msi`` is not an AnnData.
+        spatialfuse.errors.CalibrationError
+            The pixel size is missing, not positive or not finite.
+        spatialfuse.errors.FileFormatError
+            Grid positions missing, not integers, shared by several spectra or from several
+            sections; ``obsm["spatial"]`` not the pixel centres; no rows with ``need_spectra``.
+        """
         check_adata(msi, name, reader="read_imzml", need_x=False)
         info = msi.uns.get("spatialfuse", None)
         size = None if not isinstance(info, dict) else info.get("pixel_size_um", None)
         if size is None:
-            raise ValueError(
+            raise CalibrationError(
+                None,
                 f"{name} has no MSI pixel size: uns['spatialfuse']['pixel_size_um'] is missing. "
                 "Read the data with sf.io.read_imzml (pass pixel_size_um= there if the file lacks "
-                f"it), or set {name}.uns['spatialfuse'] = {{'pixel_size_um': [px, py]}} in µm"
+                f"it), or set {name}.uns['spatialfuse'] = {{'pixel_size_um': [px, py]}} in µm",
             )
-        size = np.broadcast_to(np.asarray(size, dtype=np.float64).ravel(), (2,))
+        try:
+            size = np.broadcast_to(np.asarray(size, dtype=np.float64).ravel(), (2,))
+        except (TypeError, ValueError):
+            raise CalibrationError(
+                None,
+                f"{name}: uns['spatialfuse']['pixel_size_um'] must be one number or [px, py] in "
+                f"µm, got {size!r}",
+            ) from None
         if not (np.isfinite(size).all() and (size > 0).all()):
-            raise ValueError(f"{name}: pixel_size_um must be positive and finite, got {size}")
+            raise CalibrationError(
+                None, f"{name}: pixel_size_um must be positive and finite, got {size}"
+            )
         missing = [c for c in ("imzml_x", "imzml_y") if c not in msi.obs]
         if missing:
-            raise ValueError(
+            raise FileFormatError(
+                None,
                 f"{name} has no MSI grid positions (obs {missing} missing); expected the layout "
-                "of sf.io.read_imzml: obs['imzml_x'], obs['imzml_y'] = 1-based grid positions"
+                "of sf.io.read_imzml: obs['imzml_x'], obs['imzml_y'] = 1-based grid positions",
             )
-        gx = np.asarray(msi.obs["imzml_x"], dtype=np.float64)
-        gy = np.asarray(msi.obs["imzml_y"], dtype=np.float64)
+        try:
+            gx = np.asarray(msi.obs["imzml_x"], dtype=np.float64)
+            gy = np.asarray(msi.obs["imzml_y"], dtype=np.float64)
+        except (TypeError, ValueError):
+            gx = gy = np.array([np.nan])
         if not (np.isfinite(gx).all() and np.isfinite(gy).all()) or (
             (gx != np.round(gx)).any() or (gy != np.round(gy)).any()
         ):
-            raise ValueError(f"{name}: obs['imzml_x'/'imzml_y'] must be integer grid positions")
+            raise FileFormatError(
+                None, f"{name}: obs['imzml_x'/'imzml_y'] must be integer grid positions"
+            )
+        if need_spectra and not gx.size:
+            raise FileFormatError(None, f"{name} has no spectra (no rows): no MSI image to make")
         if "imzml_z" in msi.obs:
             gz = np.asarray(msi.obs["imzml_z"])
             if gz.size and (gz != gz[0]).any():
-                raise ValueError(
+                raise FileFormatError(
+                    None,
                     f"{name} holds 3-D MSI data (several obs['imzml_z'] values); map one section "
-                    f"at a time, e.g. {name}[{name}.obs['imzml_z'] == z]"
+                    f"at a time, e.g. {name}[{name}.obs['imzml_z'] == z]",
                 )
         raster = cls(gx.astype(np.int64), gy.astype(np.int64), size)
         if "spatial" in msi.obsm and raster.n:
@@ -110,11 +161,12 @@ class MsiRaster:
             if spatial.shape != expected.shape or not (
                 np.abs(spatial - expected).max() <= tolerance
             ):
-                raise ValueError(
+                raise FileFormatError(
+                    None,
                     f"{name}.obsm['spatial'] is not the MSI pixel centres ((x - 0.5)·px, "
                     "(y - 0.5)·py) µm of obs['imzml_x'/'imzml_y'] at pixel size "
-                    f"{list(raster.pixel_size_um)} µm; the mapping needs the MSI in its own frame, "
-                    "as sf.io.read_imzml writes it, and the transform to carry it into Visium µm"
+                    f"{list(raster.pixel_size_um)} µm; spatialfuse needs the MSI in its own frame, "
+                    "as sf.io.read_imzml writes it, and a transform to carry it into another",
                 )
         return raster
 

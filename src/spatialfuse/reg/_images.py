@@ -230,14 +230,13 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     principal components), or a list of m/z values whose nearest features are summed.
     """
     from spatialfuse.core.adata import feature_matrix
+    from spatialfuse.core.msi_raster import MsiRaster
     from spatialfuse.reg._msi_components import SpectralComponents
 
-    info = adata.uns.get("spatialfuse", {})
-    size = tuple(float(v) for v in info["pixel_size_um"])
-    x = np.asarray(adata.obs["imzml_x"], dtype=np.int64)
-    y = np.asarray(adata.obs["imzml_y"], dtype=np.int64)
-    x0, y0 = x.min(), y.min()
-    rows, cols = int(y.max() - y0 + 1), int(x.max() - x0 + 1)
+    raster = MsiRaster.from_anndata(adata, "msi", need_spectra=True)
+    size = raster.pixel_size_um
+    x, y = raster.grid_x, raster.grid_y
+    (x0, y0), (cols, rows) = raster.origin, raster.shape
     columns = None
     if not isinstance(image, str):
         mz = np.asarray(adata.var["mz"], dtype=np.float64)
