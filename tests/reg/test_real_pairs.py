@@ -66,15 +66,15 @@ def test_brain_fragments_are_registered_within_their_reference(real_pairs, pair_
     """One MALDI channel vs a 128× H&E, no pixel sizes: within the (loose) reference bound.
 
     The references are 7–11 MALDI px unsure (fragments placed differently in the two sections),
-    so the bound is loose; A2 is flagged by the tissue-overlap check (Dice 0.73 < 0.75: the
-    MALDI region is a hand-drawn polygon around fragments that the H&E shows torn).
+    so the bound is loose. A2's tissue masks overlap with Dice 0.73 (the MALDI region is a
+    hand-drawn polygon around fragments that the H&E shows torn): ok since the Dice limit was set
+    to 0.70 on it (session 9; it was flagged at 0.75).
     """
     pair = real_pairs.brain_fragments(pair_id)
     result = _register(pair)
     error = _median_error(pair, result)
     assert error <= pair.reference.uncertainty_moving_px + 1.0, (error, result.failures)
-    if pair_id == "A12":
-        assert result.ok, result.failures
+    assert result.ok, result.failures
 
 
 @pytest.mark.slow
@@ -127,6 +127,7 @@ def test_bladder_optical_crop_inside_the_msi_region(real_pairs, tmp_path):
     assert _median_error(pair, result) <= pair.reference.uncertainty_moving_px + 1.0
     assert 0.3 < result.metrics["moving_tissue_inside"] < 0.7
     assert "part of it" in result.details["partial_overlap"]
+    assert result.metrics["tissue_cut_at_edge"] > 0.9  # the crop cuts its tissue where it leaves
     # the same crop shifted by 4 MSI pixels is flagged: partial overlap does not relax the checks
     shift = sf.reg.AffineTransform.from_params(translation=(40.0, 0.0))
     wrong = sf.reg.assess(pair.moving, pair.fixed, sf.reg.compose(result.transform, shift))
@@ -162,6 +163,22 @@ def test_swapped_real_pairs_are_flagged(real_pairs):
             warnings.simplefilter("ignore")
             result = sf.reg.register(moving, fixed)
         assert not result.ok
+
+
+@pytest.mark.slow
+def test_tissue_laid_over_glass_past_the_image_edge_is_flagged(real_pairs):
+    """Brain A13's MALDI blob laid on the bladder's whole-tissue image lands 28 % inside and
+    sharp enough to pass the peak checks (reported ok in session 8); where the rest leaves the
+    image, the bladder image shows glass, not tissue cut by a crop."""
+    blob = real_pairs.brain_fragments("A13")
+    bladder = real_pairs.bladder_spamtp(optical_pixel_um=2.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = sf.reg.register(blob.moving, bladder.fixed)
+    assert not result.ok
+    if result.metrics["moving_tissue_inside"] < 0.9:
+        assert result.metrics["tissue_cut_at_edge"] < 0.6
+        assert any("bare glass" in f for f in result.failures), result.failures
 
 
 @pytest.mark.slow

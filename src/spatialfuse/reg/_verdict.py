@@ -31,6 +31,12 @@ PARTIAL_OVERLAP_NOTE = 0.9
 #: autofluorescence inside the bladder's stained tissue 0.006–0.008, inside brain A13's H&E
 #: 0.023: reported ok at 0.02 in session 7). 0.04 lies in that gap (session 8).
 MIN_PARTIAL_NMI_EXCESS = 0.04
+#: Where part of the moving tissue lands outside the fixed image, the fixed image must be a crop
+#: there: at least this fraction of that tissue must leave where the fixed tissue runs into the
+#: edge. Real right crops reach 1.00 (the bladder crop; SMA and msiFlow 1.00 with 2–7 % outside);
+#: brain A13's MALDI laid on the bladder's whole-tissue image, reported ok before, 0.34
+#: (session 9).
+MIN_TISSUE_CUT_AT_EDGE = 0.6
 
 
 def poor_tissue_overlap(scores: dict, min_dice: float) -> str | None:
@@ -106,6 +112,20 @@ def partial_overlap_without_information(metrics: dict) -> str | None:
             f"(NMI − 1 = {metrics['nmi_excess']:.3f} < {MIN_PARTIAL_NMI_EXCESS}): where the "
             "outlines do not match, nothing pins the position down; they probably show "
             "different tissues or sections"
+        )
+    return None
+
+
+def tissue_over_glass(metrics: dict) -> str | None:
+    """Part of the moving tissue leaves the fixed image where that image shows no tissue."""
+    cut = metrics.get("tissue_cut_at_edge", float("nan"))
+    inside = metrics["moving_tissue_inside"]
+    if inside < PARTIAL_OVERLAP_NOTE and cut < MIN_TISSUE_CUT_AT_EDGE:
+        return (
+            f"{100 * (1 - inside):.0f} % of the moving tissue lands outside the fixed image, and "
+            f"only {100 * cut:.0f} % of it leaves where the fixed image's tissue reaches the edge "
+            "(a crop would cut its tissue there): the result lays tissue over bare glass; the "
+            "images probably show different tissues, or the result is in the wrong place"
         )
     return None
 
@@ -198,6 +218,19 @@ def checks(mov, metrics, scores, profile, plan, min_dice, max_tre_um) -> list[Qu
             "whole_section",
         )
     )
+    if metrics["moving_tissue_inside"] < PARTIAL_OVERLAP_NOTE and np.isfinite(
+        metrics.get("tissue_cut_at_edge", np.nan)
+    ):
+        rows.append(
+            QualityCheck.judged(
+                "a crop where tissue leaves the image",
+                "share of the moving tissue outside the fixed image that leaves where the fixed "
+                "tissue reaches the edge",
+                metrics["tissue_cut_at_edge"],
+                f"≥ {MIN_TISSUE_CUT_AT_EDGE:g}",
+                tissue_over_glass(metrics),
+            )
+        )
     partial = partial_overlap_without_information(metrics)
     if partial or min(metrics["moving_tissue_inside"], metrics["fixed_tissue_covered"]) < (
         PARTIAL_OVERLAP_NOTE

@@ -138,7 +138,7 @@ class Registration(_Model):
     #: Node spacing of the B-spline field; None: the library's choice.
     bspline_grid_um: Positive | None = None
     #: Quality threshold: tissue overlap (Dice) below this fails the checks.
-    min_dice: Fraction = 0.75
+    min_dice: Fraction = 0.70
 
     @model_validator(mode="after")
     def _tre_needs_landmarks(self) -> Registration:
