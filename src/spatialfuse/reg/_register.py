@@ -59,8 +59,8 @@ class RegistrationResult:
         a crop, NaN when none lands outside), ``localisation`` (MSI → H&E: how much the
         footprint stage's cost rises when the result is moved by 50 µm; about 1 means nothing
         pins the alignment down, as when the images show different tissues; measured on pixels
-        merged to at least 20 µm where they are finer, with the cost there as ``localisation_cost``) and
-        ``footprint_cost``,
+        merged to at least 20 µm where they are finer, with the cost there as
+        ``localisation_cost``) and ``footprint_cost``,
         ``nmi_excess``/``peak_sharpness``/``best_neighbour_gain`` (the peak checks of
         :mod:`spatialfuse.reg._checks`), ``tissue_area_scale`` (fixed over moving tissue size),
         ``estimated_pixel_size_um`` where a pixel size was estimated, ``min_jacobian``
