@@ -2,7 +2,8 @@
 
 Needs the optional extra (``pip install "spatialfuse[napari]" pytest-qt``) and a display with
 OpenGL: ``$DISPLAY``, or ``Xvfb`` on the PATH (started here; ``apt-get install xvfb``). Qt's
-``offscreen`` platform is not enough: napari's vispy canvas needs OpenGL, which it lacks. Each
+``offscreen`` platform is not enough: napari's vispy canvas needs OpenGL, which it lacks (adding an
+image layer fails with "QOpenGLWidget: Failed to create context", README "Development"). Each
 missing piece skips these tests with its reason.
 """
 

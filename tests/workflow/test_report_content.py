@@ -257,3 +257,34 @@ def test_composed_figure_draws_fluorescence_on_black_under_plasma(tmp_path):
     assert np.median(picture[..., 0]) < 0.05  # on black (stretched: the background is dark)
     assert np.allclose(ax.collections[0].get_edgecolor()[0][:3], 1.0)  # white spot outlines
     assert "(black)" in ax.get_title() and "white" in ax.get_title()
+
+
+def test_tables_name_their_columns_in_words_and_leave_out_empty_ones():
+    table = pd.DataFrame(
+        {"gene": ["A"], "ion": ["mz-1"], "mz": [1.0], "ion_name": [None], "p_adjusted": [0.01]}
+    )
+    worded = content._worded(table, content.PAIR_WORDS)
+    assert list(worded.columns) == ["gene", "ion", "m/z", "adjusted p"]  # no empty ion name
+    summary = content._worded_keys({"n_spots_with_msi": 3, "method": "area"})
+    assert summary == {"spots with MSI data": 3, "method": "area"}
+
+
+def test_coverage_is_drawn_on_a_0_to_1_scale_over_the_grey_stain_with_a_scale_bar(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    matplotlib.use("Agg")
+    visium = _visium_with_picture(tmp_path, "brightfield")
+    visium.obs["msi_coverage"] = 1.0  # every spot fully covered
+    fig, ax = plt.subplots()
+    content._spot_values(visium, "msi_coverage", "coverage", ax, vmin=0.0, vmax=1.0)
+    spots = next(c for c in ax.collections if c.get_array() is not None)
+    assert spots.norm.vmin == 0.0 and spots.norm.vmax == 1.0  # full coverage reads as full
+    assert spots.get_cmap().name == "viridis"
+    drawn = np.asarray(ax.images[0].get_array())
+    assert drawn.ndim == 3 and np.ptp(drawn[..., :3], axis=2).max() < 1e-6  # the H&E in grey
+    bars = [a for a in ax.artists if type(a).__name__ == "ScaleBar"]
+    assert len(bars) == 1 and bars[0].units == "um"
+    plt.close(fig)
+    assert np.isfinite(visium.uns["spatialfuse"]["um_per_px"])

@@ -307,12 +307,12 @@ def _draw_overlay(ax, result, looks: dict[str, _Look], warped, inside, extent) -
         picture = optical.on_fixed_grid(moving, fixed, result.transform)
         valid = fixed.extra.get("valid")
         msi = fixed.image if valid is None else np.ma.masked_where(~valid, fixed.image)
-        name = moving.description
+        name = _plain_name(moving)
     else:
         optical = looks["fixed"]
         picture, picture_extent = optical.picture, optical.extent or extent
         msi = np.ma.masked_where(~inside, warped)
-        name = fixed.description
+        name = _plain_name(fixed)
     if optical.kind == "brightfield":
         grey = picture @ np.array([0.2126, 0.7152, 0.0722])
         picture = np.repeat(grey[..., None], 3, axis=2)
@@ -330,3 +330,12 @@ def _draw_overlay(ax, result, looks: dict[str, _Look], warped, inside, extent) -
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     ax.set_title(f"overlay: MSI ({cmap}) on\n{name} ({stain_words(optical.kind)})")
+
+
+def _plain_name(img) -> str:
+    """The image's description without the channel registration compared (``"H&E od"`` → H&E)."""
+    channel = str(img.extra.get("channel") or "")
+    name = img.description or img.modality
+    if channel and name.endswith(" " + channel):
+        name = name[: -len(channel) - 1]
+    return name

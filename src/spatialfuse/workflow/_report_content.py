@@ -160,10 +160,10 @@ def _inputs(result: RunResult) -> ReportSection:
             checks.append({"input": name, "check": check, **entry})
             if entry.get("status") == "warning":
                 notes.append(f"{name}: {entry.get('detail', check)}")
-    frame = pd.DataFrame(rows).astype(object).where(lambda f: f.notna(), "")
+    frame = _worded(pd.DataFrame(rows), INPUT_WORDS)
     tables = [ReportTable(frame, caption="Inputs")]
     if checks:
-        table = pd.DataFrame(checks).astype(object).where(lambda f: f.notna(), "")
+        table = _worded(pd.DataFrame(checks), CHECK_WORDS)
         tables.append(ReportTable(table, caption="Visium cross-file consistency checks"))
     return ReportSection(
         "Inputs and calibration",
@@ -470,17 +470,48 @@ def _round_length(most: float) -> float:
     return max(step * power for step in (1, 2, 5) if step * power <= most)
 
 
-def _spot_values(adata, column: str, title: str, ax) -> None:
+def _spot_values(adata, column: str, title: str, ax, **kwargs) -> None:
+    """``obs[column]`` at the spots over the Visium image (squidpy), with a scale bar in µm.
+
+    The image is drawn as under any MSI overlay (:mod:`spatialfuse.pl.stain`): a bright-field
+    H&E in grey under the spots in viridis, a fluorescence image on black under plasma.
+    """
+    import anndata as ad
     import squidpy as sq
 
+    from spatialfuse.pl.stain import msi_cmap, stain_kind, under_overlay
+
     # squidpy draws the hires image by default; a folder may have only lowres, or no image.
-    options: dict[str, Any] = {}
-    for entry in (adata.uns.get("spatial") or {}).values():
+    options: dict[str, Any] = {"cmap": msi_cmap(None)}
+    table = ad.AnnData(obs=adata.obs[[column]].copy())
+    table.obsm["spatial"] = adata.obsm["spatial"]
+    for library, entry in (adata.uns.get("spatial") or {}).items():
+        table.uns["spatial"] = {library: dict(entry)}  # squidpy reads its scale factors
         images = entry.get("images") or {}
-        if "hires" not in images:
-            options = {"img_res_key": next(iter(images))} if images else {"img": False}
+        if not images:
+            options["img"] = False
+            break
+        res = "hires" if "hires" in images else next(iter(images))
+        if res != "hires":
+            options["img_res_key"] = res
+        kind = stain_kind(images[res])
+        options["cmap"] = msi_cmap(kind)
+        table.uns["spatial"] = {
+            library: {**entry, "images": {res: under_overlay(images[res], kind)}}
+        }
+        scale = (entry.get("scalefactors") or {}).get(f"tissue_{res}_scalef")
+        um = (adata.uns.get("spatialfuse") or {}).get("um_per_px")
+        if scale and um:
+            options.update(
+                scalebar_dx=float(um) / float(scale),
+                scalebar_units="um",
+                scalebar_kwargs={"scale_formatter": lambda value, unit: f"{value} µm"},
+            )
         break
-    sq.pl.spatial_scatter(adata, color=column, ax=ax, title=title, frameon=False, **options)
+    else:
+        options["img"] = False
+    options.update(kwargs)
+    sq.pl.spatial_scatter(table, color=column, ax=ax, title=title, frameon=False, **options)
 
 
 def _coverage(result: RunResult) -> ReportSection:
@@ -488,11 +519,14 @@ def _coverage(result: RunResult) -> ReportSection:
 
     spots = result.msi_spots
     fig, ax = plt.subplots(figsize=(6, 5), layout="constrained")
-    _spot_values(spots, "msi_coverage", "Fraction of each spot covered by MSI", ax)
+    # a fraction: the colour bar spans 0–1 (all spots covered read as full, not mid-scale)
+    _spot_values(
+        spots, "msi_coverage", "Fraction of each spot covered by MSI", ax, vmin=0.0, vmax=1.0
+    )
     return ReportSection(
         "Spot coverage",
         status="ok" if spots.obs["has_msi"].any() else "warning",
-        tables=[ReportTable(result.summary.get("mapping", {}), caption="Mapping")],
+        tables=[ReportTable(_worded_keys(result.summary.get("mapping", {})), caption="Mapping")],
         figures=[ReportFigure("MSI coverage per Visium spot", fig)],
     )
 
@@ -505,7 +539,9 @@ def _clusters(result: RunResult) -> ReportSection:
     mdata = result.mdata
     fig, ax = plt.subplots(figsize=(6, 5))
     pl.joint_clusters(mdata, key="joint", ax=ax)
-    tables: list = [ReportTable(result.summary.get("clustering", {}), caption="Clustering")]
+    tables: list = [
+        ReportTable(_worded_keys(result.summary.get("clustering", {})), caption="Clustering")
+    ]
     weights = [c for c in mdata.obs.columns if c.startswith("joint_weight")]
     if weights:
         tables.append(
@@ -540,17 +576,67 @@ def _pairs(result: RunResult) -> ReportSection:
             f"Gene × ion {result.config.correlation.method} correlation across spots with MSI "
             "data. Neighbouring spots repeat each other, so p-values account for spatial "
             "autocorrelation (null model: "
-            f"{result.config.correlation.null_model}; n_eff is the effective number of "
-            "independent spots) and are Benjamini–Hochberg adjusted."
+            f"{result.config.correlation.null_model}; effective n is the number of "
+            "independent spots they are worth) and are Benjamini–Hochberg adjusted."
         ],
         tables=[
             ReportTable(
-                table.head(n_top),
+                _worded(table.head(n_top).reset_index(drop=True), PAIR_WORDS),
                 caption=f"Top {n_top} pairs, most significant first (adjusted p, then |r|)",
             )
         ],
         figures=figures,
     )
+
+
+#: Column names and summary keys of the report's tables, in words.
+INPUT_WORDS = {
+    "name": "input",
+    "n_pixels": "pixels",
+    "n_features": "features",
+    "pixel_size_um": "pixel size (µm, x, y)",
+    "path": "file",
+    "shape_px": "image size (px, rows, columns)",
+    "n_spots": "spots",
+    "n_genes": "genes",
+    "um_per_px": "µm per full-res pixel",
+}
+CHECK_WORDS = {
+    "status": "result",
+    "off_tissue_fraction": "off-tissue fraction",
+    "n_spots": "spots",
+}
+PAIR_WORDS = {
+    "mz": "m/z",
+    "ion_name": "ion name",
+    "n_eff": "effective n",
+    "p_value": "p",
+    "p_adjusted": "adjusted p",
+}
+SUMMARY_WORDS = {
+    "aggregate": "aggregation over a spot",
+    "n_spots": "Visium spots",
+    "n_spots_with_msi": "spots with MSI data",
+    "fraction_spots_with_msi": "fraction of spots with MSI data",
+    "median_coverage_of_covered_spots": "median share of those spots covered by MSI",
+    "n_clusters": "clusters",
+    "n_spots_clustered": "spots clustered",
+    "cluster_sizes": "spots per cluster",
+}
+
+
+def _worded(frame, words: dict[str, str]):
+    """``frame`` with its columns named in words, empty cells blank, empty columns left out."""
+    frame = frame.astype(object).where(lambda f: f.notna(), "")
+    empty = [c for c in frame.columns if (frame[c].astype(str) == "").all()]
+    return frame.drop(columns=empty).rename(columns=words)
+
+
+def _worded_keys(summary):
+    """A summary mapping with its keys in words (:data:`SUMMARY_WORDS`; others as they are)."""
+    if not isinstance(summary, dict):
+        return summary
+    return {SUMMARY_WORDS.get(k, k): v for k, v in summary.items()}
 
 
 def _by_significance(table):
