@@ -6,5 +6,7 @@ import them (``sf.reg.AffineTransform``, ...); this layer is what the subpackage
 
 - :mod:`spatialfuse.core.transforms`: ``Transform`` and its kinds (moving µm → reference µm).
 - :mod:`spatialfuse.core.msi_raster`: the MSI pixel grid of an AnnData and point look-up.
+- :mod:`spatialfuse.core.visium_geometry`: Visium spot constants, spot centres in µm and µm per
+  full-res pixel.
 - :mod:`spatialfuse.core.adata`: AnnData checks, which matrix, which rows hold data.
 """

@@ -1,10 +1,13 @@
-"""Visium spot geometry: the capture-spot constants and the spot centres of an AnnData in µm."""
+"""Visium spot geometry: the capture-spot constants, the spot centres and µm per full-res pixel."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from spatialfuse.core.adata import check_adata
+from spatialfuse.errors import CalibrationError
 
 #: Centre-to-centre distance of neighbouring Visium spots (µm).
 SPOT_PITCH_UM = 100.0
@@ -26,3 +29,53 @@ def spot_centres(visium, name: str = "visium") -> np.ndarray:
     if not np.isfinite(centres).all():
         raise ValueError(f"{name}.obsm['spatial_um'] has non-finite coordinates")
     return centres
+
+
+def visium_um_per_px(visium, name: str = "visium") -> float:
+    """µm per full-resolution image pixel of a Visium AnnData, checked.
+
+    The one reading of ``uns["spatialfuse"]["um_per_px"]``, which
+    :func:`spatialfuse.io.read_visium` derives from the spot pitch (or ``microns_per_pixel``) and
+    records with its source in ``uns["spatialfuse"]["um_per_px_source"]``. A spot at full-res
+    pixel coordinate ``c`` is centred at ``(c + ½)·u`` µm (``docs/coordinates.md``).
+
+    Parameters
+    ----------
+    visium
+        A Visium AnnData as :func:`spatialfuse.io.read_visium` returns it.
+    name
+        What to call ``visium`` in error messages.
+
+    Returns
+    -------
+    float
+        µm per full-resolution pixel (positive, finite).
+
+    Raises
+    ------
+    TypeError
+        ``visium`` is not an AnnData.
+    spatialfuse.errors.CalibrationError
+        The value is missing, not a number, not positive or not finite.
+    """
+    check_adata(visium, name, reader="read_visium", need_x=False)
+    info = visium.uns.get("spatialfuse", None)
+    value = info.get("um_per_px", None) if isinstance(info, dict) else None
+    if value is None:
+        raise CalibrationError(
+            None,
+            f"{name} has no µm per full-resolution pixel: uns['spatialfuse']['um_per_px'] is "
+            "missing. Read the data with sf.io.read_visium, or set "
+            f"{name}.uns['spatialfuse']['um_per_px'] (e.g. 100 µm / the spot pitch in pixels)",
+        )
+    try:
+        um = float(value)
+    except (TypeError, ValueError):
+        um = float("nan")
+    if not (math.isfinite(um) and um > 0):
+        raise CalibrationError(
+            None,
+            f"{name}: uns['spatialfuse']['um_per_px'] must be a positive, finite number of µm "
+            f"per full-resolution pixel, got {value!r}",
+        )
+    return um

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spatialfuse.core.transforms import AffineTransform, Transform, compose
+from spatialfuse.core.visium_geometry import visium_um_per_px
 from spatialfuse.reg._register import RegistrationResult, register
 
 
@@ -20,7 +21,7 @@ def visium_um_to_fullres_px(visium) -> AffineTransform:
     AffineTransform
         Visium µm → full-resolution pixel coordinates.
     """
-    u = float(visium.uns["spatialfuse"]["um_per_px"])
+    u = visium_um_per_px(visium)
     return AffineTransform([[1 / u, 0, -0.5], [0, 1 / u, -0.5], [0, 0, 1]], model="similarity")
 
 

@@ -498,10 +498,11 @@ def visium_image(
     adata, *, working_pixel_size_um: float, channel: str = "auto", library_id: str | None = None
 ) -> RegistrationImage:
     """Registration image of a Visium AnnData: its H&E in the full-resolution µm frame."""
+    from spatialfuse.core.visium_geometry import visium_um_per_px
     from spatialfuse.io.visium import tissue_image
 
     _check_channel(channel)
-    um_per_px = float(adata.uns["spatialfuse"]["um_per_px"])
+    um_per_px = visium_um_per_px(adata)
     library_id = library_id or next(iter(adata.uns.get("spatial", {}) or {}), None)
     found = tissue_image(adata, library_id=library_id)
     if found is None:

@@ -107,6 +107,7 @@ def _warp_histology(result: RunResult) -> dict:
     """
     import numpy as np
 
+    from spatialfuse.core.visium_geometry import visium_um_per_px
     from spatialfuse.reg import warp_histology
     from spatialfuse.workflow._steps import compose_path, output_name
 
@@ -115,7 +116,7 @@ def _warp_histology(result: RunResult) -> dict:
     edges = {
         (r.registration.moving, r.registration.fixed): r.transform for r in result.registrations
     }
-    um_per_px = float(visium.uns["spatialfuse"]["um_per_px"])
+    um_per_px = visium_um_per_px(visium)
     written = {}
     for name, modality in config.modalities.items():
         if modality.kind != "histology":
