@@ -360,6 +360,9 @@ def test_sections_are_numbered_and_linked_from_the_contents(doc):
         "1 section failed",
         "1 section skipped",
     ]
+    # under the badges, where the failure happened
+    notes = [text for _, text in doc.with_class("p", "tally-note")]
+    assert notes == ["Failed: Visium → H&E."]
 
 
 def test_figures_are_embedded_pngs_with_alt_text(doc):

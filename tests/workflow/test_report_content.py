@@ -49,6 +49,22 @@ def test_failed_checks_say_what_to_do_in_config_terms():
     assert not any("sf.reg" in note or "=..." in note for note in section.notes)
 
 
+def test_a_failed_check_without_its_own_remedy_still_says_what_to_do():
+    failed = QualityCheck.judged(
+        "could not register",
+        "",
+        None,
+        "",
+        "the fixed image is uniform: no tissue to register",
+        "",  # as register() records it: no remedy of its own
+    )
+    section = content._registration(_record([failed], ok=False))
+    note = section.notes[0]
+    assert note.startswith("could not register — the fixed image is uniform")
+    assert "What to do:" in note and "`spatialfuse pick-landmarks CONFIG msi:he`" in note
+    assert "`accept_failed: true`" in note and "`--accept-failed`" in note
+
+
 def test_checks_table_has_value_threshold_and_result_and_raw_numbers_fold_away():
     section = content._registration(_record([DICE_FAILS, SHARP_PASSES], ok=False))
     checks, numbers = section.tables

@@ -418,7 +418,17 @@ def _tally(sections: Sequence[ReportSection]) -> str:
         for status, count in counts.items()
         if count
     )
-    return f'<div class="tally">{badges}</div>' if badges else ""
+    # A failure is counted in its section and every section above it: name where it happened
+    # (the sections that failed with no failed subsection), so "3 sections failed" is not read
+    # as three problems.
+    where = [
+        child.title
+        for section in sections
+        for child in section.walk()
+        if child.status == "failed" and not any(c.status == "failed" for c in child.subsections)
+    ]
+    note = f'<p class="tally-note">Failed: {_esc("; ".join(where))}.</p>' if where else ""
+    return f'<div class="tally">{badges}</div>{note}' if badges else ""
 
 
 # -------------------------------------------------------------------------------------------------

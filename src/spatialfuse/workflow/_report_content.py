@@ -275,6 +275,15 @@ CONFIG_REMEDIES = {
     ),
 }
 
+#: What to do about a failed check that names no remedy (e.g. "could not register"), in config
+#: terms, as the CLI's error says it.
+DEFAULT_REMEDY = (
+    "check that both inputs are the images meant and show the tissue; give this registration "
+    "landmarks (`landmarks: points.csv` in the config; click them with `spatialfuse "
+    "pick-landmarks CONFIG {step}`) or another `model:`, or continue anyway with "
+    "`accept_failed: true` on this registration (`--accept-failed`)"
+)
+
 
 def _registration(record: RegistrationRecord) -> ReportSection:
     metrics = {k: v for k, v in record.metrics.items() if not isinstance(v, dict | list)}
@@ -309,7 +318,8 @@ def _registration(record: RegistrationRecord) -> ReportSection:
         notes.append(f"footprint stage skipped: {footprint.get('why_not')}")
     tables = []
     if checks:
-        tables.append(ReportTable(_checks_table(checks), caption="Quality checks"))
+        # a check that could not run has no measure, value or threshold: no empty columns
+        tables.append(ReportTable(_worded(_checks_table(checks), {}), caption="Quality checks"))
     tables.append(
         ReportTable(metrics, caption="All numbers (RegistrationResult.metrics)", collapsed=True)
     )
@@ -345,7 +355,7 @@ def _failed_checks(checks: list[dict], record: RegistrationRecord) -> list[str]:
     for check in checks:
         if check["passed"]:
             continue
-        todo = CONFIG_REMEDIES.get(check["remedy"], "")
+        todo = CONFIG_REMEDIES.get(check["remedy"], "") or DEFAULT_REMEDY
         reg = record.registration
         todo = todo.format(step=f"{reg.moving}:{reg.fixed}")
         notes.append(

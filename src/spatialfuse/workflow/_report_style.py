@@ -28,6 +28,7 @@ header.report { background: #fff; border: 1px solid var(--line); border-radius: 
 header.report h1 { margin: 0 0 4px; font-size: 1.7rem; line-height: 1.25; overflow-wrap: anywhere; }
 header.report .subtitle { margin: 0; color: var(--muted); overflow-wrap: anywhere; }
 .tally { margin: 12px 0 0; display: flex; flex-wrap: wrap; gap: 6px; }
+.tally-note { margin: 8px 0 0; overflow-wrap: anywhere; }
 nav.toc { background: #fff; border: 1px solid var(--line); border-radius: 8px;
   padding: 14px 24px; margin-bottom: 16px; }
 nav.toc h2 { font-size: 1rem; margin: 0 0 6px; text-transform: uppercase; letter-spacing: .04em;
