@@ -34,7 +34,13 @@ if TYPE_CHECKING:
     import anndata
     import mudata
 
-__all__ = ["METHODS", "MissingDependencyError", "cluster_modality", "joint_cluster"]
+__all__ = [
+    "METHODS",
+    "MissingDependencyError",
+    "cluster_modality",
+    "joint_cluster",
+    "signal_share",
+]
 
 METHODS = ("wnn", "concat", "mofa")
 #: What ``joint_cluster`` does with spots lacking a modality (e.g. no MSI).
@@ -56,6 +62,11 @@ STABILITY_TOLERANCE = 0.05
 STABILITY_DROP = 0.25
 #: ``spatial_smoothing=None``: the weight of the spatial graph where spot positions exist.
 DEFAULT_SPATIAL_SMOOTHING = 0.3
+#: ``weights="auto"``: each component of each modality weighted by its spatial signal share.
+WEIGHTS_AUTO = "auto"
+#: Median of the chi-squared distribution with one degree of freedom (``scipy.stats.chi2(1)``):
+#: the median of ``(x_i - x_j)^2 / (2 sigma^2)`` for Gaussian noise of variance ``sigma^2``.
+_CHI2_1_MEDIAN = 0.454936423119572
 #: Fewer spots than this: no stability rule (subsets that small say nothing); this resolution.
 STABILITY_MIN_SPOTS = 30
 FALLBACK_RESOLUTION = 1.0
@@ -72,7 +83,7 @@ def joint_cluster(
     modalities: list[str] | None = None,
     use_rep: str = "X_pca",
     n_pcs: int | dict[str, int] | None = None,
-    weights: dict[str, float] | None = None,
+    weights: dict[str, float] | str | None = WEIGHTS_AUTO,
     n_factors: int = 10,
     key_added: str = "joint",
     spatial_smoothing: float | None = None,
@@ -226,7 +237,9 @@ def joint_cluster(
             f"joint clustering needs at least two modalities, got {names}; use "
             "sf.tl.cluster_modality for one"
         )
-    if weights is not None and method != "concat":
+    if isinstance(weights, str) and weights != WEIGHTS_AUTO:
+        raise ValueError(f"weights must be {WEIGHTS_AUTO!r}, None or a dict, got {weights!r}")
+    if isinstance(weights, dict) and method != "concat":
         raise ValueError(f"weights apply to method='concat' only, not {method!r}")
     if incomplete not in INCOMPLETE:
         raise ValueError(f"incomplete must be one of {INCOMPLETE}, got {incomplete!r}")
@@ -276,17 +289,30 @@ def joint_cluster(
             spot_weights[:, names.index(reference)] = 1.0
         spot_weights[rows] = modality_weights(hoods)
         graph = wnn_graph(hoods, spot_weights[rows], n_candidates=N_CANDIDATES)
-    block_weights = _concat_weights(weights, names)
     if method != "mofa":
+        shares, weights_rule = None, "equal"
+        if method == "concat" and isinstance(weights, dict):
+            weights_rule = "given"
+        elif method == "concat" and weights == WEIGHTS_AUTO:
+            shares, weights_rule = _auto_shares(embeddings, rows, mdata, n_spatial_neighbors)
+        block_weights = _concat_weights(weights if weights_rule == "given" else None, names)
         blocks = []
         for m in names:
             e = embeddings[m]
-            total = float(np.var(e[rows], axis=0, ddof=1).sum())
-            blocks.append(e * np.sqrt(block_weights[m] / max(total, 1e-300)))
+            var = np.var(e[rows], axis=0, ddof=1)
+            total = max(float(var.sum()), 1e-300)
+            if shares is not None:  # column k: variance share[k] * var[k] / total
+                blocks.append(e * np.sqrt(shares[m] / total)[None, :])
+                block_weights[m] = float((shares[m] * var).sum() / total)
+            else:
+                blocks.append(e * np.sqrt(block_weights[m] / total))
         joint_embedding = np.concatenate(blocks, axis=1)
         if method == "concat":
             graph = kernel_graph(neighbourhoods(joint_embedding[rows], k=n_neighbors))
             params["weights"] = [block_weights[m] for m in names]
+            params["weights_rule"] = weights_rule
+            if shares is not None:
+                params["signal_share"] = {m: [float(v) for v in shares[m]] for m in names}
         if reference is not None:
             basis = embeddings[reference]
 
@@ -549,6 +575,91 @@ def _impute(embedding: np.ndarray, known: np.ndarray, donors: np.ndarray) -> np.
     rows[bad] = mean[bad]
     out[unknown] = rows
     return out
+
+
+def signal_share(
+    embedding: np.ndarray, positions: np.ndarray, *, n_neighbors: int = 6
+) -> np.ndarray:
+    """Share of each column's variance that spatially adjacent spots have in common.
+
+    For column ``k`` of ``embedding`` (spots × components), the noise variance is estimated from
+    the differences between spatially adjacent spots (pairs of squidpy's kNN graph of
+    ``positions``, ``n_neighbors`` per spot): ``σ²_k = median((x_ik − x_jk)²) / (2 · 0.4549)``,
+    0.4549 being the median of χ²₁, so that for Gaussian noise ``σ²_k`` is the noise variance,
+    whatever the signal, as long as most adjacent spots share it. The *median* leaves out the
+    pairs across a region boundary, where adjacent spots differ by signal (the mean of the
+    squared differences — ``1 −`` Geary's C — would count them as noise). The share is
+    ``ρ_k = max(0, 1 − σ²_k / var(x_k))``: about 0 for a component of noise, near 1 for one whose
+    value changes only between regions.
+
+    Noise with heavier tails than a Gaussian (e.g. PCs of counts whose depth varies from spot to
+    spot) makes ``σ²_k`` too small, so such noise keeps a share of about 0.1–0.2.
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` finite values.
+    positions
+        ``(n, 2)`` spot positions, ``(x, y)``.
+    n_neighbors
+        Spatial neighbours of each spot (6 on the Visium grid).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(d,)`` shares in ``[0, 1]`` (0 for a constant column).
+    """
+    import anndata as ad
+    from scipy import sparse
+
+    from spatialfuse._spatial_graph import spatial_knn_graph
+
+    x = np.asarray(embedding, dtype=np.float64)
+    n = x.shape[0]
+    check_count(n_neighbors, "n_neighbors")
+    if n < 3 or np.asarray(positions).shape != (n, 2):
+        raise ValueError(
+            f"signal_share needs at least 3 spots and (n, 2) positions, got {n} spots and "
+            f"positions of shape {np.asarray(positions).shape}"
+        )
+    tmp = ad.AnnData(obs={"i": np.arange(n)})
+    tmp.obsm["spatial"] = np.asarray(positions, dtype=np.float64)
+    spatial_knn_graph(tmp, n_neighs=int(min(n_neighbors, n - 1)))
+    pairs = sparse.triu(symmetrise((tmp.obsp["spatial_connectivities"] > 0).astype(float)), k=1)
+    pairs = pairs.tocoo()
+    var = np.var(x, axis=0, ddof=1)
+    out = np.zeros(x.shape[1])
+    for k in range(x.shape[1]):
+        noise = np.median((x[pairs.row, k] - x[pairs.col, k]) ** 2) / (2.0 * _CHI2_1_MEDIAN)
+        if var[k] > 0:
+            out[k] = min(max(1.0 - noise / var[k], 0.0), 1.0)
+    return out
+
+
+def _auto_shares(embeddings, rows, data, n_spatial: int):
+    """``weights="auto"``: the signal share of every column of each modality, and the rule used.
+
+    None (equal weights) where the table has no spot positions, has too few complete spots, or
+    no modality shows any spatial signal.
+    """
+    key = "spatial_um" if "spatial_um" in data.obsm else "spatial"
+    if key not in data.obsm:
+        return None, "equal (no spot positions)"
+    if rows.size < STABILITY_MIN_SPOTS:
+        return None, "equal (too few spots)"
+    positions = np.asarray(data.obsm[key], dtype=np.float64)[rows]
+    shares = {
+        m: signal_share(e[rows], positions, n_neighbors=n_spatial) for m, e in embeddings.items()
+    }
+    if not any(s.any() for s in shares.values()):
+        warnings.warn(
+            "no modality shows spatial signal (every component's signal share is 0); "
+            "weighting the modalities equally",
+            DataWarning,
+            stacklevel=3,
+        )
+        return None, "equal (no spatial signal)"
+    return shares, "signal"
 
 
 def _concat_weights(weights, names) -> dict[str, float]:
