@@ -367,3 +367,37 @@ def test_two_optical_images_are_overlaid_in_magenta_and_green(joint_data):
     assert fig.axes[0].get_title() == "overlay: fixed magenta, moving green"
     drawn = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(drawn[..., 0], drawn[..., 2])  # magenta = red + blue, equal
+
+
+# -------------------------------------------------------------------------------------------------
+# the landmark picker's pictures (no window needed)
+# -------------------------------------------------------------------------------------------------
+
+
+def test_picker_pictures_follow_the_stain(joint_data, tmp_path):
+    import tifffile
+
+    from spatialfuse.pl._landmark_picker import _coloured, _display_pictures
+
+    data = joint_data
+    he_image = sf.reg.registration_image(data.he, working_pixel_size_um=25.0)
+    (picture,) = _display_pictures(data.he, he_image, 256)
+    rgb, _ = data.he.downsampled(max_size=256)
+    assert picture["rgb"] and picture["kind"] == "brightfield"
+    np.testing.assert_allclose(picture["data"], rgb / 255.0, atol=1e-6)  # RGB as scanned
+    # two fluorescence channels: green and magenta on black (napari could not show 2 as RGB)
+    planes = fluorescence_of(data.he, channels=2)
+    tifffile.imwrite(tmp_path / "if.ome.tif", planes, metadata={"axes": "CYX"}, ome=True)
+    fluorescence = sf.io.read_histology(tmp_path / "if.ome.tif", pixel_size_um=4.0)
+    (picture,) = _display_pictures(fluorescence, he_image, 256)
+    assert picture["kind"] == "fluorescence" and picture["data"].shape[2] == 3
+    np.testing.assert_allclose(picture["data"][..., 0], picture["data"][..., 2])  # magenta
+    assert np.median(picture["data"]) < 0.1  # on black
+    # an MSI's channels in viridis
+    msi_image = sf.reg.registration_image(data.msi, working_pixel_size_um=None)
+    pictures = _display_pictures(data.msi, msi_image, 256)
+    assert pictures and {p["colormap"] for p in pictures} == {"viridis"}
+    # the overlay in the colour map asked for
+    values = np.array([[0.0, 1.0]])
+    coloured = _coloured((values, np.ones((1, 2), bool)), (1, 2), "plasma")
+    np.testing.assert_allclose(coloured[0, :, :3], colormaps["plasma"]([0.0, 1.0])[:, :3])

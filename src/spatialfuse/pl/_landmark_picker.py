@@ -28,7 +28,8 @@ MOVING_COLOUR, FIXED_COLOUR, PREDICTED_COLOUR = "#ff4fd8", "#3fd0ff", "#ffe14d"
 DISPLAY_SIZE = 2048
 OVERLAY_SIZE = 600
 #: The overlay: the warped moving image in this colour map, over the fixed image at this opacity
-#: (a colour map far from the pinks and purples of H&E stains).
+#: (a colour map far from the pinks and purples of H&E stains; over a fluorescence image
+#: :data:`spatialfuse.pl.stain.MSI_CMAP_ON_FLUORESCENCE`, plasma).
 OVERLAY_COLORMAP, OVERLAY_OPACITY = "viridis", 0.45
 #: Size of a new window (logical pixels): room for both images and the panel.
 WINDOW_SIZE = (1500, 900)
@@ -94,26 +95,33 @@ def _display_pictures(obj: Any, image: RegistrationImage, max_size: int) -> list
     """What the viewer shows of an input: an RGB picture where it has one, and its channels.
 
     Each entry: ``name``, ``data``, ``pixel_size_um`` ``(x, y)``, ``origin_um``, ``rgb``,
-    ``visible``.
+    ``visible``, ``colormap`` (of a single-channel picture) and ``kind`` (of an optical picture).
+    An optical picture is drawn as the plots draw it (:mod:`spatialfuse.pl.stain`): a bright-field
+    stain in its RGB colours, fluorescence on black with each channel in its colour; an MSI's
+    channels in viridis.
     """
+    from spatialfuse.pl.stain import MSI_CMAP, stain_kind, stain_picture
+
     pictures = []
+    found = None
     if hasattr(obj, "downsampled") and hasattr(obj, "extent_um"):
-        array, size = obj.downsampled(max_size=max_size)
-        pictures.append(
-            {"name": "image", "data": array, "pixel_size_um": size, "rgb": array.ndim == 3}
-        )
+        found = obj.downsampled(max_size=max_size)
     else:
-        found = _visium_picture(obj)
-        if found is not None:
-            array, pixel = found
-            pictures.append(
-                {
-                    "name": "image",
-                    "data": array,
-                    "pixel_size_um": (pixel, pixel),
-                    "rgb": array.ndim == 3,
-                }
-            )
+        visium = _visium_picture(obj)
+        if visium is not None:
+            found = visium[0], (visium[1], visium[1])
+    if found is not None:
+        array, size = found
+        kind = stain_kind(array)
+        pictures.append(
+            {
+                "name": "image",
+                "data": stain_picture(array, kind).astype(np.float32),
+                "pixel_size_um": size,
+                "rgb": True,
+                "kind": kind,
+            }
+        )
     shown = image.extra.get("channel")
     channels = image.extra.get("channels") or {shown or "image": image.image}
     has_picture = bool(pictures)
@@ -129,6 +137,7 @@ def _display_pictures(obj: Any, image: RegistrationImage, max_size: int) -> list
                 "origin_um": image.origin_um,
                 "rgb": False,
                 "visible": not has_picture and name == shown,
+                "colormap": MSI_CMAP if image.modality == "msi" else "gray",
             }
         )
     if pictures and not any(p.get("visible") for p in pictures):
@@ -136,7 +145,9 @@ def _display_pictures(obj: Any, image: RegistrationImage, max_size: int) -> list
     return pictures
 
 
-def _coloured(warped: tuple | None, shape: tuple[int, int]) -> np.ndarray:
+def _coloured(
+    warped: tuple | None, shape: tuple[int, int], cmap: str = OVERLAY_COLORMAP
+) -> np.ndarray:
     """RGBA of a warped image: its colour map on its tissue, faint elsewhere in its domain."""
     from matplotlib import colormaps
 
@@ -145,7 +156,7 @@ def _coloured(warped: tuple | None, shape: tuple[int, int]) -> np.ndarray:
         return out
     values, tissue = warped
     inside = np.isfinite(values)
-    out[inside] = colormaps[OVERLAY_COLORMAP](np.clip(values[inside], 0.0, 1.0))
+    out[inside] = colormaps[cmap](np.clip(values[inside], 0.0, 1.0))
     out[..., 3] = np.where(tissue & inside, 1.0, np.where(inside, 0.25, 0.0))
     return out
 
@@ -201,6 +212,11 @@ class LandmarkPicker:
         gap = 0.05 * max(mx1 - mx0, fx1 - fx0)
         #: How far right the fixed image is drawn (µm; display only).
         self.offset_x = mx1 + gap - fx0
+        # the overlay's colour map contrasts with the fixed picture (plasma over fluorescence)
+        from spatialfuse.pl.stain import msi_cmap
+
+        kinds = [p["kind"] for p in fixed_pictures if "kind" in p]
+        self.overlay_cmap = msi_cmap(kinds[0] if kinds else None)
         self._moving_picture_layers = self._add_pictures(moving_pictures, moving_name, 0.0)
         self._fixed_picture_layers = self._add_pictures(fixed_pictures, fixed_name, self.offset_x)
         self.overlay_layer = self._add_overlay()
@@ -252,7 +268,7 @@ class LandmarkPicker:
                     # napari draws pixel i's centre at translate + i·scale; ours is at (i + ½)·s.
                     translate=(oy + sy / 2, ox + sx / 2 + offset_x),
                     visible=bool(picture.get("visible", True)),
-                    colormap=None if picture["rgb"] else "gray",
+                    colormap=None if picture["rgb"] else picture.get("colormap", "gray"),
                 )
             )
         return layers
@@ -435,7 +451,9 @@ class LandmarkPicker:
     def refresh(self) -> None:
         """Redraw the text, the overlay and the predicted points from the session."""
         self.text_box.setPlainText(self.session.summary())
-        self.overlay_layer.data = _coloured(self.session.warped(), self.session.fixed_image.shape)
+        self.overlay_layer.data = _coloured(
+            self.session.warped(), self.session.fixed_image.shape, self.overlay_cmap
+        )
         predicted = self.session.predicted()
         self.predicted_layer.data = predicted[:, ::-1] if len(predicted) else np.zeros((0, 2))
 
