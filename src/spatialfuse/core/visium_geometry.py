@@ -42,9 +42,9 @@ def visium_um_per_px(visium, name: str = "visium") -> float:
     Parameters
     ----------
     visium
-        A Visium AnnData as :func:`spatialfuse.io.read_visium` returns it.
+        A Visium AnnData in the layout of :func:`spatialfuse.io.read_visium`.
     name
-        What to call ``visium`` in error messages.
+        The name error messages give ``visium``.
 
     Returns
     -------
