@@ -67,6 +67,11 @@ WEIGHTS_AUTO = "auto"
 #: Median of the chi-squared distribution with one degree of freedom (``scipy.stats.chi2(1)``):
 #: the median of ``(x_i - x_j)^2 / (2 sigma^2)`` for Gaussian noise of variance ``sigma^2``.
 _CHI2_1_MEDIAN = 0.454936423119572
+#: Standard deviations of the no-signal spread of a share below which it counts as 0: with ``m``
+#: adjacent pairs and no spatial signal the share scatters around 0 with SD ``2.33 / sqrt(m)``
+#: (the sample median of χ²₁ values: ``1 / (2 f(0.4549) sqrt(m))``, f the χ²₁ density, over
+#: 0.4549; checked by simulation), so shares below ``3 × 2.33 / sqrt(m)`` are set to 0.
+SIGNAL_FLOOR_SD = 3.0
 #: Fewer spots than this: no stability rule (subsets that small say nothing); this resolution.
 STABILITY_MIN_SPOTS = 30
 FALLBACK_RESOLUTION = 1.0
@@ -294,7 +299,10 @@ def joint_cluster(
         if method == "concat" and isinstance(weights, dict):
             weights_rule = "given"
         elif method == "concat" and weights == WEIGHTS_AUTO:
-            shares, weights_rule = _auto_shares(embeddings, rows, mdata, n_spatial_neighbors)
+            if _smoothing(spatial_smoothing, mdata) > 0:
+                shares, weights_rule = _auto_shares(embeddings, rows, mdata, n_spatial_neighbors)
+            else:
+                weights_rule = "equal (no spatial smoothing)"
         block_weights = _concat_weights(weights if weights_rule == "given" else None, names)
         blocks = []
         for m in names:
@@ -590,7 +598,9 @@ def signal_share(
     pairs across a region boundary, where adjacent spots differ by signal (the mean of the
     squared differences — ``1 −`` Geary's C — would count them as noise). The share is
     ``ρ_k = max(0, 1 − σ²_k / var(x_k))``: about 0 for a component of noise, near 1 for one whose
-    value changes only between regions.
+    value changes only between regions. Without spatial signal ``ρ_k`` scatters around 0 with SD
+    ``2.33 / sqrt(m)`` over ``m`` adjacent pairs; shares below :data:`SIGNAL_FLOOR_SD` (3) times
+    that are set to 0.
 
     Noise with heavier tails than a Gaussian (e.g. PCs of counts whose depth varies from spot to
     spot) makes ``σ²_k`` too small, so such noise keeps a share of about 0.1–0.2.
@@ -628,12 +638,22 @@ def signal_share(
     pairs = sparse.triu(symmetrise((tmp.obsp["spatial_connectivities"] > 0).astype(float)), k=1)
     pairs = pairs.tocoo()
     var = np.var(x, axis=0, ddof=1)
+    floor = SIGNAL_FLOOR_SD * _null_share_sd(pairs.nnz)
     out = np.zeros(x.shape[1])
     for k in range(x.shape[1]):
         noise = np.median((x[pairs.row, k] - x[pairs.col, k]) ** 2) / (2.0 * _CHI2_1_MEDIAN)
         if var[k] > 0:
             out[k] = min(max(1.0 - noise / var[k], 0.0), 1.0)
+    out[out < floor] = 0.0
     return out
+
+
+def _null_share_sd(n_pairs: int) -> float:
+    """SD of a column's share over ``n_pairs`` adjacent pairs when it carries no spatial signal."""
+    from scipy import stats
+
+    density = stats.chi2(1).pdf(_CHI2_1_MEDIAN)
+    return 1.0 / (2.0 * density * np.sqrt(max(n_pairs, 1)) * _CHI2_1_MEDIAN)
 
 
 def _auto_shares(embeddings, rows, data, n_spatial: int):

@@ -223,8 +223,10 @@ class Clustering(_Model):
     modalities: list[Literal["rna", "msi"]] | None = None
     use_rep: str = "X_pca"
     n_pcs: Count | dict[str, Count] | None = None
-    #: ``method: concat``: relative weight of each modality's block.
-    weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    #: ``method: concat``: ``auto`` (each modality's components weighted by their spatial signal
+    #: share, see ``sf.tl.joint_cluster``), null (equal blocks) or the relative weight of each
+    #: modality's block.
+    weights: Literal["auto"] | dict[str, Annotated[float, Field(ge=0)]] | None = "auto"
     #: ``method: mofa``: number of MOFA+ factors.
     n_factors: Count = 10
     n_spatial_neighbors: Count = 6
