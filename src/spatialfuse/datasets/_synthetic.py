@@ -60,20 +60,15 @@ Labels
 
 from __future__ import annotations
 
-import json
-import math
 import tempfile
-import time
-import uuid as uuid_module
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spatialfuse._version import __version__
-from spatialfuse.reg import AffineTransform, DisplacementField, Transform, compose
+from spatialfuse.datasets import _trio_steps as steps
+from spatialfuse.reg import AffineTransform, DisplacementField, Transform
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,10 +77,6 @@ if TYPE_CHECKING:
     from spatialfuse.datasets._tissue import Tissue
 
 __all__ = ["SyntheticTrio", "synthetic_trio"]
-
-#: Visium spot pitch and diameter, µm.
-_PITCH_UM = 100.0
-_SPOT_DIAMETER_UM = 55.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,127 +266,6 @@ class SyntheticTrio:
         )
 
 
-# --------------------------------------------------------------------------------------------------
-
-
-def _stream(seed: int, name: str) -> np.random.Generator:
-    """An independent random stream per purpose, so one option never shifts another's draws."""
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
-
-
-def _pair(value, what: str) -> tuple[float, float]:
-    """``value`` as a pair of positive finite floats (one number means both)."""
-    try:
-        arr = np.asarray(value, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        arr = np.zeros(0)
-    if arr.size == 1:
-        arr = np.repeat(arr, 2)
-    if arr.size != 2 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{what} must be a positive number or an (x, y) pair, got {value!r}")
-    return float(arr[0]), float(arr[1])
-
-
-def _frame(points: np.ndarray, linear: np.ndarray, pixel, margin: float, jitter) -> tuple:
-    """Place a pixel grid under ``p ↦ linear · p + t`` covering ``points`` (reference µm).
-
-    The grid covers the points with ``margin`` µm to spare (plus a sub-pixel ``jitter``);
-    returns ``t`` and the grid size ``(cols, rows)``.
-    """
-    q = points @ np.linalg.inv(linear).T
-    pixel = np.asarray(pixel, dtype=np.float64)
-    lo = q.min(axis=0) - margin - np.asarray(jitter) * pixel
-    n = np.ceil((q.max(axis=0) + margin - lo) / pixel).astype(np.int64)
-    return linear @ lo, (int(n[0]), int(n[1]))
-
-
-def _random_field(rng: np.random.Generator, extent, amplitude: float) -> DisplacementField:
-    """A smooth displacement field over ``extent = (width, height)`` µm, max |u| = amplitude."""
-    from spatialfuse.datasets._tissue import FourierField
-
-    width, height = (float(v) for v in extent)
-    spacing = max(width, height) / 10.0
-    gx = -spacing + np.arange(math.ceil(width / spacing) + 3) * spacing
-    gy = -spacing + np.arange(math.ceil(height / spacing) + 3) * spacing
-    length = 0.3 * max(width, height)
-    u = np.stack(
-        [FourierField(rng, length).grid(gx, gy), FourierField(rng, length).grid(gx, gy)], axis=2
-    )
-    u -= u.mean(axis=(0, 1))
-    u *= amplitude / max(float(np.hypot(u[..., 0], u[..., 1]).max()), 1e-12)
-    return DisplacementField(u, origin_um=(gx[0], gy[0]), spacing_um=(spacing, spacing))
-
-
-def _fractions(labels: np.ndarray, n_groups: int, per_group: int, n_regions: int) -> np.ndarray:
-    """Area fraction of each region among ``per_group`` consecutive sub-point labels."""
-    group = np.repeat(np.arange(n_groups), per_group)
-    tissue = labels >= 0
-    counts = np.bincount(
-        group[tissue] * n_regions + labels[tissue].astype(np.int64),
-        minlength=n_groups * n_regions,
-    )
-    return counts.reshape(n_groups, n_regions) / per_group
-
-
-def _spot_footprint() -> np.ndarray:
-    """Sub-points of a 55 µm Visium spot (a hexagonal lattice of 6.5 µm inside the disc)."""
-    step = 6.5
-    r = _SPOT_DIAMETER_UM / 2.0
-    n = int(r // step) + 1
-    pts = []
-    for j in range(-n - 1, n + 2):
-        for i in range(-n - 1, n + 2):
-            x, y = (i + 0.5 * (j % 2)) * step, j * step * math.sqrt(3) / 2
-            if x * x + y * y <= r * r:
-                pts.append((x, y))
-    return np.array(pts)
-
-
-def _barcodes(rng: np.random.Generator, n: int) -> np.ndarray:
-    letters = np.array(list("ACGT"))
-    codes: set[str] = set()
-    out = []
-    while len(out) < n:
-        draw = rng.integers(0, 4, size=(n - len(out), 16))
-        for row in letters[draw]:
-            code = "".join(row) + "-1"
-            if code not in codes:
-                codes.add(code)
-                out.append(code)
-    return np.array(out)
-
-
-def _map_grid(transform: Transform, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """``transform`` at the grid ``xs × ys`` as ``(len(ys), len(xs), 2)``.
-
-    Affine maps are evaluated exactly. Nonrigid ones are evaluated exactly on every 4th node and
-    bilinearly interpolated in between (the maps are smooth on scales of hundreds of µm, so the
-    interpolation error is far below a nanometre-per-micrometre; this only feeds the rendering of
-    the serial H&E, never the ground truth).
-    """
-    from scipy.ndimage import map_coordinates
-
-    if isinstance(transform, AffineTransform):
-        m = transform.matrix
-        x = m[0, 0] * xs[None, :] + m[0, 1] * ys[:, None] + m[0, 2]
-        y = m[1, 0] * xs[None, :] + m[1, 1] * ys[:, None] + m[1, 2]
-        return np.stack([x, y], axis=2)
-    step = 4
-    ci = np.unique(np.r_[np.arange(0, len(xs), step), len(xs) - 1])
-    ri = np.unique(np.r_[np.arange(0, len(ys), step), len(ys) - 1])
-    gx, gy = np.meshgrid(xs[ci], ys[ri])
-    coarse = transform.apply(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(
-        len(ri), len(ci), 2
-    )
-    col_pos = np.interp(np.arange(len(xs)), ci, np.arange(len(ci)))
-    row_pos = np.interp(np.arange(len(ys)), ri, np.arange(len(ri)))
-    rr, cc = np.meshgrid(row_pos, col_pos, indexing="ij")
-    out = np.empty((len(ys), len(xs), 2))
-    for k in range(2):
-        out[..., k] = map_coordinates(coarse[..., k], [rr, cc], order=1, mode="nearest")
-    return out
-
-
 def synthetic_trio(
     path=None,
     *,
@@ -468,392 +338,80 @@ def synthetic_trio(
     SyntheticTrio
         Paths, pixel sizes, transforms, labels, signal design and landmarks.
     """
-    import pandas as pd
-
-    from spatialfuse.datasets import _signals, _tissue, _writers
-
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str) -> None:
-        nonlocal start
-        now = time.perf_counter()
-        timings[name] = now - start
-        start = now
-
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    seed = int(seed)
-    if msi_mode not in ("processed", "continuous"):
-        raise ValueError(f"msi_mode must be 'processed' or 'continuous', got {msi_mode!r}")
-    px, py = _pair(msi_pixel_size_um, "msi_pixel_size_um")
-    he_px, _ = _pair(he_pixel_size_um, "he_pixel_size_um")
-    size = _pair(tissue_size_um, "tissue_size_um")
-    if min(size) < 300.0:
-        raise ValueError(f"tissue_size_um must be at least 300 µm per side, got {tissue_size_um}")
-    if not (warp_um >= 0 and serial_warp_um >= 0):
-        raise ValueError("warp_um and serial_warp_um must be ≥ 0")
-    if msi_subsamples is None:
-        msi_subsamples = int(min(6, max(2, math.ceil(max(px, py) / 10.0))))
-    n_sub = int(msi_subsamples)
-    if n_sub < 1:
-        raise ValueError(f"msi_subsamples must be ≥ 1, got {msi_subsamples!r}")
-
+    laps = steps.Laps()
+    o = steps.check_options(
+        seed=seed,
+        msi_pixel_size_um=msi_pixel_size_um,
+        msi_mode=msi_mode,
+        he_pixel_size_um=he_pixel_size_um,
+        tissue_size_um=tissue_size_um,
+        warp_um=warp_um,
+        serial_warp_um=serial_warp_um,
+        msi_subsamples=msi_subsamples,
+        msi_affine_given={
+            "rotation_deg": rotation_deg,
+            "mirror": mirror,
+            "scale": scale,
+            "shear": shear,
+        },
+        serial_section=serial_section,
+        serial_rotation_deg=serial_rotation_deg,
+        n_ions=n_ions,
+        n_genes=n_genes,
+        write_he_serial=write_he_serial,
+    )
     folder = Path(tempfile.mkdtemp(prefix="spatialfuse-synthetic-")) if path is None else Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    uuid_rng = _stream(seed, "uuid")
-    msi_uuid = uuid_module.UUID(bytes=uuid_rng.bytes(16), version=4)
-    he_uuid = uuid_module.UUID(bytes=uuid_rng.bytes(16), version=4)
-    serial_uuid = uuid_module.UUID(bytes=uuid_rng.bytes(16), version=4)
+    msi_uuid, he_uuid, serial_uuid = steps.uuids(o.seed)
 
-    # -- tissue -----------------------------------------------------------------------------------
-    tissue = _tissue.build_tissue(_stream(seed, "tissue"), size, he_px)
-    lp = tissue.label_pixel_size_um
+    tissue = steps.build_tissue(o)
     boundary = tissue.boundary_points()
-    n_regions = len(_tissue.REGION_NAMES)
-    lap("tissue")
+    laps("tissue")
 
-    # -- MSI geometry -----------------------------------------------------------------------------
-    geo = _stream(seed, "msi_geometry")
-    drawn_values = {
-        "rotation_deg": float(geo.uniform(0.0, 360.0)),
-        "mirror": bool(geo.random() < 0.5),
-        "scale": tuple(float(v) for v in geo.uniform(0.88, 1.12, size=2)),
-        "shear": float(geo.uniform(-0.05, 0.05)),
-    }
-    jitter = geo.uniform(0.0, 1.0, size=2)
-    given = {"rotation_deg": rotation_deg, "mirror": mirror, "scale": scale, "shear": shear}
-    drawn = sorted(k for k, v in given.items() if v is None)
-    values = {k: drawn_values[k] if v is None else v for k, v in given.items()}
-    msi_scale = _pair(values["scale"], "scale")
-    linear = AffineTransform.from_params(
-        rotation_deg=float(values["rotation_deg"]),
-        scale=msi_scale,
-        shear=float(values["shear"]),
-        mirror=bool(values["mirror"]),
-    ).matrix[:2, :2]
-    translation, (nx, ny) = _frame(
-        boundary, linear, (px, py), 2.0 * max(px, py) + 1.5 * warp_um, jitter
+    msi, drawn = steps.place_msi(o, boundary)
+    pixels = steps.cover_msi_pixels(o, tissue, msi)
+    laps("msi_geometry")
+    ion_design, spectra = steps.msi_spectra(o, msi, pixels)
+    laps("msi_spectra")
+    msi_path = steps.write_msi(o, folder, pixels, spectra, msi_uuid)
+    del spectra
+    laps("msi_write")
+
+    he_rgb = steps.render_msi_section_he(o, tissue)
+    laps("he_render")
+    he_path = steps.write_he(o, folder, he_rgb, he_uuid)
+    laps("he_write")
+
+    visium, stain = steps.place_visium(o, tissue, boundary, he_rgb.shape[:2])
+    fullres, he_serial_path = steps.visium_fullres(
+        o, folder, tissue, visium, stain, he_rgb, serial_uuid, laps
     )
-    msi_affine_params = {
-        "rotation_deg": float(values["rotation_deg"]),
-        "scale": [msi_scale[0], msi_scale[1]],
-        "shear": float(values["shear"]),
-        "translation": [float(translation[0]), float(translation[1])],
-        "mirror": bool(values["mirror"]),
-    }
-    msi_affine = AffineTransform.from_params(**msi_affine_params)
-    msi_warp = (
-        _random_field(_stream(seed, "msi_warp"), (nx * px, ny * py), warp_um) if warp_um else None
-    )
-    msi_to_he = msi_affine if msi_warp is None else compose(msi_affine, msi_warp)
-
-    # -- MSI pixels: what tissue each covers ------------------------------------------------------
-    gx, gy = np.meshgrid(np.arange(1, nx + 1), np.arange(1, ny + 1))
-    msi_coords = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.int64)
-    n_pix = len(msi_coords)
-    centres = (msi_coords - 0.5) * (px, py)
-    msi_labels = tissue.label_at(msi_to_he.apply(centres)).astype(np.int64)
-    offsets = (np.arange(n_sub) + 0.5) / n_sub
-    ox, oy = np.meshgrid(offsets, offsets)
-    sub = np.stack([ox.ravel(), oy.ravel()], axis=1)
-    sub_points = ((msi_coords - 1)[:, None, :] + sub[None, :, :]).reshape(-1, 2) * (px, py)
-    sub_he = msi_to_he.apply(sub_points)
-    sub_labels = tissue.label_at(sub_he)
-    msi_fractions = _fractions(sub_labels, n_pix, n_sub * n_sub, n_regions)
-    grads = tissue.gradients_at(sub_he)
-    grads[:, 0] *= sub_labels == 0
-    grads[:, 1] *= sub_labels == 1
-    gradient_values = grads.reshape(n_pix, n_sub * n_sub, 2).mean(axis=1)
-    lap("msi_geometry")
-
-    # -- MSI spectra ------------------------------------------------------------------------------
-    ion_design = _signals.design_ions(_stream(seed, "ion_design"), int(n_ions))
-    signal_rng = _stream(seed, "msi_signal")
-    intensity, tic_factor = _signals.ion_intensities(
-        ion_design, msi_fractions, gradient_values, msi_coords[:, 1] - 1, ny, signal_rng
-    )
-    if msi_mode == "processed":
-        mzs, ints = _signals.processed_spectra(ion_design, intensity, signal_rng)
-    else:
-        mzs, ints = _signals.continuous_spectra(ion_design, intensity, tic_factor, signal_rng)
-    lap("msi_spectra")
-    msi_path, _ = _writers.write_imzml(
-        folder / "msi.imzML",
-        msi_coords,
-        mzs,
-        ints,
-        mode=msi_mode,
-        pixel_size_um=(px, py),
-        uuid_bytes=msi_uuid.bytes,
-        version=__version__,
-    )
-    del mzs, ints
-    lap("msi_write")
-
-    # -- H&E of the MSI section -------------------------------------------------------------------
-    membrane = np.zeros(tissue.shape, dtype=np.float32)
-    ar, ac = np.nonzero(tissue.labels == 5)
-    membrane[ar, ac] = tissue.membrane_at(np.stack([(ac + 0.5) * lp, (ar + 0.5) * lp], axis=1))
-    he_rgb = _tissue.render_he(
-        tissue.labels,
-        tissue.lumen,
-        membrane,
-        k=tissue.k,
-        he_pixel_size_um=he_px,
-        rng=_stream(seed, "he"),
-        orientation_fn=tissue.orientation_at,
-    )
-    del membrane
-    lap("he_render")
-    he_path = _writers.write_ome_tiff(
-        folder / "he.ome.tif", he_rgb, he_px, uuid_text=str(he_uuid), name="he"
-    )
-    lap("he_write")
-
-    # -- the Visium section -----------------------------------------------------------------------
-    vgeo = _stream(seed, "visium_geometry")
-    v_drawn = {
-        "rotation_deg": float(vgeo.uniform(0.0, 360.0)),
-        "scale": tuple(float(v) for v in vgeo.uniform(0.97, 1.03, size=2)),
-        "shear": float(vgeo.uniform(-0.02, 0.02)),
-    }
-    v_jitter = vgeo.uniform(0.0, 1.0, size=2)
-    stain = (float(vgeo.uniform(0.85, 1.15)), float(vgeo.uniform(0.85, 1.15)))
-    he_serial_path = None
-    if serial_section:
-        if serial_rotation_deg is not None:
-            v_drawn["rotation_deg"] = float(serial_rotation_deg)
-        v_linear = AffineTransform.from_params(
-            rotation_deg=v_drawn["rotation_deg"], scale=v_drawn["scale"], shear=v_drawn["shear"]
-        ).matrix[:2, :2]
-        v_translation, (vcols, vrows) = _frame(
-            boundary, v_linear, (he_px, he_px), 150.0 + 2.0 * serial_warp_um, v_jitter
-        )
-        k = tissue.k
-        vcols, vrows = k * -(-vcols // k), k * -(-vrows // k)
-        visium_affine_params = {
-            "rotation_deg": v_drawn["rotation_deg"],
-            "scale": list(v_drawn["scale"]),
-            "shear": v_drawn["shear"],
-            "translation": [float(v_translation[0]), float(v_translation[1])],
-            "mirror": False,
-        }
-        visium_affine = AffineTransform.from_params(**visium_affine_params)
-        visium_warp = (
-            _random_field(
-                _stream(seed, "visium_warp"), (vcols * he_px, vrows * he_px), serial_warp_um
-            )
-            if serial_warp_um
-            else None
-        )
-        visium_to_he = visium_affine if visium_warp is None else compose(visium_affine, visium_warp)
-
-        # serial section: labels pulled back from the tissue frame, fresh cells and stain batch
-        vr_l, vc_l = vrows // k, vcols // k
-        vxs = (np.arange(vc_l) + 0.5) * lp
-        vys = (np.arange(vr_l) + 0.5) * lp
-        mapped = _map_grid(visium_to_he, vxs, vys).reshape(-1, 2)
-        v_labels = tissue.label_at(mapped).reshape(vr_l, vc_l)
-        v_lumen = tissue.lumen_at(mapped).reshape(vr_l, vc_l)
-        v_membrane = np.zeros((vr_l, vc_l), dtype=np.float32)
-        adipose = (v_labels == 5).ravel()
-        v_membrane.ravel()[adipose] = tissue.membrane_at(mapped[adipose])
-        del mapped
-        inverse_linear = np.linalg.inv(v_linear)
-
-        def serial_orientation(points):
-            angle = tissue.orientation_at(visium_to_he.apply(points))
-            direction = np.stack([np.cos(angle), np.sin(angle)], axis=1) @ inverse_linear.T
-            return np.arctan2(direction[:, 1], direction[:, 0])
-
-        visium_rgb = _tissue.render_he(
-            v_labels,
-            v_lumen,
-            v_membrane,
-            k=k,
-            he_pixel_size_um=he_px,
-            rng=_stream(seed, "serial_he"),
-            orientation_fn=serial_orientation,
-            stain=stain,
-        )
-        del v_labels, v_lumen, v_membrane
-        lap("serial_render")
-        if write_he_serial:
-            he_serial_path = _writers.write_ome_tiff(
-                folder / "he_serial.ome.tif",
-                visium_rgb,
-                he_px,
-                uuid_text=str(serial_uuid),
-                name="he_serial",
-            )
-        lap("serial_write")
-    else:
-        visium_affine_params = {
-            "rotation_deg": 0.0,
-            "scale": [1.0, 1.0],
-            "shear": 0.0,
-            "translation": [0.0, 0.0],
-            "mirror": False,
-        }
-        visium_affine = AffineTransform.identity()
-        visium_warp = None
-        visium_to_he = visium_affine
-        visium_rgb = he_rgb
-        vrows, vcols = he_rgb.shape[:2]
     del he_rgb
-    stale = folder / "he_serial.ome.tif"
-    if he_serial_path is None and stale.exists():
-        stale.unlink()  # left by an earlier call into the same folder
+    spots = steps.lay_spots(o, tissue, visium)
+    gene_design, counts = steps.visium_counts(o, spots)
+    laps("visium_spots")
+    visium_folder = steps.write_visium_folder(o, folder, spots, gene_design, counts, fullres)
+    del fullres
+    laps("visium_write")
 
-    # -- Visium spots and counts ------------------------------------------------------------------
-    spots_rng = _stream(seed, "visium_spots")
-    width_um, height_um = vcols * he_px, vrows * he_px
-    x0, y0 = spots_rng.uniform(40.0, 90.0, size=2)
-    row_step = _PITCH_UM * math.sqrt(3.0) / 2.0
-    n_array_cols = int((width_um - 40.0 - x0) // (_PITCH_UM / 2.0)) + 1
-    n_array_rows = int((height_um - 40.0 - y0) // row_step) + 1
-    ar_, ac_ = np.meshgrid(np.arange(n_array_rows), np.arange(n_array_cols), indexing="ij")
-    on_grid = (ar_ + ac_) % 2 == 0
-    array_row, array_col = ar_[on_grid], ac_[on_grid]
-    spot_um = np.stack([x0 + array_col * (_PITCH_UM / 2.0), y0 + array_row * row_step], axis=1)
-    barcodes = _barcodes(spots_rng, len(spot_um))
-    order = np.argsort(barcodes, kind="stable")
-    barcodes, array_row, array_col, spot_um = (
-        barcodes[order],
-        array_row[order],
-        array_col[order],
-        spot_um[order],
-    )
-    # full-res pixel coordinates: a spot at coordinate c is centred at (c + 0.5) · u µm
-    pxl = spot_um / he_px - 0.5
-    spot_um = (pxl + 0.5) * he_px  # exactly what read_visium computes from the file
-    all_labels = tissue.label_at(visium_to_he.apply(spot_um)).astype(np.int64)
-    in_tissue = all_labels >= 0
-    footprint = _spot_footprint()
-    disc = (spot_um[:, None, :] + footprint[None, :, :]).reshape(-1, 2)
-    spot_fractions_all = _fractions(
-        tissue.label_at(visium_to_he.apply(disc)), len(spot_um), len(footprint), n_regions
-    )
-    gene_design = _signals.design_genes(_stream(seed, "gene_design"), int(n_genes))
-    counts = _signals.gene_counts(gene_design, spot_fractions_all, _stream(seed, "visium_counts"))
-    lap("visium_spots")
-    visium_folder = _writers.write_visium(
-        folder / "visium",
-        barcodes=barcodes,
-        in_tissue=in_tissue.astype(np.int64),
-        array_row=array_row,
-        array_col=array_col,
-        pxl_row=pxl[:, 1],
-        pxl_col=pxl[:, 0],
-        counts=counts,
-        gene_ids=gene_design.ids,
-        gene_names=gene_design.names,
-        fullres=visium_rgb,
-        um_per_px=he_px,
-        library_id=f"synthetic_{seed}",
-    )
-    del visium_rgb
-    lap("visium_write")
-
-    # -- ground truth -----------------------------------------------------------------------------
-    he_serial_to_he = visium_to_he
-    msi_to_visium = compose(visium_to_he.inverse(), msi_to_he)
-    landmarks_he = np.concatenate([tissue.holes[:, :2], tissue.extremes, tissue.centroids])
-    landmarks_msi = msi_to_he.inverse().apply(landmarks_he)
-    landmarks_visium = visium_to_he.inverse().apply(landmarks_he)
-
-    region_names = tuple(_tissue.REGION_NAMES)
-    region_design = {
-        name: {
-            "texture": _tissue.TEXTURE_NAMES[int(_tissue.REGION_TEXTURE[i])],
-            "ion_group": _signals.ION_GROUP_NAMES[int(_tissue.REGION_ION_GROUP[i])],
-            "gene_group": _signals.GENE_GROUP_NAMES[int(_tissue.REGION_GENE_GROUP[i])],
-        }
-        for i, name in enumerate(region_names)
+    transforms = steps.transforms(msi, visium)
+    landmarks = steps.landmarks(tissue, msi, visium)
+    design = steps.design_fields(ion_design, gene_design)
+    params = steps.params(o, msi, visium, stain, drawn)
+    paths = {
+        "he": he_path,
+        "msi": msi_path,
+        "msi_ibd": msi_path.with_suffix(".ibd"),
+        "visium": visium_folder,
+        "he_serial": he_serial_path,
     }
-    ions = pd.DataFrame(
-        {"mz": ion_design.mz, "kind": ion_design.kind, "target": ion_design.target},
-        index=pd.Index([f"mz-{m:.4f}" for m in ion_design.mz], name="ion"),
+    truth_file = steps.write_truth(
+        folder, o, paths, tissue.label_pixel_size_um, transforms, params, design, landmarks
     )
-    genes = pd.DataFrame(
-        {"gene_id": gene_design.ids, "kind": gene_design.kind, "target": gene_design.target},
-        index=pd.Index(gene_design.names, name="gene"),
-    )
-    marker_ions = {}
-    marker_genes = {}
-    for i, name in enumerate(region_names):
-        ion_group = _signals.ION_GROUP_NAMES[int(_tissue.REGION_ION_GROUP[i])]
-        gene_group = _signals.GENE_GROUP_NAMES[int(_tissue.REGION_GENE_GROUP[i])]
-        is_marker = (ion_design.kind == "marker") & (ion_design.target == ion_group)
-        marker_ions[name] = ion_design.mz[is_marker].copy()
-        is_gene = (gene_design.kind == "marker") & (gene_design.target == gene_group)
-        marker_genes[name] = gene_design.names[is_gene].tolist()
+    laps("truth")
+    laps.timings["total"] = float(sum(laps.timings.values()))
 
-    params = {
-        "msi_affine": msi_affine_params,
-        "msi_warp_um": float(warp_um),
-        "msi_grid_shape": [int(ny), int(nx)],
-        "msi_subsamples": n_sub,
-        "visium_affine": visium_affine_params,
-        "visium_warp_um": float(serial_warp_um) if serial_section else 0.0,
-        "visium_image_shape": [int(vrows), int(vcols)],
-        "serial_section": bool(serial_section),
-        "serial_stain": list(stain) if serial_section else [1.0, 1.0],
-        "drawn": drawn + (["serial_rotation_deg"] if serial_rotation_deg is None else []),
-        "tissue_size_um": [size[0], size[1]],
-    }
-    files = {
-        "he": he_path.name,
-        "msi": msi_path.name,
-        "msi_ibd": msi_path.with_suffix(".ibd").name,
-        "visium": visium_folder.name,
-        "he_serial": he_serial_path.name if he_serial_path is not None else None,
-    }
-    truth = {
-        "generator": "spatialfuse.datasets.synthetic_trio",
-        "version": __version__,
-        "seed": seed,
-        "options": {
-            "msi_pixel_size_um": [px, py],
-            "msi_mode": msi_mode,
-            "warp_um": float(warp_um),
-            "serial_section": bool(serial_section),
-            "serial_warp_um": float(serial_warp_um),
-            "he_pixel_size_um": he_px,
-            "tissue_size_um": [size[0], size[1]],
-            "n_ions": int(n_ions),
-            "n_genes": int(n_genes),
-            "msi_subsamples": n_sub,
-        },
-        "files": files,
-        "pixel_sizes_um": {
-            "he": he_px,
-            "msi": [px, py],
-            "visium_um_per_px": he_px,
-            "label_map": lp,
-        },
-        "transforms": {
-            "msi_to_he": msi_to_he.to_dict(),
-            "visium_to_he": visium_to_he.to_dict(),
-            "he_serial_to_he": he_serial_to_he.to_dict(),
-            "msi_to_visium": msi_to_visium.to_dict(),
-        },
-        "params": params,
-        "regions": [
-            {"label": i, "name": name, **region_design[name]} for i, name in enumerate(region_names)
-        ],
-        "landmarks_um": {
-            "he": landmarks_he.tolist(),
-            "msi": landmarks_msi.tolist(),
-            "visium": landmarks_visium.tolist(),
-        },
-    }
-    truth_file = folder / "truth.json"
-    truth_file.write_text(json.dumps(truth, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    lap("truth")
-    timings["total"] = float(sum(timings.values()))
-
+    on = spots.in_tissue
     return SyntheticTrio(
         folder=folder,
         he=he_path,
@@ -861,44 +419,32 @@ def synthetic_trio(
         visium=visium_folder,
         he_serial=he_serial_path,
         truth_file=truth_file,
-        he_pixel_size_um=he_px,
-        msi_pixel_size_um=(px, py),
-        visium_um_per_px=he_px,
-        msi_mode=msi_mode,
-        msi_to_he=msi_to_he,
-        visium_to_he=visium_to_he,
-        he_serial_to_he=he_serial_to_he,
-        msi_to_visium=msi_to_visium,
-        msi_affine=msi_affine,
-        msi_warp=msi_warp,
-        visium_affine=visium_affine,
-        visium_warp=visium_warp,
+        he_pixel_size_um=o.he_px,
+        msi_pixel_size_um=o.msi_pixel,
+        visium_um_per_px=o.he_px,
+        msi_mode=o.msi_mode,
+        **transforms,
+        msi_affine=msi.affine,
+        msi_warp=msi.warp,
+        visium_affine=visium.affine,
+        visium_warp=visium.warp,
         params=params,
-        region_names=region_names,
-        region_design=region_design,
         label_map=tissue.labels,
-        label_pixel_size_um=lp,
-        msi_coords=msi_coords,
-        msi_grid_shape=(int(ny), int(nx)),
-        msi_labels=msi_labels,
-        msi_fractions=msi_fractions,
-        spot_barcodes=barcodes[in_tissue],
-        spot_labels=all_labels[in_tissue],
-        spot_fractions=spot_fractions_all[in_tissue],
-        all_spot_barcodes=barcodes,
-        all_spot_labels=all_labels,
-        all_spot_in_tissue=in_tissue,
-        ions=ions,
-        ion_profiles=ion_design.region_profiles,
-        marker_ions=marker_ions,
-        genes=genes,
-        gene_profiles=gene_design.region_profiles,
-        marker_genes=marker_genes,
-        landmarks_he_um=landmarks_he,
-        landmarks_msi_um=landmarks_msi,
-        landmarks_visium_um=landmarks_visium,
-        seed=seed,
-        timings=timings,
+        label_pixel_size_um=tissue.label_pixel_size_um,
+        msi_coords=pixels.coords,
+        msi_grid_shape=(int(msi.grid[1]), int(msi.grid[0])),
+        msi_labels=pixels.labels,
+        msi_fractions=pixels.fractions,
+        spot_barcodes=spots.barcodes[on],
+        spot_labels=spots.labels[on],
+        spot_fractions=spots.fractions[on],
+        all_spot_barcodes=spots.barcodes,
+        all_spot_labels=spots.labels,
+        all_spot_in_tissue=on,
+        **design,
+        **{f"landmarks_{name}_um": points for name, points in landmarks.items()},
+        seed=o.seed,
+        timings=laps.timings,
         _tissue=tissue,
         _ion_design=ion_design,
     )
