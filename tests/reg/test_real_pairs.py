@@ -78,14 +78,17 @@ def test_brain_fragments_are_registered_within_their_reference(real_pairs, pair_
 
 
 @pytest.mark.slow
-def test_brain_fragment_the_search_misses_is_flagged_and_landmarks_fix_it(real_pairs):
-    """A13 (a sparse 157 × 90 px H&E): the search lands wrong and says so; the hand-placed
-    landmarks, given as a start, give a result within the reference's bound."""
+def test_brain_fragment_without_structure_lands_and_landmarks_fix_it(real_pairs):
+    """A13 (a near featureless MALDI blob, a sparse 157 × 90 px H&E, no pixel sizes): mutual
+    information prefers a fit turned 180° and stretched 1.8×; of the two finished starts the
+    less stretched one is kept, within the reference's bound (37.9 px off before session 9). It
+    still stretches 1.46× (the reference itself 1.31×), so it is flagged. The hand-placed
+    landmarks, given as a start, give a result within the bound too."""
     pair = real_pairs.brain_fragments("A13")
     bound = pair.reference.uncertainty_moving_px + 1.0
     result = _register(pair)
-    if _median_error(pair, result) > bound:
-        assert not result.ok
+    assert _median_error(pair, result) <= bound, result.transform
+    assert result.ok or result.failures
     table = pd.read_csv(real_pairs.REFERENCES / "brain_A13_landmarks.csv")
     moving = (table[["msi_col", "msi_row"]].to_numpy(float) + 0.5) * pair.moving_pixel_um
     fixed_px = table[["optical_x", "optical_y"]].to_numpy(float)
