@@ -401,3 +401,33 @@ def test_picker_pictures_follow_the_stain(joint_data, tmp_path):
     values = np.array([[0.0, 1.0]])
     coloured = _coloured((values, np.ones((1, 2), bool)), (1, 2), "plasma")
     np.testing.assert_allclose(coloured[0, :, :3], colormaps["plasma"]([0.0, 1.0])[:, :3])
+
+
+def test_registration_qc_with_the_msi_fixed_warps_the_fluorescence_under_it(joint_data):
+    data = joint_data
+    _, size = data.he.downsampled(max_size=400)
+    fluorescence = sf.reg.RegistrationImage.from_array(
+        fluorescence_of(data.he).astype(np.float32), size, description="autofluorescence"
+    )
+    msi = sf.reg.registration_image(data.msi, working_pixel_size_um=None)
+    result = sf.reg.assess(fluorescence, msi, data.trio.msi_to_he.inverse())
+    fig = sf.pl.registration_qc(result)
+    overlay_ax = fig.axes[0]
+    under, drawn = overlay_ax.images
+    assert drawn.get_cmap().name == "plasma"
+    assert "autofluorescence (fluorescence on black)" in overlay_ax.get_title()
+    # the fluorescence warped onto the MSI grid: one channel, grey levels, dark where no tissue
+    picture = under.get_array()
+    assert picture.shape[:2] == msi.shape and np.all(np.ptp(picture, axis=2) < 1e-9)
+    assert picture[..., 0].min() < 0.05 < 0.5 < picture[..., 0].max()
+    pixels = rendered(fig)
+    valid = msi.extra["valid"]
+    for x, y in uniform_points(drawn, valid, 6, np.random.default_rng(4), uniform=False):
+        expected = blended(
+            "plasma",
+            image_value(drawn, x, y),
+            drawn.norm,
+            image_value(under, x, y),
+            drawn.get_alpha(),
+        )
+        np.testing.assert_allclose(pixel_at(fig, pixels, overlay_ax, x, y), expected, atol=TOL)
