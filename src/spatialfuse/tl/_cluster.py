@@ -299,10 +299,13 @@ def joint_cluster(
         if method == "concat" and isinstance(weights, dict):
             weights_rule = "given"
         elif method == "concat" and weights == WEIGHTS_AUTO:
-            if _smoothing(spatial_smoothing, mdata) > 0:
-                shares, weights_rule = _auto_shares(embeddings, rows, mdata, n_spatial_neighbors)
-            else:
-                weights_rule = "equal (no spatial smoothing)"
+            shares, weights_rule = _auto_shares(
+                embeddings,
+                rows,
+                mdata,
+                n_spatial_neighbors,
+                smoothed=_smoothing(spatial_smoothing, mdata) > 0,
+            )
         block_weights = _concat_weights(weights if weights_rule == "given" else None, names)
         blocks = []
         for m in names:
@@ -656,15 +659,18 @@ def _null_share_sd(n_pairs: int) -> float:
     return 1.0 / (2.0 * density * np.sqrt(max(n_pairs, 1)) * _CHI2_1_MEDIAN)
 
 
-def _auto_shares(embeddings, rows, data, n_spatial: int):
+def _auto_shares(embeddings, rows, data, n_spatial: int, *, smoothed: bool):
     """``weights="auto"``: the signal share of every column of each modality, and the rule used.
 
-    None (equal weights) where the table has no spot positions, has too few complete spots, or
-    no modality shows any spatial signal.
+    None (equal weights) where the table has no spot positions, the graph is not smoothed
+    spatially (clusters of the features alone), there are too few complete spots, or no modality
+    shows any spatial signal.
     """
     key = "spatial_um" if "spatial_um" in data.obsm else "spatial"
     if key not in data.obsm:
         return None, "equal (no spot positions)"
+    if not smoothed:
+        return None, "equal (no spatial smoothing)"
     if rows.size < STABILITY_MIN_SPOTS:
         return None, "equal (too few spots)"
     positions = np.asarray(data.obsm[key], dtype=np.float64)[rows]
