@@ -29,10 +29,13 @@ Methods, each scored with ARI and NMI against the synthetic labels on the in-tis
 have MSI (the only spots every method labels); ``joint (all spots)`` also scores the spots without
 MSI, which the joint default places by expression:
 
-- ``sf joint``: :func:`sf.tl.joint_cluster` with its defaults (concatenation, resolution by
-  stability, spatial smoothing 0.3); ``old default (wnn, r=1)``: the defaults before issue 18
-  (no smoothing); ``sf wnn``: WNN with the other defaults; ``sf joint, no smoothing``; ``sf mofa``
-  (MOFA+ where ``mofapy2`` is installed); ``sf joint K`` (``n_clusters`` = the true number);
+- ``sf joint``: :func:`sf.tl.joint_cluster` with its defaults (concatenation with each modality
+  weighted by its spatial signal share, ``weights="auto"``; resolution by stability; spatial
+  smoothing 0.3); ``sf joint, equal weights``: the same with ``weights=None`` (each modality's
+  block at total variance 1, the default before the signal-share weights); ``old default (wnn,
+  r=1)``: the defaults before issue 18 (no smoothing); ``sf wnn``: WNN with the other defaults;
+  ``sf joint, no smoothing``; ``sf mofa`` (MOFA+ where ``mofapy2`` is installed); ``sf joint
+  K`` (``n_clusters`` = the true number);
 - ``sf rna`` / ``sf msi``: :func:`sf.tl.cluster_modality` with its defaults (the same stability
   rule and smoothing), and the same without smoothing;
 - ``scanpy rna`` / ``scanpy msi``: plain scanpy, ``sc.pp.neighbors`` (15 neighbours) on the same
@@ -571,6 +574,11 @@ def run_methods(case: Case, *, muon: bool = True, mofa: bool = True) -> dict:
     out["sf joint"] = _labels(mdata.obs["j"])
     notes["sf joint"] = str(mdata.uns["j"]["params"].get("resolution_rule", ""))
     timed(
+        "sf joint, equal weights",
+        lambda: sf.tl.joint_cluster(mdata, weights=None, key_added="je"),
+    )
+    out["sf joint, equal weights"] = _labels(mdata.obs["je"])
+    timed(
         "old default (wnn, r=1)",
         lambda: sf.tl.joint_cluster(
             mdata, method="wnn", resolution=1.0, spatial_smoothing=0.0, key_added="j1"
@@ -680,6 +688,7 @@ def evaluate(case: Case, **kwargs) -> dict:
         "notes": res["notes"],
         "timing_s": res["timing"],
         "joint_params": {k: v for k, v in params.items() if not isinstance(v, (list, dict))},
+        "joint_weights": dict(zip(params["modalities"], params.get("weights", []), strict=False)),
         "best_single": best_single,
         "best_single_any": best_single_any,
         "oracle": oracle,
@@ -694,6 +703,7 @@ def evaluate(case: Case, **kwargs) -> dict:
 
 ORDER = [
     "sf joint",
+    "sf joint, equal weights",
     "old default (wnn, r=1)",
     "sf wnn",
     "sf joint, no smoothing",
@@ -771,7 +781,8 @@ def main(argv=None) -> int:
             print(
                 f"{name} seed {seed}: joint ARI {j['ari']:.3f} ({j['n_clusters']} cl), best single "
                 f"{r['best_single_any']:.3f}, oracle {r['oracle']:.3f}, target {r['target']:.2f} "
-                f"{'met' if r['met'] else 'MISSED'} [{r['seconds']:.0f} s] {r['notes']}",
+                f"{'met' if r['met'] else 'MISSED'} [{r['seconds']:.0f} s] {r['notes']} "
+                f"weights {r['joint_weights']} ({r['joint_params'].get('weights_rule', '')})",
                 flush=True,
             )
     if not results:
