@@ -304,3 +304,13 @@ def test_coverage_is_drawn_on_a_0_to_1_scale_over_the_grey_stain_with_a_scale_ba
     assert len(bars) == 1 and bars[0].units == "um"
     plt.close(fig)
     assert np.isfinite(visium.uns["spatialfuse"]["um_per_px"])
+
+
+def test_every_clustering_method_is_named_in_words():
+    from typing import get_args
+
+    from spatialfuse.workflow._config import Clustering
+
+    methods = get_args(Clustering.model_fields["method"].annotation)
+    assert methods and set(methods) <= set(content.CLUSTER_METHODS)
+    assert content.WEIGHT_ROWS["50%"] == "median"

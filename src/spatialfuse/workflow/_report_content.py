@@ -554,12 +554,19 @@ def _clusters(result: RunResult) -> ReportSection:
     ]
     weights = [c for c in mdata.obs.columns if c.startswith("joint_weight")]
     if weights:
+        summary = mdata.obs[weights].describe().round(3)
+        summary.columns = [f"{c.removeprefix('joint_weight_')} weight" for c in summary.columns]
         tables.append(
-            ReportTable(mdata.obs[weights].describe().round(3), caption="Per-spot modality weights")
+            ReportTable(
+                summary.rename(index=WEIGHT_ROWS),
+                caption="Per-spot modality weights (how much each modality decides a spot's "
+                "neighbours)",
+            )
         )
+    method = result.config.clustering.method
     return ReportSection(
         "Joint clusters",
-        paragraphs=[f"Method: {result.config.clustering.method}."],
+        paragraphs=[f"Method: {CLUSTER_METHODS.get(method, method)}."],
         tables=tables,
         figures=[ReportFigure("Joint clusters on the tissue", fig)],
     )
@@ -632,6 +639,26 @@ SUMMARY_WORDS = {
     "n_clusters": "clusters",
     "n_spots_clustered": "spots clustered",
     "cluster_sizes": "spots per cluster",
+}
+
+
+#: The rows of ``DataFrame.describe()`` in words.
+WEIGHT_ROWS = {
+    "count": "spots",
+    "std": "standard deviation",
+    "min": "minimum",
+    "25%": "25th percentile",
+    "50%": "median",
+    "75%": "75th percentile",
+    "max": "maximum",
+}
+#: The clustering methods of the config in words.
+CLUSTER_METHODS = {
+    "wnn": "weighted nearest neighbours (wnn: each spot weighs RNA and MSI by how well each "
+    "predicts its neighbours), then Leiden",
+    "concat": "each modality's principal components, scaled by the share of their variance "
+    "that is spatial signal, side by side (concat), then Leiden",
+    "mofa": "MOFA+ factors of both modalities (mofa), then Leiden",
 }
 
 
