@@ -8,9 +8,6 @@ points whose data value it knows.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import matplotlib
 import numpy as np
 import pytest
@@ -27,9 +24,6 @@ from spatialfuse.pl.stain import (
 
 matplotlib.use("Agg")
 
-DATA = Path(
-    os.environ.get("SPATIALFUSE_TEST_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
-)
 #: Rendered colours may differ from the computed ones by rounding to 8 bits (and alpha blending).
 TOL = 3 / 255
 DPI = 300  # several screen pixels per image pixel: a pixel centre reads its own image pixel
@@ -140,11 +134,18 @@ def test_the_kind_of_picture_is_found_from_the_background(joint_data):
     assert stain_kind(rgb, background="dark") == "fluorescence"
 
 
-def test_real_toluidine_blue_and_autofluorescence():
-    bladder = DATA / "paired" / "bladder_spamtp" / "mouse_urinary_bladder_HE.tif"
-    upec = DATA / "paired" / "msiflow_upec12" / "msi_if_registration" / "moving" / "preprocessed"
+def test_real_toluidine_blue_and_autofluorescence(shared_data):
+    bladder = shared_data / "paired" / "bladder_spamtp" / "mouse_urinary_bladder_HE.tif"
+    upec = (
+        shared_data
+        / "paired"
+        / "msiflow_upec12"
+        / "msi_if_registration"
+        / "moving"
+        / "preprocessed"
+    )
     if not bladder.exists() or not (upec / "UPEC_12.tif").exists():
-        pytest.skip(f"the real pairs are not in {DATA / 'paired'}")
+        pytest.skip(f"the real pairs are not in {shared_data / 'paired'}")
     import tifffile
 
     image = sf.io.read_histology(bladder, pixel_size_um=1.0)
