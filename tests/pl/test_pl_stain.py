@@ -432,3 +432,36 @@ def test_registration_qc_with_the_msi_fixed_warps_the_fluorescence_under_it(join
             drawn.get_alpha(),
         )
         np.testing.assert_allclose(pixel_at(fig, pixels, overlay_ax, x, y), expected, atol=TOL)
+
+
+def test_spot_maps_draw_the_stain_in_grey_under_the_spots(joint_data):
+    data = joint_data
+    gene = str(data.mdata.mod["rna"].var_names[0])
+    ion = str(data.mdata.mod["msi"].var_names[0])
+    fig = sf.pl.gene_and_ion(data.mdata, gene, ion)
+    for ax in fig.axes[:2]:
+        picture = np.asarray(ax.images[0].get_array())
+        assert picture.ndim == 3 and np.ptp(picture[..., :3], axis=2).max() < 1e-6
+    fig = sf.pl.joint_clusters(data.mdata, key="joint")
+    picture = np.asarray(fig.axes[0].images[0].get_array())
+    assert np.ptp(picture[..., :3], axis=2).max() < 1e-6
+    # the source's own images are left as they were (in colour)
+    library = next(iter(data.mdata.uns["spatial"]))
+    hires = np.asarray(data.mdata.uns["spatial"][library]["images"]["hires"])
+    assert np.ptp(hires[..., :3], axis=2).max() > 0.1
+
+
+def test_spot_maps_are_ticked_in_micrometres(joint_data):
+    data = joint_data
+    fig = sf.pl.joint_clusters(data.mdata, key="joint")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "x (µm, Visium frame)" and ax.get_ylabel() == "y (µm, Visium frame)"
+    library = next(iter(data.mdata.uns["spatial"]))
+    scale = data.mdata.uns["spatial"][library]["scalefactors"]["tissue_hires_scalef"]
+    um = data.mdata.mod["rna"].uns["spatialfuse"]["um_per_px"]
+    ticks = ax.get_xticks()
+    labels = [float(t.get_text()) for t in ax.get_xticklabels()]
+    # each tick sits at its label's µm (hires pixel × µm per full-res pixel / hires scale)
+    np.testing.assert_allclose(ticks * um / scale, labels, rtol=1e-9, atol=1e-6)
+    steps = set(np.round(np.diff(labels), 6))
+    assert len(steps) == 1 and next(iter(steps)) in (100, 200, 500, 1000)

@@ -39,8 +39,10 @@ def spot_table(source, names, columns: dict[str, np.ndarray]) -> anndata.AnnData
 
     ``source`` is an AnnData or MuData whose ``obs_names`` contain ``names``; its
     ``obsm["spatial"]`` (full-res pixels) and ``uns["spatial"]`` (images, scale factors) are
-    carried over, so squidpy draws the spots on the H&E. Without ``obsm["spatial"]``, positions
-    come from ``obsm["spatial_um"]`` and there is no image.
+    carried over, so squidpy draws the spots on the H&E: a bright-field stain in grey, so that the
+    spots' colours are the only colours (a fluorescence image on black, each channel in its
+    colour; :mod:`spatialfuse.pl.stain`). Without ``obsm["spatial"]``, positions come from
+    ``obsm["spatial_um"]`` and there is no image.
     """
     import anndata as ad
     import pandas as pd
@@ -52,12 +54,30 @@ def spot_table(source, names, columns: dict[str, np.ndarray]) -> anndata.AnnData
         table.obsm["spatial"] = np.asarray(source.obsm["spatial"], dtype=np.float64)[rows]
         images = source.uns.get("spatial")
         if isinstance(images, dict) and images:
-            table.uns["spatial"] = images
+            table.uns["spatial"] = _under_spots(images)
     elif "spatial_um" in source.obsm:
         table.obsm["spatial"] = np.asarray(source.obsm["spatial_um"], dtype=np.float64)[rows]
     else:
         raise ValueError("no spot positions: obsm['spatial'] and obsm['spatial_um'] are missing")
     return table
+
+
+def _under_spots(spatial: dict) -> dict:
+    """``uns["spatial"]`` with every library's images as drawn under coloured spots (a copy)."""
+    from spatialfuse.pl.stain import stain_kind, under_overlay
+
+    out = {}
+    for library, entry in spatial.items():
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not images:
+            out[library] = entry
+            continue
+        drawn = {}
+        for res, image in images.items():
+            array = np.asarray(image)
+            drawn[res] = under_overlay(array, stain_kind(array)).astype(np.float32)
+        out[library] = {**entry, "images": drawn}
+    return out
 
 
 def draw_spots(table, color: str, ax: Axes, *, title: str, um_per_px: float | None, **kwargs):
@@ -88,7 +108,28 @@ def draw_spots(table, color: str, ax: Axes, *, title: str, um_per_px: float | No
             )
     options.update(kwargs)
     sq.pl.spatial_scatter(table, color=color, ax=ax, title=title, **options)
+    if "scalebar_dx" in options and options.get("frameon", True):
+        um_axes(ax, float(options["scalebar_dx"]))
     return ax
+
+
+def um_axes(ax: Axes, um_per_unit: float) -> None:
+    """Tick ``ax`` (drawn in image pixels, squidpy's frame) in µm of the Visium frame.
+
+    Ticks sit at round µm values (1, 2 or 5 × 10^k, about four per axis); the labels say so.
+    """
+    import math
+
+    for axis, limits, name in ((ax.xaxis, ax.get_xlim(), "x"), (ax.yaxis, ax.get_ylim(), "y")):
+        low, high = sorted(v * um_per_unit for v in limits)
+        span = (high - low) / 4
+        if not span > 0:
+            continue
+        power = 10.0 ** math.floor(math.log10(span))
+        step = max(m * power for m in (1, 2, 5) if m * power <= span)
+        ticks = np.arange(math.ceil(low / step) * step, high + 1e-9 * step, step)
+        axis.set_ticks(ticks / um_per_unit, labels=[f"{t:g}" for t in ticks])
+        axis.set_label_text(f"{name} (µm, Visium frame)")
 
 
 #: How matplotlib-scalebar writes µ (mathtext, which literal text would show as is).
