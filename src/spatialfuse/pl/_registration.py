@@ -81,7 +81,7 @@ def registration_qc(
     height = float(np.clip(3.6 * fixed.shape[0] / max(fixed.shape[1], 1), 1.5, 6.0)) + 1.2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, height), constrained_layout=True)
     looks = {"fixed": _Look.of(fixed), "moving": _Look.of(moving)}
-    _draw_overlay(axes[0], result, looks, warped, inside, extent)
+    _draw_overlay(axes[0], result, looks, (warped, warped_mask, inside), extent)
     axes[1].imshow(
         _checkerboard(fixed.image, np.where(inside, warped, 0), tiles), cmap="gray", extent=extent
     )
@@ -173,8 +173,9 @@ def _without_small(function, mask: np.ndarray, size: int, old_name: str) -> np.n
     return function(mask, **{old_name: size})
 
 
-#: Opacity of the MSI over the stain in the overlay panel.
-OVERLAY_ALPHA = 0.6
+#: Opacity of the MSI over the stain in the overlay panel: on the MSI's tissue, and elsewhere
+#: where it was measured (faint, so that the stain shows around the tissue).
+OVERLAY_ALPHA, FAINT_ALPHA = 0.6, 0.25
 #: Outline colours (and their words in the title) over each kind of picture: fixed, moving.
 OUTLINE_COLOURS = {
     "bright": (("black", "black"), ("#00b000", "green")),
@@ -286,15 +287,17 @@ def _same_extent(shape, size, img) -> bool:
     )
 
 
-def _draw_overlay(ax, result, looks: dict[str, _Look], warped, inside, extent) -> None:
+def _draw_overlay(ax, result, looks: dict[str, _Look], warped_moving, extent) -> None:
     """The overlay panel: the MSI in its colour map over the stain, or two images in two colours.
 
     One MSI and one optical image: the stain in grey (bright field) or on black (fluorescence),
     the MSI over it in the colour map that contrasts (:func:`spatialfuse.pl.stain.msi_cmap`),
-    where it was measured. Otherwise the fixed image in magenta and the moving one in green.
+    at :data:`OVERLAY_ALPHA` on its tissue and :data:`FAINT_ALPHA` elsewhere where it was
+    measured. Otherwise the fixed image in magenta and the moving one in green.
     """
     from spatialfuse.pl.stain import msi_cmap, stain_words
 
+    warped, warped_mask, inside = warped_moving
     fixed, moving = result.fixed_image, result.moving_image
     kinds = (looks["fixed"].kind, looks["moving"].kind)
     if (kinds[0] == "msi") == (kinds[1] == "msi"):
@@ -307,11 +310,13 @@ def _draw_overlay(ax, result, looks: dict[str, _Look], warped, inside, extent) -
         picture = optical.on_fixed_grid(moving, fixed, result.transform)
         valid = fixed.extra.get("valid")
         msi = fixed.image if valid is None else np.ma.masked_where(~valid, fixed.image)
+        tissue = np.asarray(fixed.mask, bool)
         name = _plain_name(moving)
     else:
         optical = looks["fixed"]
         picture, picture_extent = optical.picture, optical.extent or extent
         msi = np.ma.masked_where(~inside, warped)
+        tissue = warped_mask & inside
         name = _plain_name(fixed)
     if optical.kind == "brightfield":
         grey = picture @ np.array([0.2126, 0.7152, 0.0722])
@@ -323,7 +328,7 @@ def _draw_overlay(ax, result, looks: dict[str, _Look], warped, inside, extent) -
         cmap=cmap,
         vmin=0,
         vmax=1,
-        alpha=OVERLAY_ALPHA,
+        alpha=np.where(tissue, OVERLAY_ALPHA, FAINT_ALPHA),
         extent=extent,
         interpolation="nearest",
     )
