@@ -134,12 +134,12 @@ def joint_cluster(
     of any modality above the floor (then with a :class:`~spatialfuse.errors.DataWarning`);
     ``params["weights_rule"]`` says which. A dict gives each block's total variance by hand (default
     1 each). Measured on the semi-real benchmark: with a noisy MSI (σ 0.6, a smooth gradient on half
-    the ions, 10 junk ions) the joint ARI went 0.40 → 0.83 (seed 0), other cases unchanged within
-    ±0.05 (``docs/benchmarks.md``). Caveats: the share counts only signal that adjacent spots share,
-    so a cell type scattered spot by spot through the tissue looks like noise (give
-    ``spatial_smoothing=0`` for such data, which also turns the weighting off); a smooth nuisance (a
-    matrix-effect gradient) counts as signal; noise with heavier tails than a Gaussian (PCs of
-    counts of uneven depth) keeps shares of 0.1–0.2.
+    the ions, 10 junk ions) the joint ARI went 0.40 → 0.83, 0.80 → 0.86 and 0.81 → 0.76 (seeds 0–2),
+    the other semi-real cases +0.00 to +0.02 (``docs/benchmarks.md``). Caveats: the share counts
+    only signal that adjacent spots share, so a cell type scattered spot by spot through the tissue
+    looks like noise (give ``spatial_smoothing=0`` for such data, which also turns the weighting
+    off); a smooth nuisance (a matrix-effect gradient) counts as signal; noise with heavier tails
+    than a Gaussian (PCs of counts of uneven depth) keeps shares of 0.1–0.2.
 
     **Resolution.** With ``resolution="auto"`` (default) it is chosen from the data by the
     stability of the clusters: for each of :data:`RESOLUTIONS` (0.05 … 2), Leiden runs on
@@ -155,10 +155,10 @@ def joint_cluster(
 
     **Spatial smoothing** is on by default where the table has spot positions
     (``spatial_smoothing=0.3``): 30 % of each spot's graph weight goes to its 6 nearest spots.
-    On the semi-real benchmark it was never worse than none and rescued the cases where the
-    stability rule alone settled on too coarse a level (ARI 0.46 → 0.92 with MSI on 60 % of the
-    spots, 0.38 → 0.80 with a noisy MSI, seed 1); it favours spatially contiguous domains, so
-    give 0 for cell types scattered through the tissue.
+    On the semi-real benchmark (with equal weights) it was never worse than none and rescued the
+    cases where the stability rule alone settled on too coarse a level (ARI 0.46 → 0.92 with MSI
+    on 60 % of the spots, 0.38 → 0.80 with a noisy MSI, seed 1); it favours spatially contiguous
+    domains, so give 0 for cell types scattered through the tissue.
 
     **Spots without MSI** (NaN rows of a modality, e.g. ``has_msi`` false) take no part in the
     joint graph: it is built from the spots that have every modality, and they are clustered
