@@ -166,6 +166,12 @@ def test_equal_weights_where_there_is_no_spatial_evidence():
     np.testing.assert_array_equal(
         placed.obsp["joint_connectivities"].toarray(), plain.obsp["none_connectivities"].toarray()
     )
+    # too few spots for the median of their pairs to mean much
+    few = _mdata(rna[:20], msi[:20], positions=positions[:20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # too few for the stability rule too
+        sf.tl.joint_cluster(few)
+    assert few.uns["joint"]["params"]["weights_rule"] == "equal (too few spots)"
     # positions that say nothing (shuffled): no modality has a share, equal weights, a warning
     shuffled = _mdata(rna, msi, positions=np.random.default_rng(0).permutation(positions))
     with pytest.warns(DataWarning, match="no modality shows spatial signal"):
