@@ -117,3 +117,23 @@ def _with_rna(mdata, rna):
     import mudata
 
     return mudata.MuData({"rna": rna, "msi": mdata.mod["msi"]})
+
+
+def test_gene_and_ion_from_a_written_joint_file_draws_both_on_the_image(joint_data, tmp_path):
+    """``joint.h5mu`` keeps the images once (in the RNA modality): read back, the ion panel
+    borrows them and draws its spots where the in-memory table put them."""
+    import matplotlib.pyplot as plt
+    import mudata
+
+    path = sf.io.write_h5mu(joint_data.mdata, tmp_path / "joint.h5mu", images_once=True)
+    back = mudata.read_h5mu(path)
+    msi = back.mod["msi"]
+    assert not msi.uns.get("spatial")  # stored once: only the RNA modality has them
+    fig = sf.pl.gene_and_ion(back, back.mod["rna"].var_names[0], joint_data.marker_mz)
+    gene_ax, ion_ax = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert gene_ax.images and ion_ax.images, "no H&E under the ion's spots"
+    measured = msi.obs["has_msi"].to_numpy(dtype=bool)
+    scale = _hires(back.mod["rna"])
+    dots = drawn_patches(ion_ax)
+    assert patch_centres(dots) == pytest.approx(msi.obsm["spatial"][measured] * scale, abs=1e-6)
+    plt.close(fig)

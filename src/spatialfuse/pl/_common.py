@@ -34,7 +34,9 @@ def finish(fig: Figure, save: str | os.PathLike | None) -> Figure:
     return fig
 
 
-def spot_table(source, names, columns: dict[str, np.ndarray]) -> anndata.AnnData:
+def spot_table(
+    source, names, columns: dict[str, np.ndarray], *, image_sources=()
+) -> anndata.AnnData:
     """A spots × 0 AnnData for squidpy: ``obs`` = ``columns``, positions and images of ``source``.
 
     ``source`` is an AnnData or MuData whose ``obs_names`` contain ``names``; its
@@ -42,7 +44,9 @@ def spot_table(source, names, columns: dict[str, np.ndarray]) -> anndata.AnnData
     carried over, so squidpy draws the spots on the H&E: a bright-field stain in grey, so that the
     spots' colours are the only colours (a fluorescence image on black, each channel in its
     colour; :mod:`spatialfuse.pl.stain`). Without ``obsm["spatial"]``, positions come from
-    ``obsm["spatial_um"]`` and there is no image.
+    ``obsm["spatial_um"]`` and there is no image. Where ``source`` carries no images, the first
+    of ``image_sources`` that does lends them (a ``joint.h5mu`` stores them once, in its RNA
+    modality).
     """
     import anndata as ad
     import pandas as pd
@@ -52,8 +56,9 @@ def spot_table(source, names, columns: dict[str, np.ndarray]) -> anndata.AnnData
     table = ad.AnnData(obs=obs)
     if "spatial" in source.obsm:
         table.obsm["spatial"] = np.asarray(source.obsm["spatial"], dtype=np.float64)[rows]
-        images = source.uns.get("spatial")
-        if isinstance(images, dict) and images:
+        found = (getattr(each, "uns", {}).get("spatial") for each in (source, *image_sources))
+        images = next((each for each in found if isinstance(each, dict) and each), None)
+        if images:
             table.uns["spatial"] = _under_spots(images)
     elif "spatial_um" in source.obsm:
         table.obsm["spatial"] = np.asarray(source.obsm["spatial_um"], dtype=np.float64)[rows]

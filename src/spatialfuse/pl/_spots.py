@@ -115,7 +115,10 @@ def gene_and_ion(
     gene_spots = spot_table(_positions(rna, mdata), rna.obs_names, {gene: expression})
     draw_spots(gene_spots, gene, axes[0], title=gene, um_per_px=scale, cmap=cmap, **kwargs)
     ion_spots = spot_table(
-        _positions(msi, mdata), msi.obs_names[measured], {ion_label: signal[measured]}
+        _positions(msi, mdata),
+        msi.obs_names[measured],
+        {ion_label: signal[measured]},
+        image_sources=(mdata, rna),
     )
     draw_spots(ion_spots, ion_label, axes[1], title=ion_label, um_per_px=scale, cmap=cmap, **kwargs)
     return finish(fig, save)
