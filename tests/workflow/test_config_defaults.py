@@ -31,6 +31,10 @@ SECTIONS = {
     "Recalibration": (sf.pp.recalibrate, {}, {"enabled"}),
     "PeakPicking": (sf.pp.pick_peaks, {}, {"enabled"}),
     "Annotation": (sf.tl.annotate, {}, {"database"}),
+    "MatrixFlags": (sf.pp.flag_matrix, {}, {"enabled", "drop"}),
+    "IsotopeFlags": (sf.pp.flag_isotopes, {}, {"enabled", "drop"}),
+    "SpatialChaos": (sf.pp.spatial_chaos, {}, {"enabled", "drop"}),
+    "SpatialMoran": (sf.pp.filter_ions_spatial, {}, {"enabled", "drop"}),
 }
 
 
@@ -81,6 +85,28 @@ NOT_IN_CONFIG = {
         "database": "the section's database file (None: no annotation)",
         "mz_key": "the peaks' or the reader's var['mz']",
         "key_added": "the plots, the correlation table and the report read var['annotation_*']",
+        "copy": "the run's own table",
+    },
+    **{
+        section: {
+            "adata": "the data (the spectra section's table)",
+            "mz_key": "the peaks' or the reader's var['mz']",
+            "key_added": "the report and the drop read the library's own var columns",
+            "copy": "the run's own table",
+        }
+        for section in ("MatrixFlags", "IsotopeFlags")
+    },
+    "SpatialChaos": {
+        "adata": "the data (the spectra section's table)",
+        "key_added": "the report and the drop read var['spatial_chaos_ok']",
+        "copy": "the run's own table",
+        "show_progress": "the command line's --quiet",
+    },
+    "SpatialMoran": {
+        "adata": "the data (the spectra section's table)",
+        "spatial_key": "the reader's obsm['spatial'] (pixel centres, µm)",
+        "key_added": "the report and the drop read var['spatially_variable']",
+        "subset": "the section's drop (features are dropped after annotation)",
         "copy": "the run's own table",
     },
 }
@@ -138,6 +164,58 @@ def test_the_spectra_step_passes_every_config_option_on(monkeypatch, tmp_path):
                 continue
             passed = calls[function]
             assert passed[renamed.get(field_name, field_name)] == getattr(config, field_name)
+
+
+def test_the_spectra_flags_pass_every_config_option_on(monkeypatch, tmp_path):
+    """The matrix, isotope and spatial sections reach their functions with every option."""
+    import functools
+
+    import anndata
+    import numpy as np
+    import pandas as pd
+
+    from spatialfuse.workflow import _steps
+
+    calls = {}
+    columns = {
+        "flag_matrix": "matrix",
+        "flag_isotopes": "isotope",
+        "spatial_chaos": "spatial_chaos_ok",
+        "filter_ions_spatial": "spatially_variable",
+    }
+    for name, column in columns.items():
+        original = getattr(sf.pp, name)
+
+        def recorder(adata, _original=original, _column=column, **kwargs):
+            calls[_original] = kwargs
+            adata.var[_column] = _column.endswith(("_ok", "variable"))  # nothing flagged
+
+        monkeypatch.setattr(sf.pp, name, functools.wraps(original)(recorder))
+    spectra = _config.Spectra(
+        matrix=_config.MatrixFlags(enabled=True, matrix=["CHCA", "C7H6O4"], ppm=3.0, drop=True),
+        isotopes=_config.IsotopeFlags(enabled=True, max_isotope=2, min_correlation=0.2),
+        spatial_chaos=_config.SpatialChaos(enabled=True, n_levels=12, min_score=0.4),
+        spatial_moran=_config.SpatialMoran(enabled=True, n_top=3, max_fdr=None, n_neighs=8),
+    )
+    table = anndata.AnnData(
+        np.ones((2, 3)), var=pd.DataFrame({"mz": [100.0, 200.0, 300.0]}, index=list("abc"))
+    )
+    modality = _config.Modality(kind="imzml", path=tmp_path / "a.imzML")
+    out = _steps.process_spectra(table, modality, spectra)
+    assert out.n_vars == 3 and out.uns["spectra_flags"]["n_dropped"] == 0
+    for section, field in (
+        ("MatrixFlags", "matrix"),
+        ("IsotopeFlags", "isotopes"),
+        ("SpatialChaos", "spatial_chaos"),
+        ("SpatialMoran", "spatial_moran"),
+    ):
+        function, renamed, own = SECTIONS[section]
+        config = getattr(spectra, field)
+        passed = calls[function]
+        for field_name in type(config).model_fields:
+            if field_name not in own:
+                assert passed[renamed.get(field_name, field_name)] == getattr(config, field_name)
+        assert not set(passed) & own, (section, passed)
 
 
 def test_the_steps_pass_every_config_option_on(monkeypatch):

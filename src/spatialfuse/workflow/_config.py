@@ -303,20 +303,88 @@ class Annotation(_Model):
     polarity: Literal["positive", "negative"] | None = None
 
 
+class MatrixFlags(_Model):
+    """Matrix ions and clusters flagged (:func:`spatialfuse.pp.flag_matrix`), dropped on request."""
+
+    enabled: bool = False
+    #: Names of known matrices (DHB, CHCA, 9-AA, DAN, SA, NEDC) or molecular formulas.
+    matrix: str | list[str] = "DHB"
+    ppm: Positive = 5.0
+    max_cluster: Count = 3
+    polarity: Literal["positive", "negative"] | None = None
+    #: Remove the flagged features from the table later steps use (else only ``var`` flags).
+    drop: bool = False
+
+
+class IsotopeFlags(_Model):
+    """¹³C isotope peaks flagged (:func:`spatialfuse.pp.flag_isotopes`), dropped on request."""
+
+    enabled: bool = False
+    ppm: Positive = 5.0
+    max_isotope: Count = 3
+    charge: Count = 1
+    max_ratio: Positive = 3.0
+    min_correlation: Annotated[float, Field(ge=-1, le=1)] = 0.5
+    #: Remove the isotope peaks from the table later steps use (else only ``var`` flags).
+    drop: bool = False
+
+
+class SpatialChaos(_Model):
+    """Ion images scored for spatial structure (:func:`spatialfuse.pp.spatial_chaos`)."""
+
+    enabled: bool = False
+    n_levels: Annotated[int, Field(ge=2)] = 30
+    min_score: Fraction = 0.5
+    #: Remove the features scoring below ``min_score`` from the table later steps use.
+    drop: bool = False
+
+
+class SpatialMoran(_Model):
+    """Ion images scored by Moran's I (:func:`spatialfuse.pp.filter_ions_spatial`)."""
+
+    enabled: bool = False
+    min_moran: float = 0.1
+    max_fdr: Annotated[float, Field(gt=0, le=1)] | None = 0.05
+    n_top: Count | None = None
+    n_neighs: Count | None = None
+    #: Remove the features not kept from the table later steps use (the library's ``subset``).
+    drop: bool = False
+
+
 class Spectra(_Model):
-    """Spectra processing of the MSI before registration: recalibration, peaks, annotation."""
+    """Spectra processing of the MSI before registration.
+
+    In this order: recalibration, peaks, matrix and isotope flags, spatial scores (chaos,
+    Moran's I), annotation; then the features flagged in a section with ``drop: true`` are
+    removed (after annotation, so isotope scores still see the M+1 peaks).
+    """
 
     #: The imzml modality processed (None: the run's only imzml input).
     msi: str | None = None
     recalibration: Recalibration = Recalibration()
     peaks: PeakPicking = PeakPicking()
+    matrix: MatrixFlags = MatrixFlags()
+    isotopes: IsotopeFlags = IsotopeFlags()
+    spatial_chaos: SpatialChaos = SpatialChaos()
+    spatial_moran: SpatialMoran = SpatialMoran()
     annotation: Annotation = Annotation()
 
     @property
     def active(self) -> bool:
         """Whether any spectra step is asked for."""
         return (
-            self.recalibration.enabled or self.peaks.enabled or self.annotation.database is not None
+            any(
+                s.enabled
+                for s in (
+                    self.recalibration,
+                    self.peaks,
+                    self.matrix,
+                    self.isotopes,
+                    self.spatial_chaos,
+                    self.spatial_moran,
+                )
+            )
+            or self.annotation.database is not None
         )
 
 

@@ -84,6 +84,21 @@ spectra:
   peaks:
     enabled: false                  # pick peaks of profile spectra into a centroided table
     snr: 3.0                        # (streamed from the file when not recalibrated)
+  matrix:
+    enabled: false                  # flag matrix ions and clusters (var["matrix"])
+    matrix: DHB                     # DHB, CHCA, 9-AA, DAN, SA, NEDC or a formula (or a list)
+    drop: false                     # true: remove them from the table later steps use
+  isotopes:
+    enabled: false                  # flag 13C isotope peaks of lighter features
+    drop: false
+  spatial_chaos:
+    enabled: false                  # score ion images for structure (noise peaks score ~0)
+    min_score: 0.5
+    drop: false                     # true: remove the images scoring below min_score
+  spatial_moran:
+    enabled: false                  # Moran's I of each ion image (squidpy)
+    min_moran: 0.1
+    drop: false
   annotation:
     database: null                  # CSV/TSV of names and formulas or masses (HMDB, LIPID
                                     # MAPS, a METASPACE export); names go into var

@@ -182,6 +182,9 @@ def _inputs(result: RunResult) -> ReportSection:
 
 def _spectra(result: RunResult) -> ReportSection | None:
     """The spectra steps: peaks on the reference spectrum, recalibration error, annotations."""
+    import numpy as np
+    import pandas as pd
+
     from spatialfuse import pl
 
     config = result.config
@@ -201,9 +204,11 @@ def _spectra(result: RunResult) -> ReportSection | None:
         )
         figures.append(ReportFigure("m/z error at each reference peak", pl.recalibration(table)))
     peaks = table.uns.get("peaks")
+    flags = table.uns.get("spectra_flags")
     if isinstance(peaks, dict):
+        picked = flags["n_features"] if isinstance(flags, dict) else table.n_vars
         rows["peaks picked"] = (
-            f"{table.n_vars} of {peaks['n_local_maxima']} local maxima above S/N "
+            f"{picked} of {peaks['n_local_maxima']} local maxima above S/N "
             f"{peaks['snr']:g} (noise {peaks['noise']:.3g})"
         )
         figures.append(ReportFigure("Reference spectrum and picked peaks", pl.spectrum(table)))
@@ -216,17 +221,74 @@ def _spectra(result: RunResult) -> ReportSection | None:
             f"{annotation.get('polarity') or 'unknown'}, {annotation.get('polarity_source', '')})"
         )
         tables.append(ReportTable(_annotation_table(named), caption="Annotated features"))
+    paragraphs = [
+        "The MSI spectra as the config's spectra section processed them before registration: "
+        "recalibration (each pixel's m/z drift against reference peaks, removed), peak "
+        "picking (a centroided table of peaks from the reference spectrum), matrix and isotope "
+        "flags, spatial scores of the ion images, and putative annotation against the "
+        "database given (every candidate is kept in the table's "
+        "uns['annotation']['candidates']; names are putative, by m/z alone)."
+    ]
+    if isinstance(flags, dict):
+        rows.update(_flag_rows(flags, config.spectra))
+        paragraphs.append(_flag_words(flags))
+        features = flags.get("features")
+        if features is not None and len(features):
+            shown = pd.DataFrame(
+                {
+                    "m/z": [f"{v:.4f}" for v in features["mz"]],
+                    "flagged as": features["reason"].to_numpy(),
+                    "dropped": np.where(features["dropped"].to_numpy(bool), "yes", "no"),
+                }
+            )
+            tables.append(ReportTable(shown, caption="Flagged features"))
     return ReportSection(
         "Spectra",
-        paragraphs=[
-            "The MSI spectra as the config's spectra section processed them before registration: "
-            "recalibration (each pixel's m/z drift against reference peaks, removed), peak "
-            "picking (a centroided table of peaks from the reference spectrum) and putative "
-            "annotation against the database given (every candidate is kept in the table's "
-            "uns['annotation']['candidates']; names are putative, by m/z alone)."
-        ],
+        paragraphs=paragraphs,
         tables=[ReportTable(rows, caption="Spectra"), *tables],
         figures=figures,
+    )
+
+
+def _flag_what(field: str, spectra) -> str:
+    """What the flagging step ``field`` of the ``spectra`` section looks for, in words."""
+    section = getattr(spectra, field)
+    if field == "matrix":
+        names = section.matrix if isinstance(section.matrix, str) else ", ".join(section.matrix)
+        return f"{names} matrix ions and clusters (within {section.ppm:g} ppm)"
+    if field == "isotopes":
+        return f"¹³C isotope peaks of lighter features (within {section.ppm:g} ppm)"
+    if field == "spatial_chaos":
+        return f"ion images with a spatial chaos score below {section.min_score:g}"
+    if section.n_top is not None:
+        return f"ion images outside the top {section.n_top} by Moran's I"
+    fdr = f" or FDR above {section.max_fdr:g}" if section.max_fdr is not None else ""
+    return f"ion images with Moran's I below {section.min_moran:g}{fdr}"
+
+
+def _flag_rows(flags: dict, spectra) -> dict[str, str]:
+    n = int(flags["n_features"])
+    rows = {}
+    for field, step in flags["steps"].items():
+        what = "dropped" if step["dropped"] else "kept (flagged in var only)"
+        rows[_flag_what(field, spectra)] = f"{int(step['n_flagged'])} of {n} features, {what}"
+    rows["features dropped"] = f"{int(flags['n_dropped'])} of {n}"
+    return rows
+
+
+def _flag_words(flags: dict) -> str:
+    n, dropped = int(flags["n_features"]), int(flags["n_dropped"])
+    if dropped:
+        kept = n - dropped
+        return (
+            f"{dropped} of the {n} features were dropped as the config asks (drop: true), so "
+            f"registration, mapping and clustering use the other {kept}; every flagged feature is "
+            "listed below with the reason, and the dropped ones stay listed in the exported "
+            "msi_spectra.h5ad's uns['spectra_flags']."
+        )
+    return (
+        f"No feature was dropped (no flagging section has drop: true): the flags are columns of "
+        f"the exported msi_spectra.h5ad's var, and all {n} features go on to registration."
     )
 
 

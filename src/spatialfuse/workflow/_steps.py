@@ -99,15 +99,17 @@ def reads_spectra_from_file(modality: Modality, spectra: Spectra) -> bool:
 def process_spectra(
     msi: anndata.AnnData | None, modality: Modality, spectra: Spectra
 ) -> anndata.AnnData:
-    """Recalibrate, pick peaks and annotate the MSI as the config's ``spectra`` section asks.
+    """Recalibrate, pick peaks, flag, annotate and filter the MSI as ``spectra`` asks.
 
     ``msi`` is the table read from ``modality`` (None where :func:`reads_spectra_from_file`:
-    peaks are then picked streaming the file). Returns the table later steps use.
+    peaks are then picked streaming the file). Returns the table later steps use: without the
+    features of a flagging section with ``drop: true``, and with ``uns["spectra_flags"]`` (every
+    flagged feature, why, and whether it was dropped) where any flagging section ran.
     """
     try:
         return _process_spectra(msi, modality, spectra)
     except ValueError as exc:
-        if isinstance(exc, FileFormatError):
+        if isinstance(exc, FileFormatError):  # ConfigError included
             raise
         # An option the library refuses for these data (an adduct of the other polarity, a
         # centroided table given to recalibration): the config's spectra section says it.
@@ -135,11 +137,112 @@ def _process_spectra(msi, modality: Modality, spectra: Spectra):
         if spectra.recalibration.enabled:
             picked.uns["recalibration"] = table.uns["recalibration"]
         table = picked
+    flags = _flag_features(table, spectra)
     annotation = spectra.annotation
     if annotation.database is not None:
         require_regular_file(annotation.database, "annotation database")
         options = library_options(annotation, tl.annotate, exclude=("database",))
         tl.annotate(table, annotation.database, **options)
+    if flags:
+        table = _drop_flagged(table, flags, modality)
+    return table
+
+
+#: The spectra section's flagging steps: config field, library function, the ``var`` column that
+#: marks a flagged feature and whether true means flagged (False: the column marks kept ones).
+SPECTRA_FLAGS = (
+    ("matrix", "flag_matrix", "matrix", True),
+    ("isotopes", "flag_isotopes", "isotope", True),
+    ("spatial_chaos", "spatial_chaos", "spatial_chaos_ok", False),
+    ("spatial_moran", "filter_ions_spatial", "spatially_variable", False),
+)
+
+
+def _flag_features(table, spectra: Spectra) -> dict[str, Any]:
+    """Run the enabled flagging steps on ``table`` in place; what each flagged, by step."""
+    import numpy as np
+
+    from spatialfuse import pp
+
+    done = {}
+    for field, name, column, flagged_when in SPECTRA_FLAGS:
+        section = getattr(spectra, field)
+        if not section.enabled:
+            continue
+        function = getattr(pp, name)
+        function(table, **library_options(section, function, exclude=("enabled", "drop")))
+        flagged = np.asarray(table.var[column], dtype=bool) == flagged_when
+        done[field] = {"flagged": flagged, "drop": bool(section.drop)}
+    return done
+
+
+def _reason(field: str, var, i: int) -> str:
+    """Why feature ``i`` was flagged by step ``field``, in words."""
+    row = var.iloc[i]
+    if field == "matrix":
+        return f"matrix ion {row['matrix_ion']} ({row['matrix_ppm']:+.1f} ppm)"
+    if field == "isotopes":
+        return f"M+{int(row['isotope_number'])} isotope of {row['isotope_of']}"
+    if field == "spatial_chaos":
+        return f"spatial chaos score {row['spatial_chaos']:.2f}"
+    return f"Moran's I {row['moranI']:.2f} (FDR {row['moranI_fdr']:.2g})"
+
+
+def _drop_flagged(table, flags: dict[str, Any], modality: Modality):
+    """Record every flagged feature (``uns["spectra_flags"]``) and drop those asked for.
+
+    Raises
+    ------
+    ConfigError
+        The features to drop are all the table has.
+    """
+    import numpy as np
+    import pandas as pd
+
+    n = table.n_vars
+    flagged = np.zeros(n, dtype=bool)
+    dropped = np.zeros(n, dtype=bool)
+    for step in flags.values():
+        flagged |= step["flagged"]
+        if step["drop"]:
+            dropped |= step["flagged"]
+    reasons = [
+        "; ".join(
+            _reason(field, table.var, i) for field, step in flags.items() if step["flagged"][i]
+        )
+        for i in np.flatnonzero(flagged)
+    ]
+    index = table.var_names[flagged]
+    record = pd.DataFrame(
+        {
+            "mz": np.asarray(table.var["mz"], dtype=np.float64)[flagged],
+            "reason": pd.Series(reasons, index=index, dtype=object).astype(str),
+            "dropped": dropped[flagged],
+        },
+        index=index,
+    )
+    summary = {
+        field: {
+            "n_flagged": int(step["flagged"].sum()),
+            "dropped": step["drop"],
+        }
+        for field, step in flags.items()
+    }
+    if dropped.all():
+        steps = ", ".join(f for f, step in flags.items() if step["drop"])
+        raise ConfigError(
+            modality.path,
+            f"the spectra section would drop all {n} features ({steps} with drop: true); "
+            "loosen their thresholds or set drop: false",
+        )
+    table.uns["spectra_flags"] = {
+        "n_features": n,
+        "n_dropped": int(dropped.sum()),
+        "steps": summary,
+        "features": record,
+    }
+    if dropped.any():
+        table = table[:, ~dropped].copy()
     return table
 
 
