@@ -38,6 +38,8 @@ KEY_ADDED_EXCEPTIONS = {
 RETURNS_NEW = {
     "tl.map_to_spots": "a new spots × m/z AnnData",
     "tl.map_to_pixels": "a new pixels × genes AnnData",
+    "tl.map_to_bins": "a new HD bins × m/z AnnData",
+    "tl.aggregate_bins": "a new AnnData of coarser bins (the observations change)",
     "tl.joint_table": "a new MuData of copies",
     "tl.concatenate_modalities": "a new AnnData",
     "tl.cross_modal_correlation": "a DataFrame",
