@@ -80,8 +80,8 @@ def test_brain_fragments_are_registered_within_their_reference(real_pairs, pair_
 @pytest.mark.slow
 def test_brain_fragment_without_structure_lands_and_landmarks_fix_it(real_pairs):
     """A13 (a near featureless MALDI blob, a sparse 157 × 90 px H&E, no pixel sizes): mutual
-    information prefers a fit turned 180° and stretched 1.8×; of the two finished starts the
-    less stretched one is kept, within the reference's bound (37.9 px off before session 9). It
+    information prefers a fit turned 180° and stretched 1.8×; of the two finished starts the one
+    within a 1.5× stretch is kept, within the reference's bound (37.9 px off before session 9). It
     still stretches 1.46× (the reference itself 1.31×), so it is flagged. The hand-placed
     landmarks, given as a start, give a result within the bound too."""
     pair = real_pairs.brain_fragments("A13")
