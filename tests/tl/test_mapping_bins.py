@@ -130,6 +130,17 @@ def test_exact_overlaps_match_shapely(case, bin_rotation):
     assert out.uns["spatialfuse"]["mapping"]["geometry"]["kind"] == "exact"
 
 
+@pytest.mark.parametrize("pixel", [4.0, 3.0])
+def test_bin_edges_on_pixel_lines(pixel):
+    """Bin edges lying on pixel edges (aligned grids) count each overlap once."""
+    transform = CASES["identity"]
+    msi = make_msi(6, 6, pixel, X=lambda c: np.eye(len(c)))
+    bins = make_bins(10, 10, 2.0, origin=(1.0, 2.0))  # x edges on even µm, y edges on odd µm
+    out = sf.tl.map_to_bins(msi, bins, transform=transform, aggregate="sum", fill_value=0.0)
+    expected = exact_weights(bins, msi, transform) * 4.0 / (pixel * pixel)
+    assert np.abs(np.asarray(out.X) - expected).max() < 1e-12
+
+
 def test_mean_of_a_linear_pattern_and_constant():
     """A linear MSI pattern: a fully covered bin's area mean is the pattern at the bin centre."""
     transform = CASES["rotated_stretched"]

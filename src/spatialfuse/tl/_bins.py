@@ -11,10 +11,11 @@ overlap. An MSI pixel at 1-based grid position ``(x, y)`` is the square
 
 With a linear transform (affine, similarity, rigid) a bin is a parallelogram in the MSI frame, and
 its overlap with each MSI pixel is computed exactly: a bin that lies inside one pixel (most bins
-when the pixels are larger than the bins) takes that pixel whole; the others are clipped against
-each pixel square their bounding box touches (Sutherland–Hodgman against four axis-aligned lines,
-vectorised over all bin × pixel pairs of a chunk). With a nonrigid transform, or when asked, each
-bin is sampled on an ``s × s`` grid of points instead (see :func:`map_to_bins`).
+when the pixels are larger than the bins) takes that pixel whole; for the others the area inside
+each pixel square their bounding box touches comes from Green's theorem along the bin's four
+edges in closed form, vectorised over all bin × pixel pairs of a chunk (no polygon clipping).
+With a nonrigid transform, or when asked, each bin is sampled on an ``s × s`` grid of points
+instead (see :func:`map_to_bins`).
 
 Nothing of size bins × pixels is formed: bins are processed in chunks whose temporaries stay
 under the ``max_block_bytes`` resource limit, each chunk's weights multiplied into the MSI table
@@ -65,8 +66,8 @@ _GRID_TOLERANCE = 0.05
 _PITCH_TOLERANCE = 0.02
 # Overlaps below this fraction of a bin are rounding (a cell touching the bin), not overlap.
 _TOUCHING = 1e-12
-# Bytes of temporaries per bin × pixel pair in the exact clipping (16 vertices, a few copies).
-_BYTES_PER_PAIR = 1536
+# Bytes of temporaries per candidate bin × pixel pair of the exact areas (~60 float64 values).
+_BYTES_PER_PAIR = 512
 
 
 # -------------------------------------------------------------------------------------------------
@@ -518,6 +519,8 @@ def _exact_weights(col, row, linear: np.ndarray, raster: MsiRaster):
     n = len(col)
     centre = np.stack([col, row], axis=1).astype(np.float64) @ linear[:, :2].T + linear[:, 2]
     corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) @ linear[:, :2].T
+    if np.linalg.det(linear[:, :2]) < 0:
+        corners = corners[::-1]  # counter-clockwise, as _clipped_area needs
     half = np.abs(linear[:, :2]).sum(axis=1) / 2
     bin_area = abs(float(np.linalg.det(linear[:, :2])))
     lo = np.floor(centre - half).astype(np.int64)
@@ -570,42 +573,44 @@ def _pixel_rows(raster: MsiRaster, cx: np.ndarray, cy: np.ndarray) -> np.ndarray
 
 
 def _clipped_area(polygon: np.ndarray, x0: np.ndarray, y0: np.ndarray) -> np.ndarray:
-    """Area of each convex ``polygon`` (N, 4, 2) inside the unit cell at ``(x0, y0)``."""
-    n = len(polygon)
-    count = np.full(n, polygon.shape[1], dtype=np.int64)
-    for axis, bound, sign in ((0, x0, 1.0), (0, x0 + 1, -1.0), (1, y0, 1.0), (1, y0 + 1, -1.0)):
-        polygon, count = _clip(polygon, count, axis, bound, sign)
-    m = polygon.shape[1]
-    if m == 0:
-        return np.zeros(n)
-    idx = np.arange(m)
-    safe = np.maximum(count, 1)[:, None]
-    nxt = np.take_along_axis(polygon, ((idx[None, :] + 1) % safe)[..., None], axis=1)
-    cross = polygon[..., 0] * nxt[..., 1] - nxt[..., 0] * polygon[..., 1]
-    cross = np.where(idx[None, :] < count[:, None], cross, 0.0)
-    return np.abs(cross.sum(axis=1)) / 2
+    """Area of each convex counter-clockwise ``polygon`` (N, k, 2) in the unit cell at ``(x0, y0)``.
+
+    Green's theorem with ``G(x, y) = clamp(x − x0, 0, 1)`` for ``y0 ≤ y ≤ y0 + 1`` (else 0), whose
+    x-derivative is the cell's indicator: the area is ``∮ G dy`` along the polygon's edges alone,
+    each edge cut to the cell's rows and ``∫ clamp(x) dt`` taken in closed form through
+    ``h(x) = ∫ clamp``. Every term is continuous in the geometry, so edges that lie on a cell's
+    lines need no special case; no vertices are clipped, sorted or gathered.
+    """
+    n, k = polygon.shape[0], polygon.shape[1]
+    area = np.zeros(n)
+    for e in range(k):
+        p, q = polygon[:, e], polygon[:, (e + 1) % k]
+        px, py = p[:, 0] - x0, p[:, 1] - y0
+        dx, dy = q[:, 0] - p[:, 0], q[:, 1] - p[:, 1]
+        moving = dy != 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t0 = np.where(moving, -py / dy, 0.0)
+            t1 = np.where(moving, (1.0 - py) / dy, 0.0)
+        lo = np.clip(np.minimum(t0, t1), 0.0, 1.0)
+        hi = np.clip(np.maximum(t0, t1), 0.0, 1.0)
+        span = np.where(moving, hi - lo, 0.0)
+        xa, xb = px + lo * dx, px + hi * dx
+        width = xb - xa
+        steep = np.abs(width) < 1e-9
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(
+                steep,
+                np.clip((xa + xb) / 2, 0.0, 1.0),
+                (_h(xb) - _h(xa)) / np.where(steep, 1.0, width),
+            )
+        area += mean * span * dy
+    return area
 
 
-def _clip(polygon: np.ndarray, count: np.ndarray, axis: int, bound: np.ndarray, sign: float):
-    """Clip convex polygons to ``sign · (p[axis] − bound) ≥ 0`` (Sutherland–Hodgman, vectorised)."""
-    n, m, _ = polygon.shape
-    idx = np.arange(m)
-    valid = idx[None, :] < count[:, None]
-    safe = np.maximum(count, 1)[:, None]
-    nxt = np.take_along_axis(polygon, ((idx[None, :] + 1) % safe)[..., None], axis=1)
-    s = sign * (polygon[..., axis] - bound[:, None])
-    t = sign * (nxt[..., axis] - bound[:, None])
-    inside, inside_next = s >= 0, t >= 0
-    crossing = (inside != inside_next) & valid
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(crossing, s / np.where(crossing, s - t, 1.0), 0.0)
-    meet = polygon + frac[..., None] * (nxt - polygon)
-    out = np.stack([polygon, meet], axis=2).reshape(n, 2 * m, 2)
-    keep = np.stack([inside & valid, crossing], axis=2).reshape(n, 2 * m)
-    new_count = keep.sum(axis=1)
-    width = int(new_count.max()) if n else 0
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-    return np.take_along_axis(out, order[..., None], axis=1), new_count
+def _h(x: np.ndarray) -> np.ndarray:
+    """``∫_0^x clamp(s, 0, 1) ds``."""
+    c = np.clip(x, 0.0, 1.0)
+    return c * c / 2 + np.maximum(x - 1.0, 0.0)
 
 
 def _sampled_weights(col, row, grid: BinGrid, transform: Transform, raster: MsiRaster, s: int):
