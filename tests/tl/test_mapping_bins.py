@@ -353,3 +353,14 @@ def test_errors():
     far = AffineTransform.from_params(translation=(1e4, 1e4))
     with pytest.warns(DataWarning, match="none of the 25 Visium HD bins overlaps"):
         sf.tl.map_to_bins(msi, bins, transform=far)
+
+
+@pytest.mark.parametrize(("nc", "nr"), [(6, 1), (1, 6), (1, 1)])
+def test_a_line_or_one_bin_is_a_grid(nc, nr):
+    bins = make_bins(nc, nr, 8.0, rotation_deg=10.0 if nc * nr > 1 else 0.0, origin=(30.0, 30.0))
+    grid = BinGrid(bins)
+    t = np.deg2rad(10.0 if nc * nr > 1 else 0.0)
+    expected = 8.0 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    np.testing.assert_allclose(grid.matrix[:, :2], expected, atol=1e-9)
+    out = sf.tl.map_to_bins(make_msi(10, 10, 10.0), bins, transform=CASES["identity"])
+    assert out.obs["has_msi"].all()

@@ -60,6 +60,8 @@ MEASURED_SAMPLING_ERROR = {
     8: (0.024, 0.0062),
     16: (0.0051, 0.0017),
 }
+# Bins per block of the grid fit (bounds its temporaries to ~50 MB).
+_FIT_BLOCK = 1 << 20
 # Grid residual (fraction of the bin pitch) above which bins are "not on a grid".
 _GRID_TOLERANCE = 0.05
 # Disagreement between the fitted bin pitch and the declared bin size that earns a warning.
@@ -163,58 +165,63 @@ class BinGrid:
                 f"{name} lacks {', '.join(what)}; expected the layout of sf.io.read_visium on a "
                 "Visium HD bin folder",
             )
-        row = np.asarray(bins.obs["array_row"], dtype=np.float64)
-        col = np.asarray(bins.obs["array_col"], dtype=np.float64)
-        if not (np.isfinite(row).all() and np.isfinite(col).all()) or (
-            (row != np.round(row)).any() or (col != np.round(col)).any()
-        ):
-            raise FileFormatError(
-                None, f"{name}: obs['array_row'/'array_col'] must be integer grid indices"
-            )
-        self.row, self.col = row.astype(np.int64), col.astype(np.int64)
+        self.row = _grid_index(bins.obs["array_row"], name)
+        self.col = _grid_index(bins.obs["array_col"], name)
         xy = np.asarray(bins.obsm["spatial_um"], dtype=np.float64)
-        if xy.shape != (len(row), 2) or not np.isfinite(xy).all():
+        if xy.shape != (len(self.row), 2) or not np.isfinite(xy).all():
             raise FileFormatError(None, f"{name}.obsm['spatial_um'] must be finite (n, 2) µm")
-        self.n = len(row)
+        self.n = len(self.row)
         self.matrix = self._fit(xy, name)
 
+    def _blocks(self):
+        return range(0, self.n, _FIT_BLOCK)
+
     def _fit(self, xy: np.ndarray, name: str) -> np.ndarray:
+        """Least-squares grid through every bin centre, in blocks (normal equations), checked."""
         size = self.bin_size_um
         if self.n == 0:
+            self.residual_um = 0.0
             return np.array([[size, 0.0, 0.0], [0.0, size, 0.0]])
-        c0, r0 = self.col - self.col[0], self.row - self.row[0]
-        design = np.stack([c0, r0], axis=1).astype(np.float64)
-        linear = np.array([[size, 0.0], [0.0, size]])
-        if np.linalg.matrix_rank(design) == 2:
-            centred = design - design.mean(axis=0)
-            target = xy - xy.mean(axis=0)
-            solution, *_ = np.linalg.lstsq(centred, target, rcond=None)
-            linear = solution.T
+        origin = np.array([self.col[0], self.row[0]], dtype=np.float64)
+        gram, rhs = np.zeros((3, 3)), np.zeros((3, 2))
+        for a in self._blocks():
+            design = self._design(a, origin)
+            gram += design.T @ design
+            rhs += design.T @ (xy[a : a + _FIT_BLOCK] - xy[0])
+        if np.linalg.matrix_rank(gram) == 3:
+            solution = np.linalg.solve(gram, rhs)  # rows: per col step, per row step, offset
+            linear, offset = solution[:2].T, solution[2] + xy[0]
         else:
-            # A line or a single bin: the grid's axes are taken as the image axes.
-            step = np.flatnonzero((design != 0).any(axis=1))
-            if step.size:
-                i = step[0]
-                d = xy[i] - xy[0]
-                g = design[i]
-                # the fitted direction along the line; the other axis perpendicular to it
-                if g[0] != 0 and g[1] == 0:
-                    a = d / g[0]
-                    linear = np.array([[a[0], -a[1]], [a[1], a[0]]])
-                elif g[1] != 0 and g[0] == 0:
-                    b = d / g[1]
-                    linear = np.array([[b[1], b[0]], [-b[0], b[1]]])
-        offset = (xy - design @ linear.T).mean(axis=0)
-        matrix = np.column_stack([linear, offset - linear @ [self.col[0], self.row[0]]])
-        fitted = np.stack([self.col, self.row], axis=1) @ matrix[:, :2].T + matrix[:, 2]
-        self.residual_um = float(np.hypot(*(fitted - xy).T).max())
+            # A line or a single bin: the grid's axes are taken as the image axes, scaled to the
+            # step along the line where there is one.
+            linear, offset = np.array([[size, 0.0], [0.0, size]]), xy[0].copy()
+            steps = self.col - self.col[0], self.row - self.row[0]
+            moved = np.flatnonzero((steps[0] != 0) | (steps[1] != 0))
+            if moved.size:
+                i = moved[0]
+                g = np.array([steps[0][i], steps[1][i]], dtype=np.float64)
+                d = (xy[i] - xy[0]) / np.hypot(*g)
+                u = g / np.hypot(*g)
+                # rotate-and-scale map sending grid direction u to image direction d
+                rot = np.array([[d[0], -d[1]], [d[1], d[0]]]) @ np.array(
+                    [[u[0], u[1]], [-u[1], u[0]]]
+                )
+                linear = rot
+        matrix = np.column_stack([linear, offset - linear @ origin])
+        worst, residual = 0, 0.0
+        for a in self._blocks():
+            fitted = self._design(a, np.zeros(2))[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+            miss = np.hypot(*(fitted - xy[a : a + _FIT_BLOCK]).T)
+            k = int(np.argmax(miss))
+            if miss[k] > residual:
+                worst, residual = a + k, float(miss[k])
+        self.residual_um = residual
         pitch = np.hypot(linear[0], linear[1])  # µm per grid step along col, row
-        if not (pitch > 0).all() or self.residual_um > _GRID_TOLERANCE * float(pitch.min()):
-            worst = int(np.argmax(np.hypot(*(fitted - xy).T)))
+        if not (pitch > 0).all() or residual > _GRID_TOLERANCE * float(pitch.min()):
             raise FileFormatError(
                 None,
                 f"{name}: the bins are not on a regular grid: the bin at array_row "
-                f"{self.row[worst]}, array_col {self.col[worst]} lies {self.residual_um:.3g} µm "
+                f"{self.row[worst]}, array_col {self.col[worst]} lies {residual:.3g} µm "
                 f"from the grid fitted to all {self.n:,} bins (tolerance "
                 f"{_GRID_TOLERANCE * float(pitch.min()):.3g} µm); map Visium spots (not HD bins) "
                 "with sf.tl.map_to_spots, or check obs['array_row'/'array_col'] against "
@@ -230,6 +237,13 @@ class BinGrid:
             )
         return matrix
 
+    def _design(self, start: int, origin: np.ndarray) -> np.ndarray:
+        """``(col, row, 1)`` of a block of bins, grid indices relative to ``origin``."""
+        stop = start + _FIT_BLOCK
+        c = self.col[start:stop] - origin[0]
+        r = self.row[start:stop] - origin[1]
+        return np.stack([c, r, np.ones(len(c))], axis=1)
+
     @property
     def area_um2(self) -> float:
         """Area of one bin (grid cell) in µm²."""
@@ -239,6 +253,22 @@ class BinGrid:
         """µm of grid positions ``(col, row)`` (floats allowed)."""
         g = np.stack([np.asarray(col, np.float64), np.asarray(row, np.float64)], axis=1)
         return g @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+
+def _grid_index(values, name: str) -> np.ndarray:
+    """Integer grid indices as int64 (no copy when they already are), checked."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    try:
+        number = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError):
+        number = np.array([np.nan])
+    if not np.isfinite(number).all() or (number != np.round(number)).any():
+        raise FileFormatError(
+            None, f"{name}: obs['array_row'/'array_col'] must be integer grid indices"
+        )
+    return number.astype(np.int64)
 
 
 # -------------------------------------------------------------------------------------------------
