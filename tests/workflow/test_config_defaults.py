@@ -69,7 +69,8 @@ NOT_IN_CONFIG = {
         "show_progress": "the command line's --quiet",
     },
     "Recalibration": {
-        "adata": "the data (the spectra section's imzml modality, read as a table)",
+        "adata": "the data (the spectra section's imzml file or store, or its table)",
+        "pixel_size_um": "the modality's pixel_size_um",
         "key_added": "the report reads uns['recalibration']",
         "copy": "the run's own table",
         "show_progress": "the command line's --quiet",

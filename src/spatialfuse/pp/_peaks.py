@@ -339,13 +339,35 @@ def _reference_from_table(adata, reference: str) -> tuple[np.ndarray, np.ndarray
         if sparse.issparse(x):
             values = x.mean(axis=0) if reference == "mean" else x.max(axis=0).toarray()
         elif hasattr(x, "compute"):
-            import dask.array as da
-
-            values = (da.nanmean if reference == "mean" else da.nanmax)(x, axis=0).compute()
+            values = _lazy_reference(x, reference)
         else:
             values = (np.nanmean if reference == "mean" else np.nanmax)(x, axis=0)
     values = np.asarray(values, dtype=np.float64).ravel()
     return mz, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _lazy_reference(x, reference: str) -> np.ndarray:
+    """Column mean or maximum of a dask table, one block of rows computed at a time.
+
+    dask's own reductions let the scheduler compute many blocks (or their per-block partial
+    sums, a row of the axis each) before combining them; a loop holds one block.
+    """
+    total = np.zeros(x.shape[1])
+    count = np.zeros(x.shape[1])
+    top = np.full(x.shape[1], np.nan)
+    step = _rows_per_chunk(x.shape[1])
+    for a in range(0, x.shape[0], step):
+        block = np.asarray(x[a : a + step].compute(), dtype=np.float64)
+        finite = np.isfinite(block)
+        if reference == "mean":
+            total += np.where(finite, block, 0.0).sum(axis=0)
+            count += finite.sum(axis=0)
+        else:
+            top = np.fmax(top, np.where(finite, block, np.nan).max(axis=0, initial=-np.inf))
+    if reference != "mean":
+        return np.where(np.isfinite(top), top, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count
 
 
 def _table_sums(x, weights, show_progress: bool) -> np.ndarray:

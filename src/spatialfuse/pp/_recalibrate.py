@@ -28,6 +28,7 @@ correction on an Orbitrap or a TOF needs, and they are a few vectorised lines on
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -176,9 +177,63 @@ def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     return np.sort(peaks.mz[order])
 
 
+def _rows_per_chunk(n_points: int) -> int:
+    """Rows of ``n_points`` values that make one chunk of ``_CHUNK_VALUES``."""
+    return max(1, _CHUNK_VALUES // max(1, n_points))
+
+
+def _file_table(path, pixel_size_um) -> anndata.AnnData:
+    """A continuous imzML file as a pixels × profile points table whose ``X`` is lazy.
+
+    ``X`` is a dask array of row blocks of ``_CHUNK_VALUES`` values, each read from the
+    memory-mapped ``.ibd`` when computed; ``obs``, ``obsm`` and ``uns`` are
+    :func:`spatialfuse.io.read_imzml`'s (read for one m/z window, so nothing else is held).
+    """
+    import anndata as ad
+    import dask.array as da
+    import pandas as pd
+
+    from spatialfuse.core.mz import mz_feature_names
+    from spatialfuse.io.imzml import ImzMLReader, MzAxis, read_imzml
+
+    reader = ImzMLReader(path)
+    axis = reader.shared_mz_axis()
+    if axis is None:
+        reader.close()
+        raise ValueError(
+            f"{path}: recalibration straight from a file needs a continuous imzML (one shared "
+            "m/z axis); read a processed file with sf.io.read_imzml first (a common axis)"
+        )
+    axis = np.asarray(axis, dtype=np.float64)
+    one = axis[:1]
+    header = read_imzml(path, mz=MzAxis(one, one, one, np.zeros(1)), pixel_size_um=pixel_size_um)
+    n, rows = reader.n_spectra, _rows_per_chunk(axis.size)
+    chunks = (tuple(min(rows, n - a) for a in range(0, n, rows)), (axis.size,))
+
+    def load(block_info=None):
+        (a, b), _ = block_info[None]["array-location"]
+        out = np.zeros((b - a, axis.size), dtype=np.float32)
+        for i in range(a, b):
+            _, intensity = reader.spectrum(i)
+            out[i - a, : intensity.size] = intensity[: axis.size]
+        return out
+
+    x = da.map_blocks(load, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+    var = pd.DataFrame({"mz": axis}, index=pd.Index(mz_feature_names(axis), dtype=str))
+    table = ad.AnnData(X=x, obs=header.obs.copy(), var=var)
+    for key, value in header.obsm.items():
+        table.obsm[key] = value
+    table.uns.update(header.uns)
+    return table
+
+
 def _lazy_resample(x, mz: np.ndarray, offset: np.ndarray, slope: np.ndarray, centre: float):
-    """A dask table whose rows are resampled at their corrected m/z when computed."""
-    full_rows = x.rechunk({1: -1})
+    """A dask table whose rows are resampled at their corrected m/z when computed.
+
+    Chunks hold whole rows, as many as make ``_CHUNK_VALUES`` values (a store's tall chunks
+    of few columns would otherwise become tall chunks of every column).
+    """
+    full_rows = x.rechunk({0: _rows_per_chunk(x.shape[1]), 1: -1})
 
     def apply(block, block_info=None):
         start, stop = block_info[0]["array-location"][0]
@@ -189,7 +244,7 @@ def _lazy_resample(x, mz: np.ndarray, offset: np.ndarray, slope: np.ndarray, cen
 
 
 def recalibrate(
-    adata: anndata.AnnData,
+    adata: anndata.AnnData | str | os.PathLike,
     *,
     reference_mz: list[float] | np.ndarray | None = None,
     n_references: int = 10,
@@ -197,6 +252,7 @@ def recalibrate(
     snr: float = 5.0,
     model: str = "shift",
     group_by: str | None = None,
+    pixel_size_um: float | tuple[float, float] | None = None,
     key_added: str = "recalibration",
     copy: bool = False,
     show_progress: bool = False,
@@ -212,7 +268,9 @@ def recalibrate(
         :func:`spatialfuse.io.read_imzml` of a continuous profile file. ``X`` may be dense,
         sparse or a dask array (:func:`spatialfuse.io.read_msi_zarr`): the drift is measured
         chunk by chunk (16 MiB of values at a time) and a dask ``X`` stays lazy, resampled
-        when computed.
+        when computed. Or the path of a continuous imzML file: it is read chunk by chunk
+        from its memory-mapped ``.ibd`` (never whole) and a new table with a lazy ``X`` is
+        returned, which :func:`pick_peaks` streams in turn.
     reference_mz
         Lock masses (m/z of ions known to be in the sample: matrix ions, internal standards)
         for an absolute calibration. None: the ``n_references`` peaks of the mean spectrum
@@ -229,6 +287,8 @@ def recalibrate(
         An ``obs`` column whose groups share one model, fitted to the pooled errors of their
         pixels: ``"imzml_y"`` fits one per acquisition line (steadier where single spectra
         are noisy). None: one model per pixel.
+    pixel_size_um
+        For a file without a pixel size, the pixel size in µm (as in ``read_imzml``).
     key_added
         Prefix of the ``obs`` columns and name of the ``uns`` entry written.
     copy
@@ -239,7 +299,7 @@ def recalibrate(
     Returns
     -------
     anndata.AnnData or None
-        The recalibrated copy if ``copy``, else None. Writes:
+        The recalibrated copy if ``copy`` or ``adata`` is a path, else None. Writes:
 
         - ``X``: each spectrum resampled at its corrected m/z (float32, on the same axis; a
           dask ``X`` becomes a lazy dask array);
@@ -252,6 +312,9 @@ def recalibrate(
     """
     from scipy import sparse
 
+    from_file = isinstance(adata, str | os.PathLike)
+    if from_file:  # a new table: returned, never copied
+        adata, copy = _file_table(adata, pixel_size_um), False
     check_adata(adata)
     if "mz" not in adata.var:
         raise ValueError("adata.var has no 'mz' column: give a table of profile m/z points")
@@ -342,4 +405,4 @@ def recalibrate(
         summary_before,
         summary_after,
     )
-    return adata if copy else None
+    return adata if copy or from_file else None

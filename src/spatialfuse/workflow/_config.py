@@ -278,7 +278,8 @@ class Recalibration(_Model):
 class PeakPicking(_Model):
     """Peak picking of profile spectra into a centroided table (:func:`spatialfuse.pp.pick_peaks`).
 
-    Without recalibration the file is streamed (never a dense pixels × points table).
+    The imzML file or store is streamed, recalibrated or not (never a dense pixels × points
+    table; a processed profile file to recalibrate is read on a common axis first).
     """
 
     enabled: bool = False
@@ -359,7 +360,7 @@ class Spectra(_Model):
     removed (after annotation, so isotope scores still see the M+1 peaks).
     """
 
-    #: The imzml modality processed (None: the run's only imzml input).
+    #: The imzml or msi_zarr modality processed (None: the run's only MSI input).
     msi: str | None = None
     recalibration: Recalibration = Recalibration()
     peaks: PeakPicking = PeakPicking()
@@ -460,18 +461,29 @@ class RunConfig(_Model):
         explicit = self.spectra.msi
         if explicit is not None:
             kind = self.modalities.get(explicit)
-            if kind is None or kind.kind != "imzml":
-                raise ValueError(f"spectra.msi is {explicit!r}, which is not an imzml modality")
-            return explicit
-        found = [n for n, m in self.modalities.items() if m.kind == "imzml"]
+            if kind is None or kind.kind not in MSI_KINDS:
+                raise ValueError(
+                    f"spectra.msi is {explicit!r}, which is not an imzml or msi_zarr modality"
+                )
+            found = [explicit]
+        else:
+            found = [n for n, m in self.modalities.items() if m.kind in MSI_KINDS]
         if len(found) != 1:
             which = f"several ({', '.join(found)}): say which" if found else "none"
-            raise ValueError(f"the spectra steps need one imzml modality; there are {which}")
+            raise ValueError(
+                f"the spectra steps need one imzml or msi_zarr modality; there are {which}"
+            )
+        if self.modalities[found[0]].kind == "msi_zarr" and not self.spectra.peaks.enabled:
+            raise ValueError(
+                f"spectra on the msi_zarr store {found[0]!r} need peaks: {{enabled: true}} (the "
+                "steps stream the store into a pixels × peaks table; a recalibrated or flagged "
+                "copy of the whole store is not written)"
+            )
         return found[0]
 
     @property
     def spectra_msi_name(self) -> str | None:
-        """The imzml modality the spectra steps process (None when none is asked for)."""
+        """The MSI modality the spectra steps process (None when none is asked for)."""
         return self._spectra_msi() if self.spectra.active else None
 
     def _distinct_output_files(self) -> None:

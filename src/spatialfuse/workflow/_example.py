@@ -83,7 +83,7 @@ spectra:
     reference_mz: null              # lock masses; null: the data's most frequent peaks
   peaks:
     enabled: false                  # pick peaks of profile spectra into a centroided table
-    snr: 3.0                        # (streamed from the file when not recalibrated)
+    snr: 3.0                        # (streamed from the file or store, never whole)
   matrix:
     enabled: false                  # flag matrix ions and clusters (var["matrix"])
     matrix: DHB                     # DHB, CHCA, 9-AA, DAN, SA, NEDC or a formula (or a list)

@@ -92,8 +92,12 @@ def _check_spots_on_tissue(visium, path):
 
 
 def reads_spectra_from_file(modality: Modality, spectra: Spectra) -> bool:
-    """Whether peak picking streams the imzML file itself (no table is read for it first)."""
-    return modality.kind == "imzml" and spectra.peaks.enabled and not spectra.recalibration.enabled
+    """Whether the spectra steps stream the imzML file itself (no table is read for them first).
+
+    Peak picking streams the file; recalibration before it reads a continuous file chunk by
+    chunk too (a processed one is read as a table on a common axis inside the step).
+    """
+    return modality.kind == "imzml" and spectra.peaks.enabled
 
 
 def process_spectra(
@@ -122,15 +126,23 @@ def _process_spectra(msi, modality: Modality, spectra: Spectra):
     from spatialfuse import pp, tl
 
     table = msi
+    from_file = msi is None  # not read for these steps: they stream the file
+    pixel = None if modality.pixel_size_um == "auto" else modality.pixel_size_um
+    if from_file:
+        require_regular_file(modality.path, "imzML file")
     if spectra.recalibration.enabled:
         options = library_options(spectra.recalibration, pp.recalibrate, exclude=("enabled",))
-        table = pp.recalibrate(msi, copy=True, **options)
+        if from_file and _continuous(modality.path):
+            # streamed: a new table whose X reads the .ibd chunk by chunk, resampled lazily
+            options["pixel_size_um"] = pixel
+            table = pp.recalibrate(modality.path, **options)
+        else:
+            source = read_modality(modality) if msi is None else msi
+            table = pp.recalibrate(source, copy=True, **options)
     if spectra.peaks.enabled:
         options = library_options(spectra.peaks, pp.pick_peaks, exclude=("enabled",))
-        if reads_spectra_from_file(modality, spectra):
-            require_regular_file(modality.path, "imzML file")
-            pixel = modality.pixel_size_um
-            source, options["pixel_size_um"] = modality.path, None if pixel == "auto" else pixel
+        if table is None:  # streamed from the file
+            source, options["pixel_size_um"] = modality.path, pixel
         else:
             source = table
         picked = pp.pick_peaks(source, **options)
@@ -244,6 +256,14 @@ def _drop_flagged(table, flags: dict[str, Any], modality: Modality):
     if dropped.any():
         table = table[:, ~dropped].copy()
     return table
+
+
+def _continuous(path) -> bool:
+    """Whether the imzML file at ``path`` is continuous (one m/z axis shared by every spectrum)."""
+    from spatialfuse.io import ImzMLReader
+
+    with ImzMLReader(path) as reader:
+        return reader.shared_mz_axis() is not None
 
 
 def register_pair(
