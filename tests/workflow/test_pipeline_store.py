@@ -207,10 +207,13 @@ def test_msi_zarr_modality_config(tmp_path):
     data["modalities"]["msi"] = {"kind": "msi_zarr", "path": "msi.zarr", "mz": [760.5]}
     with pytest.raises(ConfigError, match="mz"):
         parse_config(data, base=tmp_path)
-    # the spectra steps read the imzML: refused for a store
+    # the spectra steps stream a store into a peaks table: refused without peak picking
+    # (tests/workflow/test_spectra_store.py runs them)
     spectra = {**data, "modalities": {"msi": {"kind": "msi_zarr", "path": "msi.zarr"}}}
-    with pytest.raises(ConfigError, match="spectra steps need one imzml modality"):
-        parse_config({**spectra, "spectra": {"peaks": {"enabled": True}}}, base=tmp_path)
+    with pytest.raises(ConfigError, match="msi_zarr store 'msi' need peaks"):
+        parse_config({**spectra, "spectra": {"recalibration": {"enabled": True}}}, base=tmp_path)
+    peaks = parse_config({**spectra, "spectra": {"peaks": {"enabled": True}}}, base=tmp_path)
+    assert peaks.spectra_msi_name == "msi"
     data["modalities"]["msi2"] = {"kind": "imzml", "path": "a.imzML"}
     data["modalities"]["msi"] = {"kind": "msi_zarr", "path": "msi.zarr"}
     with pytest.raises(ConfigError, match="several imzml/msi_zarr modalities"):
