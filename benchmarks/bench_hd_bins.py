@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny inputs; ratios meaningless")
     parser.add_argument("--pixels", type=int, default=1_000_000)
-    parser.add_argument("--bins", type=int, nargs="+", default=[1_000_000, 11_000_000])
+    parser.add_argument("--bins", type=int, nargs="*", default=[1_000_000, 11_000_000])
     parser.add_argument("--old-bins", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--block-mib", type=int, nargs="*", default=[256, 64])

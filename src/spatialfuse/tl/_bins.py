@@ -752,8 +752,14 @@ def aggregate_bins(
         matrix = np.asarray(matrix)
 
     ccol, crow = np.floor_divide(grid.col, k), np.floor_divide(grid.row, k)
-    keys = np.stack([crow, ccol], axis=1)
-    unique, group = np.unique(keys, axis=0, return_inverse=True)
+    if grid.n:
+        cmin, rmin = int(ccol.min()), int(crow.min())
+        width = int(ccol.max()) - cmin + 1
+        keys = (crow - rmin) * width + (ccol - cmin)
+        ukeys, group = np.unique(keys, return_inverse=True)
+        unique = np.stack([ukeys // width + rmin, ukeys % width + cmin], axis=1)
+    else:
+        unique, group = np.empty((0, 2), np.int64), np.empty(0, np.int64)
     group = group.ravel()
     n_groups, n = len(unique), grid.n
     n_members = np.bincount(group, minlength=n_groups)
