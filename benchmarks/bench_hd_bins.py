@@ -245,8 +245,11 @@ def main(argv=None) -> int:
         "one measured) / the new path's. peak RSS: VmHWM of the case's own process; above in: "
         "peak minus RSS once the inputs were built. load: 1-min load average before-after."
     )
+    if args.quick:
+        print("\n--quick: tiny inputs; these ratios are MEANINGLESS (fixed overheads dominate).")
     if args.json:
-        args.json.write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
+        payload = {"quick": args.quick, "argv": sys.argv[1:], "rows": rows}
+        args.json.write_text(json.dumps(payload, indent=1))
     return 0
 
 
