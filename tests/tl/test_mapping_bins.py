@@ -364,3 +364,41 @@ def test_a_line_or_one_bin_is_a_grid(nc, nr):
     np.testing.assert_allclose(grid.matrix[:, :2], expected, atol=1e-9)
     out = sf.tl.map_to_bins(make_msi(10, 10, 10.0), bins, transform=CASES["identity"])
     assert out.obs["has_msi"].all()
+
+
+def test_read_visium_hd_bin_folder_end_to_end(tmp_path):
+    """A Space Ranger HD bin folder read by read_visium maps as squares and aggregates."""
+    from tests.io.test_visium import HD_SCALEFACTORS, _make_hd_bin
+
+    bin_dir, _ = _make_hd_bin(tmp_path / "outs", scalefactors=HD_SCALEFACTORS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        bins = sf.io.read_visium(bin_dir)
+    assert sf.tl._bins.is_hd_bins(bins)
+    transform = AffineTransform.from_params(rotation_deg=20.0, translation=(30.0, 10.0))
+    msi = make_msi(12, 12, 10.0, X=lambda c: np.eye(len(c)))
+    out = sf.tl.map_to_spots(msi, bins, transform=transform, aggregate="sum", fill_value=0.0)
+    assert out.uns["spatialfuse"]["mapping"]["method"] == "bin_area"
+    # the bins are the fitted grid's cells: 29.2184 px × 0.2738 µm/px = 7.999998 µm, not 8
+    area = BinGrid(bins).area_um2
+    assert area == pytest.approx(64.0, rel=1e-6)
+    expected = exact_weights(bins, msi, transform) * area / 100.0
+    assert np.abs(np.asarray(out.X) - expected).max() < 1e-9
+    coarse = sf.tl.aggregate_bins(bins, 16)
+    assert coarse.n_obs == 18  # 6 in-tissue rows × 12 columns of 8 µm → 3 × 6 blocks of 16 µm
+    np.testing.assert_allclose(coarse.X.sum(axis=0), bins.X.sum(axis=0))
+    assert coarse.uns["spatial"]["square_008um"]["scalefactors"]["bin_size_um"] == 16.0
+
+
+def test_dask_msi_matches_dense():
+    import dask.array as da
+
+    transform = CASES["rotated_stretched"]
+    msi = make_msi(12, 12, 6.5, n_features=5)
+    bins = make_bins(30, 30, 2.0, origin=(10.0, 10.0))
+    dense = sf.tl.map_to_bins(msi, bins, transform=transform)
+    lazy = msi.copy()
+    lazy.X = da.from_array(np.asarray(msi.X), chunks=(20, 2))
+    with limits(max_block_bytes=1):
+        out = sf.tl.map_to_bins(lazy, bins, transform=transform)
+    np.testing.assert_allclose(np.asarray(out.X), np.asarray(dense.X), rtol=1e-6, equal_nan=True)
