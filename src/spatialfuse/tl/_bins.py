@@ -305,7 +305,9 @@ def map_to_bins(
     Bins are processed in chunks that keep the temporaries under the ``max_block_bytes`` resource
     limit (:func:`spatialfuse.limits`); the result (bins × features, float32 for float32 input)
     is the one array that grows with the number of bins: map onto coarser bins
-    (:func:`aggregate_bins` on the RNA first) when 2 µm × all features does not fit.
+    (:func:`aggregate_bins` on the RNA first) when 2 µm × all features does not fit. With a
+    dask ``X`` (a store) the weights of all bins (a few per bin, ~12 bytes each) are kept and
+    the table is read once, one block of its chunks at a time, as :func:`map_to_spots` does.
 
     Parameters
     ----------
@@ -404,9 +406,12 @@ def map_to_bins(
 
     from scipy import sparse as sp
 
-    dense = not (sp.issparse(matrix))
+    from spatialfuse.core.adata import is_dask
+
+    lazy = is_dask(matrix)
+    dense = not lazy and not sp.issparse(matrix)
     dtype = np.result_type(matrix.dtype, np.float32)
-    result = np.empty((n_bins, n_vars), dtype=dtype) if dense else None
+    result: Any = np.empty((n_bins, n_vars), dtype=dtype) if dense else None
     blocks: list[Any] = []
     n_pixels = np.zeros(n_bins, dtype=np.int64)
     coverage = np.zeros(n_bins, dtype=np.float64)
@@ -435,19 +440,33 @@ def map_to_bins(
         used[weights.indices] = True
         n_pixels[start:stop] = count
         coverage[start:stop] = covered
+        if lazy:
+            # A store-backed table is read once, after the loop: a chunk of bins touches a band
+            # of pixels that crosses many of the table's row chunks.
+            blocks.append(weights)
+            continue
         values = _weighted_rows(weights, matrix, has, fill_value)
         if dense:
             result[start:stop] = values
         else:
             blocks.append(values)
         del weights, values
-    if not dense:
+    has_msi = (n_pixels > 0) & (coverage >= float(min_coverage))
+    if lazy:
+        every = (
+            sp.vstack(blocks, format="csr")
+            if blocks
+            else sp.csr_matrix((0, raster.n), dtype=np.float64)
+        )
+        blocks.clear()
+        result = _weighted_rows(every, matrix, has_msi, fill_value)
+        del every
+    elif not dense:
         result = (
             sp.vstack(blocks, format="csr").astype(dtype)
             if blocks
             else sp.csr_matrix((0, n_vars), dtype=dtype)
         )
-    has_msi = (n_pixels > 0) & (coverage >= float(min_coverage))
     if n_bins and raster.n and not (coverage > 0).any():
         warnings.warn(
             f"none of the {n_bins:,} Visium HD bins overlaps the MSI data after the transform; "
