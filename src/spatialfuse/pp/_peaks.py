@@ -264,11 +264,23 @@ def _column_ranges(mz: np.ndarray, lo: np.ndarray, hi: np.ndarray):
 
 
 def _table_chunks(
-    x, mz: np.ndarray, lo: np.ndarray, hi: np.ndarray, show_progress: bool, nonzero: bool = True
+    x,
+    mz: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    show_progress: bool,
+    nonzero: bool = True,
+    sums: np.ndarray | None = None,
 ):
+    """Blocks of rows of ``x`` for :func:`_found_counts`; each block is read once.
+
+    With ``sums`` (rows × windows, float32) each block's window sums are written there too,
+    so a lazy table is computed once for both (``x @ window matrix``).
+    """
     from scipy import sparse
 
     n = x.shape[0]
+    weights = _window_matrix(mz, lo, hi) if sums is not None else None
     starts, stops = _column_ranges(mz, lo, hi)
     window_of_column = np.full(mz.size, -1, dtype=np.int64)
     for j, (a, b) in enumerate(zip(starts.tolist(), stops.tolist(), strict=True)):
@@ -278,6 +290,9 @@ def _table_chunks(
         block = x[a : a + step]
         if hasattr(block, "compute"):
             block = block.compute()
+        if sums is not None:
+            product = block @ weights
+            sums[a : a + step] = product.toarray() if sparse.issparse(product) else product
         if sparse.issparse(block) and not nonzero:  # implicit zeros count: a dense chunk
             block = block.toarray()
         if sparse.issparse(block):
@@ -368,22 +383,6 @@ def _lazy_reference(x, reference: str) -> np.ndarray:
         return np.where(np.isfinite(top), top, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / count
-
-
-def _table_sums(x, weights, show_progress: bool) -> np.ndarray:
-    """``x @ weights`` chunk by chunk of rows (dense, sparse or dask ``x``), as float32."""
-    from scipy import sparse
-
-    n = x.shape[0]
-    out = np.empty((n, weights.shape[1]), dtype=np.float32)
-    step = _rows_per_chunk(x.shape[1])
-    for a in progress(range(0, n, step), show=show_progress, desc="peak extraction"):
-        block = x[a : a + step]
-        if hasattr(block, "compute"):
-            block = block.compute()
-        product = block @ weights
-        out[a : a + step] = product.toarray() if sparse.issparse(product) else product
-    return out
 
 
 def _reference_from_reader(reader, reference: str, ppm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -542,8 +541,8 @@ def pick_peaks(
         obs, obsm, uns = table.obs, dict(table.obsm), dict(table.uns)
     else:
         mz = ref_mz
-        x = _table_sums(data.X, _window_matrix(mz, lo, hi), show_progress)
-        chunks = _table_chunks(data.X, mz, lo, hi, show_progress, nonzero)
+        x = np.empty((data.n_obs, lo.size), dtype=np.float32)
+        chunks = _table_chunks(data.X, mz, lo, hi, show_progress, nonzero, sums=x)
         found = _found_counts(chunks, lo.size, snr, nonzero)
         obs, obsm, uns = data.obs.copy(), dict(data.obsm), dict(data.uns)
     n_obs = max(len(obs), 1)
