@@ -176,7 +176,7 @@ def test_chunks_and_block_limit_do_not_change_the_result():
     bins = make_bins(40, 36, 2.0, origin=(10.0, 10.0))
     whole = sf.tl.map_to_bins(msi, bins, transform=transform)
     with limits(max_block_bytes=1):
-        small = sf.tl.map_to_bins(msi, bins, transform=transform)
+        small = sf.tl.map_to_bins(msi, bins, transform=transform, show_progress=True)
     assert small.uns["spatialfuse"]["mapping"]["bins_per_chunk"] == 1024
     np.testing.assert_array_equal(np.asarray(whole.X), np.asarray(small.X))
     sparse_in = msi.copy()
@@ -402,3 +402,34 @@ def test_dask_msi_matches_dense():
     with limits(max_block_bytes=1):
         out = sf.tl.map_to_bins(lazy, bins, transform=transform)
     np.testing.assert_allclose(np.asarray(out.X), np.asarray(dense.X), rtol=1e-6, equal_nan=True)
+
+
+def test_bins_larger_than_pixels_match_shapely():
+    """16 µm bins over 3 µm pixels: each bin gathers many pixels, cut ones at its edges."""
+    transform = CASES["mirrored_sheared"]
+    msi = make_msi(20, 18, 3.0, X=lambda c: np.eye(len(c)), drop=[(7, 7), (8, 7)])
+    middle = transform.apply(np.array([[30.0, 27.0]]))[0]
+    bins = make_bins(5, 5, 16.0, rotation_deg=12.0, origin=middle - 32.0)
+    out = sf.tl.map_to_bins(msi, bins, transform=transform, aggregate="sum", fill_value=0.0)
+    det = abs(np.linalg.det(transform.as_affine().matrix[:2, :2]))
+    expected = exact_weights(bins, msi, transform) * 256.0 / (9.0 * det)
+    assert np.abs(np.asarray(out.X) - expected).max() < 1e-9
+    assert out.obs["n_msi_pixels"].max() > 20
+
+
+def test_overlap_rule_on_bin_squares():
+    transform = CASES["rotated_stretched"]
+    msi = make_msi(8, 8, 6.5, n_features=2)
+    middle = transform.apply(np.array([[26.0, 26.0]]))[0]
+    bins = make_bins(12, 12, 4.0, origin=middle - 22.0)
+    out = sf.tl.map_to_spots(msi, bins, transform=transform, method="overlap", fill_value=0.0)
+    assert out.uns["spatialfuse"]["mapping"]["method"] == "bin_overlap"
+    fraction = exact_weights(bins, msi, transform)
+    chosen = fraction >= 0.2
+    counts = chosen.sum(axis=1)
+    X = np.asarray(msi.X, dtype=np.float64)
+    expected = np.where(counts[:, None] > 0, chosen @ X / np.maximum(counts, 1)[:, None], 0.0)
+    np.testing.assert_allclose(np.asarray(out.X), expected, rtol=1e-6)
+    np.testing.assert_array_equal(out.obs["n_msi_pixels"], counts)
+    with pytest.raises(ValueError, match="overlap_fraction must lie in"):
+        sf.tl.map_to_bins(msi, bins, transform=transform, overlap_fraction=0)

@@ -283,6 +283,7 @@ def map_to_bins(
     transform: Transform,
     aggregate: str = "mean",
     min_coverage: float = 0.0,
+    overlap_fraction: float | None = None,
     subsamples: int | None = None,
     layer: str | None = None,
     fill_value: float = np.nan,
@@ -328,6 +329,10 @@ def map_to_bins(
     min_coverage
         Bins covered by MSI data on less than this fraction of their area have no MSI data
         (``has_msi`` false, values ``fill_value``).
+    overlap_fraction
+        None (default): the area-weighted rule above. A fraction in (0, 1]: SpaMTP's rule on the
+        bin's square instead — the pixels that cover at least this fraction of the bin, equally
+        weighted (plain mean or sum); ``map_to_spots(method="overlap")`` passes its own.
     subsamples
         None (default): exact overlaps for a linear transform, ``4 × 4`` samples per bin for a
         nonrigid one. An integer ≥ 1 forces sampling with that many samples per side.
@@ -351,7 +356,8 @@ def map_to_bins(
           (fraction of the bin's area on MSI spectra) and ``obs["has_msi"]``.
         - ``obsm["spatial"]``, ``obsm["spatial_um"]``, ``uns["spatial"]``: copied from ``bins``.
         - ``uns["spatialfuse"]``: ``bins.uns["spatialfuse"]`` plus ``"modality"`` = ``"msi"``,
-          ``"msi"`` (MSI provenance) and ``"mapping"``: function, method ``"bin_area"``,
+          ``"msi"`` (MSI provenance) and ``"mapping"``: function, method ``"bin_area"`` (or
+          ``"bin_overlap"`` with ``overlap_fraction``),
           aggregate, bin size, ``"geometry"`` (``"exact"`` or ``"sampled"`` with
           ``subsamples``), the transform and counts.
 
@@ -385,6 +391,8 @@ def map_to_bins(
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     if not 0.0 <= float(min_coverage) <= 1.0:
         raise ValueError(f"min_coverage must lie in [0, 1], got {min_coverage}")
+    if overlap_fraction is not None and not 0.0 < float(overlap_fraction) <= 1.0:
+        raise ValueError(f"overlap_fraction must lie in (0, 1], got {overlap_fraction}")
     if subsamples is not None and (
         isinstance(subsamples, bool) or int(subsamples) != subsamples or subsamples < 1
     ):
@@ -427,9 +435,16 @@ def map_to_bins(
         else:
             weights, covered = _sampled_weights(col, row, grid, transform, raster, subsamples)
         # ``weights``: area of bin ∩ pixel as a fraction of the bin; ``covered`` their sum.
+        if overlap_fraction is not None:
+            # SpaMTP's rule on the bin square: qualifying pixels, equally weighted.
+            weights.data = (weights.data >= overlap_fraction - 1e-12).astype(np.float64)
+            weights.eliminate_zeros()
         count = np.diff(weights.indptr)
         has = (count > 0) & (covered >= float(min_coverage))
-        if aggregate == "mean":
+        if overlap_fraction is not None:
+            if aggregate == "mean":
+                weights.data /= np.repeat(np.maximum(count, 1), count)
+        elif aggregate == "mean":
             totals = np.repeat(np.where(covered > 0, covered, 1.0), count)
             weights.data /= totals
         else:
@@ -488,11 +503,12 @@ def map_to_bins(
     n_with = int(has_msi.sum())
     record: dict[str, Any] = {
         "function": "map_to_bins",
-        "method": "bin_area",
+        "method": "bin_area" if overlap_fraction is None else "bin_overlap",
         "aggregate": aggregate,
         "bin_size_um": grid.bin_size_um,
         "bin_grid_matrix": grid.matrix.copy(),
         "min_coverage": float(min_coverage),
+        "overlap_fraction": None if overlap_fraction is None else float(overlap_fraction),
         "layer": layer if layer is not None else "X",
         "fill_value": float(fill_value),
         "geometry": geometry,

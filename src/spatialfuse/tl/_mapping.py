@@ -96,11 +96,11 @@ def map_to_spots(
     pixels; it falls like ``n_samples^(-3/4)`` (0.022 at 256 samples, 0.0060 at 2,048).
 
     Visium HD bins (a bin folder read by :func:`spatialfuse.io.read_visium`, or the result of
-    :func:`aggregate_bins`) are squares, not discs: with ``method="area"`` they are mapped by
-    :func:`map_to_bins` (exact area overlaps of each bin's square by raster arithmetic, in chunks
-    of bounded memory; ``spot_diameter_um`` and ``n_samples`` do not apply and the record's
-    method is ``"bin_area"``). The other rules treat HD bins as points (``"radius"``,
-    ``"nearest"``) or discs of ``spot_diameter_um`` (``"overlap"``), as for spots.
+    :func:`aggregate_bins`) are squares, not discs: with ``method="area"`` or ``"overlap"`` they
+    are mapped by :func:`map_to_bins` (exact overlaps of each bin's square by raster arithmetic,
+    in chunks of bounded memory; ``spot_diameter_um`` and ``n_samples`` do not apply and the
+    record's method is ``"bin_area"`` or ``"bin_overlap"``). ``"radius"`` and ``"nearest"``
+    treat HD bins as points, as they do spots.
 
     Parameters
     ----------
@@ -200,7 +200,7 @@ def map_to_spots(
         No spot overlaps the MSI data (often a transform in the wrong direction), or none passes
         the method's rule.
     """
-    if method == "area" and is_hd_bins(visium):
+    if method in ("area", "overlap") and is_hd_bins(visium):
         _check_transform(transform)
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -210,6 +210,7 @@ def map_to_spots(
             transform=transform,
             aggregate=aggregate,
             min_coverage=min_coverage,
+            overlap_fraction=overlap_fraction if method == "overlap" else None,
             layer=layer,
             fill_value=fill_value,
             show_progress=show_progress,
