@@ -4,9 +4,11 @@ Geometry (``docs/coordinates.md``): a Visium HD bin is a square of its bin size 
 ``scalefactors["bin_size_um"]``) on a regular grid indexed by ``obs["array_col"]``,
 ``obs["array_row"]``. The grid is fitted once, as the affine map ``g = (col, row) ↦ A g + t`` from
 grid indices to the bin centres ``obsm["spatial_um"]`` (µm of the Visium image frame; any slight
-rotation of the bin grid against the image is kept), and bin ``(c, r)`` is the image of the unit
-cell ``[c − ½, c + ½] × [r − ½, r + ½]``: neighbouring bins tile the plane, with no gap and no
-overlap. An MSI pixel at 1-based grid position ``(x, y)`` is the square
+rotation of the bin grid against the image is kept). Each bin is the image of the unit cell
+``[−½, ½]²`` under ``A``, placed on its own centre: on a regular grid neighbouring bins tile the
+plane with no gap and no overlap. Centres up to a quarter bin off the fitted grid (a smooth
+distortion from the image registration) are followed, not refused; beyond that the bins are
+not a grid (an error). An MSI pixel at 1-based grid position ``(x, y)`` is the square
 ``[(x − 1)·px, x·px] × [(y − 1)·py, y·py]`` µm of the MSI frame.
 
 With a linear transform (affine, similarity, rigid) a bin is a parallelogram in the MSI frame, and
@@ -63,7 +65,7 @@ MEASURED_SAMPLING_ERROR = {
 # Bins per block of the grid fit (bounds its temporaries to ~50 MB).
 _FIT_BLOCK = 1 << 20
 # Grid residual (fraction of the bin pitch) above which bins are "not on a grid".
-_GRID_TOLERANCE = 0.05
+_GRID_TOLERANCE = 0.25
 # Disagreement between the fitted bin pitch and the declared bin size that earns a warning.
 _PITCH_TOLERANCE = 0.02
 # Overlaps below this fraction of a bin are rounding (a cell touching the bin), not overlap.
@@ -171,6 +173,7 @@ class BinGrid:
         if xy.shape != (len(self.row), 2) or not np.isfinite(xy).all():
             raise FileFormatError(None, f"{name}.obsm['spatial_um'] must be finite (n, 2) µm")
         self.n = len(self.row)
+        self.xy = xy
         self.matrix = self._fit(xy, name)
 
     def _blocks(self):
@@ -405,7 +408,7 @@ def map_to_bins(
     n_bins, n_vars = grid.n, int(matrix.shape[1])
     budget = current_limits().max_block_bytes
     if linear is not None:
-        span = np.abs(linear[:, :2]).sum(axis=1)  # bbox of a bin in MSI pixels
+        span = np.abs(linear[1]).sum(axis=1)  # bbox of a bin in MSI pixels
         pairs = float(np.prod(np.ceil(span) + 1))
         per_bin = _BYTES_PER_PAIR * pairs + 16 * n_vars
     else:
@@ -429,11 +432,11 @@ def map_to_bins(
     starts = range(0, n_bins, chunk)
     for start in progress(starts, show=show_progress, total=len(starts), desc="HD bins"):
         stop = min(start + chunk, n_bins)
-        col, row = grid.col[start:stop], grid.row[start:stop]
+        xy = grid.xy[start:stop]
         if linear is not None:
-            weights, covered = _exact_weights(col, row, linear, raster)
+            weights, covered = _exact_weights(xy, linear, raster)
         else:
-            weights, covered = _sampled_weights(col, row, grid, transform, raster, subsamples)
+            weights, covered = _sampled_weights(xy, grid, transform, raster, subsamples)
         # ``weights``: area of bin ∩ pixel as a fraction of the bin; ``covered`` their sum.
         if overlap_fraction is not None:
             # SpaMTP's rule on the bin square: qualifying pixels, equally weighted.
@@ -545,13 +548,20 @@ def _copy_layout(source, out) -> None:
         out.uns["spatial"] = copy.deepcopy(source.uns["spatial"])
 
 
-def _grid_to_msi(grid: BinGrid, transform: Transform, raster: MsiRaster) -> np.ndarray | None:
-    """``(2, 3)`` affine map bin-grid index → MSI pixel units (µm / pixel size), if linear."""
+def _grid_to_msi(
+    grid: BinGrid, transform: Transform, raster: MsiRaster
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Visium µm → MSI pixel units (µm / pixel size) as ``(2, 3)``, and a bin's edge vectors.
+
+    None for a nonrigid transform. In pixel units pixel ``(x, y)`` is the unit cell
+    ``[x − 1, x] × [y − 1, y]``; the edge vectors are the images of one grid step along
+    ``array_col`` and ``array_row``.
+    """
     if not transform.is_linear:
         return None
     inverse = np.linalg.inv(np.asarray(transform.as_affine().matrix, dtype=np.float64))
-    g = np.vstack([grid.matrix, [0.0, 0.0, 1.0]])
-    return (inverse @ g)[:2] / np.asarray(raster.pixel_size_um)[:, None]
+    to_q = inverse[:2] / np.asarray(raster.pixel_size_um)[:, None]
+    return to_q, to_q[:, :2] @ grid.matrix[:, :2]
 
 
 def _pixel_areas(weights: sparse.csr_matrix, transform: Transform, raster: MsiRaster):
@@ -575,19 +585,20 @@ def _to_csr(n_rows: int, n_cols: int, row, col, value) -> sparse.csr_matrix:
     return matrix
 
 
-def _exact_weights(col, row, linear: np.ndarray, raster: MsiRaster):
+def _exact_weights(xy: np.ndarray, geometry: tuple[np.ndarray, np.ndarray], raster: MsiRaster):
     """Exact overlap of each bin with each MSI pixel, as a fraction of the bin's area.
 
-    ``linear`` maps grid indices to MSI pixel units ``q = m / (px, py)``, in which pixel
-    ``(x, y)`` is the unit cell ``[x − 1, x] × [y − 1, y]``.
+    ``xy``: the bins' centres (Visium µm); ``geometry``: :func:`_grid_to_msi`'s map into MSI
+    pixel units ``q = m / (px, py)`` and the bins' edge vectors there.
     """
-    n = len(col)
-    centre = np.stack([col, row], axis=1).astype(np.float64) @ linear[:, :2].T + linear[:, 2]
-    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) @ linear[:, :2].T
-    if np.linalg.det(linear[:, :2]) < 0:
+    to_q, edges = geometry
+    n = len(xy)
+    centre = xy @ to_q[:, :2].T + to_q[:, 2]
+    corners = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]]) @ edges.T
+    if np.linalg.det(edges) < 0:
         corners = corners[::-1]  # counter-clockwise, as _clipped_area needs
-    half = np.abs(linear[:, :2]).sum(axis=1) / 2
-    bin_area = abs(float(np.linalg.det(linear[:, :2])))
+    half = np.abs(edges).sum(axis=1) / 2
+    bin_area = abs(float(np.linalg.det(edges)))
     lo = np.floor(centre - half).astype(np.int64)
     hi = np.floor(centre + half).astype(np.int64)
     # A bin edge exactly on a pixel edge touches the next cell with zero area: leave it out.
@@ -678,13 +689,12 @@ def _h(x: np.ndarray) -> np.ndarray:
     return c * c / 2 + np.maximum(x - 1.0, 0.0)
 
 
-def _sampled_weights(col, row, grid: BinGrid, transform: Transform, raster: MsiRaster, s: int):
+def _sampled_weights(xy, grid: BinGrid, transform: Transform, raster: MsiRaster, s: int):
     """Fraction of ``s × s`` sample points of each bin on each MSI pixel (and on any pixel)."""
-    n = len(col)
+    n = len(xy)
     u = (np.arange(s) + 0.5) / s - 0.5
-    offsets = np.stack(np.meshgrid(u, u), axis=-1).reshape(-1, 2)
-    points = (np.stack([col, row], axis=1)[:, None, :] + offsets[None]).reshape(-1, 2)
-    um = points @ grid.matrix[:, :2].T + grid.matrix[:, 2]
+    offsets = np.stack(np.meshgrid(u, u), axis=-1).reshape(-1, 2) @ grid.matrix[:, :2].T
+    um = (np.asarray(xy)[:, None, :] + offsets[None]).reshape(-1, 2)
     hit = raster.locate(transform.inverse().apply(um))
     which = np.repeat(np.arange(n), s * s)
     on = hit >= 0
@@ -741,7 +751,8 @@ def aggregate_bins(
           tables ``obs["msi_coverage"]`` (coverage of the coarse bin, bins absent from ``adata``
           counting as uncovered), ``obs["n_msi_pixels"]`` (largest of the merged bins' counts,
           a lower bound) and ``obs["has_msi"]``.
-        - ``obsm["spatial_um"]``: coarse bin centres on the fitted grid; ``obsm["spatial"]``:
+        - ``obsm["spatial_um"]``: coarse bin centres on the fitted grid, shifted by their bins'
+          mean offset from it (none on a regular grid); ``obsm["spatial"]``:
           the same in full-res pixels where ``adata`` has ``uns["spatialfuse"]["um_per_px"]``.
         - ``uns["spatial"]``: copied, with ``scalefactors["bin_size_um"]`` and
           ``spot_diameter_fullres`` set for the coarse bins.
@@ -866,6 +877,18 @@ def aggregate_bins(
         obs["has_msi"] = has
     out = _new_anndata(values, obs, bins.var.copy())
     centre = grid.centres_um(unique[:, 1] * k + (k - 1) / 2, unique[:, 0] * k + (k - 1) / 2)
+    if grid.residual_um > 0:
+        # Follow a distortion of the fine bins: shift each coarse centre by its bins' mean offset
+        # from the fitted grid (zero on a regular grid).
+        for axis in range(2):
+            offset = np.zeros(n_groups)
+            for a in grid._blocks():
+                b = slice(a, a + _FIT_BLOCK)
+                fitted = grid.centres_um(grid.col[b], grid.row[b])[:, axis]
+                offset += np.bincount(
+                    group[b], weights=grid.xy[b, axis] - fitted, minlength=n_groups
+                )
+            centre[:, axis] += offset / n_members
     out.obsm["spatial_um"] = centre
     um_per_px = info.get("um_per_px") if isinstance(info, dict) else None
     if um_per_px:
