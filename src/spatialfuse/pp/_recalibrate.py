@@ -65,11 +65,18 @@ def _dense_block(x, a: int, b: int) -> np.ndarray:
 def _resample(raw: np.ndarray, mz: np.ndarray, offset, slope, centre: float) -> np.ndarray:
     """Each row of ``raw`` read at its corrected m/z; rows of NaN stay NaN."""
     empty = np.isnan(raw).all(axis=1)
-    block = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
+    block = _resample_clean(
+        np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0), mz, offset, slope, centre
+    )
+    block[empty] = np.nan
+    return block
+
+
+def _resample_clean(block: np.ndarray, mz: np.ndarray, offset, slope, centre: float) -> np.ndarray:
+    """:func:`_resample` of a finite block, in place (one row of work memory)."""
     for i in range(block.shape[0]):
         drift = offset[i] + slope[i] * (mz - centre)
         block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
-    block[empty] = np.nan
     return block
 
 
@@ -362,14 +369,17 @@ def recalibrate(
         groups = adata.obs[group_by].to_numpy()
         offset, slope = _fit_groups(before, refs, model, groups)
     for a, b in progress(chunks, show=show_progress, desc="recalibrate"):
-        raw = _raw_block(adata.X, a, b)
+        # one float64 copy of the block, cleaned, measured and resampled in place
+        block = _raw_block(adata.X, a, b)
+        empty = np.isnan(block).all(axis=1)
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         if group_by is None:
-            clean = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)
-            before[a:b] = _block_errors(clean, mz, refs, ppm, snr)
+            before[a:b] = _block_errors(block, mz, refs, ppm, snr)
             offset[a:b], slope[a:b] = _fit(before[a:b], refs, model)
-        block = _resample(raw, mz, offset[a:b], slope[a:b], centre)
-        after[a:b] = _block_errors(np.nan_to_num(block), mz, refs, ppm, snr)
+        _resample_clean(block, mz, offset[a:b], slope[a:b], centre)
+        after[a:b] = _block_errors(block, mz, refs, ppm, snr)
         if out is not None:
+            block[empty] = np.nan
             out[a:b] = block
     if lazy:  # measured chunk by chunk above; the corrected table stays lazy
         adata.X = _lazy_resample(adata.X, mz, offset, slope, centre)
