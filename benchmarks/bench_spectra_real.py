@@ -171,7 +171,7 @@ def bladder(sf) -> dict:
 
     table = sf.io.read_imzml(BLADDER / "mouse_bladder_79peaks.imzML")
     spamtp = pd.read_csv(BLADDER / "DERIVED_bladder_feature_metadata.csv")
-    sf.pp.flag_matrix(table, matrix="DHB", polarity="positive")
+    sf.pp.flag_matrix(table, matrix="DHB", polarity="positive", max_cluster=5)
     sf.pp.flag_isotopes(table)
     sf.tl.annotate(table, DATABASES / "lipids_by_class.csv", ppm=5.0, polarity="positive")
     candidates = table.uns["annotation"]["candidates"]
