@@ -307,6 +307,16 @@ def test_aggregate_mean_weights_by_coverage_and_skips_unmeasured():
     np.testing.assert_allclose(out.X[1, 0], (0.25 * 5 + 2 + 2) / 2.25)
     np.testing.assert_allclose(out.obs["msi_coverage"], [3.5 / 4, 2.25 / 4])
     assert out.uns["spatialfuse"]["aggregated"]["how"] == "mean"
+    fine.uns["spatialfuse"]["mapping"]["aggregate"] = "sum"
+    summed = sf.tl.aggregate_bins(fine, 4.0)
+    assert summed.uns["spatialfuse"]["aggregated"]["how"] == "sum"
+    np.testing.assert_allclose(summed.X[:, 0], [1 + 3 + 2 + 2, 5 + 2 + 2])  # the NaN bin skipped
+    # a coarse bin none of whose bins has MSI data: the fill value, not 0
+    unmeasured = fine.obs["array_col"].to_numpy() >= 2
+    fine.obs["has_msi"] = ~unmeasured
+    gone = sf.tl.aggregate_bins(fine, 4.0)
+    assert gone.X[0, 0] == 1 + 3 + 2 + 2 and np.isnan(gone.X[1, 0])
+    assert list(gone.obs["has_msi"]) == [True, False]
 
 
 def test_errors():

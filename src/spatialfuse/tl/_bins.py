@@ -729,7 +729,8 @@ def aggregate_bins(
     bin_size_um
         The coarse bin size, µm: a whole multiple of the bins' own size.
     how
-        ``"sum"``: add the values (RNA counts; MSI mapped with ``aggregate="sum"``).
+        ``"sum"``: add the values (RNA counts; MSI mapped with ``aggregate="sum"``, over the
+        bins with ``obs["has_msi"]``).
         ``"mean"``: the area-weighted mean over the measured part of the coarse bin,
         ``Σ_i c_i x_i / Σ_i c_i`` with ``c_i`` bin ``i``'s ``obs["msi_coverage"]`` (1 where absent)
         over bins with ``obs["has_msi"]`` — the value :func:`map_to_bins` gives on the coarse bins
@@ -817,7 +818,7 @@ def aggregate_bins(
     if "msi_coverage" in bins.obs:
         weight = np.asarray(bins.obs["msi_coverage"], dtype=np.float64)
     if how == "sum":
-        w = np.ones(n)
+        w = measured.astype(np.float64)  # bins without MSI data hold fill values, not signal
     else:
         w = np.where(measured, weight, 0.0)
     w = np.where(np.isfinite(w), w, 0.0)
@@ -841,7 +842,7 @@ def aggregate_bins(
             shape=(n_groups, cols.size),
         )
         values = np.asarray(compact @ np.asarray(matrix[cols], dtype=np.float64)).astype(dtype)
-    if how == "mean" and (~has).any():
+    if (how == "mean" or is_msi) and (~has).any():
         fill = float(mapping.get("fill_value", np.nan)) if is_msi else np.nan
         if sparse.issparse(values):
             values = values.tolil()
