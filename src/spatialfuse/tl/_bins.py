@@ -260,7 +260,9 @@ class BinGrid:
 
 def _grid_index(values, name: str) -> np.ndarray:
     """Integer grid indices as int64 (no copy when they already are), checked."""
-    array = np.asarray(values)
+    # Series.to_numpy: np.asarray on a Series probes its attributes, which hashes its index
+    # (seconds for millions of bins).
+    array = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
     if array.dtype.kind in "iu":
         return array.astype(np.int64, copy=False)
     try:
@@ -526,7 +528,9 @@ def map_to_bins(
         "version": __version__,
     }
     logger.info("map_to_bins(%s): %d of %d bins have MSI data", aggregate, n_with, n_bins)
-    obs = bins.obs.copy()
+    # A shallow copy shares the (immutable) index and what pandas knows of it (its uniqueness,
+    # which AnnData checks again: seconds at millions of bins); new columns stay in the copy.
+    obs = bins.obs.copy(deep=False)
     obs["n_msi_pixels"] = n_pixels
     obs["msi_coverage"] = coverage
     obs["has_msi"] = has_msi
@@ -814,9 +818,9 @@ def aggregate_bins(
     measured = np.ones(n, dtype=bool)
     weight = np.ones(n, dtype=np.float64)
     if "has_msi" in bins.obs:
-        measured = np.asarray(bins.obs["has_msi"], dtype=bool)
+        measured = bins.obs["has_msi"].to_numpy(dtype=bool)
     if "msi_coverage" in bins.obs:
-        weight = np.asarray(bins.obs["msi_coverage"], dtype=np.float64)
+        weight = bins.obs["msi_coverage"].to_numpy(dtype=np.float64)
     if how == "sum":
         w = measured.astype(np.float64)  # bins without MSI data hold fill values, not signal
     else:
@@ -862,7 +866,7 @@ def aggregate_bins(
     obs["array_row"] = unique[:, 0]
     obs["array_col"] = unique[:, 1]
     if "in_tissue" in bins.obs:
-        tissue = np.asarray(bins.obs["in_tissue"]).astype(np.int64)
+        tissue = bins.obs["in_tissue"].to_numpy().astype(np.int64)
         obs["in_tissue"] = (np.bincount(group, weights=tissue, minlength=n_groups) > 0).astype(
             np.int64
         )
@@ -871,7 +875,7 @@ def aggregate_bins(
         cov = np.where(np.isfinite(weight), weight, 0.0)
         obs["msi_coverage"] = np.bincount(group, weights=cov, minlength=n_groups) / (k * k)
         if "n_msi_pixels" in bins.obs:
-            counts = np.asarray(bins.obs["n_msi_pixels"], dtype=np.int64)
+            counts = bins.obs["n_msi_pixels"].to_numpy(dtype=np.int64)
             best = np.zeros(n_groups, dtype=np.int64)
             np.maximum.at(best, group, counts)
             obs["n_msi_pixels"] = best
