@@ -296,9 +296,12 @@ def map_to_bins(
 ) -> anndata.AnnData:
     """Aggregate MSI pixels onto Visium HD bins: a bins × m/z table in the bins' layout.
 
-    Points are ``(x, y) = (column, row)`` in µm. Each bin is the square of its bin size (its cell
-    of the fitted bin grid, see :mod:`spatialfuse.tl._bins`); each MSI pixel is its square in the
-    MSI frame, carried into the Visium frame by ``transform``. A bin's value is the mean of the
+    Points are ``(x, y) = (column, row)`` in µm. Each bin is the square of its bin size: the cell
+    of the affine grid fitted to ``obs["array_col"/"array_row"]`` and ``obsm["spatial_um"]``
+    (so a rotation of the bin grid against the image is kept), placed on the bin's own centre
+    (centres up to a quarter bin off the fitted grid are followed; further off is an error).
+    Each MSI pixel is its square in the MSI frame, carried into the Visium frame by
+    ``transform``. A bin's value is the mean of the
     MSI pixels that overlap it, weighted by the area of each overlap.
 
     With a linear ``transform`` the overlaps are exact (to rounding). With a nonrigid one, or
@@ -309,11 +312,12 @@ def map_to_bins(
     cost grows like ``subsamples²``.
 
     Bins are processed in chunks that keep the temporaries under the ``max_block_bytes`` resource
-    limit (:func:`spatialfuse.limits`); the result (bins × features, float32 for float32 input)
-    is the one array that grows with the number of bins: map onto coarser bins
-    (:func:`aggregate_bins` on the RNA first) when 2 µm × all features does not fit. With a
-    dask ``X`` (a store) the weights of all bins (a few per bin, ~12 bytes each) are kept and
-    the table is read once, one block of its chunks at a time, as :func:`map_to_spots` does.
+    limit (the config's ``limits:`` section or ``$SPATIALFUSE_MAX_BLOCK_BYTES``); the result
+    (bins × features, float32 for float32 input) is the one array that grows with the number of
+    bins: map onto coarser bins (:func:`aggregate_bins` on the RNA first) when 2 µm × all
+    features does not fit. With a dask ``X`` (a store) the weights of all bins (a few per bin,
+    ~12 bytes each) are kept and the table is read once, one block of its chunks at a time, as
+    :func:`map_to_spots` does.
 
     Parameters
     ----------
