@@ -169,7 +169,7 @@ def test_streamed_product_equals_the_dense_one_under_any_limit():
     import dask.array as da
     from scipy import sparse
 
-    from spatialfuse.tl._mapping import _streamed_product
+    from spatialfuse.tl._mapping_common import _streamed_product
 
     rng = np.random.default_rng(0)
     x = rng.random((1000, 70)).astype(np.float32)

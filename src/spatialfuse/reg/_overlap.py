@@ -10,7 +10,6 @@ matches.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from spatialfuse.core.transforms import Transform
 from spatialfuse.reg._images import RegistrationImage
@@ -54,6 +53,8 @@ def tissue_cut_at_edge(
     outside = ~np.all((points >= low) & (points <= high), axis=1)
     if not outside.any() or not fix.mask.any():
         return float("nan")
+    from scipy import ndimage
+
     step = np.asarray(fix.pixel_size_um, dtype=np.float64)
     at_edge = np.clip(points[outside], low + 0.5 * step, high - 0.5 * step)
     cols, rows = ((at_edge - low) / step).astype(int).T

@@ -38,8 +38,16 @@ from spatialfuse._logging import logger, progress
 from spatialfuse._version import __version__
 from spatialfuse.core.adata import check_adata
 from spatialfuse.core.msi_raster import MsiRaster
+from spatialfuse.core.visium_geometry import visium_um_per_px
 from spatialfuse.errors import CalibrationError, DataWarning, FileFormatError
 from spatialfuse.reg import Transform
+from spatialfuse.tl._mapping_common import (
+    _check_transform,
+    _feature_matrix,
+    _new_anndata,
+    _transform_record,
+    _weighted_rows,
+)
 
 if TYPE_CHECKING:
     import anndata
@@ -386,13 +394,6 @@ def map_to_bins(
     DataWarning
         No bin overlaps the MSI data (often a transform in the wrong direction).
     """
-    from spatialfuse.tl._mapping import (
-        _check_transform,
-        _feature_matrix,
-        _new_anndata,
-        _transform_record,
-    )
-
     raster = MsiRaster.from_anndata(msi, "msi")
     grid = BinGrid(bins, "bins")
     _check_transform(transform)
@@ -433,7 +434,6 @@ def map_to_bins(
     n_pixels = np.zeros(n_bins, dtype=np.int64)
     coverage = np.zeros(n_bins, dtype=np.float64)
     used = np.zeros(raster.n, dtype=bool)
-    from spatialfuse.tl._mapping import _weighted_rows
 
     starts = range(0, n_bins, chunk)
     for start in progress(starts, show=show_progress, total=len(starts), desc="HD bins"):
@@ -779,8 +779,6 @@ def aggregate_bins(
     """
     from scipy import sparse
 
-    from spatialfuse.tl._mapping import _feature_matrix, _new_anndata
-
     bins = adata
 
     grid = BinGrid(bins, "bins")
@@ -899,9 +897,10 @@ def aggregate_bins(
                 )
             centre[:, axis] += offset / n_members
     out.obsm["spatial_um"] = centre
-    um_per_px = info.get("um_per_px") if isinstance(info, dict) else None
-    if um_per_px:
-        out.obsm["spatial"] = centre / float(um_per_px) - 0.5
+    try:
+        out.obsm["spatial"] = centre / visium_um_per_px(bins, "bins") - 0.5
+    except CalibrationError:
+        pass  # no full-resolution image frame recorded: the bins stay in µm only
     if "spatial" in bins.uns:
         spatial = copy.deepcopy(bins.uns["spatial"])
         for entry in spatial.values():
