@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from scipy import sparse
-from tests.tl.test_mapping import make_msi
+from test_mapping import make_msi  # tests/tl/test_mapping.py
 
 import spatialfuse as sf
 from spatialfuse._limits import limits
@@ -237,7 +237,7 @@ def test_sampling_error_against_exact_overlap():
 
 
 def test_nonrigid_transform_uses_sampling():
-    from tests.tl.test_mapping import smooth_field
+    from test_mapping import smooth_field
 
     transform = sf.reg.compose(AffineTransform.from_params(rotation_deg=10.0), smooth_field())
     msi = make_msi(10, 10, 20.0)
@@ -376,9 +376,26 @@ def test_a_line_or_one_bin_is_a_grid(nc, nr):
     assert out.obs["has_msi"].all()
 
 
+def _load_test_module(folder: str, name: str):
+    """A test module of another tests/ folder, by path (test folders are not packages)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_read_visium_hd_bin_folder_end_to_end(tmp_path):
     """A Space Ranger HD bin folder read by read_visium maps as squares and aggregates."""
-    from tests.io.test_visium import HD_SCALEFACTORS, _make_hd_bin
+    visium_tests = _load_test_module("io", "test_visium")
+    HD_SCALEFACTORS, _make_hd_bin = visium_tests.HD_SCALEFACTORS, visium_tests._make_hd_bin
 
     bin_dir, _ = _make_hd_bin(tmp_path / "outs", scalefactors=HD_SCALEFACTORS)
     with warnings.catch_warnings():
