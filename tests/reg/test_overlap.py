@@ -64,3 +64,10 @@ def test_the_verdict_flags_tissue_over_glass_only_for_a_partial_overlap():
     assert _verdict.tissue_over_glass(mostly_inside) is None
     # no edge number (older metrics, nothing outside): not judged
     assert _verdict.tissue_over_glass({"moving_tissue_inside": 0.5}) is None
+
+
+def test_edge_metrics_are_left_out_when_nothing_leaves_the_image():
+    fixed = _image(_block((60, 60), slice(0, 40), slice(0, 40)))
+    assert _overlap.edge_metrics(MOVING, fixed, AffineTransform.from_params()) == {}
+    crop = _image(_block((40, 40), slice(0, 40), slice(20, 40)))
+    assert _overlap.edge_metrics(MOVING, crop, HALF_OUT) == {"tissue_cut_at_edge": 1.0}

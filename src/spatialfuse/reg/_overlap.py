@@ -62,3 +62,12 @@ def tissue_cut_at_edge(
     rows = np.clip(rows, 0, fix.shape[0] - 1)
     cols = np.clip(cols, 0, fix.shape[1] - 1)
     return float(near[rows, cols].mean())
+
+
+def edge_metrics(mov: RegistrationImage, fix: RegistrationImage, transform: Transform) -> dict:
+    """``{"tissue_cut_at_edge": value}`` where some moving tissue lands outside, else ``{}``.
+
+    Left out rather than NaN, so that metrics compare equal between identical runs.
+    """
+    value = tissue_cut_at_edge(mov, fix, transform)
+    return {"tissue_cut_at_edge": value} if np.isfinite(value) else {}

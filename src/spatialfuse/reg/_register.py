@@ -56,7 +56,7 @@ class RegistrationResult:
         are right), ``moving_tissue_inside`` (fraction of the moving tissue that lands inside
         the fixed image), ``tissue_cut_at_edge`` (of the moving tissue that lands outside it,
         the fraction that leaves where the fixed tissue runs into the image's edge: about 1 for
-        a crop, NaN when none lands outside), ``localisation`` (MSI → H&E: how much the
+        a crop; present only where some lands outside), ``localisation`` (MSI → H&E: how much the
         footprint stage's cost rises when the result is moved by 50 µm; about 1 means nothing
         pins the alignment down, as when the images show different tissues; measured on pixels
         merged to at least 20 µm where they are finer, with the cost there as
@@ -457,11 +457,11 @@ def register(
             "dice_final": scores["dice"],
             "fixed_tissue_covered": scores["fixed_tissue_covered"],
             "moving_tissue_inside": _overlap.moving_tissue_inside(mov, fix, transform),
-            "tissue_cut_at_edge": _overlap.tissue_cut_at_edge(mov, fix, transform),
             **dict(zip(("scale_min", "scale_max"), _scales(mov, transform), strict=True)),
             "working_pixel_size_um": work,
             "tissue_area_scale": _initialize.area_scale(mov, fix),
             **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
+            **_overlap.edge_metrics(mov, fix, transform),
         }
     )
     if plan.estimating:
@@ -571,11 +571,11 @@ def assess(
         "dice_final": scores["dice"],
         "fixed_tissue_covered": scores["fixed_tissue_covered"],
         "moving_tissue_inside": _overlap.moving_tissue_inside(mov, fix, inner),
-        "tissue_cut_at_edge": _overlap.tissue_cut_at_edge(mov, fix, inner),
         **dict(zip(("scale_min", "scale_max"), _scales(mov, inner), strict=True)),
         "working_pixel_size_um": work,
         "tissue_area_scale": _initialize.area_scale(mov, fix),
         **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
+        **_overlap.edge_metrics(mov, fix, inner),
     }
     if _footprint.available(mov, fix):
         metrics["footprint_cost"] = _footprint.cost(mov, fix, inner)
