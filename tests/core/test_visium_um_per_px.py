@@ -27,10 +27,7 @@ STILL_DIRECT = {
     "core/visium_geometry.py",  # the accessor
     "io/visium.py",  # the reader writes and describes it
     "io/export/_spatialdata.py",
-    "pl/_common.py",
-    "pl/_landmark_picker.py",
     "workflow/_pipeline.py",
-    "workflow/_report_content.py",
 }
 
 
@@ -69,6 +66,27 @@ def test_a_meaningless_value_is_a_calibration_error(value):
 def test_not_an_anndata_is_a_type_error():
     with pytest.raises(TypeError, match="read_visium"):
         visium_um_per_px({"uns": {}})
+
+
+def test_not_required_a_missing_value_is_none_and_a_bad_one_still_refused():
+    for obj in (_visium(), _visium(None), ad.AnnData(np.zeros((2, 2))), None, object()):
+        assert visium_um_per_px(obj, required=False) is None
+    assert visium_um_per_px(_visium(0.5), required=False) == 0.5
+    with pytest.raises(CalibrationError, match="must be a positive, finite number"):
+        visium_um_per_px(_visium(-1.0), required=False)
+
+
+def test_figures_read_it_through_the_accessor():
+    from spatialfuse.pl._common import um_per_px
+    from spatialfuse.pl._landmark_picker import _visium_picture
+
+    assert um_per_px(None, _visium(), _visium(0.75), _visium(2.0)) == 0.75
+    assert um_per_px(_visium()) is None
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    spatial = {"lib": {"images": {"hires": image}, "scalefactors": {"tissue_hires_scalef": 0.5}}}
+    picture, pixel = _visium_picture(_visium(0.75, spatial=spatial))
+    assert picture.shape == image.shape and pixel == 1.5
+    assert _visium_picture(_visium(spatial=spatial)) is None
 
 
 def test_registration_reads_it_through_the_accessor():

@@ -31,7 +31,7 @@ def spot_centres(visium, name: str = "visium") -> np.ndarray:
     return centres
 
 
-def visium_um_per_px(visium, name: str = "visium") -> float:
+def visium_um_per_px(visium, name: str = "visium", *, required: bool = True) -> float | None:
     """µm per full-resolution image pixel of a Visium AnnData, checked.
 
     The one reading of ``uns["spatialfuse"]["um_per_px"]``, which
@@ -45,22 +45,29 @@ def visium_um_per_px(visium, name: str = "visium") -> float:
         A Visium AnnData in the layout of :func:`spatialfuse.io.read_visium`.
     name
         The name error messages give ``visium``.
+    required
+        Whether a missing value is an error; if false, ``visium`` may be any object and None
+        means it records none (e.g. a figure then draws no scale bar). A value that is there but
+        not a positive finite number is refused either way.
 
     Returns
     -------
-    float
-        µm per full-resolution pixel (positive, finite).
+    float or None
+        µm per full-resolution pixel (positive, finite); None only when not ``required``.
 
     Raises
     ------
     TypeError
-        ``visium`` is not an AnnData.
+        ``visium`` is not an AnnData (when ``required``).
     spatialfuse.errors.CalibrationError
-        The value is missing, not a number, not positive or not finite.
+        The value is missing (when ``required``), not a number, not positive or not finite.
     """
-    check_adata(visium, name, reader="read_visium", need_x=False)
-    info = visium.uns.get("spatialfuse", None)
+    if required:
+        check_adata(visium, name, reader="read_visium", need_x=False)
+    info = (getattr(visium, "uns", None) or {}).get("spatialfuse", None)
     value = info.get("um_per_px", None) if isinstance(info, dict) else None
+    if value is None and not required:
+        return None
     if value is None:
         raise CalibrationError(
             None,

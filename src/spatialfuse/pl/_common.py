@@ -147,9 +147,11 @@ def _scale_label(value, unit: str) -> str:
 
 
 def um_per_px(*sources) -> float | None:
-    """µm per full-res pixel from the first ``uns["spatialfuse"]["um_per_px"]`` found."""
+    """µm per full-res pixel of the first source that records it (None if none does)."""
+    from spatialfuse.core.visium_geometry import visium_um_per_px
+
     for source in sources:
-        info = getattr(source, "uns", {}).get("spatialfuse", {})
-        if isinstance(info, dict) and info.get("um_per_px"):
-            return float(info["um_per_px"])
+        found = visium_um_per_px(source, required=False)
+        if found is not None:
+            return found
     return None

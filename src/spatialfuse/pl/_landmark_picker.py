@@ -65,8 +65,13 @@ def _extent_um(obj: Any) -> float | None:
 
 def _visium_picture(obj: Any) -> tuple[np.ndarray, float] | None:
     """A Visium AnnData's H&E (hires, else lowres) and its pixel size in the full-res µm frame."""
+    from spatialfuse.core.visium_geometry import visium_um_per_px
+
     uns = getattr(obj, "uns", None)
-    if uns is None or "spatial" not in uns or "um_per_px" not in uns.get("spatialfuse", {}):
+    if uns is None or "spatial" not in uns:
+        return None
+    um_per_px = visium_um_per_px(obj, required=False)
+    if um_per_px is None:
         return None
     spatial = uns["spatial"] or {}
     library = next(iter(spatial), None)
@@ -77,7 +82,7 @@ def _visium_picture(obj: Any) -> tuple[np.ndarray, float] | None:
     for res in ("hires", "lowres"):
         if res in images:
             scale = float(scales[f"tissue_{res}_scalef"])
-            return np.asarray(images[res]), float(uns["spatialfuse"]["um_per_px"]) / scale
+            return np.asarray(images[res]), um_per_px / scale
     return None
 
 

@@ -454,11 +454,12 @@ def _msi_on_visium(msi, visium, transform):
     from matplotlib.patches import Circle
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
+    from spatialfuse.core.visium_geometry import visium_um_per_px
     from spatialfuse.io.visium import SPOT_DIAMETER_UM, tissue_image
     from spatialfuse.pl.stain import msi_cmap, stain_kind, under_overlay
     from spatialfuse.reg import visium_um_to_fullres_px
 
-    u = float(visium.uns["spatialfuse"]["um_per_px"])  # µm per full-res pixel
+    u = visium_um_per_px(visium)  # µm per full-res pixel
     to_um = u * np.ones(2)
     centres = (
         visium_um_to_fullres_px(visium).apply(
@@ -551,6 +552,7 @@ def _spot_values(adata, column: str, title: str, ax, **kwargs) -> None:
     import anndata as ad
     import squidpy as sq
 
+    from spatialfuse.core.visium_geometry import visium_um_per_px
     from spatialfuse.pl.stain import msi_cmap, stain_kind, under_overlay
 
     # squidpy draws the hires image by default; a folder may have only lowres, or no image.
@@ -572,7 +574,7 @@ def _spot_values(adata, column: str, title: str, ax, **kwargs) -> None:
             library: {**entry, "images": {res: under_overlay(images[res], kind)}}
         }
         scale = (entry.get("scalefactors") or {}).get(f"tissue_{res}_scalef")
-        um = (adata.uns.get("spatialfuse") or {}).get("um_per_px")
+        um = visium_um_per_px(adata, required=False)
         if scale and um:
             options.update(
                 scalebar_dx=float(um) / float(scale),
