@@ -27,29 +27,39 @@ HALF_OUT = AffineTransform.from_params(translation=(200.0, 0.0))
 
 def test_inside_counts_the_share_of_moving_tissue_within_the_fixed_image():
     fixed = _image(_block((40, 40), slice(0, 40), slice(20, 40)))
-    assert _overlap.moving_tissue_inside(MOVING, fixed, HALF_OUT) == pytest.approx(0.5)
+    assert _overlap.overlap_metrics(MOVING, fixed, HALF_OUT)[
+        "moving_tissue_inside"
+    ] == pytest.approx(0.5)
     identity = AffineTransform.from_params()
-    assert _overlap.moving_tissue_inside(MOVING, fixed, identity) == 1.0
+    assert _overlap.overlap_metrics(MOVING, fixed, identity)["moving_tissue_inside"] == 1.0
 
 
 def test_a_crop_cuts_its_tissue_where_the_moving_tissue_leaves():
     # fixed tissue runs into the right edge (a crop): everything outside leaves through tissue
     crop = _image(_block((40, 40), slice(0, 40), slice(20, 40)))
-    assert _overlap.tissue_cut_at_edge(MOVING, crop, HALF_OUT) == pytest.approx(1.0)
+    assert _overlap.overlap_metrics(MOVING, crop, HALF_OUT)["tissue_cut_at_edge"] == pytest.approx(
+        1.0
+    )
 
 
 def test_tissue_laid_over_glass_at_the_edge_is_measured_as_such():
     # fixed tissue ends 10 px before the right edge (glass there): nothing leaves through tissue
     whole = _image(_block((40, 40), slice(0, 40), slice(20, 30)))
-    assert _overlap.tissue_cut_at_edge(MOVING, whole, HALF_OUT) == pytest.approx(0.0)
+    assert _overlap.overlap_metrics(MOVING, whole, HALF_OUT)["tissue_cut_at_edge"] == pytest.approx(
+        0.0
+    )
     # within the tolerance (3 px) a mask that stops short of the edge still counts as cut
     near = _image(_block((40, 40), slice(0, 40), slice(20, 38)))
-    assert _overlap.tissue_cut_at_edge(MOVING, near, HALF_OUT) == pytest.approx(1.0)
+    assert _overlap.overlap_metrics(MOVING, near, HALF_OUT)["tissue_cut_at_edge"] == pytest.approx(
+        1.0
+    )
 
 
 def test_nothing_outside_gives_nan():
     fixed = _image(_block((60, 60), slice(0, 40), slice(0, 40)))
-    assert np.isnan(_overlap.tissue_cut_at_edge(MOVING, fixed, AffineTransform.from_params()))
+    assert "tissue_cut_at_edge" not in _overlap.overlap_metrics(
+        MOVING, fixed, AffineTransform.from_params()
+    )
 
 
 def test_the_verdict_flags_tissue_over_glass_only_for_a_partial_overlap():
@@ -68,6 +78,11 @@ def test_the_verdict_flags_tissue_over_glass_only_for_a_partial_overlap():
 
 def test_edge_metrics_are_left_out_when_nothing_leaves_the_image():
     fixed = _image(_block((60, 60), slice(0, 40), slice(0, 40)))
-    assert _overlap.edge_metrics(MOVING, fixed, AffineTransform.from_params()) == {}
+    assert _overlap.overlap_metrics(MOVING, fixed, AffineTransform.from_params()) == {
+        "moving_tissue_inside": 1.0
+    }
     crop = _image(_block((40, 40), slice(0, 40), slice(20, 40)))
-    assert _overlap.edge_metrics(MOVING, crop, HALF_OUT) == {"tissue_cut_at_edge": 1.0}
+    assert _overlap.overlap_metrics(MOVING, crop, HALF_OUT) == {
+        "moving_tissue_inside": 0.5,
+        "tissue_cut_at_edge": 1.0,
+    }

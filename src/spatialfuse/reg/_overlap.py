@@ -19,55 +19,36 @@ from spatialfuse.reg._images import RegistrationImage
 EDGE_TOLERANCE_PX = 3
 
 
-def _bounds(fix: RegistrationImage) -> tuple[np.ndarray, np.ndarray]:
-    low = np.asarray(fix.origin_um, dtype=np.float64)
-    size = np.array([fix.shape[1] * fix.pixel_size_um[0], fix.shape[0] * fix.pixel_size_um[1]])
-    return low, low + size
+def overlap_metrics(mov: RegistrationImage, fix: RegistrationImage, transform: Transform) -> dict:
+    """Where ``transform`` puts the moving tissue mask, in one pass over its pixels.
 
-
-def moving_tissue_inside(
-    mov: RegistrationImage, fix: RegistrationImage, transform: Transform
-) -> float:
-    """Fraction of the moving tissue mask that ``transform`` puts inside the fixed image."""
-    points = transform.apply(mov.centres_um(mask_only=True))
-    if len(points) == 0:
-        return float("nan")
-    low, high = _bounds(fix)
-    return float(np.all((points >= low) & (points <= high), axis=1).mean())
-
-
-def tissue_cut_at_edge(
-    mov: RegistrationImage, fix: RegistrationImage, transform: Transform
-) -> float:
-    """Where the moving tissue leaves the fixed image, how much of it leaves through tissue.
-
-    Of the moving tissue that lands outside the fixed image, the fraction whose nearest point on
-    the image's edge shows fixed tissue (within :data:`EDGE_TOLERANCE_PX`).
-
-    About 1 for a crop (the fixed tissue runs into the edge where the moving tissue leaves the
-    image), about 0 where the moving tissue crosses an edge of bare glass; NaN when no moving
-    tissue lands outside.
+    Returns
+    -------
+    dict
+        ``moving_tissue_inside``: the fraction of the moving tissue inside the fixed image (NaN
+        for an empty mask). ``tissue_cut_at_edge``, only where some lands outside (and the fixed
+        image has tissue): of that part, the fraction whose nearest point on the image's edge
+        shows fixed tissue (within :data:`EDGE_TOLERANCE_PX`): about 1 for a crop (the fixed
+        tissue runs into the edge where the moving tissue leaves), about 0 where the moving
+        tissue crosses an edge of bare glass. Left out rather than NaN, so that metrics compare
+        equal between identical runs.
     """
     points = transform.apply(mov.centres_um(mask_only=True))
-    low, high = _bounds(fix)
-    outside = ~np.all((points >= low) & (points <= high), axis=1)
-    if not outside.any() or not fix.mask.any():
-        return float("nan")
+    if len(points) == 0:
+        return {"moving_tissue_inside": float("nan")}
+    step = np.asarray(fix.pixel_size_um, dtype=np.float64)
+    low = np.asarray(fix.origin_um, dtype=np.float64)
+    high = low + step * np.array([fix.shape[1], fix.shape[0]])
+    inside = np.all((points >= low) & (points <= high), axis=1)
+    metrics = {"moving_tissue_inside": float(inside.mean())}
+    if inside.all() or not fix.mask.any():
+        return metrics
     from scipy import ndimage
 
-    step = np.asarray(fix.pixel_size_um, dtype=np.float64)
-    at_edge = np.clip(points[outside], low + 0.5 * step, high - 0.5 * step)
+    at_edge = np.clip(points[~inside], low + 0.5 * step, high - 0.5 * step)
     cols, rows = ((at_edge - low) / step).astype(int).T
     near = ndimage.binary_dilation(fix.mask, iterations=EDGE_TOLERANCE_PX)
     rows = np.clip(rows, 0, fix.shape[0] - 1)
     cols = np.clip(cols, 0, fix.shape[1] - 1)
-    return float(near[rows, cols].mean())
-
-
-def edge_metrics(mov: RegistrationImage, fix: RegistrationImage, transform: Transform) -> dict:
-    """``{"tissue_cut_at_edge": value}`` where some moving tissue lands outside, else ``{}``.
-
-    Left out rather than NaN, so that metrics compare equal between identical runs.
-    """
-    value = tissue_cut_at_edge(mov, fix, transform)
-    return {"tissue_cut_at_edge": value} if np.isfinite(value) else {}
+    metrics["tissue_cut_at_edge"] = float(near[rows, cols].mean())
+    return metrics

@@ -456,12 +456,11 @@ def register(
             "dice_initial": initial_scores["dice"],
             "dice_final": scores["dice"],
             "fixed_tissue_covered": scores["fixed_tissue_covered"],
-            "moving_tissue_inside": _overlap.moving_tissue_inside(mov, fix, transform),
             **dict(zip(("scale_min", "scale_max"), _scales(mov, transform), strict=True)),
             "working_pixel_size_um": work,
             "tissue_area_scale": _initialize.area_scale(mov, fix),
             **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
-            **_overlap.edge_metrics(mov, fix, transform),
+            **_overlap.overlap_metrics(mov, fix, transform),
         }
     )
     if plan.estimating:
@@ -570,12 +569,11 @@ def assess(
         "nmi_final": scores["nmi"],
         "dice_final": scores["dice"],
         "fixed_tissue_covered": scores["fixed_tissue_covered"],
-        "moving_tissue_inside": _overlap.moving_tissue_inside(mov, fix, inner),
         **dict(zip(("scale_min", "scale_max"), _scales(mov, inner), strict=True)),
         "working_pixel_size_um": work,
         "tissue_area_scale": _initialize.area_scale(mov, fix),
         **{k: profile[k] for k in ("nmi_excess", "peak_sharpness", "best_neighbour_gain")},
-        **_overlap.edge_metrics(mov, fix, inner),
+        **_overlap.overlap_metrics(mov, fix, inner),
     }
     if _footprint.available(mov, fix):
         metrics["footprint_cost"] = _footprint.cost(mov, fix, inner)
