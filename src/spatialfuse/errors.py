@@ -122,6 +122,30 @@ class RegistrationFailedError(SpatialfuseError, RuntimeError):
         )
 
 
+class SamplesFailedError(SpatialfuseError, RuntimeError):
+    """Some samples of a run of several sections failed; the others finished.
+
+    Parameters
+    ----------
+    failures
+        Each failed sample's name and its error, in words.
+    total
+        How many samples the run had.
+    result
+        The run's result (``spatialfuse.workflow.run_samples``), with the finished samples.
+    """
+
+    def __init__(self, failures: dict[str, str], *, total: int | None = None, result=None):
+        self.failures = dict(failures)
+        self.result = result
+        of = f" of {total}" if total is not None else ""
+        lines = "\n".join(f"  {name}: {error}" for name, error in self.failures.items())
+        super().__init__(
+            f"{len(self.failures)}{of} samples failed (the others finished; summary.json in the "
+            f"output folder has every sample):\n{lines}"
+        )
+
+
 class NoOverlapError(SpatialfuseError, RuntimeError):
     """Too few Visium spots have MSI data for the joint analysis (the report says why)."""
 

@@ -31,9 +31,16 @@ def _errors():
 
 
 def _fail(exc: Exception):
+    from spatialfuse.errors import SamplesFailedError
+
     failed, _ = _errors()
     if isinstance(exc, failed):
         return failure(exc, _RegistrationFailed)
+    if isinstance(exc, SamplesFailedError) and exc.result is not None:
+        # Exit status 3 where every failed sample failed a registration, as one run would.
+        statuses = {s.status for s in exc.result.failed.values()}
+        if statuses == {"registration_failed"}:
+            return failure(exc, _RegistrationFailed)
     return failure(exc)
 
 
@@ -70,27 +77,60 @@ def _run_help() -> str:
     help="Write into an output folder that holds files spatialfuse did not write, or that "
     "contains an input (those files are kept; one at a path the run writes is replaced).",
 )
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="A config with samples: run them on this dask scheduler (tcp://host:8786) instead of "
+    "a LocalCluster (overrides parallel.scheduler).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="A config with samples: LocalCluster worker processes (overrides parallel.n_workers).",
+)
 def run(
-    config: Path, output: Path | None, accept_failed: bool, no_cache: bool, quiet: bool, force: bool
+    config: Path,
+    output: Path | None,
+    accept_failed: bool,
+    no_cache: bool,
+    quiet: bool,
+    force: bool,
+    scheduler: str | None,
+    workers: int | None,
 ):
-    from spatialfuse.workflow import load_config
+    from spatialfuse.workflow import MultiConfig, load_any_config
     from spatialfuse.workflow import run as run_config
 
     _, base = _errors()
     try:
-        cfg = load_config(config)
+        cfg = load_any_config(config)
+        several = isinstance(cfg, MultiConfig)
+        if not several and (scheduler is not None or workers is not None):
+            raise click.UsageError(
+                f"--scheduler and --workers apply to a config with samples:, and {config} has "
+                "none (it runs one section)"
+            )
         if output is not None:
-            cfg = cfg.model_copy(update={"output": output.resolve()})
+            resolved = output.resolve()
+            cfg = (
+                cfg.with_output(resolved)
+                if several
+                else cfg.model_copy(update={"output": resolved})
+            )
         result = run_config(
             cfg,
             accept_failed=accept_failed,
             reuse=not no_cache,
             show_progress=not quiet,
             force=force,
+            **({"scheduler": scheduler, "n_workers": workers} if several else {}),
         )
     except (base, OSError) as exc:
+        partial = getattr(exc, "result", None)
+        if partial is not None:
+            echo(_samples_summary(partial))
         raise _fail(exc) from exc
-    echo(_run_summary(result))
+    echo(_samples_summary(result) if several else _run_summary(result))
 
 
 def _run_summary(result) -> str:
@@ -107,6 +147,36 @@ def _run_summary(result) -> str:
         lines.append(f"  joint clusters: {summary['clustering']['n_clusters']}")
     if "report" in result.files:
         lines.append(f"  report: {result.files['report']}")
+    return "\n".join(lines)
+
+
+def _samples_summary(result) -> str:
+    """What ``spatialfuse run`` prints after a run of several sections."""
+    failed = result.failed
+    lines = [
+        f"spatialfuse run finished {len(result.samples) - len(failed)} of {len(result.samples)} "
+        f"samples on {result.scheduler} ({result.n_workers} workers, "
+        f"{result.timings.get('samples', 0):.0f} s): outputs in {result.output}"
+    ]
+    for name, sample in result.samples.items():
+        if sample.ok:
+            clustering = sample.summary.get("clustering", {})
+            extra = f", {clustering['n_clusters']} joint clusters" if clustering else ""
+            lines.append(f"  {name}: ok ({sample.seconds:.0f} s{extra})")
+        else:
+            lines.append(f"  {name}: FAILED: {sample.error}")
+    combined = result.summary.get("combined", {})
+    if "n_spots" in combined:
+        n = combined.get("clustering", {}).get("n_clusters")
+        clusters = f", {n} joint clusters across sections" if n is not None else ""
+        lines.append(
+            f"  combined table: {combined['n_spots']} spots of "
+            f"{len(combined['spots_per_sample'])} samples{clusters}"
+        )
+    elif "not_built" in combined:
+        lines.append(f"  combined table: not built ({combined['not_built']})")
+    if "summary" in result.files:
+        lines.append(f"  summary: {result.files['summary']}")
     return "\n".join(lines)
 
 

@@ -10,11 +10,18 @@ import importlib
 
 #: Public name → the private module that defines it (and the name there, where it differs).
 _EXPORTS = {
-    "run": "_pipeline",
+    "run": "_entry",
     "Config": ("_config", "RunConfig"),
     "RunResult": "_pipeline",
     "EXAMPLE_CONFIG": "_example",
     "load_config": "_config",
+    "load_samples_config": "_samples_config",
+    "load_any_config": "_samples_config",
+    "MultiConfig": ("_samples_config", "MultiRunConfig"),
+    "run_samples": "_samples",
+    "MultiRunResult": "_samples",
+    "SampleOutcome": "_samples",
+    "combined_table": "_samples",
     "Modality": "_config",
     "Registration": "_config",
     "Mapping": "_config",

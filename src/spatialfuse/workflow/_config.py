@@ -20,7 +20,7 @@ from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM
 from spatialfuse.errors import ConfigError
 from spatialfuse.workflow._example import EXAMPLE_CONFIG
 
-__all__ = ["EXAMPLE_CONFIG", "RunConfig", "load_config", "parse_config"]
+__all__ = ["EXAMPLE_CONFIG", "RunConfig", "load_config", "parse_config", "read_config_yaml"]
 
 
 class _Model(BaseModel):
@@ -575,7 +575,31 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         The file does not exist.
     ConfigError
         The YAML is malformed or does not validate; the message lists every problem with its
-        location (e.g. ``registrations.0.model``).
+        location (e.g. ``registrations.0.model``). A config with ``samples:`` (several sections,
+        :func:`spatialfuse.workflow.load_samples_config`) is refused here with a message that
+        says so.
+    """
+    path = Path(path)
+    data = read_config_yaml(path)
+    if isinstance(data, dict) and "samples" in data:
+        raise ConfigError(
+            path,
+            "lists samples: (a run of several sections): spatialfuse run (or "
+            "spatialfuse.workflow.run) runs it, load_samples_config reads it; a command that "
+            "works on one section needs one sample's own config",
+        )
+    return parse_config(data, base=path.resolve().parent, source=str(path))
+
+
+def read_config_yaml(path: str | os.PathLike) -> Any:
+    """The YAML document of a config file, parsed safely within the config limits.
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    ConfigError
+        The file is too large, expands to too many values, or is not valid YAML.
     """
     import yaml
 
@@ -600,12 +624,11 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         try:
             node = loader.get_single_node()
             _check_expansion(node, current_limits().max_config_nodes)
-            data = loader.construct_document(node) if node is not None else None
+            return loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(path, f"not valid YAML: {exc}") from None
-    return parse_config(data, base=path.resolve().parent, source=str(path))
 
 
 #: Nesting deeper than this is refused while parsing (a config needs 4 levels).

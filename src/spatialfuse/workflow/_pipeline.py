@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import time
 import warnings
@@ -131,39 +130,6 @@ class _Steps:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def run(
-    config: RunConfig | str | os.PathLike,
-    *,
-    accept_failed: bool = False,
-    reuse: bool = True,
-    show_progress: bool = True,
-    write_report: bool | None = None,
-    force: bool = False,
-) -> RunResult:
-    """Run a config — a YAML file or a :class:`RunConfig` — as ``spatialfuse run`` does.
-
-    The public entry of the pipeline (``spatialfuse.workflow.run``); the options are those of
-    :func:`run_pipeline`.
-
-    Returns
-    -------
-    RunResult
-        What the run produced; everything is also written under ``config.output``.
-    """
-    from spatialfuse.workflow._config import RunConfig, load_config
-
-    if not isinstance(config, RunConfig):
-        config = load_config(config)
-    return run_pipeline(
-        config,
-        accept_failed=accept_failed,
-        reuse=reuse,
-        show_progress=show_progress,
-        write_report=write_report,
-        force=force,
-    )
 
 
 def run_pipeline(
