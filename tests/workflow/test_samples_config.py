@@ -164,3 +164,41 @@ def test_cli_scheduler_option_needs_a_samples_config(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(single), "--scheduler", "tcp://x:1"])
     assert result.exit_code == 2
     assert "samples:" in result.output
+
+
+def test_the_docs_example_of_several_sections_validates(tmp_path):
+    import re
+
+    from spatialfuse.workflow._samples_config import parse_samples_config
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    text = docs.read_text(encoding="utf-8")
+    section = text[text.index("## Several sections") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    config = parse_samples_config(yaml.safe_load(block), base=tmp_path, source="docs")
+    assert [s.name for s in config.samples] == ["A1", "B1"]
+    b1 = config.sample("B1").config
+    assert b1.modalities["msi"].kind == "imzml" and b1.modalities["msi"].pixel_size_um == 20
+    assert b1.registrations[0].landmarks == tmp_path / "B1" / "landmarks.csv"
+
+
+def test_ions_of_sections_are_matched_within_the_window():
+    import anndata
+    import numpy as np
+
+    from spatialfuse.workflow._samples import _matched_ions
+
+    def msi(mz):
+        table = anndata.AnnData(np.arange(2 * len(mz), dtype=float).reshape(2, len(mz)))
+        table.var_names = [f"mz-{v:.4f}" for v in mz]
+        table.var["mz"] = mz
+        return table
+
+    first = msi([300.0, 400.0, 500.0])
+    second = msi([500.002, 300.001, 400.1, 450.0])  # 400 is 250 ppm away: not the same ion
+    matched = _matched_ions({"a": first, "b": second}, ppm=10.0)
+    assert list(matched["a"].var_names) == list(matched["b"].var_names)
+    assert list(matched["b"].var_names) == ["mz-300.0000", "mz-500.0000"]
+    np.testing.assert_array_equal(matched["b"].X, second.X[:, [1, 0]])
+    with pytest.raises(ValueError, match="share no ion"):
+        _matched_ions({"a": first, "c": msi([600.0])}, ppm=10.0)

@@ -391,13 +391,22 @@ def _combined_step(result: MultiRunResult) -> None:
     if not parts:
         result.combined_note = "no sample has a joint table (MSI and Visium clustered)"
         return
-    result.combined = combined_table(
-        parts,
-        preprocessing=combined.preprocessing,
-        clustering=combined.clustering,
-        ppm=combined.ppm,
-        gap_um=combined.gap_um,
-    )
+    try:
+        result.combined = combined_table(
+            parts,
+            preprocessing=combined.preprocessing,
+            clustering=combined.clustering,
+            ppm=combined.ppm,
+            gap_um=combined.gap_um,
+        )
+    except ValueError as exc:  # no shared gene or ion, too few spots: the samples still stand
+        import warnings
+
+        from spatialfuse.errors import DataWarning
+
+        result.combined_note = f"the combined table could not be built: {exc}"
+        warnings.warn(result.combined_note, DataWarning, stacklevel=2)
+        return
     out = result.output
     if combined.h5mu:
         result.files["combined_h5mu"] = io.write_h5mu(result.combined, out / COMBINED_H5MU)
