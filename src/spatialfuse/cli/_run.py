@@ -59,6 +59,11 @@ def _run_help() -> str:
         "The output folder must be new, empty or one that spatialfuse wrote: a folder holding "
         "other files, or containing an input, is refused unless --force; one inside an input "
         "folder always. spatialfuse deletes only files it wrote.\n\n"
+        "A config with a samples: list runs several sections in parallel on a dask cluster (a "
+        "LocalCluster, or --scheduler ADDRESS), each into OUTPUT/<name>, and writes one combined "
+        "table clustered across sections (docs/config.md, 'Several sections'). A sample that "
+        "fails is named with its error while the others finish; the exit status is then 1 (3 "
+        "where every failed sample failed a registration).\n\n"
         "A complete annotated config (spatialfuse init-config writes it):\n\n" + example
     )
 

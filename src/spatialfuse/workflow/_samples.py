@@ -290,21 +290,24 @@ def _local_cluster(config: MultiRunConfig, n_workers: int | None):
     """A LocalCluster of processes, at most one worker per sample and per CPU core."""
     import logging
 
+    import dask
     from distributed import LocalCluster
 
     parallel = config.parallel
     cores = os.cpu_count() or 1
     wanted = n_workers or parallel.n_workers or min(len(config.samples), cores)
     wanted = max(1, min(wanted, len(config.samples)))
-    return LocalCluster(
-        n_workers=wanted,
-        threads_per_worker=parallel.threads_per_worker,
-        processes=True,
-        memory_limit=parallel.memory_limit,
-        dashboard_address=":0" if parallel.dashboard else None,
-        scheduler_port=0,
-        silence_logs=logging.ERROR,  # not the nanny's notices about stopping its workers
-    )
+    # A sample that kills its worker (out of memory) is tried once more, not three times.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        return LocalCluster(
+            n_workers=wanted,
+            threads_per_worker=parallel.threads_per_worker,
+            processes=True,
+            memory_limit=parallel.memory_limit,
+            dashboard_address=":0" if parallel.dashboard else None,
+            scheduler_port=0,
+            silence_logs=logging.ERROR,  # not the nanny's notices about stopping its workers
+        )
 
 
 def run_one_sample(name: str, config: RunConfig, options: dict[str, Any]) -> SampleOutcome:

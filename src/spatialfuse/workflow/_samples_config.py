@@ -71,8 +71,8 @@ class Parallel(_Model):
     scheduler: str | None = None
     #: LocalCluster worker processes; null: min(number of samples, CPU cores).
     n_workers: Annotated[int, Field(ge=1)] | None = None
-    #: Threads per LocalCluster worker (a sample runs in one task; 1 keeps the numbers the same as
-    #: a run of that sample alone and the cores busy with one sample each).
+    #: Threads per LocalCluster worker (a sample is one task: more threads run more samples at
+    #: once in one process, not one sample faster).
     threads_per_worker: Annotated[int, Field(ge=1)] = 1
     #: Memory per LocalCluster worker (``"4GiB"``, bytes, or ``auto``: the machine's share).
     memory_limit: str | int = "auto"
