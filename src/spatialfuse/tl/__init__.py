@@ -9,6 +9,7 @@
   makes one AnnData of it;
 - :func:`joint_cluster`: Leiden clusters of the spots on all modalities (weighted nearest
   neighbours, concatenation or MOFA+); :func:`cluster_modality`: the same on one modality;
+  :func:`spatial_domains`: domains of spot neighbourhoods (CellCharter through squidpy);
 - :func:`annotate`: putative names of m/z features from a user database (formulas or masses),
   by adduct and ppm error, every candidate kept.
 """
@@ -17,6 +18,7 @@ from spatialfuse.tl._annotate import annotate
 from spatialfuse.tl._bins import aggregate_bins, map_to_bins
 from spatialfuse.tl._cluster import MissingDependencyError, cluster_modality, joint_cluster
 from spatialfuse.tl._correlation import cross_modal_correlation
+from spatialfuse.tl._domains import spatial_domains
 from spatialfuse.tl._joint import concatenate_modalities, joint_table
 from spatialfuse.tl._mapping import map_to_pixels, map_to_spots
 
@@ -32,4 +34,5 @@ __all__ = [
     "map_to_bins",
     "map_to_pixels",
     "map_to_spots",
+    "spatial_domains",
 ]

@@ -867,7 +867,12 @@ def _leiden(graph, resolution: float, seed: int) -> np.ndarray:
         random_state=int(seed),
         key_added="leiden",
     )
-    raw = tmp.obs["leiden"].astype(int).to_numpy()
+    return _by_size(tmp.obs["leiden"].astype(int).to_numpy())
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered ``0, 1, …`` by cluster size, largest first (ties: first seen first)."""
+    _, raw = np.unique(labels, return_inverse=True)
     sizes = np.bincount(raw)
     first = np.full(sizes.size, raw.size)
     np.minimum.at(first, raw, np.arange(raw.size))
