@@ -61,6 +61,8 @@ class SampleOutcome:
     error: str | None = None
     error_type: str | None = None
     seconds: float = 0.0
+    #: CPU time of the worker's process while the sample ran (all its threads).
+    cpu_seconds: float = 0.0
     worker: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     #: The sample's Visium table (counts) and MSI on its spots, for the combined table.
@@ -77,6 +79,7 @@ class SampleOutcome:
             "status": self.status,
             "output": str(self.output),
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "worker": self.worker,
         }
         if self.error is not None:
@@ -322,7 +325,7 @@ def run_one_sample(name: str, config: RunConfig, options: dict[str, Any]) -> Sam
     from spatialfuse.errors import NoOverlapError, RegistrationFailedError, SpatialfuseError
     from spatialfuse.workflow._pipeline import run_pipeline
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = Path(config.output)
     outcome = SampleOutcome(name, out, OK, worker=socket.gethostname())
     try:
@@ -355,6 +358,7 @@ def run_one_sample(name: str, config: RunConfig, options: dict[str, Any]) -> Sam
         outcome.error = f"{type(exc).__name__} (unexpected): {exc}"
         logger.error("sample %s: %s", name, traceback.format_exc())
     outcome.seconds = time.perf_counter() - start
+    outcome.cpu_seconds = time.process_time() - cpu
     return outcome
 
 
