@@ -101,3 +101,26 @@ def test_reasons_say_what_to_do(outcome):
     text = " ".join(scaled["what_to_do"])
     assert "pixel_size_um=" in text and "scale='estimate'" in text
     assert 7 < scaled["metrics"]["tissue_area_scale"] < 13  # the 10x error, measured
+
+
+@pytest.fixture(scope="module")
+def quarter_crop(bench, tmp_path_factory):
+    built = bench.build_cases(
+        tmp_path_factory.mktemp("quarter"), [0], kinds=("partial_crop",), quick=False
+    )
+    return next(c for c in built if "quarter" in c.name)
+
+
+def test_a_quarter_crop_is_found_among_every_orientation(bench, quarter_crop):
+    """The H&E shows a quarter of the tissue (25 % of the MSI tissue): registered right, ok.
+
+    Seed 0's right orientation ranked 7th by outline and its place fell between the shift grid's
+    nodes: the result was turned 41° and flagged (session 9). The crop search
+    (``reg._initialize.crop_starts``, every orientation's best translations ranked by the
+    spectra's footprint cost) finds it. At seed 2 a quarter crop shows 18 % of the tissue and
+    is flagged as too little overlap to judge (``docs/failure_detection.md``).
+    """
+    outcome = bench.run_case(quarter_crop)
+    assert outcome["ok"], outcome["failures"]
+    assert outcome["tre_px"] < bench.CROP_MAX_TRE_PX
+    assert outcome["metrics"]["moving_tissue_inside"] < 0.4
