@@ -63,6 +63,7 @@ class ImzMLHeader:
     array_groups: dict[str, ArraySpec] = field(default_factory=dict)
     checksum: tuple[str, str] | None = None  # ("sha1"|"md5", hex)
     software: list[str] = field(default_factory=list)
+    spectrum_type: str | None = None  # "centroid", "profile", "conflicting" or None: undeclared
 
 
 def _localname(tag) -> str:
@@ -275,6 +276,14 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
         mode = "continuous"
     if _cv.PROCESSED in file_params:
         mode = "processed" if mode is None else "conflicting"
+    # the file-level declaration, else what the referenceable param groups (spectra) declare
+    declared = {
+        kind
+        for params in (file_params, *([] if file_params else param_groups.values()))
+        for accession, kind in ((_cv.CENTROID, "centroid"), (_cv.PROFILE, "profile"))
+        if accession in params
+    }
+    spectrum_type = declared.pop() if len(declared) == 1 else ("conflicting" if declared else None)
     uuid = None
     if _cv.UUID in file_params:
         raw = file_params[_cv.UUID].get("value", "")
@@ -307,4 +316,5 @@ def parse_header(buf, path: Path) -> ImzMLHeader:
         array_groups=array_groups,
         checksum=checksum,
         software=software,
+        spectrum_type=spectrum_type,
     )

@@ -284,6 +284,15 @@ class ImzMLReader:
         return self._header.pixel_size_um
 
     @property
+    def spectrum_type(self) -> str | None:
+        """``"centroid"`` (MS:1000127), ``"profile"`` (MS:1000128) as the file declares, else None.
+
+        ``"conflicting"`` where it declares both. Read from ``fileContent``, else from the
+        referenceable param groups. Writers do not always state it right.
+        """
+        return self._header.spectrum_type
+
+    @property
     def uuid(self) -> str | None:
         """The UUID the ``.imzML`` declares (32 lowercase hex digits), or None."""
         return self._header.uuid
