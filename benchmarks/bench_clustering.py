@@ -31,7 +31,9 @@ MSI, which the joint default places by expression:
 
 - ``sf joint``: :func:`sf.tl.joint_cluster` with its defaults (concatenation with each modality
   weighted by its spatial signal share, ``weights="auto"``; resolution by stability; spatial
-  smoothing 0.3); ``sf joint, equal weights``: the same with ``weights=None`` (each modality's
+  smoothing 0.3); ``sf joint, consensus resolution``: the same with
+  ``resolution="consensus"`` (stability, per-cluster stability and separation must agree; issue
+  18, session 10); ``sf joint, equal weights``: the same with ``weights=None`` (each modality's
   block at total variance 1, the default before the signal-share weights); ``old default (wnn,
   r=1)``: the defaults before issue 18 (no smoothing); ``sf wnn``: WNN with the other defaults;
   ``sf joint, no smoothing``; ``sf mofa`` (MOFA+ where ``mofapy2`` is installed); ``sf joint
@@ -574,6 +576,11 @@ def run_methods(case: Case, *, muon: bool = True, mofa: bool = True) -> dict:
     out["sf joint"] = _labels(mdata.obs["j"])
     notes["sf joint"] = str(mdata.uns["j"]["params"].get("resolution_rule", ""))
     timed(
+        "sf joint, consensus resolution",
+        lambda: sf.tl.joint_cluster(mdata, resolution="consensus", key_added="jc"),
+    )
+    out["sf joint, consensus resolution"] = _labels(mdata.obs["jc"])
+    timed(
         "sf joint, equal weights",
         lambda: sf.tl.joint_cluster(mdata, weights=None, key_added="je"),
     )
@@ -703,6 +710,7 @@ def evaluate(case: Case, **kwargs) -> dict:
 
 ORDER = [
     "sf joint",
+    "sf joint, consensus resolution",
     "sf joint, equal weights",
     "old default (wnn, r=1)",
     "sf wnn",
