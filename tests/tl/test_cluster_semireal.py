@@ -120,25 +120,21 @@ def test_a_noisy_msi_does_not_dominate(bench):
     assert joint > 0.8 and joint > single + 0.1, (joint, single)
 
 
-def test_noisy_msi_is_not_collapsed_to_two_clusters(bench):
-    """``noisy_msi`` seed 3: the resolution rule before session 10 (finest within 0.05 of the
-    most stable) settled on two clusters (stability 0.99 vs 0.885 for four; ARI 0.42). The rule
-    now (stability within 0.15, clusters stable and separated) takes four: ARI 0.787 measured."""
+def test_noisy_msi_consensus_resolution_is_not_collapsed_to_two_clusters(bench):
+    """``noisy_msi`` seed 3: the default stability rule settles on two clusters (stability 0.99
+    vs 0.885 for four; ARI 0.42); ``resolution="consensus"`` takes four: ARI 0.787 measured."""
     module, root = bench
     if not (root / "visium/scanpy_visium_1.0.0/spatial/tissue_positions_list.csv").is_file():
         pytest.skip("shared data lack visium/scanpy_visium_1.0.0")
     case = module.make_case("noisy_msi", seed=3, root=root, oracle=False)
     mdata = module.preprocess(case.rna, case.msi)
     has = mdata.obs["has_msi"].to_numpy(bool)
-    sf.tl.joint_cluster(mdata)
+    sf.tl.joint_cluster(mdata, resolution="consensus")
     params = mdata.uns["joint"]["params"]
     assert params["n_clusters"] == 4
     joint = _ari(case.labels, mdata.obs["joint"], has)
     assert joint > 0.75, joint
-    stability = params["stability"]
-    best = max(stability.values())
-    old = max(float(r) for r, v in stability.items() if v >= best - 0.05)
-    sf.tl.joint_cluster(mdata, resolution=old, key_added="old")
-    assert mdata.uns["old"]["params"]["n_clusters"] == 2
-    assert _ari(case.labels, mdata.obs["old"], has) < 0.5
+    sf.tl.joint_cluster(mdata, key_added="auto")
+    assert mdata.uns["auto"]["params"]["n_clusters"] == 2
+    assert _ari(case.labels, mdata.obs["auto"], has) < 0.5
     assert np.isfinite(mdata.obsm["X_joint"]).all()
