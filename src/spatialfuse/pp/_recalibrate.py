@@ -35,15 +35,20 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse.core.adata import check_adata, is_dask
+from spatialfuse.errors import FileFormatError
+from spatialfuse.pp._recalibrate_models import _fit, _fit_groups
 
 if TYPE_CHECKING:
     import anndata
+
+    from spatialfuse.io.imzml import FeatureOptions
 
 __all__ = ["measure_errors", "recalibrate"]
 
 #: Intensity values handled per chunk of pixels (16 MiB as float64).
 _CHUNK_VALUES = 1 << 21
 _MODELS = ("shift", "linear")
+_SPECTRUM_TYPES = ("auto", "centroid", "profile")
 
 
 def _raw_block(x, a: int, b: int) -> np.ndarray:
@@ -132,41 +137,6 @@ def measure_errors(adata: anndata.AnnData, reference_mz, *, ppm: float = 30.0, s
     )
 
 
-def _fit(errors: np.ndarray, refs: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel ``(offset_ppm, slope_ppm_per_mz)`` around the references' mean m/z."""
-    import warnings
-
-    found = np.isfinite(errors)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # pixels without any reference
-        offset = np.nanmedian(np.where(found, errors, np.nan), axis=1)
-    offset = np.where(found.any(axis=1), offset, 0.0)
-    slope = np.zeros_like(offset)
-    if model == "linear":
-        centre = refs.mean()
-        dx = refs - centre
-        for i in np.flatnonzero(found.sum(axis=1) >= 3):
-            m = found[i]
-            a = np.vstack([np.ones(m.sum()), dx[m]]).T
-            (offset[i], slope[i]), *_ = np.linalg.lstsq(a, errors[i, m], rcond=None)
-    return offset, slope
-
-
-def _fit_groups(
-    errors: np.ndarray, refs: np.ndarray, model: str, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """One model per group of pixels (e.g. an acquisition line), fitted to their pooled errors."""
-    offset, slope = np.zeros(errors.shape[0]), np.zeros(errors.shape[0])
-    codes, inverse = np.unique(groups, return_inverse=True)
-    for g in range(codes.size):
-        rows = np.flatnonzero(inverse == g)
-        pooled = errors[rows].reshape(1, -1)
-        pooled_refs = np.tile(refs, rows.size)
-        off, slo = _fit(pooled, pooled_refs, model)
-        offset[rows], slope[rows] = off[0], slo[0]
-    return offset, slope
-
-
 def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
     """The ``n_references`` peaks of the mean spectrum found in the most pixels."""
     from spatialfuse.pp._peaks import _found_counts, _table_chunks, centroid_peaks
@@ -187,6 +157,34 @@ def _default_references(adata, n_references: int, snr: float) -> np.ndarray:
 def _rows_per_chunk(n_points: int) -> int:
     """Rows of ``n_points`` values that make one chunk of ``_CHUNK_VALUES``."""
     return max(1, _CHUNK_VALUES // max(1, n_points))
+
+
+def _file_kind(path, spectrum_type: str):
+    """``(kind, how decided, open reader)`` of an imzML path for :func:`recalibrate`."""
+    from spatialfuse.io.imzml import ImzMLReader
+    from spatialfuse.pp._recalibrate_centroid import spectrum_kind
+
+    reader = ImzMLReader(path)
+    try:
+        kind, how = spectrum_kind(reader)
+        if spectrum_type != "auto" and kind != spectrum_type:
+            raise FileFormatError(
+                path,
+                f"spectrum_type={spectrum_type!r} but the file holds {kind} spectra ({how}); "
+                "give spectrum_type='auto'",
+            )
+        if kind == "profile" and reader.shared_mz_axis() is None:
+            raise FileFormatError(
+                path,
+                "holds processed profile spectra (an m/z array per spectrum): recalibration "
+                "straight from a file needs a continuous imzML (one shared m/z axis) or centroid "
+                "spectra; read a processed profile file with sf.io.read_imzml first (a common "
+                "axis)",
+            )
+    except BaseException:
+        reader.close()
+        raise
+    return kind, how, reader
 
 
 def _file_table(path, pixel_size_um) -> anndata.AnnData:
@@ -260,13 +258,17 @@ def recalibrate(
     model: str = "shift",
     group_by: str | None = None,
     pixel_size_um: float | tuple[float, float] | None = None,
+    spectrum_type: str = "auto",
+    features: FeatureOptions | None = None,
     key_added: str = "recalibration",
     copy: bool = False,
     show_progress: bool = False,
 ) -> anndata.AnnData | None:
-    """Measure each pixel's m/z drift at reference peaks and resample it away.
+    """Measure each pixel's m/z drift at reference peaks and remove it.
 
-    The method is described in :mod:`spatialfuse.pp._recalibrate`.
+    Profile spectra are resampled on their own axis (:mod:`spatialfuse.pp._recalibrate`);
+    centroid spectra, given as an imzML path, have each peak's m/z corrected and are then
+    binned (:mod:`spatialfuse.pp._recalibrate_centroid`).
 
     Parameters
     ----------
@@ -277,7 +279,10 @@ def recalibrate(
         chunk by chunk (16 MiB of values at a time) and a dask ``X`` stays lazy, resampled
         when computed. Or the path of a continuous imzML file: it is read chunk by chunk
         from its memory-mapped ``.ibd`` (never whole) and a new table with a lazy ``X`` is
-        returned, which :func:`pick_peaks` streams in turn.
+        returned, which :func:`pick_peaks` streams in turn. Or the path of an imzML file of
+        centroid spectra (processed, or continuous with one point per peak): each pixel's
+        peaks are matched to the references, corrected and binned onto a common axis
+        (``features``), streamed in chunks of spectra; a new table is returned.
     reference_mz
         Lock masses (m/z of ions known to be in the sample: matrix ions, internal standards)
         for an absolute calibration. None: the ``n_references`` peaks of the mean spectrum
@@ -287,7 +292,8 @@ def recalibrate(
     ppm
         Search half-width around each reference, in ppm (larger than the largest drift).
     snr
-        A pixel's peak must stand this many times its noise above its median.
+        A pixel's peak must stand this many times its noise above its median (profile spectra;
+        centroid peaks are taken as they are).
     model
         ``"shift"`` (one ppm offset per pixel) or ``"linear"`` (an offset linear in m/z).
     group_by
@@ -296,6 +302,15 @@ def recalibrate(
         are noisy). None: one model per pixel.
     pixel_size_um
         For a file without a pixel size, the pixel size in µm (as in ``read_imzml``).
+    spectrum_type
+        For a path: ``"auto"`` (the data say profile where most points have a non-zero
+        neighbour within 25 ppm, else the file's declaration, else centroid), ``"centroid"``
+        or ``"profile"`` (refused where the file does not hold that kind). Recorded in
+        ``uns[key_added]["spectrum_type"]``.
+    features
+        Centroid files: the m/z features the corrected peaks are binned onto, as
+        :func:`spatialfuse.io.read_imzml` takes them (default: a common axis merged from the
+        corrected peaks within 5 ppm).
     key_added
         Prefix of the ``obs`` columns and name of the ``uns`` entry written.
     copy
@@ -309,29 +324,68 @@ def recalibrate(
         The recalibrated copy if ``copy`` or ``adata`` is a path, else None. Writes:
 
         - ``X``: each spectrum resampled at its corrected m/z (float32, on the same axis; a
-          dask ``X`` becomes a lazy dask array);
+          dask ``X`` becomes a lazy dask array); for a centroid file, the corrected peaks
+          summed per feature (float32, CSR where smaller), with ``obs``, ``obsm``, ``var``
+          and ``uns["spatialfuse"]`` as :func:`spatialfuse.io.read_imzml` writes them;
         - ``obs[f"{key_added}_ppm"]``: the pixel's drift in ppm at the references' mean m/z;
         - ``obs[f"{key_added}_slope"]``: its change per m/z unit (``"linear"``, else 0);
         - ``obs[f"{key_added}_n_found"]``: how many references the pixel's drift rests on;
         - ``uns[key_added]``: ``reference_mz``, ``model``, the median absolute ppm error per
           reference before and after (``ppm_before``, ``ppm_after``) and over all pixels and
-          references (``median_abs_ppm_before``, ``median_abs_ppm_after``).
+          references (``median_abs_ppm_before``, ``median_abs_ppm_after``); for a path,
+          ``spectrum_type`` (``"centroid"`` or ``"profile"``) and ``spectrum_type_source``.
+
+    Raises
+    ------
+    FileFormatError
+        A path whose spectra are not of ``spectrum_type``; a processed profile file (read it
+        with :func:`spatialfuse.io.read_imzml` first); lock masses outside the file's m/z
+        range; no peak near any reference in any pixel of a centroid file.
     """
     from scipy import sparse
 
+    if model not in _MODELS:
+        raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+    if not (np.isfinite(ppm) and ppm > 0):
+        raise ValueError(f"ppm must be a positive number, got {ppm!r}")
+    if spectrum_type not in _SPECTRUM_TYPES:
+        raise ValueError(f"spectrum_type must be one of {_SPECTRUM_TYPES}, got {spectrum_type!r}")
     from_file = isinstance(adata, str | os.PathLike)
+    kind = None
     if from_file:  # a new table: returned, never copied
-        adata, copy = _file_table(adata, pixel_size_um), False
+        path = adata
+        kind, how, reader = _file_kind(path, spectrum_type)
+        if kind == "centroid":
+            from spatialfuse.pp._recalibrate_centroid import recalibrate_centroid_file
+
+            with reader:
+                return recalibrate_centroid_file(
+                    path,
+                    reader,
+                    how=how,
+                    reference_mz=reference_mz,
+                    n_references=n_references,
+                    ppm=ppm,
+                    model=model,
+                    group_by=group_by,
+                    pixel_size_um=pixel_size_um,
+                    features=features,
+                    key_added=key_added,
+                    show_progress=show_progress,
+                )
+        reader.close()
+        adata, copy = _file_table(path, pixel_size_um), False
+    elif spectrum_type == "centroid" or features is not None:
+        raise ValueError(
+            "centroid recalibration (spectrum_type='centroid', features=) reads the peaks from "
+            "the file: give the imzML path, not a table"
+        )
     check_adata(adata)
     if "mz" not in adata.var:
         raise ValueError("adata.var has no 'mz' column: give a table of profile m/z points")
     mz = np.asarray(adata.var["mz"], dtype=np.float64)
     if mz.size < 3 or not (np.diff(mz) > 0).all():
         raise ValueError("adata.var['mz'] must be sorted ascending, with at least 3 points")
-    if model not in _MODELS:
-        raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
-    if not (np.isfinite(ppm) and ppm > 0):
-        raise ValueError(f"ppm must be a positive number, got {ppm!r}")
     if not (np.isfinite(snr) and snr > 0):
         raise ValueError(f"snr must be a positive number, got {snr!r}")
     if reference_mz is None:
@@ -409,6 +463,9 @@ def recalibrate(
         "median_abs_ppm_after": summary_after,
         "pixels_without_reference": int((np.isfinite(before).sum(axis=1) == 0).sum()),
     }
+    if kind is not None:
+        adata.uns[key_added]["spectrum_type"] = kind
+        adata.uns[key_added]["spectrum_type_source"] = how
     logger.info(
         "recalibrate: %d references, median |error| %s ppm before, %s ppm after",
         refs.size,

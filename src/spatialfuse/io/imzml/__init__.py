@@ -3,6 +3,7 @@
 from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
 from spatialfuse.io.imzml._describe import describe_imzml
 from spatialfuse.io.imzml._features import FeatureOptions
+from spatialfuse.io.imzml._kernels import bin_peaks
 from spatialfuse.io.imzml._read import read_imzml
 from spatialfuse.io.imzml._reader import ImzMLReader, resolve_pair
 
@@ -10,6 +11,7 @@ __all__ = [
     "FeatureOptions",
     "ImzMLReader",
     "MzAxis",
+    "bin_peaks",
     "build_mz_axis",
     "describe_imzml",
     "read_imzml",

@@ -89,11 +89,11 @@ class FeatureOptions:
         ``"shared_windows"`` (windows on a shared axis) or ``"peaks"`` (windows over
         per-spectrum peaks).
         """
-        from spatialfuse.io.imzml import _kernels
         from spatialfuse.io.imzml._axis import NOISE_FACTOR, MzAxis, build_mz_axis
 
         mz, ppm, tol = self.mz, self.ppm, self.tol
-        shared = _kernels.shared_mz_axis(reader._acc) is not None
+        shared_axis = reader.shared_mz_axis()
+        shared = shared_axis is not None
         if isinstance(mz, MzAxis):
             if ppm is not None or tol is not None:
                 raise ValueError("an MzAxis carries its own windows: give no ppm= or tol= with it")
@@ -109,7 +109,7 @@ class FeatureOptions:
             )
             kind = "shared_windows" if shared else "peaks"
         elif shared:
-            centres = _kernels.shared_mz_axis(reader._acc)
+            centres = shared_axis
             lo = hi = centres
             rule = {"kind": "shared_axis"}
             kind = "identity"

@@ -331,14 +331,23 @@ def _chunk_cells(acc, lo, hi, *, show_progress):
     """
     t = acc.table
     k = lo.size
-    lookups = window_lookups(lo, hi)
     mean_len = max(1.0, float(t.int_length.mean())) if t.n else 1.0
     rows_per_chunk = max(
         1, min(int(CHUNK_BYTES // (16 * mean_len)), max(1, (CHUNK_BYTES // 8) // k))
     )
     chunks = [(a, min(t.n, a + rows_per_chunk)) for a in range(0, t.n, rows_per_chunk)]
-    for a, b in progress(chunks, show=show_progress, desc="ion images"):
-        mz, intensity, lengths = acc.concatenated(a, b)
+    peaks = (
+        (a, b, *acc.concatenated(a, b))
+        for a, b in progress(chunks, show=show_progress, desc="ion images")
+    )
+    yield from _cells_of(peaks, lo, hi)
+
+
+def _cells_of(peaks, lo, hi):
+    """:func:`_chunk_cells` of chunks given as ``(start, stop, mz, intensity, lengths)``."""
+    k = lo.size
+    lookups = window_lookups(lo, hi)
+    for a, b, mz, intensity, lengths in peaks:
         if mz.size == 0:
             continue
         n_cells = (b - a) * k
@@ -358,6 +367,61 @@ def _chunked_sums(acc, lo, hi, *, dtype, show_progress):
     for a, _b, cells, sums in _chunk_cells(acc, lo, hi, show_progress=show_progress):
         flat[a * lo.size + cells] = sums
     return out
+
+
+def _csr_of_cells(n: int, k: int, chunk_cells, dtype):
+    """The ``n × k`` CSR matrix of the cells :func:`_chunk_cells` yields, chunk after chunk."""
+    from scipy import sparse
+
+    counts = np.zeros(n, dtype=np.int64)
+    col_parts, val_parts = [], []
+    for a, b, cells, sums in chunk_cells:
+        counts[a:b] = np.bincount(cells // k, minlength=b - a)
+        col_parts.append((cells % k).astype(np.int32))
+        val_parts.append(sums.astype(dtype))
+    if not col_parts:
+        return sparse.csr_matrix((n, k), dtype=dtype)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.concatenate(col_parts)
+    del col_parts
+    data = np.concatenate(val_parts)
+    del val_parts
+    return sparse.csr_matrix((data, indices, indptr), shape=(n, k))
+
+
+def bin_peaks(peaks, n_spectra: int, lo, hi, *, dtype=np.float32):
+    """Per-spectrum sums of peaks in closed m/z windows ``[lo, hi]``, as a CSR matrix.
+
+    The binning of processed spectra (:func:`~spatialfuse.io.read_imzml`) for peaks that are
+    not read from a file as they are (e.g. m/z-corrected ones).
+
+    Parameters
+    ----------
+    peaks
+        Chunks of consecutive spectra in order, each ``(start, stop, mz, intensity, lengths)``
+        as :meth:`~spatialfuse.io.imzml.ImzMLReader.iter_chunks` yields them: the peaks of
+        spectra ``start:stop`` one spectrum after another, ``lengths`` peaks each.
+    n_spectra
+        Rows of the result.
+    lo, hi
+        Window edges (a peak counts in every window that holds it).
+    dtype
+        dtype of the result (sums accumulate in float64).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n_spectra, len(lo))``; a spectrum in no chunk is an empty row.
+    """
+    from scipy import sparse
+
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    if lo.size == 0 or n_spectra == 0:
+        for _ in peaks:  # the chunks are still consumed (a caller may measure them on the way)
+            pass
+        return sparse.csr_matrix((n_spectra, lo.size), dtype=dtype)
+    return _csr_of_cells(n_spectra, lo.size, _cells_of(peaks, lo, hi), dtype)
 
 
 def window_sums_sparse(
@@ -380,21 +444,7 @@ def window_sums_sparse(
             if blocks
             else sparse.csr_matrix((n, k), dtype=dtype)
         )
-    counts = np.zeros(n, dtype=np.int64)
-    col_parts, val_parts = [], []
-    for a, b, cells, sums in _chunk_cells(acc, lo, hi, show_progress=show_progress):
-        counts[a:b] = np.bincount(cells // k, minlength=b - a)
-        col_parts.append((cells % k).astype(np.int32))
-        val_parts.append(sums.astype(dtype))
-    if not col_parts:
-        return sparse.csr_matrix((n, k), dtype=dtype)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate(col_parts)
-    del col_parts
-    data = np.concatenate(val_parts)
-    del val_parts
-    return sparse.csr_matrix((data, indices, indptr), shape=(n, k))
+    return _csr_of_cells(n, k, _chunk_cells(acc, lo, hi, show_progress=show_progress), dtype)
 
 
 def spectrum_sums(
