@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from centroid_data import PEAKS, line_drift, write_centroid
+from spectra_data import profile_table
+from test_recalibrate_stream import _write
 
 import spatialfuse as sf
 from spatialfuse.errors import FileFormatError
@@ -145,27 +147,10 @@ def test_a_continuous_centroid_file_is_recalibrated_as_centroids(tmp_path):
 
 
 def _profile_file(tmp_path, mode):
-    from spectra_data import profile_table
-
-    from spatialfuse.datasets._writers import write_imzml
-
-    table = profile_table(n_pixels=4, seed=2)
-    mz, x = table.var["mz"].to_numpy(), np.asarray(table.X)
-    if mode == "processed":
-        mz, x = [mz] * 4, list(x)
-    path = tmp_path / f"{mode}_profile.imzML"
-    coords = np.array([(i + 1, 1) for i in range(4)])
-    write_imzml(
-        path,
-        coords,
-        mz,
-        x,
-        mode=mode,
-        pixel_size_um=(20.0, 20.0),
-        uuid_bytes=bytes(range(16)),
-        version="1.1.0",
+    """Four profile spectra (the stream tests' writer: processed ones declared centroid)."""
+    return _write(
+        tmp_path / f"{mode}_profile.imzML", profile_table(n_pixels=4, seed=2), 4, mode=mode
     )
-    return path
 
 
 def test_a_profile_file_is_refused_as_centroids(tmp_path):
