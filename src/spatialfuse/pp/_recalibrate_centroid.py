@@ -22,7 +22,7 @@ Without lock masses the references are the data's most frequent peaks: a common 
 from the uncorrected peaks within ``± ppm`` (so a peak drifting by less than that stays one
 feature), its ``n_references`` features found in the most pixels (at least 10 % of them).
 
-Every pass reads the file in chunks of about two million peaks (three passes with lock masses,
+Every pass reads the file in chunks of about a million peaks (three passes with lock masses,
 four without: references, measurement, the corrected axis, the sums), so memory is bounded by
 the chunk and the table of pixels × features, not by the file.
 """
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import anndata
 
 #: Peaks handled per chunk of spectra.
-_CHUNK_PEAKS = 1 << 21
+_CHUNK_PEAKS = 1 << 20
 #: A point is part of a profile (not a centroid) where a non-zero neighbour lies this close.
 _PROFILE_GAP_PPM = 25.0
 #: The data's own references are features found in at least this fraction of the pixels.
