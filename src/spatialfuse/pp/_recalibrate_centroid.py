@@ -22,9 +22,11 @@ Without lock masses the references are the data's most frequent peaks: a common 
 from the uncorrected peaks within ``± ppm`` (so a peak drifting by less than that stays one
 feature), its ``n_references`` features found in the most pixels (at least 10 % of them).
 
-Every pass reads the file in chunks of about a million peaks (three passes with lock masses,
-four without: references, measurement, the corrected axis, the sums), so memory is bounded by
-the chunk and the table of pixels × features, not by the file.
+Every pass reads the file in chunks of spectra (about a million peaks here; the reader's own
+chunks in its passes): ``obs``/``obsm`` as :func:`~spatialfuse.io.read_imzml` writes them (the
+TIC and one window), the references (without lock masses), the measurement, the corrected
+axis, the sums — five or six passes — so memory is bounded by the chunks and the table of
+pixels × features, not by the file (measured in ``docs/spectra.md``).
 """
 
 from __future__ import annotations
