@@ -273,7 +273,12 @@ def recalibrate_centroid_file(
             )
     # obs, obsm and provenance as read_imzml writes them (read for one m/z window only)
     one = refs[:1]
-    header = read_imzml(path, mz=MzAxis(one, one, one, np.zeros(1)), pixel_size_um=pixel_size_um)
+    header = read_imzml(
+        path,
+        mz=MzAxis(one, one, one, np.zeros(1)),
+        pixel_size_um=pixel_size_um,
+        show_progress=show_progress,
+    )
     if group_by is not None and group_by not in header.obs:
         raise ValueError(
             f"group_by={group_by!r} is not a column of the table's obs ({list(header.obs)})"
