@@ -162,3 +162,14 @@ def test_one_model_per_acquisition_line_is_steadier_on_noisy_pixels():
     assert line.obs.groupby("imzml_y")["recalibration_ppm"].nunique().eq(1).all()
     with pytest.raises(ValueError, match="group_by"):
         sf.pp.recalibrate(table, reference_mz=LOCK, group_by="line", copy=True)
+
+
+def test_nothing_found_is_said_not_returned_as_recalibrated(drifted):
+    """References where no pixel has a peak: a DataWarning, and the table unchanged."""
+    table = drifted[0]
+    gaps = (PEAKS[:-1] + PEAKS[1:]) / 2  # halfway between planted peaks: no peak within 5 ppm
+    with pytest.warns(sf.errors.DataWarning, match="nothing was measured or corrected"):
+        out = sf.pp.recalibrate(table, reference_mz=gaps[:3], ppm=5.0, copy=True)
+    assert out.uns["recalibration"]["median_abs_ppm_before"] is None
+    np.testing.assert_allclose(out.obs["recalibration_ppm"], 0.0)
+    np.testing.assert_allclose(np.asarray(out.X), np.asarray(table.X), rtol=1e-6, atol=1e-6)

@@ -35,7 +35,7 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse.core.adata import check_adata, is_dask
-from spatialfuse.errors import FileFormatError
+from spatialfuse.errors import DataWarning, FileFormatError
 from spatialfuse.pp._recalibrate_models import _fit, _fit_groups
 
 if TYPE_CHECKING:
@@ -466,6 +466,17 @@ def recalibrate(
     if kind is not None:
         adata.uns[key_added]["spectrum_type"] = kind
         adata.uns[key_added]["spectrum_type_source"] = how
+    if n and summary_before is None:
+        # Nothing measured, nothing changed: say so rather than return the table as if
+        # recalibrated (a centroid table has no profile peaks to measure).
+        warnings.warn(
+            f"recalibrate: no pixel shows a peak within ±{ppm:g} ppm of any of the "
+            f"{refs.size} reference m/z, so nothing was measured or corrected; a table of "
+            "centroid peaks has no profile peaks to measure: give the imzML path (centroid data "
+            "are recalibrated peak by peak before binning), or widen ppm=",
+            DataWarning,
+            stacklevel=2,
+        )
     logger.info(
         "recalibrate: %d references, median |error| %s ppm before, %s ppm after",
         refs.size,
