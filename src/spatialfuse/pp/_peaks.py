@@ -318,7 +318,7 @@ def _reader_chunks(reader, lo: np.ndarray, hi: np.ndarray, show_progress: bool):
             yield "dense", intensity.reshape(lengths.size, axis.size), starts, stops
         return
     lookup = WindowLookup(lo, hi)
-    mean_length = float(reader._table.mz_length.mean()) if reader.n_spectra else 1.0
+    mean_length = float(reader.peak_counts.mean()) if reader.n_spectra else 1.0
     chunks = reader.iter_chunks(chunk_spectra=_rows_per_chunk(int(mean_length)))
     for a, b, mz, intensity, lengths in progress(chunks, show=show_progress, desc="peak frequency"):
         rows = np.repeat(np.arange(b - a), lengths)

@@ -59,17 +59,15 @@ class _Peaks:
     Quacks like the :class:`~spatialfuse.io.imzml.ImzMLReader` that
     :meth:`~spatialfuse.io.FeatureOptions.choose` and
     :func:`~spatialfuse.io.imzml.build_mz_axis` read (``iter_chunks``, ``mz_range``,
-    ``n_spectra``, ``shared_mz_axis``, and the peak counts ``_table.mz_length``), so the
+    ``n_spectra``, ``shared_mz_axis``, ``peak_counts``), so the
     reader's own axis code merges corrected peaks.
     """
 
     def __init__(self, reader, offset=None, slope=None, centre: float = 0.0):
-        from types import SimpleNamespace
-
         self.reader = reader
         self.n_spectra = reader.n_spectra
         self.offset, self.slope, self.centre = offset, slope, centre
-        self._table = SimpleNamespace(mz_length=reader._table.mz_length)
+        self.peak_counts = reader.peak_counts
 
     def mz_range(self) -> tuple[float, float]:
         low, high = self.reader.mz_range()
@@ -86,7 +84,7 @@ class _Peaks:
         return None
 
     def chunk_size(self) -> int:
-        lengths = self._table.mz_length
+        lengths = self.peak_counts
         mean = max(1.0, float(lengths.mean())) if lengths.size else 1.0
         return max(1, int(_CHUNK_PEAKS // mean))
 

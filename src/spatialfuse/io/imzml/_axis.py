@@ -121,7 +121,7 @@ def build_mz_axis(
     step = np.log1p(ppm * 1e-6 / _BINS_PER_PPM)
     # high / low may overflow; high may lie below the clamped low (every m/z under 1e-6)
     n_bins = max(2, int(np.floor((np.log(high) - np.log(low)) / step)) + 2)
-    n_peaks = int(reader._table.mz_length.sum())
+    n_peaks = int(reader.peak_counts.sum())
     # A dense grid costs 32 bytes a bin; where the m/z range is absurd (one damaged value makes
     # it 1e-6..1e300: half a billion bins), only the occupied bins are kept instead.
     dense = n_bins <= max(_DENSE_BINS, 4 * n_peaks)

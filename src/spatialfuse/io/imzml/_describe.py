@@ -43,7 +43,7 @@ def describe_imzml(reader: ImzMLReader) -> str:
             f"{cols * size[0] / 1000:.3g} × {rows * size[1] / 1000:.3g} mm"
         )
     low, high = reader.mz_range()
-    lengths = reader._table.mz_length
+    lengths = reader.peak_counts
     lines += [
         f"m/z range:   {low:.4f} – {high:.4f}",
         f"points:      {int(lengths.min()) if lengths.size else 0:,} – "

@@ -273,6 +273,11 @@ class ImzMLReader:
         return self._table.n
 
     @property
+    def peak_counts(self) -> np.ndarray:
+        """Points (peaks, or profile points) in each spectrum's m/z array, ``(n_spectra,)``."""
+        return self._table.mz_length
+
+    @property
     def coordinates(self) -> np.ndarray:
         """``(n_spectra, 3)`` grid positions ``(x, y, z)`` exactly as written in the file."""
         t = self._table
