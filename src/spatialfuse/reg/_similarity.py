@@ -80,12 +80,30 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
+def _bin_indices(values: np.ndarray, bins: int) -> np.ndarray:
+    """Bin of each value among ``bins`` equal bins over its range, exactly as ``np.histogram``.
+
+    numpy's uniform-bin path (its edge corrections included), without ``histogram2d``'s
+    ``searchsorted``: the NMI of a registration's checks took 0.9 s of a 10 s call that way.
+    """
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    index = ((values - low) * (bins / (high - low))).astype(np.intp)
+    index[index == bins] -= 1
+    index[values < edges[index]] -= 1
+    index[(values >= edges[index + 1]) & (index != bins - 1)] += 1
+    return index
+
+
 def normalized_mutual_information(a: np.ndarray, b: np.ndarray, *, bins: int = 32) -> float:
     """Studholme's NMI ``(H(A) + H(B)) / H(A, B)`` in [1, 2]; 1 = independent."""
     if a.size < 2:
         return 1.0
-    joint, _, _ = np.histogram2d(a.ravel(), b.ravel(), bins=bins)
-    joint /= joint.sum()
+    rows, cols = _bin_indices(a.ravel(), bins), _bin_indices(b.ravel(), bins)
+    joint = np.bincount(rows * bins + cols, minlength=bins * bins).reshape(bins, bins)
+    joint = joint / joint.sum()
     pa, pb = joint.sum(axis=1), joint.sum(axis=0)
 
     def entropy(p):
