@@ -402,15 +402,16 @@ def joint_cluster(
         if reference is not None:
             basis = embeddings[reference]
 
-    graph = _embed_graph(symmetrise(graph), complete)
-    spatial_smoothing = _smoothing(spatial_smoothing, mdata)
-    graph = _smooth(graph, mdata, spatial_smoothing, n_spatial_neighbors, valid=complete)
-    found, used_resolution, record = _leiden_labels(
-        graph[rows][:, rows],
-        resolution,
-        n_clusters,
-        seed,
-        embedding=joint_embedding[rows],
+    found, used_resolution, record, graph, spatial_smoothing = _smoothed_leiden(
+        symmetrise(graph),
+        complete,
+        mdata,
+        joint_embedding[rows],
+        spatial_smoothing=spatial_smoothing,
+        n_spatial_neighbors=n_spatial_neighbors,
+        resolution=resolution,
+        n_clusters=n_clusters,
+        seed=seed,
         show_progress=show_progress,
     )
     labels = np.full(n, -1, dtype=np.int64)
@@ -540,15 +541,16 @@ def cluster_modality(
             f"clustering needs at least 3 spots with an embedding, got {int(valid.sum())}"
         )
     sub = symmetrise(kernel_graph(neighbourhoods(embedding[valid], k=n_neighbors)))
-    graph = _embed_graph(sub, valid)
-    spatial_smoothing = _smoothing(spatial_smoothing, data)
-    graph = _smooth(graph, data, spatial_smoothing, n_spatial_neighbors, valid=valid)
-    labels, used_resolution, record = _leiden_labels(
-        graph[valid][:, valid],
-        resolution,
-        n_clusters,
-        seed,
-        embedding=embedding[valid],
+    labels, used_resolution, record, graph, spatial_smoothing = _smoothed_leiden(
+        sub,
+        valid,
+        data,
+        embedding[valid],
+        spatial_smoothing=spatial_smoothing,
+        n_spatial_neighbors=n_spatial_neighbors,
+        resolution=resolution,
+        n_clusters=n_clusters,
+        seed=seed,
         show_progress=show_progress,
     )
     full = np.full(data.n_obs, -1, dtype=np.int64)
@@ -843,6 +845,39 @@ def _run_mofa(entry_point, views, features, names, mdata, n_factors, seed) -> np
 # -------------------------------------------------------------------------------------------------
 # graph and Leiden
 # -------------------------------------------------------------------------------------------------
+
+
+def _smoothed_leiden(
+    sub,
+    valid: np.ndarray,
+    data,
+    embedding: np.ndarray,
+    *,
+    spatial_smoothing,
+    n_spatial_neighbors: int,
+    resolution,
+    n_clusters,
+    seed: int,
+    show_progress: bool,
+):
+    """Leiden on the symmetric graph ``sub`` of the ``valid`` spots, spatially smoothed.
+
+    ``embedding``: the valid spots' embedding (for the resolution rule). Returns the valid spots'
+    labels, the resolution used and its record, the smoothed graph over every spot, and the
+    smoothing used.
+    """
+    graph = _embed_graph(sub, valid)
+    alpha = _smoothing(spatial_smoothing, data)
+    graph = _smooth(graph, data, alpha, n_spatial_neighbors, valid=valid)
+    labels, used, record = _leiden_labels(
+        graph[valid][:, valid],
+        resolution,
+        n_clusters,
+        seed,
+        embedding=embedding,
+        show_progress=show_progress,
+    )
+    return labels, used, record, graph, alpha
 
 
 def _embed_graph(sub, valid: np.ndarray):
