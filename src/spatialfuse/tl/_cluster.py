@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -402,17 +402,11 @@ def joint_cluster(
         if reference is not None:
             basis = embeddings[reference]
 
+    leiden = _Leiden(
+        spatial_smoothing, n_spatial_neighbors, resolution, n_clusters, seed, show_progress
+    )
     found, used_resolution, record, graph, spatial_smoothing = _smoothed_leiden(
-        symmetrise(graph),
-        complete,
-        mdata,
-        joint_embedding[rows],
-        spatial_smoothing=spatial_smoothing,
-        n_spatial_neighbors=n_spatial_neighbors,
-        resolution=resolution,
-        n_clusters=n_clusters,
-        seed=seed,
-        show_progress=show_progress,
+        symmetrise(graph), complete, mdata, joint_embedding[rows], leiden
     )
     labels = np.full(n, -1, dtype=np.int64)
     labels[rows] = found
@@ -541,17 +535,11 @@ def cluster_modality(
             f"clustering needs at least 3 spots with an embedding, got {int(valid.sum())}"
         )
     sub = symmetrise(kernel_graph(neighbourhoods(embedding[valid], k=n_neighbors)))
+    leiden = _Leiden(
+        spatial_smoothing, n_spatial_neighbors, resolution, n_clusters, seed, show_progress
+    )
     labels, used_resolution, record, graph, spatial_smoothing = _smoothed_leiden(
-        sub,
-        valid,
-        data,
-        embedding[valid],
-        spatial_smoothing=spatial_smoothing,
-        n_spatial_neighbors=n_spatial_neighbors,
-        resolution=resolution,
-        n_clusters=n_clusters,
-        seed=seed,
-        show_progress=show_progress,
+        sub, valid, data, embedding[valid], leiden
     )
     full = np.full(data.n_obs, -1, dtype=np.int64)
     full[valid] = labels
@@ -847,19 +835,18 @@ def _run_mofa(entry_point, views, features, names, mdata, n_factors, seed) -> np
 # -------------------------------------------------------------------------------------------------
 
 
-def _smoothed_leiden(
-    sub,
-    valid: np.ndarray,
-    data,
-    embedding: np.ndarray,
-    *,
-    spatial_smoothing,
-    n_spatial_neighbors: int,
-    resolution,
-    n_clusters,
-    seed: int,
-    show_progress: bool,
-):
+class _Leiden(NamedTuple):
+    """The clustering options :func:`_smoothed_leiden` applies (the public functions' names)."""
+
+    spatial_smoothing: float | None
+    n_spatial_neighbors: int
+    resolution: float | str
+    n_clusters: int | None
+    seed: int
+    show_progress: bool
+
+
+def _smoothed_leiden(sub, valid: np.ndarray, data, embedding: np.ndarray, options: _Leiden):
     """Leiden on the symmetric graph ``sub`` of the ``valid`` spots, spatially smoothed.
 
     ``embedding``: the valid spots' embedding (for the resolution rule). Returns the valid spots'
@@ -867,15 +854,15 @@ def _smoothed_leiden(
     smoothing used.
     """
     graph = _embed_graph(sub, valid)
-    alpha = _smoothing(spatial_smoothing, data)
-    graph = _smooth(graph, data, alpha, n_spatial_neighbors, valid=valid)
+    alpha = _smoothing(options.spatial_smoothing, data)
+    graph = _smooth(graph, data, alpha, options.n_spatial_neighbors, valid=valid)
     labels, used, record = _leiden_labels(
         graph[valid][:, valid],
-        resolution,
-        n_clusters,
-        seed,
+        options.resolution,
+        options.n_clusters,
+        options.seed,
         embedding=embedding,
-        show_progress=show_progress,
+        show_progress=options.show_progress,
     )
     return labels, used, record, graph, alpha
 
