@@ -71,6 +71,10 @@ NOT_IN_CONFIG = {
     "Recalibration": {
         "adata": "the data (the spectra section's imzml file or store, or its table)",
         "pixel_size_um": "the modality's pixel_size_um",
+        "features": (
+            "the modality's m/z options bin a file's peaks; the run recalibrates a processed "
+            "centroid file from the table it read (not peak by peak: not wired yet)"
+        ),
         "key_added": "the report reads uns['recalibration']",
         "copy": "the run's own table",
         "show_progress": "the command line's --quiet",

@@ -273,6 +273,8 @@ class Recalibration(_Model):
     model: Literal["shift", "linear"] = "shift"
     #: An ``obs`` column whose pixels share one model (``imzml_y``: one per line).
     group_by: str | None = None
+    #: ``auto``: decided from the file (a path) or the table; ``centroid``/``profile`` insist.
+    spectrum_type: Literal["auto", "centroid", "profile"] = "auto"
 
 
 class PeakPicking(_Model):
