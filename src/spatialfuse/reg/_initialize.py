@@ -81,10 +81,21 @@ MIN_SHIFT_INSIDE = 0.2
 
 def needs_shifts(moving: RegistrationImage, fixed: RegistrationImage, start) -> bool:
     """Whether the tissue extents under ``start`` differ enough to suggest a crop."""
+    return _extent_gap(*_tissue_extents(moving, fixed), start) is not None
+
+
+def _tissue_extents(moving: RegistrationImage, fixed: RegistrationImage):
+    """The moving tissue's pixel centres and the fixed tissue's extent (µm), once per search."""
     points = moving.centres_um(mask_only=bool(moving.mask.any()))
-    fixed_extent = np.ptp(fixed.centres_um(mask_only=bool(fixed.mask.any())), axis=0)
+    return points, np.ptp(fixed.centres_um(mask_only=bool(fixed.mask.any())), axis=0)
+
+
+def _extent_gap(points: np.ndarray, fixed_extent: np.ndarray, start) -> np.ndarray | None:
+    """Per-axis difference of the two tissue extents under ``start``; None where they agree."""
     difference = np.abs(np.ptp(start.apply(points), axis=0) - fixed_extent)
-    return bool(np.any(difference > SHIFT_EXTENT_DIFFERENCE * np.maximum(fixed_extent, 1e-9)))
+    if np.any(difference > SHIFT_EXTENT_DIFFERENCE * np.maximum(fixed_extent, 1e-9)):
+        return difference
+    return None
 
 
 def shifted(
@@ -97,15 +108,14 @@ def shifted(
     anywhere inside the larger one. For the best ``count`` distinct starts, a grid of shifts over
     the difference of the two extents (per axis) is scored like the starts themselves.
     """
-    moving_points = moving.centres_um(mask_only=bool(moving.mask.any()))
-    fixed_extent = np.ptp(fixed.centres_um(mask_only=bool(fixed.mask.any())), axis=0)
+    extents = _tissue_extents(moving, fixed)
     grid = coarse(fixed)
     steps = np.linspace(-0.5, 0.5, SHIFT_STEPS)
     extra = []
     for _score, start, info in distinct(found, count=count):
-        if not needs_shifts(moving, fixed, start):
+        difference = _extent_gap(*extents, start)
+        if difference is None:
             continue
-        difference = np.abs(np.ptp(start.apply(moving_points), axis=0) - fixed_extent)
         for fx in steps:
             for fy in steps:
                 if fx == 0 and fy == 0:
@@ -127,11 +137,12 @@ def crop_starts(
     nodes); by outline alone, the best Dice of every orientation put a Visium H&E's MSI
     footprint 18 MSI pixels off, reported ok (bench_real, session 10).
     """
+    extents = _tissue_extents(moving, fixed)
     grid = coarse(fixed)
     scorer = ShiftDice(moving, grid)
     extra = []
     for _score, start, info in starts:
-        if needs_shifts(moving, fixed, start):
+        if _extent_gap(*extents, start) is not None:
             extra += [
                 _scored(moving, grid, start, info, o) for o in scorer.best(start, CROP_SHIFTS)
             ]
