@@ -72,8 +72,9 @@ NOT_IN_CONFIG = {
         "adata": "the data (the spectra section's imzml file or store, or its table)",
         "pixel_size_um": "the modality's pixel_size_um",
         "features": (
-            "the modality's m/z options bin a file's peaks; the run recalibrates a processed "
-            "centroid file from the table it read (not peak by peak: not wired yet)"
+            "the modality's m/z options (mz, ppm, tol, min_frequency, max_features), as the "
+            "FeatureOptions its reader takes: a centroid file's corrected peaks are binned onto "
+            "the features the run would otherwise read"
         ),
         "key_added": "the report reads uns['recalibration']",
         "copy": "the run's own table",

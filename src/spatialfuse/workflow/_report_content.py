@@ -195,12 +195,21 @@ def _spectra(result: RunResult) -> ReportSection | None:
     figures, tables = [], []
     recalibration = table.uns.get("recalibration")
     if isinstance(recalibration, dict):
-        rows["m/z error before → after recalibration (median |ppm|)"] = (
-            f"{recalibration['median_abs_ppm_before']:.2f} → "
-            f"{recalibration['median_abs_ppm_after']:.2f}"
+        rows["m/z error before → after recalibration (median |ppm|)"] = " → ".join(
+            "not measured" if value is None else f"{value:.2f}"
+            for value in (
+                recalibration["median_abs_ppm_before"],
+                recalibration["median_abs_ppm_after"],
+            )
         )
         rows["recalibration references"] = (
             f"{len(recalibration['reference_mz'])} ({recalibration.get('reference_source', '')})"
+        )
+        rows["recalibrated"] = (
+            "peak by peak: centroid spectra, each pixel's peak m/z corrected in the imzML file, "
+            "then binned onto the MSI's m/z features"
+            if recalibration.get("spectrum_type") == "centroid"
+            else "profile spectra, each pixel resampled at its corrected m/z"
         )
         figures.append(ReportFigure("m/z error at each reference peak", pl.recalibration(table)))
     peaks = table.uns.get("peaks")

@@ -95,9 +95,35 @@ def reads_spectra_from_file(modality: Modality, spectra: Spectra) -> bool:
     """Whether the spectra steps stream the imzML file itself (no table is read for them first).
 
     Peak picking streams the file; recalibration before it reads a continuous file chunk by
-    chunk too (a processed one is read as a table on a common axis inside the step).
+    chunk too (a processed profile one is read as a table on a common axis inside the step).
+    Recalibration of centroid spectra always reads the file: each peak is corrected before it
+    is binned (:func:`recalibrates_peaks`).
     """
-    return modality.kind == "imzml" and spectra.peaks.enabled
+    if modality.kind != "imzml":
+        return False
+    return spectra.peaks.enabled or recalibrates_peaks(modality, spectra)
+
+
+def recalibrates_peaks(modality: Modality, spectra: Spectra) -> bool:
+    """Whether the run recalibrates ``modality`` peak by peak (an imzML of centroid spectra).
+
+    Decided as :func:`spatialfuse.pp.recalibrate` decides for a path: the recalibration
+    section's ``spectrum_type`` where it insists, else the data (a sample of spectra,
+    :func:`~spatialfuse.pp._recalibrate_centroid.spectrum_kind`), else the file's declaration.
+    A binned table of centroid peaks has nothing left to recalibrate, so such a file is never
+    read into one first.
+    """
+    recalibration = spectra.recalibration
+    if modality.kind != "imzml" or not recalibration.enabled:
+        return False
+    if recalibration.spectrum_type != "auto":
+        return recalibration.spectrum_type == "centroid"
+    from spatialfuse.io import ImzMLReader
+    from spatialfuse.pp._recalibrate_centroid import spectrum_kind
+
+    require_regular_file(modality.path, "imzML file")
+    with ImzMLReader(modality.path, cache=modality.cache) as reader:
+        return spectrum_kind(reader)[0] == "centroid"
 
 
 def process_spectra(
@@ -106,7 +132,10 @@ def process_spectra(
     """Recalibrate, pick peaks, flag, annotate and filter the MSI as ``spectra`` asks.
 
     ``msi`` is the table read from ``modality`` (None where :func:`reads_spectra_from_file`:
-    peaks are then picked streaming the file). Returns the table later steps use: without the
+    peaks are then picked streaming the file, and an imzML of centroid spectra is recalibrated
+    peak by peak from the file, binned onto the features of the modality's m/z options, so the
+    recalibrated table replaces the one the reader would have made). Returns the table later
+    steps use: without the
     features of a flagging section with ``drop: true``, and with ``uns["spectra_flags"]`` (every
     flagged feature, why, and whether it was dropped) where any flagging section ran.
     """
@@ -123,7 +152,7 @@ def process_spectra(
 
 
 def _process_spectra(msi, modality: Modality, spectra: Spectra):
-    from spatialfuse import pp, tl
+    from spatialfuse import io, pp, tl
 
     table = msi
     from_file = msi is None  # not read for these steps: they stream the file
@@ -132,7 +161,13 @@ def _process_spectra(msi, modality: Modality, spectra: Spectra):
         require_regular_file(modality.path, "imzML file")
     if spectra.recalibration.enabled:
         options = library_options(spectra.recalibration, pp.recalibrate, exclude=("enabled",))
-        if from_file and _continuous(modality.path):
+        if from_file and recalibrates_peaks(modality, spectra):
+            # centroid spectra: each pixel's peaks corrected, then binned onto the features the
+            # reader would have built from the modality's m/z options (over the corrected peaks)
+            options["pixel_size_um"] = pixel
+            options["features"] = io.FeatureOptions(**library_options(modality, io.FeatureOptions))
+            table = pp.recalibrate(modality.path, **options)
+        elif from_file and _continuous(modality.path):
             # streamed: a new table whose X reads the .ibd chunk by chunk, resampled lazily
             options["pixel_size_um"] = pixel
             table = pp.recalibrate(modality.path, **options)
