@@ -85,6 +85,19 @@ def test_the_run_recalibrates_a_centroid_file_peak_by_peak(tmp_path, drifted):
     assert "spectra" not in _run(tmp_path, drifted, spectra).reused
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="workflow/_pipeline.py _spectra_key hashes the spectra section and the file, not the "
+    "modality's m/z options, so the step is reused with other features (not fixed here)",
+)
+def test_other_m_z_options_are_not_reused(tmp_path, drifted):
+    spectra = {"recalibration": {"enabled": True, "n_references": 5}}
+    first = _run(tmp_path, drifted, spectra).modalities["msi"]
+    again = _run(tmp_path, drifted, spectra, msi={"max_features": 5})
+    assert "spectra" not in again.reused
+    assert again.modalities["msi"].n_vars == 5 < first.n_vars
+
+
 def test_without_recalibration_the_drift_stays(tmp_path, drifted):
     result = _run(tmp_path, drifted, {"isotopes": {"enabled": True}})
     table = result.modalities["msi"]
@@ -110,23 +123,9 @@ def test_the_modality_m_z_options_make_the_recalibrated_features(tmp_path, drift
 
 
 def test_a_profile_file_is_not_read_peak_by_peak(tmp_path):
-    from spectra_data import profile_table
+    from test_spectra_store import _write
 
-    from spatialfuse.datasets._writers import write_imzml
-
-    table = profile_table(n_pixels=4, seed=3)
-    path = tmp_path / "profile.imzML"
-    write_imzml(
-        path,
-        np.array([(x + 1, 1) for x in range(4)]),
-        table.var["mz"].to_numpy(),
-        np.asarray(table.X),
-        mode="continuous",
-        pixel_size_um=(20.0, 20.0),
-        uuid_bytes=bytes(range(16)),
-        version="1.1.0",
-    )
-    modality = _config.Modality(kind="imzml", path=path)
+    modality = _config.Modality(kind="imzml", path=_write(tmp_path / "p.imzML", "continuous"))
     on = _config.Spectra(recalibration=_config.Recalibration(enabled=True))
     assert not _steps.recalibrates_peaks(modality, on)
     assert not _steps.reads_spectra_from_file(modality, on)  # read as a table, as before
