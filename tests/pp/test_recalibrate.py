@@ -168,8 +168,9 @@ def test_nothing_found_is_said_not_returned_as_recalibrated(drifted):
     """References where no pixel has a peak: a DataWarning, and the table unchanged."""
     table = drifted[0]
     gaps = (PEAKS[:-1] + PEAKS[1:]) / 2  # halfway between planted peaks: no peak within 5 ppm
-    with pytest.warns(sf.errors.DataWarning, match="nothing was measured or corrected"):
+    with pytest.warns(sf.errors.DataWarning, match="nothing was measured or corrected") as said:
         out = sf.pp.recalibrate(table, reference_mz=gaps[:3], ppm=5.0, copy=True)
     assert out.uns["recalibration"]["median_abs_ppm_before"] is None
+    assert "store of centroid spectra" in str(said[0].message)  # nor from a store: the path
     np.testing.assert_allclose(out.obs["recalibration_ppm"], 0.0)
     np.testing.assert_allclose(np.asarray(out.X), np.asarray(table.X), rtol=1e-6, atol=1e-6)

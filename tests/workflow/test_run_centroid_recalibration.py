@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 import spatialfuse as sf
+from spatialfuse.errors import ConfigError
 from spatialfuse.workflow import _config, _steps, load_config, run_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pp"))
@@ -131,3 +132,21 @@ def test_a_profile_file_is_not_read_peak_by_peak(tmp_path):
     assert not _steps.reads_spectra_from_file(modality, on)  # read as a table, as before
     insist = _config.Recalibration(enabled=True, spectrum_type="centroid")
     assert _steps.recalibrates_peaks(modality, _config.Spectra(recalibration=insist))
+
+
+def test_a_store_of_centroid_spectra_cannot_be_recalibrated_and_says_so(tmp_path, drifted):
+    """Its peaks were binned at conversion: the run refuses, naming the store and its imzML."""
+    store = sf.io.convert_imzml(drifted, tmp_path / "drifted.zarr")
+    data = {
+        "modalities": {"msi": {"kind": "msi_zarr", "path": str(store)}},
+        "spectra": {"recalibration": {"enabled": True}, "peaks": {"enabled": True}},
+        "output": str(tmp_path / "results"),
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        run_pipeline(load_config(config), show_progress=False)
+    message = str(error.value)
+    assert "drifted.zarr" in message and "nothing was measured or corrected" in message
+    assert "store of centroid spectra cannot be recalibrated" in message
+    assert "drifted.imzML" in message and "kind imzml" in message

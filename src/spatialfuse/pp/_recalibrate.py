@@ -341,6 +341,14 @@ def recalibrate(
         A path whose spectra are not of ``spectrum_type``; a processed profile file (read it
         with :func:`spatialfuse.io.read_imzml` first); lock masses outside the file's m/z
         range; no peak near any reference in any pixel of a centroid file.
+
+    Warns
+    -----
+    DataWarning
+        A table in which no pixel shows a peak near any reference: nothing was measured or
+        corrected (``median_abs_ppm_before`` is None). A binned table of centroid peaks (a
+        processed file read with :func:`~spatialfuse.io.read_imzml`, or a store converted from
+        one) always ends here: recalibrate the imzML path instead.
     """
     from scipy import sparse
 
@@ -473,7 +481,8 @@ def recalibrate(
             f"recalibrate: no pixel shows a peak within ±{ppm:g} ppm of any of the "
             f"{refs.size} reference m/z, so nothing was measured or corrected; a table of "
             "centroid peaks has no profile peaks to measure: give the imzML path (centroid data "
-            "are recalibrated peak by peak before binning), or widen ppm=",
+            "are recalibrated peak by peak before binning; a converted zarr store of centroid "
+            "spectra holds them binned already and cannot be recalibrated), or widen ppm=",
             DataWarning,
             stacklevel=2,
         )

@@ -173,7 +173,11 @@ def _process_spectra(msi, modality: Modality, spectra: Spectra):
             table = pp.recalibrate(modality.path, **options)
         else:
             source = read_modality(modality) if msi is None else msi
-            table = pp.recalibrate(source, copy=True, **options)
+            with warnings.catch_warnings():
+                # said below, as a config error naming the input and what to do instead
+                warnings.filterwarnings("ignore", message="recalibrate: no pixel shows a peak")
+                table = pp.recalibrate(source, copy=True, **options)
+            _require_measured(table, modality)
     if spectra.peaks.enabled:
         options = library_options(spectra.peaks, pp.pick_peaks, exclude=("enabled",))
         if table is None:  # streamed from the file
@@ -193,6 +197,46 @@ def _process_spectra(msi, modality: Modality, spectra: Spectra):
     if flags:
         table = _drop_flagged(table, flags, modality)
     return table
+
+
+def _require_measured(table, modality: Modality) -> None:
+    """Refuse a table recalibration that found no reference peak in any pixel.
+
+    Nothing was measured or corrected, so the run would go on with the drift it was asked to
+    remove. A converted zarr store of centroid spectra always ends here: its peaks were summed
+    into m/z windows at conversion, and a drift inside a window can be neither measured nor
+    removed from the binned table (centroid spectra are recalibrated peak by peak, from the
+    imzML file, before they are binned).
+
+    Raises
+    ------
+    ConfigError
+        Recalibration measured nothing; names the input and what to do instead.
+    """
+    info = table.uns["recalibration"]
+    if table.n_obs == 0 or info["median_abs_ppm_before"] is not None:
+        return
+    found = (
+        f"no pixel shows a peak within ±{info['ppm']:g} ppm of any of the "
+        f"{len(info['reference_mz'])} reference m/z, so nothing was measured or corrected"
+    )
+    if modality.kind == "msi_zarr":
+        provenance = table.uns.get("spatialfuse", {})
+        origin = provenance.get("file") or "an imzML file"
+        raise ConfigError(
+            modality.path,
+            f"recalibration of this store: {found}. A converted store holds its spectra binned "
+            f"into m/z windows (here the {provenance.get('mode', 'unknown')} spectra of "
+            f"{origin}); a store of centroid spectra cannot be recalibrated from that binned "
+            "table (each peak must be corrected before it is binned). Recalibrate the imzML "
+            "file instead (a modality of kind imzml: the run recalibrates centroid spectra peak "
+            "by peak), or set recalibration: {enabled: false}",
+        )
+    raise ConfigError(
+        modality.path,
+        f"recalibration: {found}; give reference_mz of ions in the sample, a larger ppm or a "
+        "lower snr, or set recalibration: {enabled: false}",
+    )
 
 
 #: The spectra section's flagging steps: config field, library function, the ``var`` column that
