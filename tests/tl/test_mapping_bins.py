@@ -200,7 +200,10 @@ def test_map_to_spots_routes_hd_bins_and_layout():
         assert key in out.obs
     assert out.uns["spatialfuse"]["modality"] == "msi" and "spatial" in out.uns
     # the old path treated each 2 µm bin as a 55 µm disc: far wider than the bin
-    old = sf.tl._mapping._map_to_discs(msi, bins, transform=transform)
+    import anndata as ad
+
+    as_spots = ad.AnnData(obs=bins.obs, obsm={"spatial_um": bins.obsm["spatial_um"]})
+    old = sf.tl.map_to_spots(msi, as_spots, transform=transform)
     assert (old.obs["n_msi_pixels"] > out.obs["n_msi_pixels"]).any()
     # other rules keep treating bins as points
     radius = sf.tl.map_to_spots(msi, bins, transform=transform, method="radius")

@@ -534,13 +534,43 @@ def map_to_bins(
     logger.info("map_to_bins(%s): %d of %d bins have MSI data", aggregate, n_with, n_bins)
     # A shallow copy shares the (immutable) index and what pandas knows of it (its uniqueness,
     # which AnnData checks again: seconds at millions of bins); new columns stay in the copy.
-    obs = bins.obs.copy(deep=False)
+    return _msi_on_spots(
+        result,
+        bins.obs.copy(deep=False),
+        msi,
+        bins,
+        record,
+        n_pixels=n_pixels,
+        coverage=coverage,
+        has_msi=has_msi,
+    )
+
+
+def _msi_on_spots(
+    values,
+    obs,
+    msi: anndata.AnnData,
+    spots: anndata.AnnData,
+    record: dict[str, Any],
+    *,
+    n_pixels: np.ndarray,
+    coverage: np.ndarray,
+    has_msi: np.ndarray,
+) -> anndata.AnnData:
+    """The table :func:`map_to_bins` and :func:`~spatialfuse.tl.map_to_spots` return.
+
+    ``values`` (spots × MSI features) with ``obs`` (a copy of ``spots.obs``) plus
+    ``n_msi_pixels``, ``msi_coverage`` and ``has_msi``, ``var`` a copy of ``msi.var``, the
+    positions and images of ``spots`` (:func:`_copy_layout`) and ``uns["spatialfuse"]``: that of
+    ``spots`` plus ``"modality"`` = ``"msi"``, ``"msi"`` (the MSI provenance) and ``"mapping"`` =
+    ``record``.
+    """
     obs["n_msi_pixels"] = n_pixels
     obs["msi_coverage"] = coverage
     obs["has_msi"] = has_msi
-    out = _new_anndata(result, obs, msi.var.copy())
-    _copy_layout(bins, out)
-    info = copy.deepcopy(dict(bins.uns.get("spatialfuse", {}) or {}))
+    out = _new_anndata(values, obs, msi.var.copy())
+    _copy_layout(spots, out)
+    info = copy.deepcopy(dict(spots.uns.get("spatialfuse", {}) or {}))
     info["modality"] = "msi"
     info["msi"] = copy.deepcopy(dict(msi.uns["spatialfuse"]))
     info["mapping"] = record

@@ -26,7 +26,7 @@ from spatialfuse.core.msi_raster import MsiRaster
 from spatialfuse.core.visium_geometry import SPOT_DIAMETER_UM, SPOT_PITCH_UM, spot_centres
 from spatialfuse.errors import DataWarning
 from spatialfuse.reg import Transform
-from spatialfuse.tl._bins import is_hd_bins, map_to_bins
+from spatialfuse.tl._bins import _msi_on_spots, is_hd_bins, map_to_bins
 from spatialfuse.tl._mapping_common import (
     _affine_matrix,
     _check_transform,
@@ -222,40 +222,7 @@ def map_to_spots(
             fill_value=fill_value,
             show_progress=show_progress,
         )
-    return _map_to_discs(
-        msi,
-        visium,
-        transform=transform,
-        method=method,
-        aggregate=aggregate,
-        spot_diameter_um=spot_diameter_um,
-        min_coverage=min_coverage,
-        overlap_fraction=overlap_fraction,
-        radius_um=radius_um,
-        n_samples=n_samples,
-        layer=layer,
-        fill_value=fill_value,
-        show_progress=show_progress,
-    )
-
-
-def _map_to_discs(
-    msi: anndata.AnnData,
-    visium: anndata.AnnData,
-    *,
-    transform: Transform,
-    method: str = "area",
-    aggregate: str = "mean",
-    spot_diameter_um: float = SPOT_DIAMETER_UM,
-    min_coverage: float = 0.0,
-    overlap_fraction: float = 0.2,
-    radius_um: float | None = None,
-    n_samples: int = DEFAULT_N_SAMPLES,
-    layer: str | None = None,
-    fill_value: float = np.nan,
-    show_progress: bool = False,
-) -> anndata.AnnData:
-    """:func:`map_to_spots` with every spot a disc (Visium spots; HD bins by any rule but area)."""
+    # Visium spots, and HD bins under the point rules ("radius", "nearest"): each spot a disc.
     raster = MsiRaster.from_anndata(msi, "msi")
     centres = spot_centres(visium, "visium")
     _check_transform(transform)
@@ -314,7 +281,7 @@ def _map_to_discs(
             "transform; check that the transform maps MSI µm to Visium µm (not the reverse) and "
             "that the Visium spots lie over the MSI acquisition",
             DataWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
     elif centres.shape[0] and raster.n and not n_with:
         rule = f"method={method!r}, min_coverage={min_coverage}"
@@ -327,7 +294,7 @@ def _map_to_discs(
             f"{int((coverage > 0).sum()):,} spots overlap MSI data but none passes the rule "
             f"({rule})",
             DataWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
     error, error_source = weight_error_bound(n_samples)
     quadrature: dict[str, Any] = {
@@ -368,22 +335,16 @@ def _map_to_discs(
         len(centres),
     )
 
-    obs = visium.obs.copy()
-    obs["n_msi_pixels"] = n_pixels
-    obs["msi_coverage"] = coverage
-    obs["has_msi"] = has_msi
-    out = _new_anndata(values, obs, msi.var.copy())
-    if "spatial" in visium.obsm:
-        out.obsm["spatial"] = np.array(visium.obsm["spatial"], dtype=np.float64, copy=True)
-    out.obsm["spatial_um"] = centres.copy()
-    if "spatial" in visium.uns:
-        out.uns["spatial"] = copy.deepcopy(visium.uns["spatial"])
-    info = copy.deepcopy(dict(visium.uns.get("spatialfuse", {}) or {}))
-    info["modality"] = "msi"
-    info["msi"] = copy.deepcopy(dict(msi.uns["spatialfuse"]))
-    info["mapping"] = record
-    out.uns["spatialfuse"] = info
-    return out
+    return _msi_on_spots(
+        values,
+        visium.obs.copy(),
+        msi,
+        visium,
+        record,
+        n_pixels=n_pixels,
+        coverage=coverage,
+        has_msi=has_msi,
+    )
 
 
 def map_to_pixels(
