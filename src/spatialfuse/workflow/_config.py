@@ -26,6 +26,26 @@ __all__ = ["EXAMPLE_CONFIG", "RunConfig", "load_config", "parse_config", "read_c
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_sections(cls, data: Any) -> Any:
+        """A section left out takes all its own defaults, as if given as an empty mapping.
+
+        A section is a field whose type is itself one of these models; it is declared without a
+        default (``mapping: Mapping``), and this rule gives it one.
+        """
+        if not isinstance(data, dict):
+            return data
+        absent = {
+            name: {}
+            for name, field in cls.model_fields.items()
+            if name not in data
+            and field.is_required()
+            and isinstance(field.annotation, type)
+            and issubclass(field.annotation, _Model)
+        }
+        return {**data, **absent} if absent else data
+
 
 Positive = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -203,8 +223,8 @@ class MsiPreprocessing(_Model):
 class Preprocessing(_Model):
     """Per-modality preprocessing."""
 
-    rna: RnaPreprocessing = RnaPreprocessing()
-    msi: MsiPreprocessing = MsiPreprocessing()
+    rna: RnaPreprocessing
+    msi: MsiPreprocessing
 
 
 class Clustering(_Model):
@@ -364,13 +384,13 @@ class Spectra(_Model):
 
     #: The imzml or msi_zarr modality processed (None: the run's only MSI input).
     msi: str | None = None
-    recalibration: Recalibration = Recalibration()
-    peaks: PeakPicking = PeakPicking()
-    matrix: MatrixFlags = MatrixFlags()
-    isotopes: IsotopeFlags = IsotopeFlags()
-    spatial_chaos: SpatialChaos = SpatialChaos()
-    spatial_moran: SpatialMoran = SpatialMoran()
-    annotation: Annotation = Annotation()
+    recalibration: Recalibration
+    peaks: PeakPicking
+    matrix: MatrixFlags
+    isotopes: IsotopeFlags
+    spatial_chaos: SpatialChaos
+    spatial_moran: SpatialMoran
+    annotation: Annotation
 
     @property
     def active(self) -> bool:
@@ -417,13 +437,13 @@ class RunConfig(_Model):
     output: Path = Path("results")
     modalities: dict[str, Modality]
     registrations: list[Registration] = []
-    mapping: Mapping = Mapping()
-    preprocessing: Preprocessing = Preprocessing()
-    clustering: Clustering = Clustering()
-    correlation: Correlation = Correlation()
-    spectra: Spectra = Spectra()
-    outputs: Outputs = Outputs()
-    limits: ResourceLimits = ResourceLimits()
+    mapping: Mapping
+    preprocessing: Preprocessing
+    clustering: Clustering
+    correlation: Correlation
+    spectra: Spectra
+    outputs: Outputs
+    limits: ResourceLimits
 
     @field_validator("modalities")
     @classmethod
