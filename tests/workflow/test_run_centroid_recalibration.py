@@ -86,11 +86,6 @@ def test_the_run_recalibrates_a_centroid_file_peak_by_peak(tmp_path, drifted):
     assert "spectra" not in _run(tmp_path, drifted, spectra).reused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflow/_pipeline.py _spectra_key hashes the spectra section and the file, not the "
-    "modality's m/z options, so the step is reused with other features (not fixed here)",
-)
 def test_other_m_z_options_are_not_reused(tmp_path, drifted):
     spectra = {"recalibration": {"enabled": True, "n_references": 5}}
     first = _run(tmp_path, drifted, spectra).modalities["msi"]

@@ -162,11 +162,10 @@ def _rows_per_chunk(n_points: int) -> int:
 def _file_kind(path, spectrum_type: str):
     """``(kind, how decided, open reader)`` of an imzML path for :func:`recalibrate`."""
     from spatialfuse.io.imzml import ImzMLReader
-    from spatialfuse.pp._recalibrate_centroid import spectrum_kind
 
     reader = ImzMLReader(path)
     try:
-        kind, how = spectrum_kind(reader)
+        kind, how = reader.spectrum_kind()
         if spectrum_type != "auto" and kind != spectrum_type:
             raise FileFormatError(
                 path,

@@ -45,12 +45,8 @@ if TYPE_CHECKING:
 
 #: Peaks handled per chunk of spectra.
 _CHUNK_PEAKS = 1 << 20
-#: A point is part of a profile (not a centroid) where a non-zero neighbour lies this close.
-_PROFILE_GAP_PPM = 25.0
 #: The data's own references are features found in at least this fraction of the pixels.
 _MIN_REFERENCE_FREQUENCY = 0.1
-#: Spectra looked at to tell centroid from profile data.
-_SAMPLE_SPECTRA = 64
 
 
 class _Peaks:
@@ -110,44 +106,6 @@ class _Peaks:
             drift = self.offset[rows_all] + self.slope[rows_all] * (mz - self.centre)
             mz = mz / (1 + drift * 1e-6)
         return mz, intensity, np.bincount(rows, minlength=lengths.size)
-
-
-def spectrum_kind(reader) -> tuple[str, str]:
-    """``("centroid" | "profile", how it was decided)`` for the spectra of ``reader``.
-
-    The data decide where they show profile spectra: in a sample of spectra, most non-zero
-    points have a non-zero neighbour (the next point of the array, or of the shared axis)
-    within :data:`_PROFILE_GAP_PPM` — peaks sampled across their width, which centroids never
-    are. Otherwise the file's declaration (MS:1000127 / MS:1000128) decides, and where it
-    declares neither, centroid. (Writers mislabel: processed profile spectra declared as
-    centroids, converter test files named profile that hold centroids.)
-    """
-    declared = getattr(reader, "spectrum_type", None)
-    n = reader.n_spectra
-    sample = np.unique(np.linspace(0, max(n - 1, 0), min(n, _SAMPLE_SPECTRA)).astype(int))
-    shares = []
-    for i in sample.tolist():
-        mz, intensity = reader.spectrum(i)
-        k = min(mz.size, intensity.size)
-        mz, intensity = np.asarray(mz[:k], np.float64), np.asarray(intensity[:k], np.float64)
-        with np.errstate(invalid="ignore"):
-            on = np.isfinite(intensity) & (intensity > 0)
-        if on.sum() < 3:
-            continue
-        with np.errstate(divide="ignore", invalid="ignore"):
-            close = np.abs(np.diff(mz)) <= _PROFILE_GAP_PPM * 1e-6 * np.abs(mz[1:])
-        pair = close & on[1:] & on[:-1]
-        near = np.r_[pair, False] | np.r_[False, pair]
-        shares.append(near[on].mean())
-    profile_like = bool(shares) and float(np.median(shares)) > 0.5
-    if profile_like:
-        how = "data (points sampled across each peak)"
-        if declared == "centroid":
-            how += "; the file declares centroid spectra"
-        return "profile", how
-    if declared in ("centroid", "profile"):
-        return declared, f"file (declares {declared} spectra)"
-    return "centroid", "data (isolated points; the file declares no spectrum type)"
 
 
 def _match(mz, intensity, lengths, refs: np.ndarray, ppm: float) -> np.ndarray:

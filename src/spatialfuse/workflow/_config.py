@@ -282,7 +282,11 @@ class Correlation(_Model):
 
 
 class Recalibration(_Model):
-    """Per-pixel m/z recalibration of profile spectra (:func:`spatialfuse.pp.recalibrate`)."""
+    """Per-pixel m/z recalibration (:func:`spatialfuse.pp.recalibrate`).
+
+    Profile spectra are shifted point by point; an imzML of centroid spectra is recalibrated
+    peak by peak from the file and binned onto the MSI modality's m/z options.
+    """
 
     enabled: bool = False
     #: Lock masses (m/z); None: the data's own most frequent peaks.

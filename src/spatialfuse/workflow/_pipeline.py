@@ -384,10 +384,20 @@ def _read_all(config: RunConfig) -> dict[str, Any]:
 
 
 def _spectra_key(config: RunConfig, msi_fingerprint: str) -> str:
-    """The spectra step's key; it stands for the MSI in every later step's key."""
+    """The spectra step's key; it stands for the MSI in every later step's key.
+
+    The MSI modality's read options (m/z axis, pixel size) are in it: the step's table is built
+    on them, whether it recalibrates the file itself or processes the table read with them.
+    """
     database = config.spectra.annotation.database
     inputs = [msi_fingerprint] + ([input_fingerprint(database)] if database is not None else [])
-    return step_key("spectra", config.spectra.model_dump(mode="json"), inputs=inputs)
+    settings = {
+        "spectra": config.spectra.model_dump(mode="json"),
+        "msi_modality": config.modalities[config.spectra_msi_name].model_dump(
+            mode="json", exclude={"path"}
+        ),
+    }
+    return step_key("spectra", settings, inputs=inputs)
 
 
 def _spectra_step(msi, config: RunConfig, cache: StepCache, key: str):

@@ -109,7 +109,7 @@ def recalibrates_peaks(modality: Modality, spectra: Spectra) -> bool:
 
     Decided as :func:`spatialfuse.pp.recalibrate` decides for a path: the recalibration
     section's ``spectrum_type`` where it insists, else the data (a sample of spectra,
-    :func:`~spatialfuse.pp._recalibrate_centroid.spectrum_kind`), else the file's declaration.
+    :meth:`spatialfuse.io.ImzMLReader.spectrum_kind`), else the file's declaration.
     A binned table of centroid peaks has nothing left to recalibrate, so such a file is never
     read into one first.
     """
@@ -119,11 +119,10 @@ def recalibrates_peaks(modality: Modality, spectra: Spectra) -> bool:
     if recalibration.spectrum_type != "auto":
         return recalibration.spectrum_type == "centroid"
     from spatialfuse.io import ImzMLReader
-    from spatialfuse.pp._recalibrate_centroid import spectrum_kind
 
     require_regular_file(modality.path, "imzML file")
     with ImzMLReader(modality.path, cache=modality.cache) as reader:
-        return spectrum_kind(reader)[0] == "centroid"
+        return reader.spectrum_kind()[0] == "centroid"
 
 
 def process_spectra(

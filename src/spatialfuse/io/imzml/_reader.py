@@ -297,6 +297,17 @@ class ImzMLReader:
         """
         return self._header.spectrum_type
 
+    def spectrum_kind(self) -> tuple[str, str]:
+        """``("centroid" | "profile", how it was decided)``: what the spectra hold.
+
+        A sample of spectra decides where they show peaks sampled across their width (profile),
+        whatever the file declares; otherwise the declaration (:attr:`spectrum_type`), and
+        centroid where there is none. Writers mislabel, so the data come first.
+        """
+        from spatialfuse.io.imzml._spectrum_kind import spectrum_kind
+
+        return spectrum_kind(self)
+
     @property
     def uuid(self) -> str | None:
         """The UUID the ``.imzML`` declares (32 lowercase hex digits), or None."""
