@@ -17,24 +17,6 @@ from spatialfuse.io import convert_imzml, read_msi_zarr, sparse_matmul  # noqa: 
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    # Workers are separate processes: give them the tests' cache folder explicitly (the autouse
-    # fixture sets it in this process only after module fixtures have started).
-    cache = tmp_path_factory.getbasetemp() / "cache"
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env={"SPATIALFUSE_CACHE_DIR": str(cache)},
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dist")
     return {

@@ -111,6 +111,10 @@ class ImzMLReader:
         malformed anywhere is refused. By default the fast scanner checks, exactly, only the text
         it reads (positions, offsets, lengths, array declarations); damage elsewhere in a spectrum
         does not change what is read.
+    offsets
+        The offset table of this very file, built already (by another reader: a conversion's
+        client shares its table with the workers): the XML's spectra are not scanned, and the
+        cache is not used. It is checked against the ``.ibd`` like a scanned one.
 
     Attributes
     ----------
@@ -130,7 +134,8 @@ class ImzMLReader:
     uuid
         The 32-hex-digit UUID shared by the two files, or None.
     scan_method
-        ``"cache"``, ``"fast"`` or ``"generic"``: how the offset table was obtained.
+        ``"cache"``, ``"fast"``, ``"generic"`` or ``"shared"`` (given as ``offsets``): how the
+        offset table was obtained.
 
     Notes
     -----
@@ -144,6 +149,7 @@ class ImzMLReader:
         cache: bool = True,
         check_uuid: bool = True,
         validate: bool = False,
+        offsets: SpectrumTable | None = None,
     ):
         self.path, self.ibd_path = resolve_pair(path)
         self._ibd_mm = None
@@ -155,7 +161,14 @@ class ImzMLReader:
             raise FileFormatError(self.path, f"cannot be read: {exc}") from exc
         try:
             self._header: ImzMLHeader = parse_header(xml_mm, self.path)
-            table, self.scan_method = self._offset_table(xml_mm, cache=cache, validate=validate)
+            if offsets is not None:
+                # A copy: finalise() fills its encoded lengths in place.
+                table = SpectrumTable.from_arrays(
+                    {name: np.array(v) for name, v in offsets.to_arrays().items()}
+                )
+                self.scan_method = "shared"
+            else:
+                table, self.scan_method = self._offset_table(xml_mm, cache=cache, validate=validate)
         finally:
             if isinstance(xml_mm, mmap.mmap):
                 try:

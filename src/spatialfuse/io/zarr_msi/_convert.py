@@ -15,6 +15,7 @@ from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
 from spatialfuse.io.imzml._features import FeatureOptions
 from spatialfuse.io.imzml._read import feature_var, msi_obs, msi_provenance
+from spatialfuse.io.imzml._shared import share_table
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._partial import create_partial, remove_abandoned_partials, seal_partial
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
@@ -229,11 +230,13 @@ def convert_imzml(
     client
         A ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``): tiles run
         on the cluster's workers, each opening the input itself and writing its own chunks.
-        Input and output must be on a filesystem every worker sees at the same path.
+        The offset table is built once, here, and written beside the output for the workers
+        (none of them scans the XML). Input and output must be on a filesystem every worker
+        sees at the same path.
     overwrite
         Replace an existing store at ``output_zarr`` (never a folder that is not a zarr store).
     cache
-        Use the offset-table cache (workers use theirs).
+        Use the offset-table cache here (workers use the table this process shares).
     show_progress
         Show progress bars.
 
@@ -317,16 +320,18 @@ def convert_imzml(
             del spatial
             write_elem(root, "uns", {"spatialfuse": provenance}, dataset_kwargs=_NO_SHARDS)
 
+            # Workers open the input with the client's offset table, written once beside the
+            # store (never rescanning the XML); a local run uses the reader it has.
+            source = share_table(
+                reader, None if dask_client is None else partial / "offsets.npz", cache=cache
+            )
             spec = TileSpec(
-                imzml=str(reader.path.absolute()),
-                ibd_size=int(reader._acc.size),
-                n_spectra=n,
+                source=source,
                 store=str(tmp),
                 kind=kind,
                 plan=plan,
                 lo=None if kind == "identity" else np.asarray(lo, dtype=np.float64),
                 hi=None if kind == "identity" else np.asarray(hi, dtype=np.float64),
-                cache=cache,
             )
             tiles = plan.tiles()
             tic = np.zeros(n, dtype=np.float64)

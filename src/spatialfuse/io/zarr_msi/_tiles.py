@@ -2,8 +2,8 @@
 
 Everything a tile needs travels in a :class:`TileSpec` of paths and small arrays, never an open
 reader, so the same function runs in this process or on a ``dask.distributed`` worker. Workers open
-the imzML themselves (the offset table comes from the on-disk cache) and keep it open for the next
-tile.
+the imzML themselves with the offset table the client shared (written once beside the output: no
+worker scans the XML) and keep it open for the next tile.
 
 Three kinds of tables:
 
@@ -20,13 +20,13 @@ Three kinds of tables:
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from spatialfuse.io.imzml import _finite, _kernels
+from spatialfuse.io.imzml._shared import SharedInput, open_shared
 from spatialfuse.io.zarr_msi._memory import Plan
 
 #: Working bytes per peak while binning (concatenated arrays, lookups, keys, weights).
@@ -35,48 +35,23 @@ _BYTES_PER_PEAK = 64
 
 @dataclass(frozen=True)
 class TileSpec:
-    """What a tile task needs: input and store paths, the kind of table and its windows."""
+    """What a tile task needs: the input, the store path, the kind of table and its windows."""
 
-    imzml: str
-    ibd_size: int
-    n_spectra: int
+    source: SharedInput
     store: str
     kind: str  # "identity", "shared_windows" or "peaks"
     plan: Plan
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
-    cache: bool = True
 
 
 class StoreRemovedError(RuntimeError):
     """The temporary store vanished: the conversion was abandoned, so this task stops."""
 
 
-_READERS: dict[tuple, object] = {}
-_READERS_LOCK = threading.Lock()
-
-
 def open_reader(spec: TileSpec):
     """The imzML reader of ``spec``, opened once per process and kept for the next tiles."""
-    from spatialfuse.io.imzml._reader import ImzMLReader
-
-    stat = os.stat(spec.imzml)
-    key = (spec.imzml, stat.st_size, stat.st_mtime_ns, spec.cache)
-    with _READERS_LOCK:
-        reader = _READERS.get(key)
-        if reader is None:
-            # Forget older files (not closed: a task in another thread may still use them; the
-            # map goes when the last of them is done).
-            while len(_READERS) >= 2:
-                _READERS.pop(next(iter(_READERS)))
-            reader = ImzMLReader(spec.imzml, cache=spec.cache)
-            _READERS[key] = reader
-    if reader.n_spectra != spec.n_spectra or reader._acc.size != spec.ibd_size:
-        raise RuntimeError(
-            f"{spec.imzml} changed during the conversion: {reader.n_spectra} spectra now, "
-            f"{spec.n_spectra} when it began"
-        )
-    return reader
+    return open_shared(spec.source)
 
 
 def run_tile(spec: TileSpec, tile: tuple[int, int, int, int], reader=None):
