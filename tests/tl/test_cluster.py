@@ -392,7 +392,7 @@ def test_spots_without_msi_excluded_when_asked_and_the_embedding_has_no_nan():
 def test_bad_resolution_and_incomplete():
     _, rna, msi = _design()
     mdata = _mdata(rna, msi)
-    message = "resolution must be a positive number, 'auto' or 'consensus'"
+    message = r"resolution must be a positive number or one of \('auto', 'consensus', 'finer'\)"
     for bad in ("best", -1.0, 0, float("nan"), None):
         with pytest.raises(ValueError, match=message):
             sf.tl.joint_cluster(mdata, resolution=bad)

@@ -54,7 +54,10 @@ AUTO = "auto"
 #: ``resolution="consensus"``: stability, per-cluster stability and separation must all agree
 #: (issue 18, session 10; an option, not the default: see :func:`_stable_resolution`).
 CONSENSUS = "consensus"
-RULES = (AUTO, CONSENSUS)
+#: ``resolution="finer"``: the stability rule with the two-cluster levels kept from setting the
+#: bar where a stable finer level is near (issue 18, session 11; see :func:`_stable_resolution`).
+FINER = "finer"
+RULES = (AUTO, CONSENSUS, FINER)
 #: Resolutions the stability rule tries, coarse to fine.
 RESOLUTIONS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
 #: Subsets of the spots per resolution, and the share of the spots in each.
@@ -572,8 +575,7 @@ def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_ad
     if isinstance(resolution, str):
         if resolution not in RULES:
             raise ValueError(
-                f"resolution must be a positive number, {AUTO!r} or {CONSENSUS!r}, got "
-                f"{resolution!r}"
+                f"resolution must be a positive number or one of {RULES}, got {resolution!r}"
             )
     elif not (
         isinstance(resolution, (int, float, np.integer, np.floating))
@@ -581,7 +583,7 @@ def _check_common(n_neighbors, resolution, n_clusters, spatial_smoothing, key_ad
         and resolution > 0
     ):
         raise ValueError(
-            f"resolution must be a positive number, {AUTO!r} or {CONSENSUS!r}, got {resolution!r}"
+            f"resolution must be a positive number or one of {RULES}, got {resolution!r}"
         )
     check_count(n_clusters, "n_clusters", optional=True)
     if spatial_smoothing is not None and not 0.0 <= float(spatial_smoothing) < 1.0:
@@ -958,9 +960,9 @@ def _leiden_labels(
             return _leiden(graph, FALLBACK_RESOLUTION, seed), FALLBACK_RESOLUTION, None
         if resolution == AUTO:
             return _stable_resolution(graph, seed, embedding=embedding, show_progress=show_progress)
-        if resolution == CONSENSUS:
+        if resolution in (CONSENSUS, FINER):
             return _stable_resolution(
-                graph, seed, embedding=embedding, rule=CONSENSUS, show_progress=show_progress
+                graph, seed, embedding=embedding, rule=resolution, show_progress=show_progress
             )
         return _leiden(graph, resolution, seed), float(resolution), None
     start = 1.0 if resolution in RULES else float(resolution)
@@ -1079,7 +1081,9 @@ def _stable_resolution(
         r = RESOLUTIONS[-1]
         return full[r], float(r), record
     best = max(stability.values())
-    if rule == AUTO:
+    if rule == FINER:
+        best = _finer_reference(stability, cluster_stability, full)
+    if rule in (AUTO, FINER):
         chosen = max(r for r, v in stability.items() if v >= best - STABILITY_TOLERANCE)
         return full[chosen], float(chosen), record
     ok = [
@@ -1100,6 +1104,36 @@ def _stable_resolution(
         return np.zeros(n, dtype=np.int64), 0.0, record
     chosen = max(ok)
     return full[chosen], float(chosen), record
+
+
+def _finer_reference(
+    stability: dict[float, float],
+    cluster_stability: dict[float, float],
+    full: dict[float, np.ndarray],
+) -> float:
+    """The stability that ``rule="finer"`` measures the other resolutions against.
+
+    The best stability, unless the most stable resolution gives two clusters: then the best
+    among the resolutions giving three or more, provided that one is within
+    :data:`CONSENSUS_TOLERANCE` of the best and each of its clusters is stable (Jaccard at least
+    :data:`CLUSTER_STABILITY_MIN`). A two-way split is stable on almost any layout once the
+    spatial graph is mixed in (the two halves of a tissue come back in every subset), so it is
+    no evidence that a finer level is less real; a finer level that is itself stable, cluster
+    by cluster, sets the bar instead.
+    """
+    best_r = max(stability, key=lambda r: (stability[r], -r))
+    best = stability[best_r]
+    if int(full[best_r].max()) + 1 != 2:
+        return best
+    finer = [r for r in stability if int(full[r].max()) + 1 >= 3]
+    if not finer:
+        return best
+    r3 = max(finer, key=lambda r: (stability[r], -r))
+    if stability[r3] >= best - CONSENSUS_TOLERANCE and (
+        cluster_stability[r3] >= CLUSTER_STABILITY_MIN
+    ):
+        return stability[r3]
+    return best
 
 
 def _cluster_jaccard(labels: np.ndarray, runs: list[np.ndarray]) -> np.ndarray:
@@ -1152,7 +1186,7 @@ def _rule(resolution, n_clusters, n_spots: int) -> str:
         return "given"
     if n_spots < STABILITY_MIN_SPOTS:
         return "fallback (too few spots)"
-    return "stability" if resolution == AUTO else CONSENSUS
+    return "stability" if resolution == AUTO else str(resolution)
 
 
 def _stability_record(record: dict | None) -> dict[str, dict[str, float]]:
