@@ -104,3 +104,96 @@ def test_a_shared_table_opens_without_a_scan_and_refuses_a_changed_file(tmp_path
     changed = type(source)(**{**source.__dict__, "ibd_size": source.ibd_size + 8})
     with pytest.raises(FileFormatError, match=r"changed .* since its offset table"):
         open_shared(changed)
+
+
+# ---------------------------------------------------------------------------------------------
+# the m/z-axis pass in blocks of spectra
+
+
+def _ion_file(folder, nx: int, ny: int, seed: int):
+    """Processed spectra: 300 ions (each in ~half the spectra, ±2 ppm) and as many noise peaks."""
+    from spatialfuse.datasets._writers import write_imzml
+
+    rng = np.random.default_rng(seed)
+    ions = np.sort(rng.uniform(150.0, 950.0, 300))
+    coords = np.array(grid_coords(nx, ny))
+    mzs, ints = [], []
+    for _ in range(len(coords)):
+        drawn = ions[rng.random(ions.size) < 0.5]
+        mz = np.concatenate(
+            [drawn * (1 + 2e-6 * rng.standard_normal(drawn.size)), rng.uniform(100, 1000, 150)]
+        )
+        order = np.argsort(mz)
+        mzs.append(mz[order])
+        ints.append(rng.gamma(2.0, 50.0, mz.size).astype(np.float32)[order])
+    path = folder / f"ions{seed}.imzML"
+    write_imzml(
+        path,
+        coords,
+        mzs,
+        ints,
+        mode="processed",
+        pixel_size_um=(10.0, 10.0),
+        uuid_bytes=bytes(16),
+        version="test",
+    )
+    return path
+
+
+def _assert_same_axis(a, b):
+    assert len(a) == len(b) > 0
+    for name in ("mz", "lo", "hi", "frequency"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("grid", ["dense", "occupied bins"])
+def test_axis_from_blocks_in_any_order_of_work_is_the_serial_axis(tmp_path, monkeypatch, grid):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spatialfuse.io.imzml import _axis
+
+    path = _ion_file(tmp_path, 30, 20, seed=3)
+    # Chunks of ~25 spectra: ~24 chunks, 6 or 7 blocks.
+    monkeypatch.setattr(_axis, "_CHUNK_BYTES", 16 * 300 * 25)
+    if grid != "dense":
+        monkeypatch.setattr(_axis, "_DENSE_BINS", 0)
+    with ImzMLReader(path, cache=False) as reader:
+        found = _axis.axis_grid(reader, 5.0)
+        assert found.dense == (grid == "dense") and len(found.blocks()) > 4
+        serial = _axis.build_mz_axis(reader)
+
+        def in_threads(grid, blocks):  # blocks finish in any order; results come in order
+            with ThreadPoolExecutor(3) as pool:
+                yield from pool.map(lambda b: _axis.axis_partial(reader, grid, *b), blocks[::-1])
+
+        def reversed_back(grid, blocks):
+            return list(in_threads(grid, blocks))[::-1]
+
+        _assert_same_axis(_axis.build_mz_axis(reader), serial)
+        _assert_same_axis(_axis.build_mz_axis(reader, map_blocks=reversed_back), serial)
+        # One block for the whole file (the code before blocks): the same features and windows.
+        monkeypatch.setattr(_axis, "BLOCK_CHUNKS", 1000)
+        whole = _axis.build_mz_axis(reader)
+        for name in ("lo", "hi", "frequency"):
+            np.testing.assert_array_equal(getattr(whole, name), getattr(serial, name))
+        np.testing.assert_allclose(whole.mz, serial.mz, rtol=1e-14)
+
+
+def test_a_cluster_conversion_builds_the_axis_on_the_workers(client, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from spatialfuse.io import read_msi_zarr
+    from spatialfuse.io.imzml import _axis
+
+    path = _ion_file(tmp_path, 24, 20, seed=7)
+    monkeypatch.setattr(_axis, "_CHUNK_BYTES", 16 * 300 * 30)  # blocks are cut here, run there
+    options = dict(chunks=(64, 16), max_memory="16MiB")
+    local = convert_imzml(path, tmp_path / "local.zarr", **options)
+    with distributed.get_task_stream(client) as stream:
+        remote = convert_imzml(path, tmp_path / "remote.zarr", client=client, **options)
+    blocks = [t for t in stream.data if "axis_block_task" in t["key"]]
+    assert len(blocks) > 2 and len({t["worker"] for t in blocks}) == 2
+    a, b = read_msi_zarr(local), read_msi_zarr(remote)
+    pd.testing.assert_frame_equal(a.var, b.var, check_exact=True)
+    assert a.n_vars > 250
+    np.testing.assert_array_equal(a.X.compute(), b.X.compute())

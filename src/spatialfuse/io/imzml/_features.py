@@ -82,12 +82,13 @@ class FeatureOptions:
             )
         return features
 
-    def choose(self, reader, *, show_progress: bool = False):
+    def choose(self, reader, *, show_progress: bool = False, map_blocks=None):
         """The features of ``reader``'s table: ``(kind, centres, lo, hi, window_rule)``.
 
         ``kind`` is ``"identity"`` (the shared m/z axis itself, one feature per point),
         ``"shared_windows"`` (windows on a shared axis) or ``"peaks"`` (windows over
-        per-spectrum peaks).
+        per-spectrum peaks). ``map_blocks`` goes to :func:`build_mz_axis` where a common axis
+        is built (None: every block here).
         """
         from spatialfuse.io.imzml._axis import NOISE_FACTOR, MzAxis, build_mz_axis
 
@@ -121,6 +122,7 @@ class FeatureOptions:
                 min_frequency=self.min_frequency,
                 max_features=self.max_features,
                 show_progress=show_progress,
+                map_blocks=map_blocks,
             )
             centres, lo, hi = axis.mz, axis.lo, axis.hi
             rule = {

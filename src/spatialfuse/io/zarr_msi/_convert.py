@@ -15,7 +15,7 @@ from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
 from spatialfuse.io.imzml._features import FeatureOptions
 from spatialfuse.io.imzml._read import feature_var, msi_obs, msi_provenance
-from spatialfuse.io.imzml._shared import share_table
+from spatialfuse.io.imzml._shared import open_shared, share_table
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._partial import create_partial, remove_abandoned_partials, seal_partial
 from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
@@ -145,6 +145,33 @@ def _client_of(client):
         )
 
 
+def _axis_block_task(block, source, grid):
+    """The m/z-axis histogram of one block of spectra, on a worker."""
+    from spatialfuse.io.imzml._axis import axis_partial
+
+    return axis_partial(open_shared(source), grid, *block)
+
+
+def _axis_on(c, source, reader):
+    """``map_blocks`` for :func:`build_mz_axis`: blocks on the workers, results in order."""
+
+    def map_blocks(grid, blocks):
+        if len(blocks) < 2:  # nothing to share out: here, without the round trip
+            from spatialfuse.io.imzml._axis import axis_partial
+
+            yield from (axis_partial(reader, grid, *b) for b in blocks)
+            return
+        futures = c.map(_axis_block_task, blocks, source=source, grid=grid, pure=False)
+        try:
+            for future in futures:  # in block order: the sums are the serial pass's
+                yield future.result()
+                future.release()
+        finally:
+            c.cancel(futures)
+
+    return map_blocks
+
+
 def _run_distributed(c, spec, tiles, tic, found, show_progress):
     from distributed import as_completed
 
@@ -270,37 +297,46 @@ def convert_imzml(
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
         usable_memory(reader.n_spectra, budget)  # too small a budget fails before any pass
-        kind, centres, lo, hi, rule = options.choose(reader, show_progress=show_progress)
-        compression_name = _compression_name(compression, kind)
-        streamed = kind == "identity" and _kernels.intensity_matrix(reader._acc) is not None
-        n, k = reader.n_spectra, centres.size
-        plan = plan_tiles(
-            n,
-            k,
-            budget,
-            chunks=chunks,
-            whole_band=kind != "identity",
-            streamed=streamed,
-            shards=shards,
-        )
-        logger.debug(
-            "converting %s (%d × %d, %s): chunks %d × %d, tiles of %d columns, budget %s",
-            reader.path,
-            n,
-            k,
-            kind,
-            plan.chunk_rows,
-            plan.chunk_cols,
-            plan.tile_cols,
-            format_bytes(budget),
-        )
-        provenance = msi_provenance(reader, size, size_source, rule, made_by="convert_imzml")
-        coords = reader.coordinates
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_partials(output.parent)
         partial, marker = create_partial(output)
         tmp = partial / "store"
         try:
+            # Workers open the input with this offset table, written once beside the store
+            # (none of them scans the XML); a local run uses the reader it has.
+            source = share_table(
+                reader, None if dask_client is None else partial / "offsets.npz", cache=cache
+            )
+            kind, centres, lo, hi, rule = options.choose(
+                reader,
+                show_progress=show_progress,
+                map_blocks=None if dask_client is None else _axis_on(dask_client, source, reader),
+            )
+            compression_name = _compression_name(compression, kind)
+            streamed = kind == "identity" and _kernels.intensity_matrix(reader._acc) is not None
+            n, k = reader.n_spectra, centres.size
+            plan = plan_tiles(
+                n,
+                k,
+                budget,
+                chunks=chunks,
+                whole_band=kind != "identity",
+                streamed=streamed,
+                shards=shards,
+            )
+            logger.debug(
+                "converting %s (%d × %d, %s): chunks %d × %d, tiles of %d columns, budget %s",
+                reader.path,
+                n,
+                k,
+                kind,
+                plan.chunk_rows,
+                plan.chunk_cols,
+                plan.tile_cols,
+                format_bytes(budget),
+            )
+            provenance = msi_provenance(reader, size, size_source, rule, made_by="convert_imzml")
+            coords = reader.coordinates
             root = zarr.open_group(tmp, mode="w-", zarr_format=3)
             x = root.create_array(
                 "X",
@@ -320,11 +356,6 @@ def convert_imzml(
             del spatial
             write_elem(root, "uns", {"spatialfuse": provenance}, dataset_kwargs=_NO_SHARDS)
 
-            # Workers open the input with the client's offset table, written once beside the
-            # store (never rescanning the XML); a local run uses the reader it has.
-            source = share_table(
-                reader, None if dask_client is None else partial / "offsets.npz", cache=cache
-            )
             spec = TileSpec(
                 source=source,
                 store=str(tmp),
