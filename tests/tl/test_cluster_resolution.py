@@ -7,6 +7,8 @@ clusters), and on pure noise it takes a fine level (16-20 clusters here). ``"con
 stability within 0.15 of the best, every cluster stable (clusterboot Jaccard >= 0.75) and every
 two clusters separated by >= 2.65 pooled SD in the embedding; the finest such resolution, else one
 cluster. (Not the default: it over-split two held-out semi-real runs, docs/benchmarks.md.)
+``"finer"`` (session 11): ``"auto"``, except that a most stable two-way split does not set the bar
+where a level of three or more clusters, each stable, is within 0.15 of it.
 """
 
 from __future__ import annotations
@@ -107,3 +109,99 @@ def test_cluster_jaccard_known_answers():
     np.testing.assert_allclose(_cluster._cluster_jaccard(labels, [same, partial]), [1.0, 1.0])
     np.testing.assert_allclose(_cluster._cluster_jaccard(labels, [halved]), [0.5, 1.0])
     np.testing.assert_allclose(_cluster._cluster_jaccard(labels, [same, halved]), [0.75, 1.0])
+
+
+# -------------------------------------------------------------------------------------------------
+# resolution="finer" (session 11): the stability rule, the two-cluster level kept from setting the
+# bar where a stable finer level is near
+# -------------------------------------------------------------------------------------------------
+
+
+def _two_level_graph(seed: int, *, n: int = 50, p_in: float = 0.5, p_mid: float = 0.25):
+    """A planted partition: four blocks of ``n`` nodes in two pairs. Edge probability ``p_in``
+    within a block, ``p_mid`` between the blocks of a pair, 0.01 between pairs."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    block = np.repeat([0, 1, 2, 3], n)
+    pair = block // 2
+    p = np.where(
+        block[:, None] == block[None, :],
+        p_in,
+        np.where(pair[:, None] == pair[None, :], p_mid, 0.01),
+    )
+    upper = np.triu(rng.random(p.shape) < p, 1)
+    return sparse.csr_matrix((upper | upper.T).astype(np.float64)), block
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_finer_finds_four_blocks_where_the_two_way_split_is_most_stable(seed):
+    """Known answer on a graph: the pairs come back in every subset (stability 1.0 at 2
+    clusters), the four blocks a little less (measured 0.931 / 0.926, every block's Jaccard
+    >= 0.94). ``"auto"`` stops at the pairs (ARI 0.50); ``"finer"`` finds the blocks (0.97)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    graph, block = _two_level_graph(seed)
+    auto, _, record = _cluster._stable_resolution(graph, 0)
+    stability = record["stability"]
+    most_stable = max(stability, key=lambda r: (stability[r], -r))
+    assert int(_cluster._leiden(graph, most_stable, 0).max()) + 1 == 2  # the failure mode
+    assert auto.max() + 1 == 2
+    labels, resolution, again = _cluster._stable_resolution(graph, 0, rule=_cluster.FINER)
+    assert again["stability"] == stability  # the same scan, another choice
+    assert labels.max() + 1 == 4
+    assert adjusted_rand_score(block, labels) > 0.95
+    assert stability[resolution] < max(stability.values()) - _cluster.STABILITY_TOLERANCE
+    assert record["cluster_stability"][resolution] >= _cluster.CLUSTER_STABILITY_MIN
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_finer_keeps_two_real_blocks(seed):
+    """Two blocks of 100 (no finer level): ``"finer"`` = ``"auto"``, two clusters."""
+    graph, block = _two_level_graph(seed, p_mid=0.5)  # each pair is one block
+    from sklearn.metrics import adjusted_rand_score
+
+    labels, _, _ = _cluster._stable_resolution(graph, 0, rule=_cluster.FINER)
+    assert labels.max() + 1 == 2
+    assert adjusted_rand_score(block // 2, labels) == 1.0
+    np.testing.assert_array_equal(labels, _cluster._stable_resolution(graph, 0)[0])
+
+
+def test_finer_choice_known_answers():
+    """The choice from a scan's record: stability, smallest Jaccard and number of clusters."""
+
+    def choose(levels):  # {resolution: (clusters, stability, smallest Jaccard)}
+        full = {r: np.arange(k) for r, (k, _, _) in levels.items()}
+        stability = {r: s for r, (_, s, _) in levels.items()}
+        jaccard = {r: j for r, (_, _, j) in levels.items()}
+        return _cluster._finer_choice(stability, jaccard, full)
+
+    base = {0.1: (2, 1.0, 1.0), 0.3: (4, 0.90, 0.85), 0.5: (5, 0.86, 0.30), 0.7: (6, 0.70, 0.5)}
+    # the two-way split is most stable: the 4-cluster level sets the bar; the 5-cluster level
+    # is within 0.05 of it but has a sliver (Jaccard 0.3), so 0.3 is picked ("auto": 0.1)
+    assert choose(base) == 0.3
+    assert _cluster.STABILITY_TOLERANCE == 0.05
+    # a stable 5-cluster level within 0.05 of the bar is picked
+    assert choose({**base, 0.5: (5, 0.86, 0.80)}) == 0.5
+    # the finer level too far below (> 0.15) or one of its clusters unstable: as "auto"
+    assert choose({**base, 0.3: (4, 0.84, 0.85)}) == 0.1
+    assert choose({**base, 0.3: (4, 0.90, 0.70)}) == 0.1
+    # the most stable level is not a two-way split: as "auto" (finest within 0.05 of the best)
+    assert choose({0.1: (3, 0.97, 0.9), 0.3: (4, 0.99, 0.9), 0.5: (5, 0.95, 0.2)}) == 0.5
+    # only two-way splits: as "auto"
+    assert choose({0.1: (2, 1.0, 1.0), 0.3: (2, 0.97, 1.0)}) == 0.3
+
+
+@pytest.mark.parametrize(("seed", "sep"), [(1, 3.5), (1, 3.0), (0, 3.0)])
+def test_finer_on_the_two_level_design(seed, sep):
+    """The design where ``"auto"`` collapses to two clusters: ``"finer"`` takes four (measured
+    ARI 0.90 / 0.83 / 0.78), recorded as rule ``"finer"`` with the same stability record."""
+    group, rna, msi = _two_levels(seed, sep)
+    mdata = _mdata(rna, msi)
+    sf.tl.joint_cluster(mdata, resolution="finer")
+    params = mdata.uns["joint"]["params"]
+    assert params["resolution_rule"] == "finer"
+    assert params["n_clusters"] == 4
+    assert _ari(group, mdata.obs["joint"]) > 0.75
+    sf.tl.cluster_modality(mdata, "rna", resolution="finer")
+    assert mdata.uns["rna_clusters"]["params"]["resolution_rule"] == "finer"
