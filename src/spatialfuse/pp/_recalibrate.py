@@ -10,10 +10,14 @@ spectrum (an *alignment* of every pixel to the mean, whose own offset stays) —
    points) above the pixel's median; its centroid ``m`` is the vertex of the parabola through the
    logarithms of the apex and its two neighbours (as in :func:`spatialfuse.pp.pick_peaks`), and
    its error is ``e = (m − r) / r`` in ppm;
-2. a model of the pixel's error: ``"shift"``, one ppm offset (the median of its errors), or
+2. a model of the pixel's error: ``"shift"``, one ppm offset (the median of its errors),
    ``"linear"``, a ppm offset that changes linearly with m/z (least squares; where a pixel has
-   fewer than three references it falls back to the shift); with ``group_by`` (e.g. the
-   acquisition line, ``obs["imzml_y"]``) one model per group, fitted to its pooled errors;
+   fewer than three references it falls back to the shift), or ``"piecewise"``, a ppm offset
+   piecewise linear in m/z between ``n_nodes`` nodes at quantiles of the references, fitted by
+   least squares with a smoothness penalty between neighbouring nodes (msiWarp-style warping;
+   where a pixel has fewer than ``n_nodes + 2`` references it falls back to the linear model);
+   with ``group_by`` (e.g. the acquisition line, ``obs["imzml_y"]``) one model per group,
+   fitted to its pooled errors (:mod:`spatialfuse.pp._recalibrate_models`);
 3. each spectrum is resampled onto the table's own m/z axis at the drifted positions
    (chunk by chunk; a dask table stays lazy),
    ``y_new(m) = y_old(m · (1 + e(m)))`` (linear interpolation), so the table keeps one shared
@@ -21,9 +25,11 @@ spectrum (an *alignment* of every pixel to the mean, whose own offset stays) —
 4. the errors are measured again on the corrected spectra: ``uns[key_added]`` reports the median
    absolute ppm error before and after, per reference and overall.
 
-Written here rather than taken from a library: msiWarp (the anchor of the issue) warps with a
-piecewise model and needs a C++ build; the shift and linear models above are what lock-mass
-correction on an Orbitrap or a TOF needs, and they are a few vectorised lines on a whole table.
+Written here rather than taken from a library: msiWarp (the anchor of the issue) needs a C++
+build (CMake, a C++17 compiler) and works on peak lists; its piecewise warping is written here as
+the ``"piecewise"`` model, fitted to the same reference errors as the shift and linear models
+(what lock-mass correction on an Orbitrap or a TOF needs), a few vectorised lines on a whole
+table.
 """
 
 from __future__ import annotations
@@ -36,7 +42,15 @@ import numpy as np
 from spatialfuse._logging import logger, progress
 from spatialfuse.core.adata import check_adata, is_dask
 from spatialfuse.errors import DataWarning, FileFormatError
-from spatialfuse.pp._recalibrate_models import _fit, _fit_groups
+from spatialfuse.pp._recalibrate_models import (
+    MODELS,
+    Drift,
+    check_n_nodes,
+    drift_record,
+    fit_drift,
+    node_positions,
+    write_drift,
+)
 
 if TYPE_CHECKING:
     import anndata
@@ -47,7 +61,6 @@ __all__ = ["measure_errors", "recalibrate"]
 
 #: Intensity values handled per chunk of pixels (16 MiB as float64).
 _CHUNK_VALUES = 1 << 21
-_MODELS = ("shift", "linear")
 _SPECTRUM_TYPES = ("auto", "centroid", "profile")
 
 
@@ -67,21 +80,20 @@ def _dense_block(x, a: int, b: int) -> np.ndarray:
     return np.nan_to_num(_raw_block(x, a, b), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _resample(raw: np.ndarray, mz: np.ndarray, offset, slope, centre: float) -> np.ndarray:
-    """Each row of ``raw`` read at its corrected m/z; rows of NaN stay NaN."""
+def _resample(raw: np.ndarray, mz: np.ndarray, drift: Drift) -> np.ndarray:
+    """Each row of ``raw`` read at its corrected m/z (``drift``: its rows'); NaN rows stay NaN."""
     empty = np.isnan(raw).all(axis=1)
-    block = _resample_clean(
-        np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0), mz, offset, slope, centre
-    )
+    block = _resample_clean(np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0), mz, drift)
     block[empty] = np.nan
     return block
 
 
-def _resample_clean(block: np.ndarray, mz: np.ndarray, offset, slope, centre: float) -> np.ndarray:
+def _resample_clean(block: np.ndarray, mz: np.ndarray, drift: Drift) -> np.ndarray:
     """:func:`_resample` of a finite block, in place (one row of work memory)."""
+    segments = drift.segments(mz)
     for i in range(block.shape[0]):
-        drift = offset[i] + slope[i] * (mz - centre)
-        block[i] = np.interp(mz * (1 + drift * 1e-6), mz, block[i], left=0.0, right=0.0)
+        e = drift.ppm(i, mz, segments)
+        block[i] = np.interp(mz * (1 + e * 1e-6), mz, block[i], left=0.0, right=0.0)
     return block
 
 
@@ -231,7 +243,7 @@ def _file_table(path, pixel_size_um) -> anndata.AnnData:
     return table
 
 
-def _lazy_resample(x, mz: np.ndarray, offset: np.ndarray, slope: np.ndarray, centre: float):
+def _lazy_resample(x, mz: np.ndarray, drift: Drift):
     """A dask table whose rows are resampled at their corrected m/z when computed.
 
     Chunks hold whole rows, as many as make ``_CHUNK_VALUES`` values (a store's tall chunks
@@ -242,7 +254,7 @@ def _lazy_resample(x, mz: np.ndarray, offset: np.ndarray, slope: np.ndarray, cen
     def apply(block, block_info=None):
         start, stop = block_info[0]["array-location"][0]
         raw = np.asarray(block, dtype=np.float64)
-        return _resample(raw, mz, offset[start:stop], slope[start:stop], centre).astype(np.float32)
+        return _resample(raw, mz, drift.take(start, stop)).astype(np.float32)
 
     return full_rows.map_blocks(apply, dtype=np.float32)
 
@@ -255,6 +267,7 @@ def recalibrate(
     ppm: float = 30.0,
     snr: float = 5.0,
     model: str = "shift",
+    n_nodes: int = 5,
     group_by: str | None = None,
     pixel_size_um: float | tuple[float, float] | None = None,
     spectrum_type: str = "auto",
@@ -294,7 +307,20 @@ def recalibrate(
         A pixel's peak must stand this many times its noise above its median (profile spectra;
         centroid peaks are taken as they are).
     model
-        ``"shift"`` (one ppm offset per pixel) or ``"linear"`` (an offset linear in m/z).
+        ``"shift"`` (one ppm offset per pixel), ``"linear"`` (an offset linear in m/z; a pixel
+        with fewer than three references gets the shift) or ``"piecewise"`` (msiWarp-style
+        warping: an offset piecewise linear in m/z between ``n_nodes`` nodes, for drift that
+        bends across the m/z range). The piecewise offset is fitted by least squares to the
+        pixel's reference errors with a smoothness penalty between neighbouring nodes (a node
+        without references near it follows its neighbours), and held constant beyond the
+        outer nodes (the outermost references); a pixel (or group) with fewer than
+        ``n_nodes + 2`` distinct references found gets the linear model instead (or the
+        shift), counted in ``uns[key_added]["pixels_by_model"]``. Give it at least
+        ``n_nodes + 2`` references spread over the m/z range (``n_references=`` or
+        ``reference_mz=``; around three per segment fits well).
+    n_nodes
+        Nodes of the ``"piecewise"`` model, at evenly spaced quantiles of the reference m/z
+        (the first and last at the outermost references); ignored by the other models.
     group_by
         An ``obs`` column whose groups share one model, fitted to the pooled errors of their
         pixels: ``"imzml_y"`` fits one per acquisition line (steadier where single spectra
@@ -327,15 +353,25 @@ def recalibrate(
           summed per feature (float32, CSR where smaller), with ``obs``, ``obsm``, ``var``
           and ``uns["spatialfuse"]`` as :func:`spatialfuse.io.read_imzml` writes them;
         - ``obs[f"{key_added}_ppm"]``: the pixel's drift in ppm at the references' mean m/z;
-        - ``obs[f"{key_added}_slope"]``: its change per m/z unit (``"linear"``, else 0);
+        - ``obs[f"{key_added}_slope"]``: its change per m/z unit (``"linear"``; for
+          ``"piecewise"``, the mean slope between the outermost references; else 0);
+        - ``obsm[f"{key_added}_nodes_ppm"]`` (``"piecewise"`` only): the pixel's drift at each
+          node (pixels × nodes, ppm; for a pixel that fell back, its fallback's);
         - ``obs[f"{key_added}_n_found"]``: how many references the pixel's drift rests on;
         - ``uns[key_added]``: ``reference_mz``, ``model``, the median absolute ppm error per
           reference before and after (``ppm_before``, ``ppm_after``) and over all pixels and
           references (``median_abs_ppm_before``, ``median_abs_ppm_after``); for a path,
-          ``spectrum_type`` (``"centroid"`` or ``"profile"``) and ``spectrum_type_source``.
+          ``spectrum_type`` (``"centroid"`` or ``"profile"``) and ``spectrum_type_source``;
+          for ``"piecewise"``, ``n_nodes``, ``nodes_mz`` (the node m/z),
+          ``min_references_piecewise`` and ``pixels_by_model`` (how many pixels got the
+          piecewise model and how many fell back to ``"linear"`` or ``"shift"``).
 
     Raises
     ------
+    TypeError
+        ``n_nodes`` is not an integer.
+    ValueError
+        An unknown ``model``; ``n_nodes`` below 2; other options out of range.
     FileFormatError
         A path whose spectra are not of ``spectrum_type``; a processed profile file (read it
         with :func:`spatialfuse.io.read_imzml` first); lock masses outside the file's m/z
@@ -347,12 +383,14 @@ def recalibrate(
         A table in which no pixel shows a peak near any reference: nothing was measured or
         corrected (``median_abs_ppm_before`` is None). A binned table of centroid peaks (a
         processed file read with :func:`~spatialfuse.io.read_imzml`, or a store converted from
-        one) always ends here: recalibrate the imzML path instead.
+        one) always ends here: recalibrate the imzML path instead. ``"piecewise"`` where every
+        pixel fell back (too few references found).
     """
     from scipy import sparse
 
-    if model not in _MODELS:
-        raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    n_nodes = check_n_nodes(n_nodes)
     if not (np.isfinite(ppm) and ppm > 0):
         raise ValueError(f"ppm must be a positive number, got {ppm!r}")
     if spectrum_type not in _SPECTRUM_TYPES:
@@ -374,6 +412,7 @@ def recalibrate(
                     n_references=n_references,
                     ppm=ppm,
                     model=model,
+                    n_nodes=n_nodes,
                     group_by=group_by,
                     pixel_size_um=pixel_size_um,
                     features=features,
@@ -416,19 +455,19 @@ def recalibrate(
     n = adata.n_obs
     before = np.full((n, refs.size), np.nan)
     after = np.full((n, refs.size), np.nan)
-    offset, slope = np.zeros(n), np.zeros(n)
     if group_by is not None and group_by not in adata.obs:
         raise ValueError(f"group_by={group_by!r} is not a column of adata.obs")
     lazy = is_dask(adata.X)
     out = None if lazy else np.empty(adata.shape, dtype=np.float32)
-    centre = float(refs.mean())
+    nodes = node_positions(refs, n_nodes)
+    drift = Drift.empty(n, model, float(refs.mean()), nodes)
     step = max(1, _CHUNK_VALUES // mz.size)
     chunks = [(a, min(n, a + step)) for a in range(0, n, step)]
     if group_by is not None:  # errors of every pixel first, then one model per group
         for a, b in progress(chunks, show=show_progress, desc="recalibrate: measure"):
             before[a:b] = _block_errors(_dense_block(adata.X, a, b), mz, refs, ppm, snr)
         groups = adata.obs[group_by].to_numpy()
-        offset, slope = _fit_groups(before, refs, model, groups)
+        drift = fit_drift(before, refs, model, nodes=nodes, groups=groups)
     for a, b in progress(chunks, show=show_progress, desc="recalibrate"):
         # one float64 copy of the block, cleaned, measured and resampled in place
         block = _raw_block(adata.X, a, b)
@@ -436,19 +475,17 @@ def recalibrate(
         np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         if group_by is None:
             before[a:b] = _block_errors(block, mz, refs, ppm, snr)
-            offset[a:b], slope[a:b] = _fit(before[a:b], refs, model)
-        _resample_clean(block, mz, offset[a:b], slope[a:b], centre)
+            drift.put(a, fit_drift(before[a:b], refs, model, nodes=nodes))
+        _resample_clean(block, mz, drift.take(a, b))
         after[a:b] = _block_errors(block, mz, refs, ppm, snr)
         if out is not None:
             block[empty] = np.nan
             out[a:b] = block
     if lazy:  # measured chunk by chunk above; the corrected table stays lazy
-        adata.X = _lazy_resample(adata.X, mz, offset, slope, centre)
+        adata.X = _lazy_resample(adata.X, mz, drift)
     else:
         adata.X = sparse.csr_matrix(np.nan_to_num(out)) if was_sparse else out
-    adata.obs[f"{key_added}_ppm"] = offset
-    adata.obs[f"{key_added}_slope"] = slope
-    adata.obs[f"{key_added}_n_found"] = np.isfinite(before).sum(axis=1)
+    write_drift(adata, drift, before, key_added)
     import warnings
 
     with warnings.catch_warnings():
@@ -469,6 +506,7 @@ def recalibrate(
         "median_abs_ppm_before": summary_before,
         "median_abs_ppm_after": summary_after,
         "pixels_without_reference": int((np.isfinite(before).sum(axis=1) == 0).sum()),
+        **drift_record(drift, n_nodes),
     }
     if kind is not None:
         adata.uns[key_added]["spectrum_type"] = kind

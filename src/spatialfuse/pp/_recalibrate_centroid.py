@@ -9,9 +9,9 @@ own m/z is corrected before the peaks are binned:
    zeros are not peaks) are matched to each reference ``r``: the peaks within ``± ppm`` of
    ``r``, one or the intensity-weighted mean m/z ``m`` of several, give the error
    ``e = (m − r) / r`` in ppm;
-2. the same models as for profile spectra (``"shift"``, ``"linear"``, per pixel or per
-   ``group_by`` group; :mod:`spatialfuse.pp._recalibrate_models`);
-3. each peak moves to ``m / (1 + e(m) · 10⁻⁶)``;
+2. the same models as for profile spectra (``"shift"``, ``"linear"``, ``"piecewise"``, per
+   pixel or per ``group_by`` group; :mod:`spatialfuse.pp._recalibrate_models`);
+3. each peak moves to ``m / (1 + e(m) · 10⁻⁶)``, ``e`` evaluated at the peak's own m/z;
 4. the corrected peaks are binned as :func:`spatialfuse.io.read_imzml` bins a processed file:
    onto windows around given m/z values (``features=FeatureOptions(mz=...)``), or onto a common
    axis merged from the corrected peaks themselves (:func:`spatialfuse.io.imzml.build_mz_axis`),
@@ -39,6 +39,13 @@ import numpy as np
 
 from spatialfuse._logging import logger, progress
 from spatialfuse.errors import FileFormatError
+from spatialfuse.pp._recalibrate_models import (
+    Drift,
+    drift_record,
+    fit_drift,
+    node_positions,
+    write_drift,
+)
 
 if TYPE_CHECKING:
     import anndata
@@ -55,23 +62,28 @@ class _Peaks:
     Quacks like the :class:`~spatialfuse.io.imzml.ImzMLReader` that
     :meth:`~spatialfuse.io.FeatureOptions.choose` and
     :func:`~spatialfuse.io.imzml.build_mz_axis` read (``iter_chunks``, ``mz_range``,
-    ``n_spectra``, ``shared_mz_axis``, ``peak_counts``), so the
-    reader's own axis code merges corrected peaks.
+    ``n_spectra``, ``shared_mz_axis``, ``peak_counts``, and ``_acc.concatenated``, which the
+    axis pass reads its blocks of spectra with), so the reader's own axis code merges
+    corrected peaks.
     """
 
-    def __init__(self, reader, offset=None, slope=None, centre: float = 0.0):
+    def __init__(self, reader, drift: Drift | None = None):
         self.reader = reader
         self.n_spectra = reader.n_spectra
-        self.offset, self.slope, self.centre = offset, slope, centre
+        self.drift = drift
         self.peak_counts = reader.peak_counts
+        self._acc = self  # build_mz_axis reads spectra a:b as reader._acc.concatenated(a, b)
+
+    def concatenated(self, start: int, stop: int):
+        """``(mz, intensity, lengths)`` of spectra ``start:stop``, corrected (float64)."""
+        mz, intensity, lengths = self.reader._acc.concatenated(start, stop)
+        return self._correct(start, mz, intensity, np.asarray(lengths))
 
     def mz_range(self) -> tuple[float, float]:
         low, high = self.reader.mz_range()
-        if self.offset is None or not (np.isfinite(low) and np.isfinite(high)):
+        if self.drift is None or not (np.isfinite(low) and np.isfinite(high)):
             return low, high
-        most = np.abs(self.offset) + np.abs(self.slope) * max(
-            abs(low - self.centre), abs(high - self.centre)
-        )
+        most = self.drift.largest(low, high)
         most = float(most.max()) * 1e-6 if most.size else 0.0
         return low / (1 + most), high / max(1 - most, 1e-3)
 
@@ -101,10 +113,8 @@ class _Peaks:
         with np.errstate(invalid="ignore"):
             keep = np.isfinite(mz) & (mz > 0) & np.isfinite(intensity) & (intensity > 0)
         mz, intensity, rows = mz[keep], intensity[keep], rows[keep]
-        if self.offset is not None:
-            rows_all = rows + start
-            drift = self.offset[rows_all] + self.slope[rows_all] * (mz - self.centre)
-            mz = mz / (1 + drift * 1e-6)
+        if self.drift is not None:
+            mz = mz / (1 + self.drift.ppm(rows + start, mz) * 1e-6)
         return mz, intensity, np.bincount(rows, minlength=lengths.size)
 
 
@@ -187,6 +197,7 @@ def recalibrate_centroid_file(
     n_references: int,
     ppm: float,
     model: str,
+    n_nodes: int,
     group_by: str | None,
     pixel_size_um,
     features,
@@ -199,7 +210,6 @@ def recalibrate_centroid_file(
 
     from spatialfuse.core.mz import mz_feature_names
     from spatialfuse.io.imzml import FeatureOptions, MzAxis, read_imzml
-    from spatialfuse.pp._recalibrate_models import _fit, _fit_groups
 
     features = FeatureOptions() if features is None else features
     if not isinstance(features, FeatureOptions):
@@ -251,12 +261,9 @@ def recalibrate_centroid_file(
             f"no peak within ± {ppm:g} ppm of any reference ({np.round(refs, 4).tolist()}) in "
             "any pixel: give other reference_mz= or a larger ppm=",
         )
-    if group_by is None:
-        offset, slope = _fit(before, refs, model)
-    else:
-        offset, slope = _fit_groups(before, refs, model, header.obs[group_by].to_numpy())
-    centre = float(refs.mean())
-    corrected = _Peaks(reader, offset, slope, centre)
+    groups = None if group_by is None else header.obs[group_by].to_numpy()
+    drift = fit_drift(before, refs, model, nodes=node_positions(refs, n_nodes), groups=groups)
+    corrected = _Peaks(reader, drift)
     # the windows read_imzml would choose, over the corrected peaks
     _, centres, lo, hi, rule = features.choose(corrected, show_progress=show_progress)
     table, after = _binned(corrected, lo, hi, refs, ppm, show_progress)
@@ -269,9 +276,7 @@ def recalibrate_centroid_file(
         adata.obsm[key] = value
     adata.uns.update(header.uns)
     adata.uns["spatialfuse"]["windows"] = {**rule, "recalibrated": True}
-    adata.obs[f"{key_added}_ppm"] = offset
-    adata.obs[f"{key_added}_slope"] = slope
-    adata.obs[f"{key_added}_n_found"] = np.isfinite(before).sum(axis=1)
+    write_drift(adata, drift, before, key_added)
     per_before, per_after, overall_before, overall_after = _summary(before, after)
     adata.uns[key_added] = {
         "reference_mz": refs,
@@ -287,6 +292,7 @@ def recalibrate_centroid_file(
         "median_abs_ppm_before": overall_before,
         "median_abs_ppm_after": overall_after,
         "pixels_without_reference": int((np.isfinite(before).sum(axis=1) == 0).sum()),
+        **drift_record(drift, n_nodes, stacklevel=4),
     }
     logger.info(
         "recalibrate (centroid): %d references, median |error| %s ppm before, %s ppm after",
