@@ -193,7 +193,19 @@ def joint_cluster(
     two by the spatial graph, 2.73–2.98 SD apart, no further than the noisy MSI's true regions,
     3.05–3.35), see ``docs/benchmarks.md``.
 
-    Either rule records, per resolution tried, ``params["stability"]``, ``["cluster_stability"]``
+    ``resolution="finer"`` (an option, session 11) is ``"auto"`` with one exception for its
+    known failure: where the most stable resolution gives two clusters and the most stable one
+    giving three or more is within :data:`CONSENSUS_TOLERANCE` (0.15) of it with every cluster
+    stable (Jaccard at least 0.75), that finer level sets the bar, and the finest resolution
+    within :data:`STABILITY_TOLERANCE` of it whose clusters are all stable is used. A two-way
+    split is stable on almost any layout once the spatial graph is mixed in (with the features
+    shuffled, 0.94–0.95 on the semi-real layouts), so it is no evidence against a finer level;
+    everywhere else the choice is ``"auto"``'s, so the large regions ``"auto"`` keeps whole are
+    not cut. Chosen on seeds 0–3 of ``benchmarks/bench_clustering.py``, where it changes one run
+    of twenty (``noisy_msi`` seed 3: four clusters, 0.42 → 0.79); the held-out check is in
+    ``docs/benchmarks.md``.
+
+    Every rule records, per resolution tried, ``params["stability"]``, ``["cluster_stability"]``
     (the smallest cluster's Jaccard) and ``["separation"]`` (the closest pair's). Below
     :data:`STABILITY_MIN_SPOTS` (30) clustered spots neither is used: resolution 1, with a
     :class:`~spatialfuse.errors.DataWarning`. A number uses that resolution; ``n_clusters``
@@ -223,9 +235,10 @@ def joint_cluster(
     method
         ``"wnn"``, ``"concat"`` or ``"mofa"``.
     resolution
-        ``"auto"`` (the stability rule above), ``"consensus"`` (the three criteria above) or a
-        Leiden resolution (modularity; higher gives more clusters). With ``n_clusters``, where
-        the search starts (1 for ``"auto"`` and ``"consensus"``).
+        ``"auto"`` (the stability rule above), ``"consensus"`` (the three criteria above),
+        ``"finer"`` (``"auto"`` without the two-cluster collapse, above) or a Leiden resolution
+        (modularity; higher gives more clusters). With ``n_clusters``, where the search starts
+        (1 for the rules).
     n_clusters
         Search the resolution that gives exactly this many clusters (bisection over Leiden runs;
         a :class:`~spatialfuse.errors.DataWarning` if none does, keeping the closest count).
@@ -283,10 +296,10 @@ def joint_cluster(
         - ``obsp[f"{key_added}_connectivities"]``: the symmetric graph that was clustered (no
           edges at spots lacking a modality);
         - ``uns[key_added]``: ``connectivities_key`` and ``params`` (method, resolution used,
-          ``resolution_rule`` — ``"stability"``, ``"consensus"``, ``"given"`` or
-          ``"n_clusters"`` —, the
+          ``resolution_rule`` — ``"stability"`` (``"auto"``), ``"consensus"``, ``"finer"``,
+          ``"given"`` or ``"n_clusters"`` —, the
           ``stability``, ``cluster_stability`` and ``separation`` of each resolution tried
-          (``"auto"``), number of clusters, neighbours, modalities,
+          (the rules), number of clusters, neighbours, modalities,
           ``incomplete`` and the numbers of spots complete, placed and excluded, smoothing,
           seed; ``"concat"``: ``weights``, one per modality, ``weights_rule`` — ``"signal"``,
           ``"given"`` or ``"equal"`` with the reason in brackets — and, for ``"signal"``,
@@ -483,8 +496,8 @@ def cluster_modality(
     modality
         The modality of a MuData to cluster; must be None for an AnnData.
     resolution, n_clusters, n_neighbors, spatial_smoothing, n_spatial_neighbors
-        As in :func:`joint_cluster` (``resolution="auto"`` / ``"consensus"``: the same rules,
-        the separation measured in the modality's embedding).
+        As in :func:`joint_cluster` (``resolution="auto"`` / ``"consensus"`` / ``"finer"``: the
+        same rules, the separation measured in the modality's embedding).
     seed, show_progress
         As in :func:`joint_cluster`.
     use_rep
@@ -945,7 +958,7 @@ def _leiden_labels(
 ):
     """Labels at ``resolution`` (a number or ``"auto"``), or at one giving ``n_clusters``.
 
-    Returns labels, the resolution used and, for ``"auto"`` and ``"consensus"``, the record of the
+    Returns labels, the resolution used and, for the rules (:data:`RULES`), the record of the
     resolutions tried (:func:`_stable_resolution`; else None). ``embedding``: the rows
     clustered, for the separation of each resolution.
     """
@@ -1030,7 +1043,10 @@ def _stable_resolution(
     spatial graph with separation 2.73–2.98, as far apart as the true regions of the noisy MSI
     case, 3.05–3.35), so it is an option, not the default.
 
-    Either rule: the scan stops once two resolutions in a row fall :data:`STABILITY_DROP` below
+    ``rule="finer"``: as ``"auto"``, except where the most stable resolution gives two clusters
+    (:func:`_finer_choice`).
+
+    Every rule: the scan stops once two resolutions in a row fall :data:`STABILITY_DROP` below
     the best stability; every resolution's stability, smallest cluster Jaccard and smallest
     separation are recorded.
 
