@@ -294,7 +294,11 @@ class Recalibration(_Model):
     n_references: Count = 10
     ppm: Positive = 30.0
     snr: Positive = 5.0
-    model: Literal["shift", "linear"] = "shift"
+    #: ``piecewise``: msiWarp-style warping, a ppm offset piecewise linear in m/z.
+    model: Literal["shift", "linear", "piecewise"] = "shift"
+    #: Nodes of the ``piecewise`` model, at quantiles of the references (a pixel with fewer
+    #: than n_nodes + 2 references found falls back to linear).
+    n_nodes: Annotated[int, Field(ge=2)] = 5
     #: An ``obs`` column whose pixels share one model (``imzml_y``: one per line).
     group_by: str | None = None
     #: ``auto``: decided from the file (a path) or the table; ``centroid``/``profile`` insist.
