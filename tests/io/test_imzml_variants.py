@@ -8,6 +8,7 @@ the file, and ion images, TIC and mean spectra must match an independent computa
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ from imzml_factory import (
 )
 
 from spatialfuse.errors import CalibrationError, DataWarning
-from spatialfuse.io.imzml import ImzMLReader
+from spatialfuse.io.imzml import ImzMLReader, _scan_fast
 from spatialfuse.io.imzml._header import parse_header
 from spatialfuse.io.imzml._scan_fast import NotRegular, scan_fast
 from spatialfuse.io.imzml._scan_generic import scan_generic
@@ -62,8 +63,18 @@ def open_reader(path, *, expect_warning: str | None = None, **kwargs) -> ImzMLRe
     return reader
 
 
+def scan_in_ranges(data: bytes, header, path, range_bytes: int):
+    """The fast scan shared out in byte ranges of ``range_bytes`` (run one after the other)."""
+    with mock.patch.object(_scan_fast, "RANGE_BYTES", range_bytes):
+        return scan_fast(data, header, map_ranges=map, path=path)
+
+
 def scan_both(truth: ImzMLTruth):
-    """Offset tables from both scanners (fast is None where it raises NotRegular)."""
+    """Offset tables from both scanners (fast is None where it raises NotRegular).
+
+    The fast scan in byte ranges (boundaries inside tokens, values and tags) must give the very
+    same table, or refuse the file too.
+    """
     data = truth.imzml.read_bytes()
     header = parse_header(data, truth.imzml)
     generic = scan_generic(truth.imzml, header).to_arrays()
@@ -71,6 +82,14 @@ def scan_both(truth: ImzMLTruth):
         fast = scan_fast(data, header).to_arrays()
     except NotRegular:
         fast = None
+    for range_bytes in (61, 1000):
+        try:
+            ranged = scan_in_ranges(data, header, truth.imzml, range_bytes).to_arrays()
+        except NotRegular:
+            ranged = None
+        assert (ranged is None) == (fast is None), range_bytes
+        if fast is not None:
+            assert_tables_equal(ranged, fast)
     return fast, generic
 
 

@@ -197,3 +197,128 @@ def test_a_cluster_conversion_builds_the_axis_on_the_workers(client, tmp_path, m
     pd.testing.assert_frame_equal(a.var, b.var, check_exact=True)
     assert a.n_vars > 250
     np.testing.assert_array_equal(a.X.compute(), b.X.compute())
+
+
+# ---------------------------------------------------------------------------------------------
+# the XML scan in byte ranges
+
+
+def test_byte_ranges_share_out_every_occurrence_once():
+    from spatialfuse.io.imzml._scan_fast import byte_ranges, find_literals
+
+    rng = np.random.default_rng(2)
+    pieces = [b'"IMS:1000050" value="1"', b"<binaryDataArray ", b"<binaryDataArrayList>", b"x"]
+    text = b"".join(pieces[i] for i in rng.integers(0, len(pieces), 400))
+    arr = np.frombuffer(text, np.uint8)
+    literals = (b"IMS:1000", b"<binaryDataArray")
+    start, stop = 3, len(text) - 5
+    whole = find_literals(arr, literals, start, stop)
+    for size in (1, 7, 16, 100, len(text)):
+        ranges = byte_ranges(start, stop, size)
+        parts = [find_literals(arr, literals, a, b, stop=stop) for a, b in ranges]
+        for k in range(len(literals)):
+            np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
+
+
+def _imzml_files(shared_data):
+    files = sorted(p for p in (shared_data / "imzml").rglob("*") if p.suffix.lower() == ".imzml")
+    if not files:
+        pytest.skip(f"no imzML files under {shared_data / 'imzml'}")
+    return files
+
+
+@pytest.mark.filterwarnings("ignore::spatialfuse.errors.DataWarning")
+def test_ranged_scan_of_the_real_files_is_the_serial_scan(shared_data, monkeypatch):
+    from spatialfuse.io.imzml import _scan_fast
+    from spatialfuse.io.imzml._header import parse_header
+
+    fast = 0
+    for path in _imzml_files(shared_data):
+        data = path.read_bytes()
+        try:
+            header = parse_header(data, path)
+        except Exception:  # files every reader refuses are tested elsewhere
+            continue
+        try:
+            serial = _scan_fast.scan_fast(data, header).to_arrays()
+        except _scan_fast.NotRegular:
+            serial = None
+        for size in (97, 4096):
+            monkeypatch.setattr(_scan_fast, "RANGE_BYTES", size)
+            try:
+                ranged = _scan_fast.scan_fast(data, header, map_ranges=map, path=path).to_arrays()
+            except _scan_fast.NotRegular:
+                ranged = None
+            assert (ranged is None) == (serial is None), path
+            for name in serial or {}:
+                np.testing.assert_array_equal(ranged[name], serial[name], err_msg=f"{path} {name}")
+        fast += serial is not None
+    assert fast >= 5
+
+
+@pytest.mark.filterwarnings("ignore::spatialfuse.errors.DataWarning")
+def test_a_process_pool_scans_in_ranges(shared_data, monkeypatch):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from spatialfuse.io.imzml import _scan_fast
+
+    path = next(
+        p for p in _imzml_files(shared_data) if ImzMLReader(p, cache=False).scan_method == "fast"
+    )
+    serial = ImzMLReader(path, cache=False)
+    monkeypatch.setattr(_scan_fast, "RANGE_BYTES", 4096)
+    with ProcessPoolExecutor(2) as pool:
+        ranged = ImzMLReader(path, cache=False, map_ranges=pool.map)
+    assert ranged.scan_method == "fast"
+    for name, values in serial._table.to_arrays().items():
+        np.testing.assert_array_equal(ranged._table.to_arrays()[name], values, err_msg=name)
+
+
+@pytest.mark.parametrize("regular", [True, False], ids=["fast", "refused by the fast scanner"])
+def test_a_cluster_conversion_scans_the_xml_in_ranges_on_the_workers(
+    client, tmp_path, monkeypatch, regular
+):
+    from imzml_factory import edit_spectra, get_param_value, set_param_value
+
+    from spatialfuse.io.imzml import _scan_fast
+
+    truth = write_simple(
+        tmp_path, "ranges", coords=grid_coords(20, 16), mode="processed", n_peaks=(30, 90)
+    )
+    if not regular:  # "7.0" for 7: the general scanner reads it, the fast one does not
+        truth.edit_xml(
+            lambda t: edit_spectra(
+                t,
+                lambda s, i: set_param_value(
+                    s, "IMS:1000050", get_param_value(s, "IMS:1000050") + ".0"
+                ),
+                indices=[200],
+            )
+        )
+    size = len(truth.read_xml())
+    monkeypatch.setattr(_scan_fast, "RANGE_BYTES", size // 7)  # the ranges are cut here
+    options = dict(chunks=(64, 16), max_memory="16MiB", cache=False)
+    local = convert_imzml(truth.imzml, tmp_path / "local.zarr", **options)
+    with distributed.get_task_stream(client) as stream:
+        remote, here, workers = _count_scans(
+            client,
+            lambda: convert_imzml(truth.imzml, tmp_path / "remote.zarr", client=client, **options),
+        )
+    # The fast scan (its ranges on the workers), and where it refuses the file the general
+    # scanner, here: either way once per conversion, and never on a worker.
+    assert (here, workers) == (1 if regular else 2, 0)
+    ranges = [t for t in stream.data if "scan_range" in t["key"]]
+    assert len(ranges) >= 6 and len({t["worker"] for t in ranges}) == 2
+    np.testing.assert_array_equal(
+        zarr.open_group(remote, mode="r")["X"][:], zarr.open_group(local, mode="r")["X"][:]
+    )
+    reader = ImzMLReader(truth.imzml, cache=False, map_ranges=_gather(client))
+    assert reader.scan_method == ("fast" if regular else "generic")
+    np.testing.assert_array_equal(reader.coordinates, truth.coords)
+
+
+def _gather(client):
+    def map_ranges(function, tasks):
+        return client.gather(client.map(function, tasks, pure=False))
+
+    return map_ranges

@@ -115,6 +115,12 @@ class ImzMLReader:
         The offset table of this very file, built already (by another reader: a conversion's
         client shares its table with the workers): the XML's spectra are not scanned, and the
         cache is not used. It is checked against the ``.ibd`` like a scanned one.
+    map_ranges
+        Share the fast scan out in byte ranges of the XML: ``map_ranges(function, tasks)`` runs
+        ``function`` on each task and returns the results in order, such as
+        ``concurrent.futures.ProcessPoolExecutor().map`` (``convert_imzml(..., client=)`` passes
+        one that runs them on the dask workers). The table is the one a scan here gives. Files
+        the fast scanner does not take (and ``validate=True``) are scanned here, serially.
 
     Attributes
     ----------
@@ -150,6 +156,7 @@ class ImzMLReader:
         check_uuid: bool = True,
         validate: bool = False,
         offsets: SpectrumTable | None = None,
+        map_ranges=None,
     ):
         self.path, self.ibd_path = resolve_pair(path)
         self._ibd_mm = None
@@ -168,7 +175,9 @@ class ImzMLReader:
                 )
                 self.scan_method = "shared"
             else:
-                table, self.scan_method = self._offset_table(xml_mm, cache=cache, validate=validate)
+                table, self.scan_method = self._offset_table(
+                    xml_mm, cache=cache, validate=validate, map_ranges=map_ranges
+                )
         finally:
             if isinstance(xml_mm, mmap.mmap):
                 try:
@@ -208,13 +217,16 @@ class ImzMLReader:
         )
 
     # ------------------------------------------------------------------ opening
-    def _offset_table(self, xml_mm, *, cache: bool, validate: bool) -> tuple[SpectrumTable, str]:
+    def _offset_table(
+        self, xml_mm, *, cache: bool, validate: bool, map_ranges=None
+    ) -> tuple[SpectrumTable, str]:
         if validate:
             return scan_generic(self.path, self._header), "generic"
 
         def scan() -> tuple[SpectrumTable, str]:
             try:
-                return scan_fast(xml_mm, self._header), "fast"
+                table = scan_fast(xml_mm, self._header, map_ranges=map_ranges, path=self.path)
+                return table, "fast"
             except NotRegular as why:
                 logger.debug("%s: general scanner used (%s)", self.path, why)
                 return scan_generic(self.path, self._header), "generic"

@@ -24,7 +24,10 @@ also the reference this one is tested against.
 
 from __future__ import annotations
 
+import mmap
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -41,6 +44,8 @@ _ARRAY_KEYS = (102, 103, 104)
 _ALL_KEYS = (50, 51, 52, *_ARRAY_KEYS)
 _MAX_DIGITS = 19
 _CHUNK = 1 << 21
+#: Bytes of the document per range where the scan is shared out (``map_ranges``).
+RANGE_BYTES = 64 << 20
 _ACCESSION_RE = re.compile(rb"""\baccession\s*=\s*["']([^"']*)["']""")
 _CVPARAM_HEAD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?cvParam\s[^<>]*\baccession\s*=\s*\"$")
 _TAG_RE = re.compile(rb"<\s*(/?)\s*(?:[A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
@@ -50,8 +55,14 @@ class NotRegular(Exception):
     """The file's spectra do not share one layout; use the general scanner."""
 
 
-def find_literals(arr: np.ndarray, literals, start: int, end: int) -> list[np.ndarray]:
+def find_literals(
+    arr: np.ndarray, literals, start: int, end: int, *, stop: int | None = None
+) -> list[np.ndarray]:
     """Offsets of every occurrence of each of ``literals`` in ``arr[start:end]``, in one pass.
+
+    With ``stop`` (at least ``end``): the occurrences that *start* in ``[start, end)`` and end by
+    ``stop``, so ranges ``[a, b), [b, c), …`` with the same ``stop`` share out the occurrences
+    of ``arr[a:stop]``, each found by exactly one range.
 
     Candidates are the places of each literal's byte that is rarest in the first MiB of the range
     (for ``<binaryDataArray``, its ``D`` rather than ``<``, which starts every tag); the other
@@ -59,16 +70,21 @@ def find_literals(arr: np.ndarray, literals, start: int, end: int) -> list[np.nd
     stay in the CPU cache while every literal looks through them (on a 217 MB file, two literals
     in one pass of 2 MiB chunks took 115 ms, in two passes of 16 MiB chunks 210 ms).
     """
+    stop = end if stop is None else max(stop, end)
+    longest = max(len(lit) for lit in literals)
     sample = arr[start : min(end, start + (1 << 20))]
     counts = np.bincount(sample, minlength=256) if sample.size else np.zeros(256, np.int64)
     anchors = [min(range(len(lit)), key=lambda k: counts[lit[k]]) for lit in literals]
     found: list[list[np.ndarray]] = [[] for _ in literals]
     for a in range(start, end, _CHUNK):
         b = min(end, a + _CHUNK)
-        chunk = arr[a:b]
+        # The last chunk reaches past ``end`` for the anchors of occurrences starting before it.
+        chunk = arr[a : b if b < end else min(stop, end + longest)]
         for literal, anchor, out in zip(literals, anchors, found, strict=True):
             candidates = np.flatnonzero(chunk == literal[anchor]) + (a - anchor)
-            candidates = candidates[(candidates >= start) & (candidates + len(literal) <= end)]
+            candidates = candidates[
+                (candidates >= start) & (candidates < end) & (candidates + len(literal) <= stop)
+            ]
             keep = np.ones(candidates.size, dtype=bool)
             for k in range(len(literal)):
                 if k != anchor:
@@ -147,6 +163,75 @@ def _parse_tokens(
     return keys_out, values, ndigits
 
 
+@dataclass(frozen=True)
+class ScanRange:
+    """One byte range of the fast scan, to run anywhere (:func:`scan_range`).
+
+    Attributes
+    ----------
+    path
+        The ``.imzML`` file (a worker maps it itself).
+    start, end
+        Tokens starting in ``[start, end)`` are this range's.
+    stop
+        End of the spectrum list: tokens and their values may run past ``end`` up to here.
+    value_at, heads
+        From the first spectrum: per accession key, the distance from its token to its value,
+        and the text its cvParam starts with.
+    """
+
+    path: str
+    start: int
+    end: int
+    stop: int
+    value_at: dict[int, int]
+    heads: dict[int, bytes]
+
+
+def _scan_range(arr: np.ndarray, task: ScanRange) -> dict[str, np.ndarray]:
+    """The per-token work of a byte range: find, parse and check every accession token."""
+    tokens, array_starts = find_literals(
+        arr, (_TOKEN, _ARRAY_START), task.start, task.end, stop=task.stop
+    )
+    keys, values, digits = _parse_tokens(arr, tokens, task.value_at)
+    for key, head in task.heads.items():
+        # Each value sits in a cvParam written like the first spectrum's, from its "<" on.
+        at = tokens[keys == key]
+        _require(arr, at - len(head), head, f"IMS:1000{key:03d} in another element")
+    return {
+        "tokens": tokens,
+        "keys": keys,
+        "values": values,
+        "digits": digits,
+        "array_starts": array_starts,
+    }
+
+
+def scan_range(task: ScanRange) -> dict[str, np.ndarray]:
+    """:func:`_scan_range` of ``task`` on the file it names (on a worker, say).
+
+    Raises
+    ------
+    NotRegular
+        The range's tokens are not written like the first spectrum's.
+    """
+    with open(task.path, "rb") as handle:
+        mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _scan_range(np.frombuffer(mm, dtype=np.uint8), task)
+    finally:
+        try:
+            mm.close()
+        except BufferError:
+            pass  # a view is still alive somewhere; the map goes with it
+
+
+def byte_ranges(start: int, end: int, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` cut into ranges of ``size`` bytes (the last one shorter)."""
+    size = max(1, int(size))
+    return [(a, min(end, a + size)) for a in range(start, end, size)] or [(start, end)]
+
+
 def _value_offset(buf, token: int) -> int:
     """Distance from an accession token to its value's first character (first spectrum)."""
     element_end = buf.find(b">", token)
@@ -156,8 +241,25 @@ def _value_offset(buf, token: int) -> int:
     return value + len(_VALUE) - token
 
 
-def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
-    """Build the offset table by literal scan and numpy; raise :class:`NotRegular` if unsure."""
+def scan_fast(
+    buf, header: ImzMLHeader, *, map_ranges: Callable | None = None, path=None
+) -> SpectrumTable:
+    """Build the offset table by literal scan and numpy; raise :class:`NotRegular` if unsure.
+
+    Parameters
+    ----------
+    buf
+        The whole ``.imzML`` document (bytes or a memory map).
+    header
+        Its parsed header.
+    map_ranges
+        Where the per-token work runs: None, here; or ``map_ranges(scan_range, tasks)``
+        returning the results of :func:`scan_range` for the :class:`ScanRange` tasks in order
+        (``executor.map`` of a process pool, or a dask client's map): the document is cut into
+        ranges of :data:`RANGE_BYTES` and the results merged, the same table as one range.
+    path
+        The ``.imzML`` file, which ``map_ranges``' workers open; needed with ``map_ranges``.
+    """
     start, end = header.body_start, header.body_end
     n = header.spectrum_count
     if not n:
@@ -173,7 +275,6 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
         raise NotRegular("array group without a data type")
     arr = np.frombuffer(buf, dtype=np.uint8)
 
-    tokens, array_starts = find_literals(arr, (_TOKEN, _ARRAY_START), start, end)
     first_spectrum_end = buf.find(b"</spectrum>", start, end)
     if first_spectrum_end < 0:
         raise NotRegular("no </spectrum>")
@@ -188,16 +289,23 @@ def scan_fast(buf, header: ImzMLHeader) -> SpectrumTable:
                 raise NotRegular(f"IMS:1000{key:03d} is not in a cvParam")
         elif key not in (52, 104):
             raise NotRegular(f"no IMS:1000{key:03d} in the first spectrum")
-    keys, all_values, all_digits = _parse_tokens(arr, tokens, value_at)
+    # The per-token work, in byte ranges (here, or wherever map_ranges runs them), merged.
+    ranges = byte_ranges(start, end, RANGE_BYTES if map_ranges is not None else end - start)
+    tasks = [ScanRange(str(path), a, b, end, value_at, element_head) for a, b in ranges]
+    if map_ranges is None or len(tasks) < 2:
+        parts = [_scan_range(arr, task) for task in tasks]
+    else:
+        parts = list(map_ranges(scan_range, tasks))
+    tokens, keys, all_values, all_digits, array_starts = (
+        np.concatenate([part[name] for part in parts])
+        for name in ("tokens", "keys", "values", "digits", "array_starts")
+    )
     pos: dict[int, np.ndarray] = {}
     values: dict[int, np.ndarray] = {}
     digits: dict[int, np.ndarray] = {}
     for key in value_at:
         sel = keys == key
         pos[key], values[key], digits[key] = tokens[sel], all_values[sel], all_digits[sel]
-        # Each value sits in a cvParam written like the first spectrum's, from its "<" on.
-        head = element_head[key]
-        _require(arr, pos[key] - len(head), head, f"IMS:1000{key:03d} in another element")
 
     # Spectra: one x and one y each, y following x at the first spectrum's distance.
     px, py = pos[50], pos[51]

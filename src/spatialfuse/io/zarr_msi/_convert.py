@@ -145,6 +145,19 @@ def _client_of(client):
         )
 
 
+def _map_on(c):
+    """``map_ranges`` for :class:`ImzMLReader`: the XML scan's byte ranges on the workers."""
+
+    def map_ranges(function, tasks):
+        futures = c.map(function, tasks, pure=False)
+        try:
+            return c.gather(futures)
+        finally:
+            c.cancel(futures)
+
+    return map_ranges
+
+
 def _axis_block_task(block, source, grid):
     """The m/z-axis histogram of one block of spectra, on a worker."""
     from spatialfuse.io.imzml._axis import axis_partial
@@ -293,7 +306,14 @@ def convert_imzml(
     with contextlib.ExitStack() as stack:
         # Connect first: an unreachable scheduler fails before any work.
         dask_client = None if client is None else stack.enter_context(_client_of(client))
-        reader = stack.enter_context(ImzMLReader(input, cache=cache))
+        # On a cluster, the fast XML scan runs in byte ranges on the workers.
+        reader = stack.enter_context(
+            ImzMLReader(
+                input,
+                cache=cache,
+                map_ranges=None if dask_client is None else _map_on(dask_client),
+            )
+        )
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
         usable_memory(reader.n_spectra, budget)  # too small a budget fails before any pass
