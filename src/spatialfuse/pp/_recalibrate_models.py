@@ -238,12 +238,11 @@ def fit_drift(
     ``nodes``: the piecewise model's node m/z (:func:`node_positions`).
     """
     centre = float(refs.mean())
-    base = "linear" if model == "piecewise" else model
-    if groups is None:
-        offset, slope = _fit(errors, refs, base)
-    else:
-        offset, slope = _fit_groups(errors, refs, base, groups)
     if model != "piecewise":
+        if groups is None:
+            offset, slope = _fit(errors, refs, model)
+        else:
+            offset, slope = _fit_groups(errors, refs, model, groups)
         return Drift(model, centre, offset, slope)
     found = np.isfinite(errors)
     values = np.where(found, errors, 0.0)
@@ -255,15 +254,25 @@ def fit_drift(
         sums = np.zeros((codes.size, refs.size))
         np.add.at(counts, index, found)
         np.add.at(sums, index, values)
-    pooled = counts.sum(axis=1)[index]  # the linear fallback's own rule: three errors
-    fitted_names = np.where(pooled >= 3, "linear", "shift").astype(object)
-    node_ppm = offset[:, None] + slope[:, None] * (nodes[None, :] - centre)
+    n_nodes = nodes.size
     warped = np.zeros(errors.shape[0], bool)
-    if nodes.size >= 2:
+    node_ppm = np.zeros((errors.shape[0], n_nodes))
+    if n_nodes >= 2:
         group_values, group_fitted = _fit_nodes(counts, sums, refs, nodes)
         warped = group_fitted[index]
         node_ppm[warped] = group_values[index][warped]
-        fitted_names[warped] = "piecewise"
+    # the others fall back to the linear model (itself the shift below three errors)
+    offset, slope = np.zeros(errors.shape[0]), np.zeros(errors.shape[0])
+    rest = np.flatnonzero(~warped)
+    if rest.size:
+        if groups is None:
+            offset[rest], slope[rest] = _fit(errors[rest], refs, "linear")
+        else:
+            offset[rest], slope[rest] = _fit_groups(errors[rest], refs, "linear", groups[rest])
+        node_ppm[rest] = offset[rest, None] + slope[rest, None] * (nodes[None, :] - centre)
+    pooled = counts.sum(axis=1)[index]  # the linear fallback's own rule: three errors
+    fitted_names = np.where(pooled >= 3, "linear", "shift").astype(object)
+    fitted_names[warped] = "piecewise"
     drift = Drift(model, centre, offset, slope, nodes, node_ppm, warped, fitted_names)
     if warped.any():
         ends = np.array([refs[0], centre, refs[-1]])
