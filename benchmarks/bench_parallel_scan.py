@@ -95,8 +95,8 @@ def main(argv=None) -> int:
     from spatialfuse.io.imzml import _axis
     from spatialfuse.io.imzml._header import parse_header
     from spatialfuse.io.imzml._scan_fast import scan_fast
-    from spatialfuse.io.imzml._shared import share_table
     from spatialfuse.io.zarr_msi._convert import _axis_on, _map_on
+    from spatialfuse.io.zarr_msi._tiles import share_table
 
     warnings.simplefilter("ignore")
     work = Path(tempfile.mkdtemp(prefix="bench_parallel_", dir=folder))

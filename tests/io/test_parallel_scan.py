@@ -85,8 +85,8 @@ def test_a_cluster_conversion_scans_the_xml_once(client, tmp_path, mode):
 
 def test_a_shared_table_opens_without_a_scan_and_refuses_a_changed_file(tmp_path, monkeypatch):
     from spatialfuse.errors import FileFormatError
-    from spatialfuse.io.imzml import _shared
-    from spatialfuse.io.imzml._shared import open_shared, share_table
+    from spatialfuse.io.zarr_msi import _tiles as _shared
+    from spatialfuse.io.zarr_msi._tiles import open_shared, share_table
 
     monkeypatch.setattr(_shared, "_READERS", {})
     truth = write_simple(tmp_path, "shared", coords=grid_coords(6, 5), mode="processed", seed=1)

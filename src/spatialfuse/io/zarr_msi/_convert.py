@@ -15,10 +15,9 @@ from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._axis import DEFAULT_MAX_FEATURES
 from spatialfuse.io.imzml._features import FeatureOptions
 from spatialfuse.io.imzml._read import feature_var, msi_obs, msi_provenance
-from spatialfuse.io.imzml._shared import open_shared, share_table
 from spatialfuse.io.zarr_msi._memory import format_bytes, parse_memory, plan_tiles, usable_memory
 from spatialfuse.io.zarr_msi._partial import create_partial, remove_abandoned_partials, seal_partial
-from spatialfuse.io.zarr_msi._tiles import TileSpec, run_tile
+from spatialfuse.io.zarr_msi._tiles import TileSpec, open_shared, run_tile, share_table
 
 #: Format marker written into the store's root attributes.
 STORE_FORMAT = "spatialfuse.msi.zarr"
