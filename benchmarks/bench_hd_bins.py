@@ -23,6 +23,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue as _queue
 import sys
 import time
 from pathlib import Path
@@ -127,7 +128,6 @@ def run_case(kind: str, n_pixels: int, n_bins: int, n_features: int, block: int 
 
     import spatialfuse as sf
     from spatialfuse._limits import limits
-    from spatialfuse.tl._mapping import _map_to_discs
 
     warnings.simplefilter("ignore")
     msi, field = make_msi(n_pixels, n_features)
@@ -142,7 +142,11 @@ def run_case(kind: str, n_pixels: int, n_bins: int, n_features: int, block: int 
         if kind == "new":
             result = sf.tl.map_to_spots(msi, bins, transform=transform)
         elif kind == "old":
-            result = _map_to_discs(msi, bins, transform=transform, spot_diameter_um=BIN_UM)
+            # the bins' centres given as plain spots: each bin a disc, the path HD bins took
+            import anndata as ad
+
+            as_spots = ad.AnnData(obs=bins.obs, obsm={"spatial_um": bins.obsm["spatial_um"]})
+            result = sf.tl.map_to_spots(msi, as_spots, transform=transform, spot_diameter_um=BIN_UM)
         else:
             mapped = sf.tl.map_to_spots(msi, bins, transform=transform)
             t_map = time.perf_counter() - t0
@@ -186,7 +190,14 @@ def spawn(*args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=run_case, args=(*args, queue))
     proc.start()
-    row = queue.get()
+    # A case that dies (an import error, the OOM killer) must end the run, not hang it.
+    while True:
+        try:
+            row = queue.get(timeout=1.0)
+            break
+        except _queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"case {args} died with exit code {proc.exitcode}") from None
     proc.join()
     return row
 
