@@ -22,8 +22,10 @@ each row is printed too, the closest to a cold start this run has):
   equal; throughput in MB/s of ``.ibd``.
 
 Ratios are serial / parallel medians (above 1: the parallel run is faster). The 1-minute load
-average is sampled during each row: the development machine has 2 cores shared with other jobs,
-so 2 workers get 2 cores only while those jobs are idle (a load near 0 before this run starts).
+average is sampled during each row, and before and after the run a probe measures how many cores
+N processes actually get (N × the time of a fixed numpy job alone / the time of N at once): the
+development machine has 2 cores shared with other jobs, so 2 workers get 2 cores only while those
+jobs are idle.
 """
 
 from __future__ import annotations
@@ -71,6 +73,29 @@ def _cluster(n: int, cache: Path):
     return cluster, distributed.Client(cluster)
 
 
+def _probe_job(_=None) -> float:
+    """A fixed CPU-bound numpy job (sorting 4M floats, 3 times); its wall time."""
+    rng = np.random.default_rng(0)
+    data = rng.random(4_000_000)
+    t = time.perf_counter()
+    for _ in range(3):
+        np.sort(data)
+    return time.perf_counter() - t
+
+
+def cores_available(n: int) -> float:
+    """How many cores ``n`` processes get now: ``n × (one job alone) / (n jobs at once)``."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n) as pool:
+        list(pool.map(_probe_job, range(n)))  # start the processes
+        alone = min(pool.submit(_probe_job).result() for _ in range(2))
+        together = time.perf_counter()
+        list(pool.map(_probe_job, range(n)))
+        together = time.perf_counter() - together
+    return n * alone / together
+
+
 def _row(name, timing_of, repeat) -> dict:
     with LoadMonitor(every=1.0) as load:
         timing = h.time_call(timing_of, repeat)
@@ -102,6 +127,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_parallel_", dir=folder))
     rows, checks = [], []
     started = time.perf_counter()
+    cores_before = cores_available(args.workers)
     with open(path, "rb") as handle:
         buf = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     header = parse_header(buf, path)
@@ -178,6 +204,8 @@ def main(argv=None) -> int:
         reader.close()
         shutil.rmtree(work, ignore_errors=True)
 
+    cores_after = cores_available(args.workers)
+
     def ratio(a, b):
         return a["timing"].median / b["timing"].median
 
@@ -202,6 +230,10 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} CPUs; total {time.perf_counter() - started:.0f} s\n"
     )
     print(h.render_table(["row", "warm: median", "first call", "throughput", "load"], table))
+    print(
+        f"\ncores {n} processes got (a fixed numpy job: {n} × alone / {n} at once): "
+        f"{cores_before:.2f} before the run, {cores_after:.2f} after"
+    )
     ratios = {
         f"scan serial / {n} workers": ratio(rows[0], rows[1]),
         f"axis serial / {n} workers": ratio(rows[2], rows[3]),
@@ -219,6 +251,7 @@ def main(argv=None) -> int:
         "workers": n,
         "rows": [{"name": r["name"], **r["timing"].as_dict(), "load": r["load"]} for r in rows],
         "ratios": ratios,
+        "cores_available": [cores_before, cores_after],
         "checks": dict(checks),
     }
     h.write_json(Path(args.json or folder / "parallel_scan.json"), payload)
