@@ -269,9 +269,10 @@ def convert_imzml(
     client
         A ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``): tiles run
         on the cluster's workers, each opening the input itself and writing its own chunks.
-        The offset table is built once, here, and written beside the output for the workers
-        (none of them scans the XML). Input and output must be on a filesystem every worker
-        sees at the same path.
+        The XML scan (its byte ranges) and the common m/z axis (its blocks of spectra) run on
+        the workers too, with the same results as here; the offset table is built once and
+        written beside the output for the workers (none of them scans the XML). Input and
+        output must be on a filesystem every worker sees at the same path.
     overwrite
         Replace an existing store at ``output_zarr`` (never a folder that is not a zarr store).
     cache
