@@ -62,9 +62,8 @@ class _Peaks:
     Quacks like the :class:`~spatialfuse.io.imzml.ImzMLReader` that
     :meth:`~spatialfuse.io.FeatureOptions.choose` and
     :func:`~spatialfuse.io.imzml.build_mz_axis` read (``iter_chunks``, ``mz_range``,
-    ``n_spectra``, ``shared_mz_axis``, ``peak_counts``, and ``_acc.concatenated``, which the
-    axis pass reads its blocks of spectra with), so the reader's own axis code merges
-    corrected peaks.
+    ``n_spectra``, ``shared_mz_axis``, ``peak_counts``, ``spectra_block``), so the reader's own
+    axis code merges corrected peaks.
     """
 
     def __init__(self, reader, drift: Drift | None = None):
@@ -72,11 +71,10 @@ class _Peaks:
         self.n_spectra = reader.n_spectra
         self.drift = drift
         self.peak_counts = reader.peak_counts
-        self._acc = self  # build_mz_axis reads spectra a:b as reader._acc.concatenated(a, b)
 
-    def concatenated(self, start: int, stop: int):
+    def spectra_block(self, start: int, stop: int):
         """``(mz, intensity, lengths)`` of spectra ``start:stop``, corrected (float64)."""
-        mz, intensity, lengths = self.reader._acc.concatenated(start, stop)
+        mz, intensity, lengths = self.reader.spectra_block(start, stop)
         return self._correct(start, mz, intensity, np.asarray(lengths))
 
     def mz_range(self) -> tuple[float, float]:

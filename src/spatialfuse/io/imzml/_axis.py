@@ -148,7 +148,7 @@ def axis_partial(reader, grid: AxisGrid, start: int, stop: int) -> tuple[np.ndar
     )
     for a in range(start, stop, grid.chunk_spectra):
         b = min(stop, a + grid.chunk_spectra)
-        mz, intensity, lengths = reader._acc.concatenated(a, b)
+        mz, intensity, lengths = reader.spectra_block(a, b)
         if mz.size == 0:
             continue
         mz64 = mz.astype(np.float64, copy=False)

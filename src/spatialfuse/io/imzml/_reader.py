@@ -626,11 +626,20 @@ class ImzMLReader:
         _finite.warn_nonfinite(self.path, found)
         return np.asarray(centres, dtype=np.float64), sums.mean(axis=0)
 
+    def spectra_block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mz, intensity, lengths)`` of spectra ``start:stop`` as flat arrays.
+
+        ``lengths[i]`` points of spectrum ``start + i`` follow each other in ``mz`` and
+        ``intensity``; where a spectrum's two arrays differ in length (some writers emit such
+        files), points are paired by index over the shorter one.
+        """
+        return self._acc.concatenated(start, stop)
+
     def iter_chunks(self, *, chunk_spectra: int = 4096):
         """Yield ``(start, stop, mz, intensity, lengths)`` as flat arrays, chunk by chunk."""
         for a in range(0, self.n_spectra, chunk_spectra):
             b = min(self.n_spectra, a + chunk_spectra)
-            yield (a, b, *self._acc.concatenated(a, b))
+            yield (a, b, *self.spectra_block(a, b))
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
