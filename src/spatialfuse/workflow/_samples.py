@@ -35,12 +35,15 @@ if TYPE_CHECKING:
 
     from spatialfuse.workflow._config import RunConfig
     from spatialfuse.workflow._samples_config import MultiRunConfig
+    from spatialfuse.workflow._steps_cache import StepCache
 
 SUMMARY_NAME = "summary.json"
 COMBINED_H5MU = "combined.h5mu"
 COMBINED_H5AD = "combined.h5ad"
 #: The ``obs`` column naming each spot's sample in the combined table.
 SAMPLE_KEY = "sample"
+#: The combined table's entry in the run's step cache (``<output>/.cache/``).
+COMBINED_STEP = "combined"
 
 #: What a sample's run ended with, for ``summary.json`` and the exit status.
 OK, REGISTRATION_FAILED, TOO_FEW_SPOTS, ERROR = (
@@ -90,6 +93,8 @@ class SampleOutcome:
                 record[key] = {
                     k: v for k, v in self.summary[key].items() if not isinstance(v, dict | list)
                 }
+        if "reused_steps" in self.summary:
+            record["reused_steps"] = list(self.summary["reused_steps"])
         files = self.summary.get("files", {})
         if "report" in files:
             record["report"] = files["report"]
@@ -110,6 +115,10 @@ class MultiRunResult:
     n_workers: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: The run's own steps taken from its step cache (``["combined"]`` where the combined table
+    #: was); each sample's are in its outcome's summary (``reused_steps``).
+    reused: list[str] = field(default_factory=list)
+    damaged_cache: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> dict[str, SampleOutcome]:
@@ -146,8 +155,9 @@ def run_samples(
     n_workers
         LocalCluster workers, overriding ``parallel.n_workers``.
     accept_failed, reuse, write_report, force
-        As in :func:`~spatialfuse.workflow.run_pipeline`, for every sample (``force`` also for
-        the run's own output folder).
+        As in :func:`~spatialfuse.workflow.run_pipeline`, for every sample (``reuse`` also for
+        the combined table, cached in ``<output>/.cache/`` under a key of every sample's tables
+        and the combined settings; ``force`` also for the run's own output folder).
     show_progress
         A progress bar over the samples (``tqdm.auto``).
 
@@ -168,13 +178,23 @@ def run_samples(
     """
     from spatialfuse._limits import limits
     from spatialfuse.errors import SamplesFailedError
-    from spatialfuse.workflow._journal import Journal, check_foreign, check_output_folder
+    from spatialfuse.workflow._journal import (
+        CACHE_NAME,
+        Journal,
+        check_foreign,
+        check_output_folder,
+    )
     from spatialfuse.workflow._lock import output_lock
     from spatialfuse.workflow._pipeline import _inputs, _library_notices_silenced, _write_json
     from spatialfuse.workflow._samples_config import MultiRunConfig, load_samples_config
+    from spatialfuse.workflow._steps_cache import StepCache
 
     if not isinstance(config, MultiRunConfig):
         config = load_samples_config(config)
+    if config.combined.enabled and config.combined.batch_correction == "harmony":
+        from spatialfuse.workflow._samples_batch import require_harmonypy
+
+        require_harmonypy()  # before any sample runs, not after them all
     start = time.perf_counter()
     out = Path(config.output)
     inputs = {
@@ -204,7 +224,7 @@ def run_samples(
             result.timings["samples"] = round(time.perf_counter() - tic, 3)
             tic = time.perf_counter()
             with limits(**config.samples[0].config.limits.model_dump()):
-                _combined_step(result)
+                _combined_step(result, StepCache(out / CACHE_NAME, enabled=reuse))
             result.timings["combined"] = round(time.perf_counter() - tic, 3)
             keep = [SUMMARY_NAME] + [s.name for s in config.samples]
             # Only files are stale here; an earlier run's sample folders stay (with their files).
@@ -385,8 +405,15 @@ def _without_images(adata: anndata.AnnData) -> anndata.AnnData:
     return copy
 
 
-def _combined_step(result: MultiRunResult) -> None:
-    """Build, cluster and write the combined table of the samples that have a joint table."""
+def _combined_step(result: MultiRunResult, cache: StepCache) -> None:
+    """Build, cluster and write the combined table of the samples that have a joint table.
+
+    The table comes from ``cache`` where an entry of the same key is intact (every sample's
+    tables, :func:`sample_digest`, and the combined settings: an unchanged re-run reuses it,
+    another batch correction or a sample whose tables changed recomputes it).
+    """
+    import mudata
+
     from spatialfuse import io, tl
     from spatialfuse.workflow._export import _drop_repeated_obs
 
@@ -398,13 +425,22 @@ def _combined_step(result: MultiRunResult) -> None:
     if not parts:
         result.combined_note = "no sample has a joint table (MSI and Visium clustered)"
         return
+    key = combined_key(parts, combined)
     try:
-        result.combined = combined_table(
-            parts,
-            preprocessing=combined.preprocessing,
-            clustering=combined.clustering,
-            ppm=combined.ppm,
-            gap_um=combined.gap_um,
+        result.combined, _ = cache.cached(
+            COMBINED_STEP,
+            key,
+            ".h5mu",
+            compute=lambda: combined_table(
+                parts,
+                preprocessing=combined.preprocessing,
+                clustering=combined.clustering,
+                ppm=combined.ppm,
+                gap_um=combined.gap_um,
+                batch_correction=combined.batch_correction,
+            ),
+            load=mudata.read_h5mu,
+            save=lambda mdata, tmp: mdata.write_h5mu(tmp),
         )
     except ValueError as exc:  # no shared gene or ion, too few spots: the samples still stand
         import warnings
@@ -414,12 +450,92 @@ def _combined_step(result: MultiRunResult) -> None:
         result.combined_note = f"the combined table could not be built: {exc}"
         warnings.warn(result.combined_note, DataWarning, stacklevel=2)
         return
+    finally:
+        result.reused = list(cache.reused)
+        result.damaged_cache = list(cache.damaged)
     out = result.output
     if combined.h5mu:
         result.files["combined_h5mu"] = io.write_h5mu(result.combined, out / COMBINED_H5MU)
     if combined.h5ad:
         joint = _drop_repeated_obs(tl.concatenate_modalities(result.combined))
         result.files["combined_h5ad"] = io.write_h5ad(joint, out / COMBINED_H5AD)
+
+
+def combined_key(parts: dict[str, tuple[anndata.AnnData, anndata.AnnData]], combined) -> str:
+    """The combined table's step key: every sample's name and tables, and the combined settings.
+
+    Parameters
+    ----------
+    parts
+        Each sample's ``(visium, msi_spots)`` by name, in the order of the sections.
+    combined
+        The config's :class:`~spatialfuse.workflow._samples_config.Combined` (what decides the
+        table: ``ppm``, ``gap_um``, ``batch_correction``, preprocessing and clustering; not which
+        files are written).
+
+    Returns
+    -------
+    str
+        A :func:`~spatialfuse.workflow._steps_cache.step_key`.
+    """
+    from spatialfuse.workflow._steps_cache import step_key
+
+    settings = combined.model_dump(mode="json", exclude={"enabled", "h5mu", "h5ad"})
+    inputs = [f"{name}|{sample_digest(*tables)}" for name, tables in parts.items()]
+    return step_key(COMBINED_STEP, settings, inputs=inputs)
+
+
+def sample_digest(*tables: anndata.AnnData) -> str:
+    """A SHA-256 of everything the combined table reads of a sample's tables.
+
+    Names, ``X`` (dense or sparse, with its dtype and shape), ``obs``, ``var``, ``obsm``,
+    ``layers`` and ``uns`` of each table: the same tables give the same digest in any process,
+    and a changed value, spot or feature another.
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse
+
+    digest = hashlib.sha256()
+
+    def array(value) -> None:
+        if scipy.sparse.issparse(value):
+            value = value.tocsr()
+            digest.update(f"sparse {value.shape} {value.dtype}".encode())
+            for part in (value.data, value.indices, value.indptr):
+                digest.update(np.ascontiguousarray(part).tobytes())
+            return
+        value = np.asarray(value)
+        digest.update(f"dense {value.shape} {value.dtype}".encode())
+        if value.dtype.kind == "O":
+            digest.update(json.dumps(value.tolist(), default=str).encode())
+        else:
+            digest.update(np.ascontiguousarray(value).tobytes())
+
+    def frame(value: pd.DataFrame) -> None:
+        # By values (a categorical hashes as its values): a table read back from the step cache
+        # (strings written as categoricals) is the same table.
+        digest.update(json.dumps(list(map(str, value.columns))).encode())
+        digest.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+
+    for adata in tables:
+        digest.update(b"--table--")
+        frame(adata.obs)
+        frame(adata.var)
+        array(adata.X)
+        for mapping in (adata.obsm, adata.layers):
+            for name in sorted(mapping):
+                digest.update(f"[{name}]".encode())
+                value = mapping[name]
+                if isinstance(value, pd.DataFrame):
+                    frame(value)
+                else:
+                    array(value)
+        digest.update(json.dumps(jsonable(dict(adata.uns)), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def combined_table(
@@ -429,6 +545,7 @@ def combined_table(
     clustering,
     ppm: float = 10.0,
     gap_um: float = 1000.0,
+    batch_correction: str = "none",
 ) -> mudata.MuData:
     """One joint table of several sections, preprocessed and clustered across them.
 
@@ -436,10 +553,28 @@ def combined_table(
     (:func:`spatialfuse.tl.map_to_spots`), as a single run has them before preprocessing. The
     genes every sample has are kept, and the ions that every sample has within ± ``ppm`` of the
     first sample's (named as there); each spot's name gets ``-<sample>`` appended and
-    ``obs["sample"]`` its sample. The tables then go through the single run's own
-    :func:`~spatialfuse.workflow.build_joint` (joint table, preprocessing of each modality over
+    ``obs["sample"]`` its sample. The tables then go through the single run's steps (those of
+    :func:`~spatialfuse.workflow.build_joint`: joint table, preprocessing of each modality over
     all spots, :func:`spatialfuse.tl.joint_cluster`), with the sections laid side by side
-    ``gap_um`` apart for the spatial graph so that no spot neighbours another section's.
+    ``gap_um`` apart for the spatial graph so that no spot neighbours another section's, and
+    with ``batch_correction`` between the preprocessing and the clustering.
+
+    Parameters
+    ----------
+    parts
+        Each sample's ``(visium, msi_spots)`` by name, in the order of the sections.
+    preprocessing, clustering
+        The combined table's :class:`~spatialfuse.workflow._config.Preprocessing` and
+        :class:`~spatialfuse.workflow._config.Clustering` settings.
+    ppm
+        Ions of two sections are one feature within ± ``ppm``.
+    gap_um
+        Gap between the sections laid side by side for the spatial graph (µm).
+    batch_correction
+        ``"none"``, ``"combat"`` or ``"harmony"``: each modality's ``obsm[clustering.use_rep]``
+        corrected for the section of each spot before clustering
+        (:func:`~spatialfuse.workflow._samples_batch.correct_batches`; the uncorrected
+        components stay in ``obsm[f"{use_rep}_uncorrected"]``).
 
     Returns
     -------
@@ -448,18 +583,20 @@ def combined_table(
         clusters across sections); ``obsm["spatial_um"]`` and ``obsm["spatial"]`` in each
         section's own frame, ``obsm["spatial_um_tiled"]`` the side-by-side layout the spatial
         graph used; ``uns["spatial"]`` keyed by sample (scale factors, no images);
-        ``uns["spatialfuse"]["samples"]``: the ions matched and the sections' offsets.
+        ``uns["spatialfuse"]["samples"]``: the ions matched, the sections' offsets and what the
+        batch correction did (``batch_correction``).
 
     Raises
     ------
     ValueError
-        The samples share no gene or no ion.
+        The samples share no gene or no ion, or a section has too few spots with data to be
+        corrected.
+    MissingDependencyError
+        ``batch_correction="harmony"`` without harmonypy.
     """
     import anndata as ad
     import numpy as np
     import pandas as pd
-
-    from spatialfuse.workflow._steps import build_joint
 
     names = list(parts)
     rna_parts = {n: parts[n][0] for n in names}
@@ -492,7 +629,9 @@ def combined_table(
         }
         joined.uns["spatialfuse"] = dict(prepared[names[0]].uns.get("spatialfuse", {}) or {})
         tables[kind] = joined
-    mdata = build_joint(tables["rna"], tables["msi"], preprocessing, clustering)
+    mdata, corrected = _joint_across_sections(
+        tables["rna"], tables["msi"], preprocessing, clustering, batch_correction
+    )
     for data in (mdata, mdata["rna"], mdata["msi"]):
         data.obsm["spatial_um_tiled"] = np.asarray(data.obsm["spatial_um"])
         data.obsm["spatial_um"] = np.asarray(tables["rna"].obsm["spatial_um_section"])
@@ -508,9 +647,35 @@ def combined_table(
         "n_ions": int(tables["msi"].n_vars),
         "ion_ppm": float(ppm),
         "offsets_um": {n: [float(v) for v in offsets[n]] for n in names},
+        "batch_correction": corrected,
     }
     mdata.uns["spatialfuse"] = info
     return mdata
+
+
+def _joint_across_sections(rna, msi, preprocessing, clustering, batch_correction: str):
+    """``build_joint``'s steps, with the batch correction between preprocessing and clustering.
+
+    Returns ``(mdata, what the correction did)``. The steps are written out here rather than
+    called through :func:`~spatialfuse.workflow.build_joint`, which has no place between them.
+    """
+    from spatialfuse import pp, tl
+    from spatialfuse.workflow._samples_batch import correct_batches
+    from spatialfuse.workflow._steps import library_options
+
+    mdata = tl.joint_table(rna, msi)
+    pp.preprocess_rna(mdata["rna"], **library_options(preprocessing.rna, pp.preprocess_rna))
+    pp.preprocess_msi(mdata["msi"], **library_options(preprocessing.msi, pp.preprocess_msi))
+    corrected = correct_batches(
+        mdata,
+        method=batch_correction,
+        key=SAMPLE_KEY,
+        use_rep=clustering.use_rep,
+        modalities=clustering.modalities,
+        seed=clustering.seed,
+    )
+    tl.joint_cluster(mdata, key_added="joint", **library_options(clustering, tl.joint_cluster))
+    return mdata, corrected
 
 
 def _matched_ions(msi: dict[str, anndata.AnnData], ppm: float) -> dict[str, anndata.AnnData]:

@@ -30,6 +30,7 @@ applies per sample, and an error names the config file, the sample and the key.
       n_workers: null           # LocalCluster workers (null: min(samples, CPU cores))
     combined:
       enabled: true             # one table of every sample's spots, clustered jointly
+      batch_correction: combat  # none | combat | harmony (each modality's components)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -93,6 +94,11 @@ class Combined(_Model):
     gap_um: Annotated[float, Field(gt=0)] = 1000.0
     h5mu: bool = True
     h5ad: bool = True
+    #: Each modality's components (``clustering.use_rep``) corrected for the section of each
+    #: spot before the joint clustering: ``combat`` (``scanpy.pp.combat``), ``harmony``
+    #: (harmonypy, the extra ``spatialfuse[harmony]``) or ``none``
+    #: (:mod:`spatialfuse.workflow._samples_batch`).
+    batch_correction: Literal["none", "combat", "harmony"] = "combat"
     preprocessing: Preprocessing | None = None
     clustering: Clustering | None = None
 
@@ -224,6 +230,14 @@ def parse_samples_config(
     if problems:
         raise ConfigError(source, "invalid config:\n  " + "\n  ".join(problems))
     combined = combined.model_copy(update=shared_parts)
+    if combined.batch_correction != "none" and combined.clustering.method == "mofa":
+        raise ConfigError(
+            source,
+            f"invalid config:\n  combined.batch_correction: {combined.batch_correction} corrects "
+            "the components (clustering.use_rep) that the methods concat and wnn cluster on; "
+            "clustering.method mofa clusters the features themselves: use batch_correction: "
+            "none with mofa, or method concat or wnn",
+        )
     return MultiRunConfig(
         output=output, samples=samples, parallel=parallel, combined=combined, source=source
     )
