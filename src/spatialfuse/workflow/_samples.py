@@ -764,6 +764,7 @@ def _summary(result: MultiRunResult, *, stale: list[str]) -> dict[str, Any]:
             "n_genes": info["n_genes"],
             "n_ions": info["n_ions"],
             "ion_ppm": info["ion_ppm"],
+            "batch_correction": _correction_record(info.get("batch_correction")),
         }
         if labels is not None:
             table = _clusters_per_sample(obs[SAMPLE_KEY], labels)
@@ -775,11 +776,18 @@ def _summary(result: MultiRunResult, *, stale: list[str]) -> dict[str, Any]:
     elif result.combined_note is not None:
         summary["combined"] = {"not_built": result.combined_note}
     summary["files"] = {k: str(v) for k, v in result.files.items()}
+    summary["reused_steps"] = list(result.reused)
+    summary["damaged_cache_entries_recomputed"] = list(result.damaged_cache)
     summary["stale_outputs_removed"] = list(stale)
     summary["timings_s"] = dict(result.timings)
     summary["config"] = config.model_dump(mode="json")
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine()}
     return jsonable(summary)
+
+
+def _correction_record(done: Any) -> dict[str, Any]:
+    """What the batch correction did, for ``summary.json`` (a table without the record: none)."""
+    return dict(done) if isinstance(done, dict) else {"method": "none"}
 
 
 def _clusters_per_sample(samples, labels) -> dict[str, dict[str, int]]:
