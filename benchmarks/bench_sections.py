@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_sections.py [--n 50] [--workers N] [--data-dir DIR] [--out DIR]
                                         [--json OUT]
+    python benchmarks/bench_sections.py --batch [--shift-seeds 3] [--data-dir DIR] [--json OUT]
 
 ``--n`` synthetic sections (``sf.datasets.synthetic_trio`` at the test suite's small size:
 1.2 × 1.0 mm of tissue, 50 µm MSI pixels, 4 µm H&E, 40 ions and 40 genes; one tissue, each
@@ -20,6 +21,18 @@ Checked: every sample's transforms (largest difference at the tissue's corners),
 (identical labels) and mapping numbers are the same both ways. Reported: wall times, their
 ratio, the cluster's start, the combined step, and the load average before and during the runs
 (the development machine is shared: compare within one run).
+
+``--batch`` measures the combined table's batch correction instead (``combined.batch_correction``:
+none, combat, harmony where harmonypy is installed), on three synthetic sections of one tissue
+design (one seed: it draws the ions' m/z and the regions' profiles) with their own outline, spots,
+MSI pixels and rotation, each mapped with its true MSI → Visium transform (no registration), in
+five cases: no shift; section ``s1``'s MSI shifted as a whole (each ion scaled by a lognormal
+factor, σ 1, and the mean intensity added); its counts shifted (each gene scaled, σ 1); and both
+of those with ``s1`` lacking the two tumour regions the others have. Per case and method: the
+ARI of the combined clusters with the true regions (vascular and adipose as one: RNA and MSI do
+not tell them apart) and with the sections, and whether the shifted section's spots sit in
+clusters of their own (ARI of "is s1" with "the cluster's majority is s1"); ``--shift-seeds``
+draws of the shift (default 3), mean and range.
 """
 
 from __future__ import annotations
@@ -156,14 +169,156 @@ def compare(together: Path, alone: Path, names: list[str]) -> dict[str, object]:
     }
 
 
+#: name → (tissue size µm, MSI rotation °) of the batch study's sections.
+BATCH_SECTIONS = {
+    "s0": ((1200.0, 1000.0), 0.0),
+    "s1": ((1100.0, 1000.0), 40.0),
+    "s2": ((1200.0, 900.0), 200.0),
+}
+BATCH_CASES = ("equal", "msi_shift", "rna_shift", "msi_shift_missing", "missing")
+MISSING = ("tumor_a", "tumor_b")
+
+
+def batch_sections(folder: Path) -> tuple[dict, dict]:
+    """Each section's (Visium, MSI on its spots) with the true transform; every spot's region."""
+    import spatialfuse as sf
+    from spatialfuse.workflow._config import Mapping
+    from spatialfuse.workflow._steps import map_spots
+
+    parts, truth = {}, {}
+    for name, (size, rotation) in BATCH_SECTIONS.items():
+        trio = sf.datasets.synthetic_trio(
+            folder / name,
+            seed=1,
+            rotation_deg=rotation,
+            tissue_size_um=size,
+            he_pixel_size_um=4.0,
+            n_ions=40,
+            n_genes=40,
+            write_he_serial=False,
+        )
+        visium = sf.io.read_visium(trio.visium)
+        spots = map_spots(sf.io.read_imzml(trio.msi), visium, trio.msi_to_visium, Mapping())
+        parts[name] = (visium, spots)
+        for barcode, i in zip(visium.obs_names, trio.spot_labels, strict=True):
+            region = trio.region_names[i] if i >= 0 else "background"
+            truth[f"{barcode}-{name}"] = "vasc" if region in ("vascular", "adipose") else region
+    return parts, truth
+
+
+def batch_case(parts: dict, truth: dict, case: str, seed: int) -> dict:
+    """The sections of ``case``: ``s1`` shifted (by ``seed``) and/or without the tumour."""
+    import numpy as np
+    import scipy.sparse
+
+    out = dict(parts)
+    visium, spots = parts["s1"]
+    rng = np.random.default_rng(seed)
+    if case.startswith("msi_shift"):
+        x = np.asarray(spots.X, dtype=np.float64)
+        spots = spots.copy()
+        spots.X = (x * np.exp(rng.normal(0.0, 1.0, x.shape[1])) + np.nanmean(x)).astype("float32")
+    if case.startswith("rna_shift"):
+        x = visium.X.toarray() if scipy.sparse.issparse(visium.X) else np.asarray(visium.X)
+        visium = visium.copy()
+        visium.X = scipy.sparse.csr_matrix(
+            np.round(x * np.exp(rng.normal(0.0, 1.0, x.shape[1]))).astype("float32")
+        )
+    if case.endswith("missing"):
+        keep = np.array([truth[f"{b}-s1"] not in MISSING for b in visium.obs_names])
+        visium, spots = visium[keep].copy(), spots[keep].copy()
+    out["s1"] = (visium, spots)
+    return out
+
+
+def batch_scores(mdata, truth: dict) -> dict:
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+
+    labels = mdata.obs["joint"].astype(str).to_numpy()
+    samples = mdata.obs["sample"].astype(str).to_numpy()
+    regions = np.array([truth[n] for n in mdata.obs_names])
+    majority = pd.crosstab(labels, samples).idxmax(axis=1).reindex(labels).to_numpy()
+    return {
+        "ari_regions": adjusted_rand_score(regions, labels),
+        "ari_sample": adjusted_rand_score(samples, labels),
+        "shifted_apart": adjusted_rand_score(samples == "s1", majority == "s1"),
+        "n_clusters": len(set(labels)),
+    }
+
+
+def batch_study(args) -> dict:
+    """The batch correction's cases × methods × shift draws (see the module's description)."""
+    import importlib.util
+    import warnings
+
+    from spatialfuse.workflow._config import Clustering, Preprocessing
+    from spatialfuse.workflow._samples import combined_table
+
+    warnings.filterwarnings("ignore")
+    parts, truth = batch_sections(h.data_dir(args.data_dir) / "batch_sections")
+    methods = ["none", "combat"]
+    if importlib.util.find_spec("harmonypy") is not None:
+        methods.append("harmony")
+    rows = []
+    for case in BATCH_CASES:
+        seeds = range(args.shift_seeds) if "shift" in case else [0]
+        for seed in seeds:
+            sections = batch_case(parts, truth, case, seed)
+            for method in methods:
+                tic = time.perf_counter()
+                mdata = combined_table(
+                    dict(sections),
+                    preprocessing=Preprocessing(),
+                    clustering=Clustering(),
+                    batch_correction=method,
+                )
+                row = {"case": case, "seed": seed, "method": method}
+                row.update(batch_scores(mdata, truth), seconds=time.perf_counter() - tic)
+                rows.append(row)
+                print(
+                    f"{case} seed {seed} {method}: ARI regions {row['ari_regions']:.3f}, "
+                    f"sample {row['ari_sample']:.3f}, s1 apart {row['shifted_apart']:.2f}, "
+                    f"{row['n_clusters']} clusters, {row['seconds']:.1f} s",
+                    flush=True,
+                )
+    print()
+    print("| case | method | ARI with the regions | ARI with the sections | s1 apart |")
+    print("|---|---|---|---|---|")
+    for case in BATCH_CASES:
+        for method in methods:
+            got = [r for r in rows if r["case"] == case and r["method"] == method]
+
+            def cell(key, got=got):
+                values = [r[key] for r in got]
+                mean = sum(values) / len(values)
+                if len(values) == 1:
+                    return f"{mean:.2f}"
+                return f"{mean:.2f} ({min(values):.2f}–{max(values):.2f})"
+
+            print(
+                f"| {case} | {method} | {cell('ari_regions')} | {cell('ari_sample')} | "
+                f"{cell('shifted_apart')} |"
+            )
+    result = {"rows": rows, "spots": {n: t[0].n_obs for n, t in parts.items()}}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", action="store_true", help="the batch correction study")
+    parser.add_argument("--shift-seeds", type=int, default=3, help="--batch: shift draws")
     parser.add_argument("--n", type=int, default=50, help="sections (default 50)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data-dir", help="where the sections are generated (kept)")
     parser.add_argument("--out", help="where the runs write (default: a temporary folder)")
     parser.add_argument("--json", help="write the result here too")
     args = parser.parse_args(argv)
+    if args.batch:
+        return batch_study(args)
 
     from spatialfuse.workflow import load_samples_config, run_pipeline, run_samples
 
