@@ -2,7 +2,9 @@
 
 The same section gives the same transforms, joint clusters and summary numbers whether it runs
 as one sample of several on a cluster or alone; the combined table holds every sample's spots
-under its name.
+under its name, and a re-run of the unchanged config takes it from the run's step cache (another
+batch correction recomputes it). The batch correction's known answer is in
+``test_samples_batch.py``.
 """
 
 from __future__ import annotations
@@ -147,3 +149,37 @@ def test_the_combined_table_holds_every_sample_and_is_clustered_across_them(sect
     assert summary["combined"]["n_spots"] == combined.n_obs
     assert (out / "combined.h5ad").is_file()
     assert "combined table" in text and "s2: ok" in text
+
+
+def test_an_unchanged_rerun_reuses_the_combined_table_and_another_correction_recomputes_it(
+    sections,
+):
+    from spatialfuse.workflow import load_samples_config, run_samples
+
+    root, _, _ = sections
+    out = root / "together"
+    first = _json(out / "summary.json")
+    assert first["reused_steps"] == []
+    assert first["combined"]["batch_correction"]["method"] == "combat"  # the default
+    clusters = mudata.read_h5mu(out / "combined.h5mu").obs["joint"].astype(str).to_numpy()
+
+    again = run_samples(root / "samples.yaml", n_workers=2, show_progress=False)
+    assert again.reused == ["combined"]
+    assert _json(out / "summary.json")["reused_steps"] == ["combined"]
+    for name in ROTATIONS:  # each sample's own steps came from its cache too
+        assert "joint" in again.summary["samples"][name]["reused_steps"]
+    np.testing.assert_array_equal(again.combined.obs["joint"].astype(str).to_numpy(), clusters)
+    written = mudata.read_h5mu(out / "combined.h5mu")
+    np.testing.assert_array_equal(written.obs["joint"].astype(str).to_numpy(), clusters)
+
+    config = load_samples_config(root / "samples.yaml")
+    combined = config.combined.model_copy(update={"batch_correction": "none"})
+    other = run_samples(
+        config.model_copy(update={"combined": combined}), n_workers=2, show_progress=False
+    )
+    assert other.reused == []
+    for name in ROTATIONS:
+        assert "joint" in other.summary["samples"][name]["reused_steps"]
+    assert other.combined.uns["spatialfuse"]["samples"]["batch_correction"]["method"] == "none"
+    assert "X_pca_uncorrected" not in other.combined["msi"].obsm
+    assert other.summary["combined"]["batch_correction"]["method"] == "none"

@@ -6,9 +6,13 @@ step cache, journal and lock), as one task on a cluster: a ``LocalCluster`` of p
 for the run, or the scheduler at ``parallel.scheduler`` (the same code on one machine or many; the
 workers need the same paths to the inputs and the output folder). A sample that fails is caught
 in its task and reported with its name and error; the others finish. The client then builds one
-joint table of every finished sample's spots (``obs["sample"]``, unique ``obs_names``), clusters
-it across sections with :func:`spatialfuse.tl.joint_cluster` and writes it atomically, with a
-``summary.json`` of every sample, into the output folder.
+joint table of every finished sample's spots (``obs["sample"]``, unique ``obs_names``), corrects
+each modality's components for the sections (``combined.batch_correction``,
+:mod:`._samples_batch`), clusters it across sections with :func:`spatialfuse.tl.joint_cluster`
+and writes it atomically, with a ``summary.json`` of every sample, into the output folder. The
+combined table is a step of the run's own cache (``<output>/.cache/``): its key holds every
+sample's tables (:func:`sample_digest`) and the combined settings, so an unchanged re-run reuses
+it.
 
 The output folder is locked and journaled like a single run's: the sample folders and the
 combined files are listed in its journal, a folder holding files spatialfuse did not write is
@@ -33,8 +37,8 @@ if TYPE_CHECKING:
     import anndata
     import mudata
 
-    from spatialfuse.workflow._config import RunConfig
-    from spatialfuse.workflow._samples_config import MultiRunConfig
+    from spatialfuse.workflow._config import Clustering, Preprocessing, RunConfig
+    from spatialfuse.workflow._samples_config import Combined, MultiRunConfig
     from spatialfuse.workflow._steps_cache import StepCache
 
 SUMMARY_NAME = "summary.json"
@@ -461,7 +465,9 @@ def _combined_step(result: MultiRunResult, cache: StepCache) -> None:
         result.files["combined_h5ad"] = io.write_h5ad(joint, out / COMBINED_H5AD)
 
 
-def combined_key(parts: dict[str, tuple[anndata.AnnData, anndata.AnnData]], combined) -> str:
+def combined_key(
+    parts: dict[str, tuple[anndata.AnnData, anndata.AnnData]], combined: Combined
+) -> str:
     """The combined table's step key: every sample's name and tables, and the combined settings.
 
     Parameters
@@ -541,8 +547,8 @@ def sample_digest(*tables: anndata.AnnData) -> str:
 def combined_table(
     parts: dict[str, tuple[anndata.AnnData, anndata.AnnData]],
     *,
-    preprocessing,
-    clustering,
+    preprocessing: Preprocessing,
+    clustering: Clustering,
     ppm: float = 10.0,
     gap_um: float = 1000.0,
     batch_correction: str = "none",
@@ -653,7 +659,13 @@ def combined_table(
     return mdata
 
 
-def _joint_across_sections(rna, msi, preprocessing, clustering, batch_correction: str):
+def _joint_across_sections(
+    rna: anndata.AnnData,
+    msi: anndata.AnnData,
+    preprocessing: Preprocessing,
+    clustering: Clustering,
+    batch_correction: str,
+) -> tuple[mudata.MuData, dict[str, Any]]:
     """``build_joint``'s steps, with the batch correction between preprocessing and clustering.
 
     Returns ``(mdata, what the correction did)``. The steps are written out here rather than
