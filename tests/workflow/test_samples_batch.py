@@ -25,8 +25,13 @@ import pytest
 
 from spatialfuse.errors import ConfigError, MissingDependencyError
 from spatialfuse.workflow._config import Clustering, Preprocessing
-from spatialfuse.workflow._samples import combined_key, combined_table, sample_digest
-from spatialfuse.workflow._samples_batch import METHODS, correct_batches
+from spatialfuse.workflow._samples import (
+    METHODS,
+    combined_key,
+    combined_table,
+    correct_batches,
+    sample_digest,
+)
 from spatialfuse.workflow._samples_config import Combined, parse_samples_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

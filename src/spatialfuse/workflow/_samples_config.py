@@ -97,7 +97,7 @@ class Combined(_Model):
     #: Each modality's components (``clustering.use_rep``) corrected for the section of each
     #: spot before the joint clustering: ``combat`` (``scanpy.pp.combat``), ``harmony``
     #: (harmonypy, the extra ``spatialfuse[harmony]``) or ``none``
-    #: (:mod:`spatialfuse.workflow._samples_batch`).
+    #: (:func:`spatialfuse.workflow._samples.correct_batches`).
     batch_correction: Literal["none", "combat", "harmony"] = "combat"
     preprocessing: Preprocessing | None = None
     clustering: Clustering | None = None
