@@ -186,7 +186,7 @@ def test_given_weights_and_bad_values():
     params = mdata.uns["joint"]["params"]
     assert params["weights_rule"] == "given" and params["weights"] == [1.0, 0.5]
     assert "signal_share" not in params
-    with pytest.raises(ValueError, match="weights must be 'auto', None or a dict"):
+    with pytest.raises(ValueError, match="weights must be 'auto', 'detrended', None or a dict"):
         sf.tl.joint_cluster(mdata, weights="signal")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)

@@ -87,6 +87,11 @@ STABILITY_DROP = 0.25
 DEFAULT_SPATIAL_SMOOTHING = 0.3
 #: ``weights="auto"``: each component of each modality weighted by its spatial signal share.
 WEIGHTS_AUTO = "auto"
+#: ``weights="detrended"``: the same, with a smooth trend of the spot positions taken out first.
+WEIGHTS_DETRENDED = "detrended"
+WEIGHTS_RULES = (WEIGHTS_AUTO, WEIGHTS_DETRENDED)
+#: Degree of the polynomial of the spot positions that ``weights="detrended"`` takes out.
+TREND_DEGREE = 2
 #: Median of the chi-squared distribution with one degree of freedom (``scipy.stats.chi2(1)``):
 #: the median of ``(x_i - x_j)^2 / (2 sigma^2)`` for Gaussian noise of variance ``sigma^2``.
 _CHI2_1_MEDIAN = 0.454936423119572
@@ -165,6 +170,16 @@ def joint_cluster(
     through the tissue looks like noise (give ``spatial_smoothing=0`` for such data, which also
     turns the weighting off); a smooth nuisance (a matrix-effect gradient) counts as signal; noise
     with heavier tails than a Gaussian (PCs of counts of uneven depth) keeps shares of 0.1–0.2.
+
+    ``weights="detrended"`` (an option; issue 18, session 12) takes a smooth trend out of each
+    share first: ``ρ_k = (var_k − t_k − noise_k) / var_k``, ``t_k`` the variance of component ``k``
+    along its own quadratic trend of the spot positions (:func:`spatial_trend`: fitted to the
+    differences between adjacent spots, then ``x_k`` regressed on it). A modality whose spatial
+    structure is only a smooth gradient (a matrix effect) then gets (near) zero weight, where
+    ``"auto"`` counts the gradient as signal. It is not the default: on the semi-real benchmark
+    it cost more than it gained, because a region that is itself large-scale (a straight split
+    of the section, a band along its edge) correlates with such a trend and loses its share too
+    (``docs/benchmarks.md``, joint clustering, session 12).
 
     **Resolution.** With ``resolution="auto"`` (default) it is chosen from the data by the
     stability of the clusters: for each of :data:`RESOLUTIONS` (0.05 … 2), Leiden runs on
@@ -255,9 +270,11 @@ def joint_cluster(
         Use only the first ``n_pcs`` columns of each embedding (or per modality, as a dict).
     weights
         ``method="concat"``: ``"auto"`` (default; each component weighted by its spatial
-        signal share, above), None (each modality's block at total variance 1), or a dict of
-        each block's total variance (modalities not named: 1). Other methods accept
-        ``"auto"`` and None and ignore them.
+        signal share, above), ``"detrended"`` (the same with each component's smooth
+        quadratic trend of the positions taken out of its share, above), None (each
+        modality's block at total variance 1), or a dict of each block's total variance
+        (modalities not named: 1). Other methods accept ``"auto"``, ``"detrended"`` and None
+        and ignore them.
     n_factors
         ``method="mofa"``: number of MOFA+ factors.
     key_added
@@ -334,8 +351,8 @@ def joint_cluster(
             f"joint clustering needs at least two modalities, got {names}; use "
             "sf.tl.cluster_modality for one"
         )
-    if isinstance(weights, str) and weights != WEIGHTS_AUTO:
-        raise ValueError(f"weights must be {WEIGHTS_AUTO!r}, None or a dict, got {weights!r}")
+    if isinstance(weights, str) and weights not in WEIGHTS_RULES:
+        raise ValueError(f"weights must be 'auto', 'detrended', None or a dict, got {weights!r}")
     if isinstance(weights, dict) and method != "concat":
         raise ValueError(f"weights apply to method='concat' only, not {method!r}")
     if incomplete not in INCOMPLETE:
@@ -390,13 +407,15 @@ def joint_cluster(
         shares, weights_rule = None, "equal"
         if method == "concat" and isinstance(weights, dict):
             weights_rule = "given"
-        elif method == "concat" and weights == WEIGHTS_AUTO:
+        elif method == "concat" and weights in WEIGHTS_RULES:
+            degree = TREND_DEGREE if weights == WEIGHTS_DETRENDED else None
             shares, weights_rule = _auto_shares(
                 embeddings,
                 rows,
                 mdata,
                 n_spatial_neighbors,
                 smoothed=_smoothing(spatial_smoothing, mdata) > 0,
+                trend_degree=degree,
             )
         block_weights = _concat_weights(weights if weights_rule == "given" else None, names)
         blocks = []
@@ -685,7 +704,11 @@ def _impute(embedding: np.ndarray, known: np.ndarray, donors: np.ndarray) -> np.
 
 
 def signal_share(
-    embedding: np.ndarray, positions: np.ndarray, *, n_neighbors: int = 6
+    embedding: np.ndarray,
+    positions: np.ndarray,
+    *,
+    n_neighbors: int = 6,
+    trend_degree: int | None = None,
 ) -> np.ndarray:
     """Share of each column's variance that spatially adjacent spots have in common.
 
@@ -704,6 +727,11 @@ def signal_share(
     Noise with heavier tails than a Gaussian (e.g. PCs of counts whose depth varies from spot to
     spot) makes ``σ²_k`` too small, so such noise keeps a share of about 0.1–0.2.
 
+    With ``trend_degree`` the variance along the column's smooth trend (a polynomial of the
+    positions, :func:`spatial_trend`) is not counted as signal either: ``ρ_k = max(0, (var(x_k) −
+    t_k − σ²_k) / var(x_k))``, ``t_k`` the variance of ``x_k`` explained by a regression on its
+    trend. Adjacent spots share a smooth gradient, so without this it counts as signal.
+
     Parameters
     ----------
     embedding
@@ -712,17 +740,15 @@ def signal_share(
         ``(n, 2)`` spot positions, ``(x, y)``.
     n_neighbors
         Spatial neighbours of each spot (6 on the Visium grid).
+    trend_degree
+        None (default): no trend taken out. Otherwise the degree of the polynomial trend
+        (``joint_cluster(weights="detrended")`` uses :data:`TREND_DEGREE`, 2).
 
     Returns
     -------
     numpy.ndarray
         ``(d,)`` shares in ``[0, 1]`` (0 for a constant column).
     """
-    import anndata as ad
-    from scipy import sparse
-
-    from spatialfuse._spatial_graph import spatial_knn_graph
-
     x = np.asarray(embedding, dtype=np.float64)
     n = x.shape[0]
     check_count(n_neighbors, "n_neighbors")
@@ -731,20 +757,95 @@ def signal_share(
             f"signal_share needs at least 3 spots and (n, 2) positions, got {n} spots and "
             f"positions of shape {np.asarray(positions).shape}"
         )
+    pairs = _adjacent_pairs(positions, n_neighbors)
+    var = np.var(x, axis=0, ddof=1)
+    kept = var
+    if trend_degree is not None:  # take out the variance along the column's smooth trend
+        kept = var - _variance_along(x, spatial_trend(x, positions, pairs, degree=trend_degree))
+    floor = SIGNAL_FLOOR_SD * _null_share_sd(len(pairs[0]))
+    out = np.zeros(x.shape[1])
+    for k in range(x.shape[1]):
+        noise = np.median((x[pairs[0], k] - x[pairs[1], k]) ** 2) / (2.0 * _CHI2_1_MEDIAN)
+        if var[k] > 0:
+            out[k] = min(max((kept[k] - noise) / var[k], 0.0), 1.0)
+    out[out < floor] = 0.0
+    return out
+
+
+def _adjacent_pairs(positions: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)``, ``i < j``, of the pairs of squidpy's spatial kNN graph (symmetrised)."""
+    import anndata as ad
+    from scipy import sparse
+
+    from spatialfuse._spatial_graph import spatial_knn_graph
+
+    n = len(positions)
     tmp = ad.AnnData(obs={"i": np.arange(n)})
     tmp.obsm["spatial"] = np.asarray(positions, dtype=np.float64)
     spatial_knn_graph(tmp, n_neighs=int(min(n_neighbors, n - 1)))
     pairs = sparse.triu(symmetrise((tmp.obsp["spatial_connectivities"] > 0).astype(float)), k=1)
     pairs = pairs.tocoo()
-    var = np.var(x, axis=0, ddof=1)
-    floor = SIGNAL_FLOOR_SD * _null_share_sd(pairs.nnz)
-    out = np.zeros(x.shape[1])
-    for k in range(x.shape[1]):
-        noise = np.median((x[pairs.row, k] - x[pairs.col, k]) ** 2) / (2.0 * _CHI2_1_MEDIAN)
-        if var[k] > 0:
-            out[k] = min(max(1.0 - noise / var[k], 0.0), 1.0)
-    out[out < floor] = 0.0
-    return out
+    return pairs.row, pairs.col
+
+
+def _trend_design(positions: np.ndarray, degree: int) -> np.ndarray:
+    """The monomials ``x^a y^b``, ``1 ≤ a + b ≤ degree``, of standardised positions."""
+    p = np.asarray(positions, dtype=np.float64)
+    p = (p - p.mean(axis=0)) / np.where(p.std(axis=0) > 0, p.std(axis=0), 1.0)
+    terms = []
+    for total in range(1, int(degree) + 1):
+        for i in range(total + 1):
+            terms.append(p[:, 0] ** (total - i) * p[:, 1] ** i)
+    return np.column_stack(terms)
+
+
+def spatial_trend(
+    embedding: np.ndarray,
+    positions: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray],
+    *,
+    degree: int = TREND_DEGREE,
+) -> np.ndarray:
+    """Smooth trend of each column fitted to the differences between adjacent spots.
+
+    Fits a polynomial ``T(p)`` of the positions (degree ``degree``, no constant) by least squares
+    to ``x_i − x_j ≈ T(p_i) − T(p_j)`` over adjacent pairs ``(i, j)``, i.e. to the *local
+    gradient* of each column: a smooth nuisance changes every adjacent pair a little, in the same
+    direction, while a region boundary changes only the pairs that cross it. :func:`signal_share`
+    uses the fitted trend's *shape* and regresses the column on it, so a region laid out like a
+    trend (a straight split of the section) still correlates with it and loses part of its share.
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` finite values.
+    positions
+        ``(n, 2)`` spot positions.
+    pairs
+        ``(i, j)`` index arrays of the adjacent pairs.
+    degree
+        Degree of the polynomial.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, d)``: each column's trend, centred.
+    """
+    x = np.asarray(embedding, dtype=np.float64)
+    design = _trend_design(positions, degree)
+    i, j = pairs
+    coef, *_ = np.linalg.lstsq(design[i] - design[j], x[i] - x[j], rcond=None)
+    trend = design @ coef
+    return trend - trend.mean(axis=0)
+
+
+def _variance_along(x: np.ndarray, trend: np.ndarray) -> np.ndarray:
+    """Per column, the variance of ``x`` explained by a regression on its ``trend`` column."""
+    xc = x - x.mean(axis=0)
+    tc = trend - trend.mean(axis=0)
+    t2 = (tc**2).sum(axis=0)
+    along = np.where(t2 > 0, (xc * tc).sum(axis=0) ** 2 / np.where(t2 > 0, t2, 1.0), 0.0)
+    return along / max(x.shape[0] - 1, 1)
 
 
 def _null_share_sd(n_pairs: int) -> float:
@@ -755,7 +856,9 @@ def _null_share_sd(n_pairs: int) -> float:
     return 1.0 / (2.0 * density * np.sqrt(max(n_pairs, 1)) * _CHI2_1_MEDIAN)
 
 
-def _auto_shares(embeddings, rows, data, n_spatial: int, *, smoothed: bool):
+def _auto_shares(
+    embeddings, rows, data, n_spatial: int, *, smoothed: bool, trend_degree: int | None = None
+):
     """``weights="auto"``: the signal share of every column of each modality, and the rule used.
 
     None (equal weights) where the table has no spot positions, the graph is not smoothed
@@ -771,7 +874,8 @@ def _auto_shares(embeddings, rows, data, n_spatial: int, *, smoothed: bool):
         return None, "equal (too few spots)"
     positions = np.asarray(data.obsm[key], dtype=np.float64)[rows]
     shares = {
-        m: signal_share(e[rows], positions, n_neighbors=n_spatial) for m, e in embeddings.items()
+        m: signal_share(e[rows], positions, n_neighbors=n_spatial, trend_degree=trend_degree)
+        for m, e in embeddings.items()
     }
     if not any(s.any() for s in shares.values()):
         warnings.warn(
