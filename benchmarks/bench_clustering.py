@@ -35,6 +35,8 @@ MSI, which the joint default places by expression:
   ``resolution="consensus"`` (stability, per-cluster stability and separation must agree; issue
   18, session 10); ``sf joint, finer resolution``: the same with ``resolution="finer"`` (the
   stability rule with the two-cluster levels kept from setting the bar; session 11);
+  ``sf joint, detrended weights``: the same with ``weights="detrended"`` (each component's
+  smooth trend of the positions kept out of its signal share; session 12);
   ``sf joint, equal weights``: the same with ``weights=None`` (each modality's
   block at total variance 1, the default before the signal-share weights); ``old default (wnn,
   r=1)``: the defaults before issue 18 (no smoothing); ``sf wnn``: WNN with the other defaults;
@@ -561,8 +563,9 @@ def _muon_wnn(mdata, rows, timeout: float = 600.0) -> tuple[np.ndarray | None, s
 def run_methods(case: Case, *, muon: bool = True, mofa: bool = True, core: bool = False) -> dict:
     """Labels of every method (``""`` where a method leaves a spot unlabelled) and notes.
 
-    ``core``: only the default, the resolution rules (``"consensus"``, ``"finer"``) and the rows
-    the target needs (the single-modality rows and the oracle).
+    ``core``: only the default, the resolution rules (``"consensus"``, ``"finer"``), the
+    ``"detrended"`` weights and the rows the target needs (the single-modality rows and the
+    oracle).
     """
     import spatialfuse as sf
 
@@ -592,6 +595,11 @@ def run_methods(case: Case, *, muon: bool = True, mofa: bool = True, core: bool 
         lambda: sf.tl.joint_cluster(mdata, resolution="finer", key_added="jf"),
     )
     out["sf joint, finer resolution"] = _labels(mdata.obs["jf"])
+    timed(
+        "sf joint, detrended weights",
+        lambda: sf.tl.joint_cluster(mdata, weights="detrended", key_added="jd"),
+    )
+    out["sf joint, detrended weights"] = _labels(mdata.obs["jd"])
     for key, name in (("j", "sf joint"), ("jc", "consensus"), ("jf", "finer")):
         p = mdata.uns[key]["params"]
         notes[f"resolution ({name})"] = f"{p['resolution']:g}, {p['n_clusters']} clusters"
@@ -721,7 +729,12 @@ def evaluate(case: Case, **kwargs) -> dict:
         "met": bool(joint >= target),
         "met_rules": {
             m: bool(rows[m]["ari"] >= target)
-            for m in ("sf joint", "sf joint, consensus resolution", "sf joint, finer resolution")
+            for m in (
+                "sf joint",
+                "sf joint, consensus resolution",
+                "sf joint, finer resolution",
+                "sf joint, detrended weights",
+            )
         },
     }
 
@@ -734,6 +747,7 @@ ORDER = [
     "sf joint",
     "sf joint, consensus resolution",
     "sf joint, finer resolution",
+    "sf joint, detrended weights",
     "sf joint, equal weights",
     "old default (wnn, r=1)",
     "sf wnn",
