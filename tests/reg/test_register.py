@@ -132,23 +132,3 @@ def test_registration_qc_plot(tmp_path):
     assert len(fig.axes) == 4
     assert (tmp_path / "qc.png").stat().st_size > 10_000
     assert not list(tmp_path.glob(".*"))  # atomic save left no temporary file
-
-
-@pytest.mark.parametrize(
-    ("msi_side", "msi_um", "optical_side", "optical_um", "expected"),
-    [
-        # the speed case: a 305 px MSI of 12.5 µm on a ~4 mm H&E: half the MSI pixel
-        (305, 12.5, 4004, 1.0, 6.25),
-        # a 2M-pixel MSI (1,414 px of 5 µm) on a 7 mm H&E: 7,070 µm / 2,048 px, not 2.5 µm
-        (1414, 5.0, 7070, 1.0, 7070.0 / 2048),
-    ],
-)
-def test_working_pixel_size_is_half_the_msi_pixel_up_to_a_side_of_2048(
-    msi_side, msi_um, optical_side, optical_um, expected
-):
-    from spatialfuse.reg import _register
-
-    msi = RegistrationImage.from_array(np.zeros((msi_side, msi_side)), msi_um, modality="msi")
-    optical = RegistrationImage.from_array(np.zeros((8, 8)), optical_side * optical_um / 8)
-    assert _register._working_pixel_size(msi, optical, None) == pytest.approx(expected)
-    assert _register._working_pixel_size(msi, optical, 3.0) == 3.0

@@ -33,13 +33,6 @@ MODELS = ("rigid", "similarity", "affine", "bspline")
 MIN_DICE = 0.70
 #: Largest working image side (pixels) when no MSI sets the working resolution.
 WORKING_SIDE_PX = 500
-#: Largest working image side (pixels) when an MSI does (half its pixel size, unless that makes
-#: the larger image more pixels a side than this). Every real pair and the issue's speed case work
-#: at 150-610 pixels a side, far under it; a 2M-pixel MSI at half its pixel size would be 2,828 a
-#: side or more, and every stage (ITK, warps, masks, checks) scales with the working grid's area.
-#: 1,024 was tried: a synthetic 500k-pixel MSI (3.41 µm) then worked at its own pixel size and
-#: its search ended 280 µm off (flagged); at 2,048 it works at 1.74 µm, as uncapped (1.71 µm).
-WORKING_MAX_SIDE_PX = 2048
 #: Images whose extents differ by more than this factor (either way) get a pixel-size hint.
 EXTENT_RATIO_HINT = 3.0
 
@@ -133,9 +126,9 @@ def _working_pixel_size(moving, fixed, requested: float | None) -> float:
             raise ValueError(f"working_pixel_size_um must be positive, got {requested!r}")
         return float(requested)
     msi = [s for s in (native_pixel_size(moving), native_pixel_size(fixed)) if s]
-    extents = [e for e in (extent_um(moving), extent_um(fixed)) if e]
     if msi:
-        return max(min(msi) / 2.0, max(extents, default=0.0) / WORKING_MAX_SIDE_PX)
+        return min(msi) / 2.0
+    extents = [e for e in (extent_um(moving), extent_um(fixed)) if e]
     return max(extents) / WORKING_SIDE_PX if extents else 10.0
 
 
@@ -232,10 +225,8 @@ def register(
         through 4 or more; mirrors allowed) instead of the search, and registration refines and
         checks from there. Their error is then a fit residual, not an independent TRE.
     working_pixel_size_um
-        Resolution the images are compared at; default: half the MSI pixel (coarser where the
-        larger image would then be more than 2,048 working pixels a side, as for an MSI of
-        millions of pixels), or the larger image at about 500 px without an MSI. The cost does
-        not grow with the H&E's full size, nor beyond that with the MSI's.
+        Resolution the images are compared at; default: half the MSI pixel, or the larger image
+        at about 500 px. The cost does not grow with the H&E's full size.
     msi_image, channel
         Which MSI image (``"auto"``, ``"pc1"``, ``"pc2"``, ``"tic"``, ``"tissue_pc1"`` or m/z
         values) and which optical channel (``"auto"``, ``"od"``, ``"gray"``, ``"hematoxylin"``,
