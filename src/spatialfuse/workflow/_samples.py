@@ -665,26 +665,27 @@ def _joint_across_sections(
     clustering: Clustering,
     batch_correction: str,
 ) -> tuple[mudata.MuData, dict[str, Any]]:
-    """``build_joint``'s steps, with the batch correction between preprocessing and clustering.
+    """``build_joint`` with the batch correction between the preprocessing and the clustering.
 
-    Returns ``(mdata, what the correction did)``. The steps are written out here rather than
-    called through :func:`~spatialfuse.workflow.build_joint`, which has no place between them.
+    Returns ``(mdata, what the correction did)``.
     """
-    from spatialfuse import pp, tl
-    from spatialfuse.workflow._steps import library_options
+    from spatialfuse.workflow._steps import build_joint
 
-    mdata = tl.joint_table(rna, msi)
-    pp.preprocess_rna(mdata["rna"], **library_options(preprocessing.rna, pp.preprocess_rna))
-    pp.preprocess_msi(mdata["msi"], **library_options(preprocessing.msi, pp.preprocess_msi))
-    corrected = correct_batches(
-        mdata,
-        method=batch_correction,
-        key=SAMPLE_KEY,
-        use_rep=clustering.use_rep,
-        modalities=clustering.modalities,
-        seed=clustering.seed,
-    )
-    tl.joint_cluster(mdata, key_added="joint", **library_options(clustering, tl.joint_cluster))
+    corrected: dict[str, Any] = {}
+
+    def correct(mdata: mudata.MuData) -> None:
+        corrected.update(
+            correct_batches(
+                mdata,
+                method=batch_correction,
+                key=SAMPLE_KEY,
+                use_rep=clustering.use_rep,
+                modalities=clustering.modalities,
+                seed=clustering.seed,
+            )
+        )
+
+    mdata = build_joint(rna, msi, preprocessing, clustering, before_clustering=correct)
     return mdata, corrected
 
 

@@ -399,13 +399,21 @@ def build_joint(
     msi_spots: anndata.AnnData,
     preprocessing: Preprocessing,
     clustering: Clustering,
+    *,
+    before_clustering: Callable[[mudata.MuData], None] | None = None,
 ) -> mudata.MuData:
-    """Joint table, per-modality preprocessing and joint clustering (``obs["joint"]``)."""
+    """Joint table, per-modality preprocessing and joint clustering (``obs["joint"]``).
+
+    ``before_clustering(mdata)`` runs between the preprocessing and the clustering (the
+    combined table of several sections corrects their batches there).
+    """
     from spatialfuse import pp, tl
 
     mdata = tl.joint_table(rna, msi_spots)
     pp.preprocess_rna(mdata["rna"], **library_options(preprocessing.rna, pp.preprocess_rna))
     pp.preprocess_msi(mdata["msi"], **library_options(preprocessing.msi, pp.preprocess_msi))
+    if before_clustering is not None:
+        before_clustering(mdata)
     tl.joint_cluster(mdata, key_added="joint", **library_options(clustering, tl.joint_cluster))
     return mdata
 
