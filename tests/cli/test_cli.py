@@ -79,3 +79,29 @@ def test_run_refuses_a_folder_of_foreign_files_and_force_keeps_them(tmp_path):
     assert forced.exit_code == 0, forced.output
     assert (tmp_path / "out" / "summary.json").is_file()
     assert {name: (tmp_path / "out" / name).read_bytes() for name in mine} == mine
+
+
+def test_samples_summary_says_when_the_combined_table_was_reused(tmp_path):
+    from types import SimpleNamespace
+
+    from spatialfuse.cli._run import _samples_summary
+
+    sample = SimpleNamespace(ok=True, seconds=3.0, summary={"clustering": {"n_clusters": 4}})
+    combined = {"n_spots": 120, "spots_per_sample": {"a": 60, "b": 60}, "clustering": {}}
+
+    def summary(reused):
+        result = SimpleNamespace(
+            failed=[],
+            samples={"a": sample, "b": sample},
+            scheduler="LocalCluster",
+            n_workers=2,
+            timings={"samples": 6.0},
+            output=tmp_path,
+            summary={"combined": combined},
+            files={},
+            reused=reused,
+        )
+        return [line for line in _samples_summary(result).splitlines() if "combined" in line]
+
+    assert summary(["combined"]) == ["  combined table: 120 spots of 2 samples [reused]"]
+    assert summary([]) == ["  combined table: 120 spots of 2 samples"]

@@ -157,6 +157,8 @@ def _run_summary(result) -> str:
 
 def _samples_summary(result) -> str:
     """What ``spatialfuse run`` prints after a run of several sections."""
+    from spatialfuse.workflow import COMBINED_STEP
+
     failed = result.failed
     lines = [
         f"spatialfuse run finished {len(result.samples) - len(failed)} of {len(result.samples)} "
@@ -174,9 +176,10 @@ def _samples_summary(result) -> str:
     if "n_spots" in combined:
         n = combined.get("clustering", {}).get("n_clusters")
         clusters = f", {n} joint clusters across sections" if n is not None else ""
+        cached = " [reused]" if COMBINED_STEP in result.reused else ""
         lines.append(
             f"  combined table: {combined['n_spots']} spots of "
-            f"{len(combined['spots_per_sample'])} samples{clusters}"
+            f"{len(combined['spots_per_sample'])} samples{clusters}{cached}"
         )
     elif "not_built" in combined:
         lines.append(f"  combined table: not built ({combined['not_built']})")

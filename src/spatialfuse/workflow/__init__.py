@@ -22,6 +22,7 @@ _EXPORTS = {
     "MultiRunResult": "_samples",
     "SampleOutcome": "_samples",
     "combined_table": "_samples",
+    "COMBINED_STEP": "_samples",
     "Modality": "_config",
     "Registration": "_config",
     "Mapping": "_config",
