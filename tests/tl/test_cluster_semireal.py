@@ -120,37 +120,40 @@ def test_a_noisy_msi_does_not_dominate(bench):
     assert joint > 0.8 and joint > single + 0.1, (joint, single)
 
 
-def test_noisy_msi_consensus_resolution_is_not_collapsed_to_two_clusters(bench):
-    """``noisy_msi`` seed 3: the default stability rule settles on two clusters (stability 0.99
-    vs 0.885 for four; ARI 0.42); ``resolution="consensus"`` takes four: ARI 0.787 measured."""
+@pytest.fixture(scope="module")
+def noisy_msi_seed3(bench):
+    """``noisy_msi`` seed 3, preprocessed once: ``(labels, prepared mdata, spots with MSI)``."""
     module, root = bench
     if not (root / "visium/scanpy_visium_1.0.0/spatial/tissue_positions_list.csv").is_file():
         pytest.skip("shared data lack visium/scanpy_visium_1.0.0")
     case = module.make_case("noisy_msi", seed=3, root=root, oracle=False)
     mdata = module.preprocess(case.rna, case.msi)
-    has = mdata.obs["has_msi"].to_numpy(bool)
+    return case.labels, mdata, mdata.obs["has_msi"].to_numpy(bool)
+
+
+def test_noisy_msi_consensus_resolution_is_not_collapsed_to_two_clusters(noisy_msi_seed3):
+    """``noisy_msi`` seed 3: the default stability rule settles on two clusters (stability 0.99
+    vs 0.885 for four; ARI 0.42); ``resolution="consensus"`` takes four: ARI 0.787 measured."""
+    labels, prepared, has = noisy_msi_seed3
+    mdata = prepared.copy()
     sf.tl.joint_cluster(mdata, resolution="consensus")
     params = mdata.uns["joint"]["params"]
     assert params["n_clusters"] == 4
-    joint = _ari(case.labels, mdata.obs["joint"], has)
+    joint = _ari(labels, mdata.obs["joint"], has)
     assert joint > 0.75, joint
     sf.tl.joint_cluster(mdata, key_added="auto")
     assert mdata.uns["auto"]["params"]["n_clusters"] == 2
-    assert _ari(case.labels, mdata.obs["auto"], has) < 0.5
+    assert _ari(labels, mdata.obs["auto"], has) < 0.5
     assert np.isfinite(mdata.obsm["X_joint"]).all()
 
 
-def test_noisy_msi_finer_resolution_is_not_collapsed_to_two_clusters(bench):
+def test_noisy_msi_finer_resolution_is_not_collapsed_to_two_clusters(noisy_msi_seed3):
     """``noisy_msi`` seed 3: ``resolution="finer"`` sets the two-cluster level aside (stability
     0.994) for the four-cluster one (0.885, every cluster's Jaccard >= 0.83): ARI 0.787 measured,
     the default 0.42."""
-    module, root = bench
-    if not (root / "visium/scanpy_visium_1.0.0/spatial/tissue_positions_list.csv").is_file():
-        pytest.skip("shared data lack visium/scanpy_visium_1.0.0")
-    case = module.make_case("noisy_msi", seed=3, root=root, oracle=False)
-    mdata = module.preprocess(case.rna, case.msi)
-    has = mdata.obs["has_msi"].to_numpy(bool)
+    labels, prepared, has = noisy_msi_seed3
+    mdata = prepared.copy()
     sf.tl.joint_cluster(mdata, resolution="finer")
     params = mdata.uns["joint"]["params"]
     assert params["resolution_rule"] == "finer" and params["n_clusters"] == 4
-    assert _ari(case.labels, mdata.obs["joint"], has) > 0.75
+    assert _ari(labels, mdata.obs["joint"], has) > 0.75
