@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -66,11 +65,7 @@ def build(case_name: str, seed: int, cache: Path) -> Path:
     if path.is_file():
         return path
     t0 = time.perf_counter()
-    if case_name == "trio":
-        with tempfile.TemporaryDirectory() as tmp:
-            case = B.trio_case(Path(tmp), seed=1 + seed)
-    else:
-        case = B.make_case(case_name, seed=seed, oracle=False)
+    case = B.load_case(case_name, seed, oracle=False)
     mdata = B.preprocess(case.rna, case.msi)
     sf.tl.joint_cluster(mdata, resolution=1.0, key_added="g")
     complete = (mdata.obs["g_basis"].astype(str) == "+".join(mdata.mod)).to_numpy()

@@ -39,11 +39,7 @@ def build(case_name: str, seed: int, cache: Path) -> Path:
     path = cache / f"{case_name}_{seed}.h5mu"
     if path.exists():
         return path
-    if case_name == "trio":
-        with tempfile.TemporaryDirectory() as tmp:
-            case = B.trio_case(Path(tmp), seed=1 + seed)
-    else:
-        case = B.make_case(case_name, seed=seed, oracle=False)
+    case = B.load_case(case_name, seed, oracle=False)
     mdata = B.preprocess(case.rna, case.msi)
     mdata.obs["truth"] = case.labels
     mdata.write(path)

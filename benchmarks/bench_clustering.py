@@ -560,6 +560,15 @@ def _muon_wnn(mdata, rows, timeout: float = 600.0) -> tuple[np.ndarray | None, s
         return labels, "ok"
 
 
+def load_case(name: str, seed: int, **kwargs) -> Case:
+    """Case ``name`` at ``seed``: the demo trio (built in a temporary folder, trio seed
+    ``1 + seed``) or a semi-real case (:func:`make_case`, ``kwargs`` passed on)."""
+    if name == "trio":
+        with tempfile.TemporaryDirectory() as tmp:
+            return trio_case(Path(tmp), seed=1 + seed)
+    return make_case(name, seed=seed, **kwargs)
+
+
 def run_methods(case: Case, *, muon: bool = True, mofa: bool = True, core: bool = False) -> dict:
     """Labels of every method (``""`` where a method leaves a spot unlabelled) and notes.
 
@@ -816,11 +825,7 @@ def main(argv=None) -> int:
         for name in args.cases:
             t0 = time.perf_counter()
             try:
-                if name == "trio":
-                    with tempfile.TemporaryDirectory() as tmp:
-                        case = trio_case(Path(tmp), seed=1 + seed)
-                else:
-                    case = make_case(name, seed=seed)
+                case = load_case(name, seed)
             except FileNotFoundError as err:
                 print(f"skipping {name}: {err} not found (set SPATIALFUSE_TEST_DATA)")
                 continue
