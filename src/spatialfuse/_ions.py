@@ -24,6 +24,9 @@ ADDUCTS: dict[str, tuple[int, str, str]] = {
     "[M-H]-": (-1, "", "H"),
     "[M+Cl]-": (-1, "Cl", ""),
     "[M-H2O-H]-": (-1, "", "H3O"),
+    # the molecule itself charged (METASPACE's "[M]+" / "[M]-": pre-charged or radical ions)
+    "[M]+": (1, "", ""),
+    "[M]-": (-1, "", ""),
 }
 
 #: Adducts considered by default for each polarity.

@@ -235,11 +235,12 @@ def test_metaspace_export_is_an_ion_list(tmp_path):
     adata = _table([798.5410 * (1 + 1e-6), 203.0526, 760.5851], polarity="positive")
     sf.tl.annotate(adata, export, ppm=3)
     var = adata.var
-    assert var["annotation_name"].tolist() == ["PC(34:1), PC(16:0/18:1)", "glucose", ""]
+    # METASPACE's ", "-joined lists become one row per molecule (isomers, "; ", name order)
+    assert var["annotation_name"].tolist() == ["PC(16:0/18:1); PC(34:1)", "glucose", ""]
     assert var["annotation_adduct"].tolist() == ["[M+K]+", "[M+Na]+", ""]
     assert abs(var["annotation_ppm"].iloc[0] - 1.0) < 0.2
     candidates = adata.uns["annotation"]["candidates"]
-    assert sorted(candidates["fdr"]) == [0.05, 0.2]
+    assert sorted(candidates["fdr"]) == [0.05, 0.05, 0.2]  # one candidate per molecule
     assert adata.uns["annotation"]["adducts"] == ["[M+K]+", "[M+Na]+"]
     # Negative-mode data take only the negative rows: none here.
     negative = _table([798.5410], polarity="negative")

@@ -51,9 +51,11 @@ _MASS_COLUMNS = (
 
 
 _ADDUCT_COLUMNS = ("adduct", "adducts", "ion_type", "precursor_type")
-#: Extra columns of a METASPACE export carried into the candidates table.
-_CARRIED = ("msm", "fdr", "moleculeIds")
-#: METASPACE writes adducts as "+H", "-H", "+Cl": the matching names here.
+#: Extra columns of a METASPACE export carried into the candidates table (``ion``:
+#: METASPACE's own name of the ion, e.g. ``C6H12O6+Cl-``).
+_CARRIED = ("msm", "fdr", "moleculeIds", "ion")
+#: METASPACE writes adducts as "+H", "-H", "+Cl" (its export as "M+H", "M-H", "M+Cl"; its
+#: charged-molecule adducts "[M]+" and "[M]-" as "M[M]+" and "M[M]-"): the names here.
 _SHORT_ADDUCTS = {
     "+H": "[M+H]+",
     "+Na": "[M+Na]+",
@@ -61,26 +63,76 @@ _SHORT_ADDUCTS = {
     "+NH4": "[M+NH4]+",
     "-H": "[M-H]-",
     "+Cl": "[M+Cl]-",
+    "[M]+": "[M]+",
+    "[M]-": "[M]-",
 }
+#: METASPACE's modifier columns: a chemical modification and a neutral loss of the formula,
+#: each a chain of signed groups (``"-H2O"``, ``"-H2+O2"``), applied before the adduct.
+_MODIFIER_COLUMNS = ("chemmod", "neutralloss")
 
 
 def _adduct_name(text: str) -> str:
-    """``"+Na"`` (METASPACE), ``"M+Na"`` or ``"[M+Na]+"`` as this module's ``"[M+Na]+"``."""
+    """``"+Na"`` (METASPACE), ``"M+Na"`` (its export) or ``"[M+Na]+"`` as ``"[M+Na]+"``."""
     from spatialfuse._ions import ADDUCTS
 
     value = str(text).strip()
     if value in ADDUCTS:
         return value
+    if value in _SHORT_ADDUCTS:
+        return _SHORT_ADDUCTS[value]
+    if value.startswith("M[M]"):  # the export writes "M" + METASPACE's "[M]+"
+        return _SHORT_ADDUCTS.get(value[1:], value)
     core = value.removeprefix("[").split("]")[0].removeprefix("M")
     if core in _SHORT_ADDUCTS:
         return _SHORT_ADDUCTS[core]
     raise ValueError(f"unknown adduct {value!r}; known: {', '.join(ADDUCTS)} (or +H, -H, +Cl, …)")
 
 
+def _modified_formula(formula: str, modifiers: list[str]) -> str:
+    """``formula`` with METASPACE's signed groups (``"-H2O"``, ``"-H2+O2"``) applied (molmass)."""
+    import re
+
+    import molmass
+
+    composite = molmass.Formula(formula)
+    for modifier in modifiers:
+        text = str(modifier).strip()
+        if not text or text.lower() == "nan":
+            continue
+        groups = re.findall(r"([+-])([^+-]+)", text)
+        if "".join(sign + group for sign, group in groups) != text.replace(" ", ""):
+            raise ValueError(f"modifier {text!r} is not a chain of +/- formulas")
+        for sign, group in groups:
+            part = molmass.Formula(group)
+            composite = composite + part if sign == "+" else composite - part
+    return composite.formula
+
+
+def _explode_molecules(out, names_col, ids_col):
+    """One row per molecule of METASPACE's ``", "``-joined name (and id) lists."""
+    import pandas as pd
+
+    names = [str(v).split(", ") if str(v).strip() not in ("", "nan") else [""] for v in names_col]
+    ids = (
+        [str(v).split(", ") for v in ids_col]
+        if ids_col is not None
+        else [[""] * len(n) for n in names]
+    )
+    ids = [
+        i if len(i) == len(n) else [", ".join(i)] * len(n) for n, i in zip(names, ids, strict=True)
+    ]
+    repeat = np.array([len(n) for n in names])
+    exploded = out.loc[out.index.repeat(repeat)].reset_index(drop=True)
+    exploded["name"] = [name for group in names for name in group]
+    if "moleculeIds" in exploded:
+        exploded["moleculeIds"] = [i for group in ids for i in group]
+    return pd.DataFrame(exploded)
+
+
 def _leading_comments(path: Path) -> int:
-    """Lines at the top of a file that start with ``#`` (METASPACE exports begin with one)."""
+    """Lines at the top of a file that start with ``#`` (METASPACE exports begin with two)."""
     count = 0
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
         for line in handle:
             if not line.startswith("#"):
                 break
@@ -105,9 +157,16 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     ``mass``/``monoisotopic_mass``/``exact_mass``). Where both are given, the formula wins.
 
     A table with an ``adduct`` column lists *ions*: each row is matched with its own adduct only
-    (``[M+Na]+``, or METASPACE's ``+Na``), which is how a METASPACE annotation export
-    (``formula``, ``adduct``, ``moleculeNames``, ``msm``, ``fdr``; leading ``#`` lines skipped)
-    is imported; ``msm``, ``fdr`` and ``moleculeIds`` are kept.
+    (``[M+Na]+``, or METASPACE's ``+Na`` / ``M+Na``), which is how a METASPACE annotation
+    export is imported. Its layout, as METASPACE's web app writes it (``formatCsvRow.ts`` and
+    ``AnnotationTable.vue`` in metaspace2020/metaspace): two leading ``#`` lines (skipped; a
+    UTF-8 byte-order mark before them too), every cell quoted, columns ``formula``, ``adduct``
+    (``"M" +`` the engine's adduct: ``M+H``, ``M-H``, ``M+Cl``, ``M[M]+``), optional
+    ``chemMod`` and ``neutralLoss`` (signed groups such as ``-H2O``, applied to the formula
+    before the adduct), ``ion``, ``mz``, ``msm``, ``fdr``, ``moleculeNames`` and
+    ``moleculeIds`` (lists joined by ``", "``: one database row per molecule, so isomers share
+    a formula and are reported together); ``msm``, ``fdr``, ``moleculeIds`` and ``ion`` are
+    kept in the candidates.
     """
     import pandas as pd
 
@@ -125,6 +184,7 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
                 sep=sep,
                 engine="python" if sep is None else "c",
                 skiprows=_leading_comments(path),
+                encoding="utf-8-sig",
             )
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
             raise FileFormatError(path, f"cannot be read as a CSV/TSV table: {exc}") from exc
@@ -161,6 +221,14 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
         if mass_col is not None
         else np.full(len(frame), np.nan)
     )
+    modifier_cols = [c for c in (_column(frame, (m,)) for m in _MODIFIER_COLUMNS) if c is not None]
+    if modifier_cols and formula_col is not None:  # METASPACE: the ion's neutral is modified
+        mods = frame[modifier_cols].fillna("").astype(str).to_numpy()
+        for i in np.flatnonzero((mods != "").any(axis=1)):
+            try:
+                formulas[i] = _modified_formula(formulas[i], list(mods[i]))
+            except Exception as exc:  # molmass.FormulaError and ValueError
+                fail(f"row {i + 1} ({names[i]!r}): {exc}".replace("\n", " "))
     masses = np.empty(len(frame))
     for i, (formula, mass) in enumerate(zip(formulas, given, strict=True)):
         if formula:
@@ -186,6 +254,13 @@ def read_database(database: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
             found = _column(frame, (column.lower(),))
             if found is not None:
                 out[column] = frame[found].to_numpy()
+        if str(name_col).strip().lower() == "moleculenames":
+            ids_col = _column(frame, ("moleculeids",))
+            out = _explode_molecules(
+                out, frame[name_col].to_numpy(), None if ids_col is None else frame[ids_col]
+            )
+            empty = out["name"] == ""
+            out.loc[empty, "name"] = out.loc[empty, "formula"]
     return out
 
 
