@@ -254,9 +254,10 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     # the spectra: components of the linear-scale spectra track that mixing (log-scale ones alone
     # bias a pixel half on tissue, and the fit shrinks the tissue by 0.5-0.8 %); a few log-scale
     # components keep the weak ions that intense peaks drown on the linear scale.
-    footprint_scores = np.hstack(
-        [spectra.linear_scores, scores[:, : N_SPECTRAL_COMPONENTS - N_FOOTPRINT_LINEAR]]
+    footprint_scores = _float32_columns(
+        spectra.linear_scores, scores[:, : N_SPECTRAL_COMPONENTS - N_FOOTPRINT_LINEAR]
     )
+    spectra.linear_scores = None  # 56 bytes a pixel, 112 MB at 2 million pixels: no longer needed
     if isinstance(image, str):
         if scores.shape[1] >= 2:
             candidates["pc1"], candidates["pc2"] = scores[:, 0], scores[:, 1]
@@ -272,6 +273,8 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
         grid = np.zeros((rows, cols))
         grid[y - y0, x - x0] = values
         grids[name] = grid
+    # The scores are on the grids now (80 bytes a pixel: 160 MB at 2 million pixels).
+    candidates = scores = spectra.log_scores = None
     masks = {name: otsu_mask(grid, valid) for name, grid in grids.items()}
     if image == "auto":
         chosen = max(masks, key=lambda name: masks[name][1])
@@ -319,12 +322,22 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
             "valid": valid,
             # Principal components of every spectrum, with its (row, col): the footprint stage
             # of registration models the H&E under each pixel from them.
-            "spectral_components": footprint_scores.astype(np.float32),
+            "spectral_components": footprint_scores,
             "spectral_pixels": (y - y0, x - x0),
             "channels": channels,
             "channel": default,
         },
     )
+
+
+def _float32_columns(*blocks: np.ndarray) -> np.ndarray:
+    """``np.hstack(blocks).astype(np.float32)`` without the float64 copy of the whole."""
+    out = np.empty((len(blocks[0]), sum(b.shape[1] for b in blocks)), dtype=np.float32)
+    start = 0
+    for block in blocks:
+        out[:, start : start + block.shape[1]] = block
+        start += block.shape[1]
+    return out
 
 
 #: Principal components of the spectra kept for the footprint stage of registration, and how many
@@ -400,6 +413,41 @@ def _optical_densities(rgb: np.ndarray, size_um, target_um: float) -> dict:
     return {"optical_density": od.astype(np.float32), "optical_density_pixel_um": size}
 
 
+#: Largest side (pixels) of the grid an optical tissue mask is found on. The rules of
+#: :func:`spatialfuse.reg._tissue.tissue_mask` are in pixels (a smoothing of 2, a texture window of
+#: 5, 3 erosions) and were written on images of 150-610 pixels a side, where every real pair works.
+#: On finer grids the smoothing averages less of the slide's noise, the background's spread grows
+#: and pale tissue falls below the cut: a synthetic trio's faintly stained region (a quarter of
+#: its tissue) was in the mask at working pixels of 5.6 µm and coarser (636 pixels a side and
+#: fewer) and out of it at 4.5 µm and finer, so the start search matched the wrong centroid
+#: (~200 µm off) and scale (0.97 instead of 1.11) once an MSI of 500,000 pixels made the working
+#: pixel small, and the result depended on luck (issue 17).
+MASK_MAX_SIDE_PX = 640
+
+
+def bounded_tissue_mask(image: np.ndarray) -> tuple[np.ndarray, dict]:
+    """:func:`~spatialfuse.reg._tissue.tissue_mask` on a grid of at most ``MASK_MAX_SIDE_PX``.
+
+    Larger images are reduced (anti-aliased) to that size, masked there, and the mask brought
+    back to the image's grid (bilinear, cut at 0.5): the mask is where the tissue is, the same
+    whatever the resolution registration works at.
+    """
+    from skimage.transform import resize
+
+    from spatialfuse.reg._tissue import tissue_mask
+
+    rows, cols = image.shape[:2]
+    longest = max(rows, cols)
+    if longest <= MASK_MAX_SIDE_PX:
+        return tissue_mask(image)
+    shrink = MASK_MAX_SIDE_PX / longest
+    small_shape = (max(8, round(rows * shrink)), max(8, round(cols * shrink)))
+    small = resize(image, small_shape + image.shape[2:], anti_aliasing=True, preserve_range=True)
+    mask, info = tissue_mask(small)
+    back = resize(mask.astype(np.float32), (rows, cols), order=1, anti_aliasing=False)
+    return back >= 0.5, {**info, "mask_shape": small_shape}
+
+
 def _optical_image(
     rgb: np.ndarray,
     size_um,
@@ -416,18 +464,16 @@ def _optical_image(
     the channel: it comes from the colour image. ``channel="auto"`` starts from optical
     density; :func:`~spatialfuse.reg.register` then picks the channel per pair.
     """
-    from spatialfuse.reg._tissue import tissue_mask
-
     _check_channel(channel)
     working, size = _resized(rgb.astype(np.float32), size_um, working_pixel_size_um)
     single = working.ndim == 2 or working.shape[2] == 1 or _is_grey(working)
     if single:
         grey = working if working.ndim == 2 else working[..., 0]
-        mask, info = tissue_mask(grey)
+        mask, info = bounded_tissue_mask(grey)
         channels = {"intensity": _normalised(grey, np.ones(grey.shape, bool))}
         default = "intensity"
     else:
-        mask, info = tissue_mask(working[..., :3])
+        mask, info = bounded_tissue_mask(working[..., :3])
         channels = {
             name: _normalised(_rgb_to_channel(working, name), np.ones(working.shape[:2], bool))
             for name in OPTICAL_CHANNELS
