@@ -31,6 +31,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 CASE_NAMES = ("unequal", "one_modality", "partial_msi", "noisy_msi", "trio")
+#: ``--weights`` names: the options of :func:`sf.tl.joint_cluster` each stands for.
+VARIANTS = {
+    "auto": {},  # the defaults
+    "none": {"weights": None},
+    "detrended": {"weights": "detrended"},
+    # the defaults of session 11 (before the robust detrending and the feature smoothing)
+    "session11": {"feature_smoothing": 0.0, "detrend": False},
+    "no_detrend": {"detrend": False},
+    "no_feature_smoothing": {"feature_smoothing": 0.0},
+}
 
 
 def build(case_name: str, seed: int, cache: Path) -> Path:
@@ -59,7 +69,7 @@ def score(case_name: str, seed: int, cache: Path, weights: list[str]) -> list[di
     out = []
     for w in weights:
         t0 = time.perf_counter()
-        sf.tl.joint_cluster(mdata, weights=None if w == "none" else w, key_added="j")
+        sf.tl.joint_cluster(mdata, **VARIANTS[w], key_added="j")
         labels = np.asarray(mdata.obs["j"]).astype(str)
         params = mdata.uns["j"]["params"]
         out.append(
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=("build", "score"))
     parser.add_argument("--cases", nargs="*", default=list(CASE_NAMES))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
-    parser.add_argument("--weights", nargs="*", default=["auto", "detrended"])
+    parser.add_argument("--weights", nargs="*", default=["auto", "session11"], choices=VARIANTS)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sf_weights")
     parser.add_argument("--jsonl", type=Path, default=None, help="append the score lines here")
     args = parser.parse_args(argv)

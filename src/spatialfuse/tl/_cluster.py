@@ -39,6 +39,8 @@ __all__ = [
     "MissingDependencyError",
     "cluster_modality",
     "joint_cluster",
+    "neighbour_average",
+    "robust_trend",
     "signal_share",
 ]
 
@@ -85,6 +87,15 @@ SEPARATION_MIN = 2.65
 STABILITY_DROP = 0.25
 #: ``spatial_smoothing=None``: the weight of the spatial graph where spot positions exist.
 DEFAULT_SPATIAL_SMOOTHING = 0.3
+#: ``feature_smoothing=None``: where the graph is smoothed spatially (``method="concat"``), each
+#: complete spot's embedding becomes this share of the mean over its spatial neighbours plus the
+#: rest of its own value (issue 18, session 12; 0.5: half its own, 1/12 each of 6 neighbours).
+DEFAULT_FEATURE_SMOOTHING = 0.5
+#: ``detrend``: radius (in spot pitches, the median distance to the nearest spot) of the
+#: neighbourhoods whose local least-squares slopes :func:`robust_trend` takes the median of.
+TREND_RADIUS = 3.0
+#: ... and the fewest spots a neighbourhood needs for its slope to count.
+TREND_MIN_SPOTS = 10
 #: ``weights="auto"``: each component of each modality weighted by its spatial signal share.
 WEIGHTS_AUTO = "auto"
 #: ``weights="detrended"``: the same, with a smooth trend of the spot positions taken out first.
@@ -121,6 +132,8 @@ def joint_cluster(
     key_added: str = "joint",
     spatial_smoothing: float | None = None,
     n_spatial_neighbors: int = 6,
+    feature_smoothing: float | None = None,
+    detrend: bool | None = None,
     incomplete: str = "place",
     seed: int = 0,
     show_progress: bool = False,
@@ -404,6 +417,11 @@ def joint_cluster(
         spot_weights[rows] = modality_weights(hoods)
         graph = wnn_graph(hoods, spot_weights[rows], n_candidates=N_CANDIDATES)
     if method != "mofa":
+        raw_reference = embeddings[reference] if reference is not None else None
+        spatial = _Denoising(mdata, rows, n_spatial_neighbors, spatial_smoothing)
+        if method == "concat":
+            embeddings, record = spatial.detrend(embeddings, detrend)
+            params.update(record)
         shares, weights_rule = None, "equal"
         if method == "concat" and isinstance(weights, dict):
             weights_rule = "given"
@@ -417,6 +435,9 @@ def joint_cluster(
                 smoothed=_smoothing(spatial_smoothing, mdata) > 0,
                 trend_degree=degree,
             )
+        if method == "concat":
+            embeddings, record = spatial.smooth(embeddings, feature_smoothing)
+            params.update(record)
         block_weights = _concat_weights(weights if weights_rule == "given" else None, names)
         blocks = []
         for m in names:
@@ -436,7 +457,7 @@ def joint_cluster(
             if shares is not None:
                 params["signal_share"] = {m: [float(v) for v in shares[m]] for m in names}
         if reference is not None:
-            basis = embeddings[reference]
+            basis = raw_reference
 
     leiden = _Leiden(
         spatial_smoothing, n_spatial_neighbors, resolution, n_clusters, seed, show_progress
@@ -886,6 +907,183 @@ def _auto_shares(
         )
         return None, "equal (no spatial signal)"
     return shares, "signal"
+
+
+class _Denoising:
+    """The spatial steps of ``method="concat"`` before the kernel graph (issue 18, session 12).
+
+    ``detrend`` takes each component's robust linear trend of the positions out
+    (:func:`robust_trend`), before the signal shares are measured; ``smooth`` then averages each
+    complete spot's embedding with its spatial neighbours' (:func:`neighbour_average`). Both act
+    on the complete spots (``rows``) only, and only where the graph is smoothed spatially and
+    there are positions and at least :data:`STABILITY_MIN_SPOTS` complete spots (``None`` =
+    on there); each returns the embeddings and a record for ``params``.
+    """
+
+    def __init__(self, data, rows: np.ndarray, n_spatial: int, spatial_smoothing) -> None:
+        key = "spatial_um" if "spatial_um" in data.obsm else "spatial"
+        self.rows = rows
+        self.n_spatial = n_spatial
+        self.positions = (
+            np.asarray(data.obsm[key], dtype=np.float64)[rows] if key in data.obsm else None
+        )
+        self.usable = (
+            self.positions is not None
+            and _smoothing(spatial_smoothing, data) > 0
+            and rows.size >= STABILITY_MIN_SPOTS
+        )
+
+    def detrend(self, embeddings: dict, detrend: bool | None) -> tuple[dict, dict]:
+        on = self.usable if detrend is None else bool(detrend)
+        if on and self.positions is None:
+            raise ValueError("detrend=True needs spot positions in obsm['spatial'(_um)]")
+        if not on:
+            return embeddings, {"detrend": False}
+        out, shares = {}, {}
+        for m, e in embeddings.items():
+            x = e[self.rows]
+            trend = robust_trend(x, self.positions)
+            var = np.var(x, axis=0, ddof=1)
+            shares[m] = [
+                float(v) for v in np.var(trend, axis=0, ddof=1) / np.where(var > 0, var, 1.0)
+            ]
+            out[m] = np.array(e, dtype=np.float64, copy=True)
+            out[m][self.rows] = x - trend
+        return out, {"detrend": True, "trend_share": shares}
+
+    def smooth(self, embeddings: dict, feature_smoothing: float | None) -> tuple[dict, dict]:
+        share = (
+            (DEFAULT_FEATURE_SMOOTHING if self.usable else 0.0)
+            if feature_smoothing is None
+            else float(feature_smoothing)
+        )
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"feature_smoothing must lie in [0, 1], got {feature_smoothing!r}")
+        if share > 0 and self.positions is None:
+            raise ValueError("feature_smoothing needs spot positions in obsm['spatial'(_um)]")
+        if share == 0:
+            return embeddings, {"feature_smoothing": 0.0}
+        out = {}
+        for m, e in embeddings.items():
+            out[m] = np.array(e, dtype=np.float64, copy=True)
+            out[m][self.rows] = neighbour_average(
+                e[self.rows], self.positions, share=share, n_neighbors=self.n_spatial
+            )
+        return out, {"feature_smoothing": share}
+
+
+def robust_trend(
+    embedding: np.ndarray, positions: np.ndarray, *, radius: float = TREND_RADIUS
+) -> np.ndarray:
+    """Each column's linear trend of the positions, estimated so that region borders hardly count.
+
+    For every spot, the least-squares slope (a 2-vector per column) of the column over the spots
+    within ``radius`` spot pitches (the pitch is the median distance to the nearest spot;
+    neighbourhoods of fewer than :data:`TREND_MIN_SPOTS` spots are left out); the trend's slope is
+    the median of those local slopes, coordinate by coordinate. A smooth gradient (e.g. a matrix
+    effect on the ions) tilts every neighbourhood alike, so the median keeps it; a region border
+    tilts only the neighbourhoods it crosses, so a region, even one laid out like a trend (a
+    straight split of the section), moves the median little. A least-squares fit to the values,
+    or to the differences between adjacent spots (:func:`spatial_trend`), counts a step between
+    two halves as a slope of the same size (the mean local slope equals the step over the
+    distance), which is why ``weights="detrended"`` also took out large regions.
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` finite values.
+    positions
+        ``(n, 2)`` spot positions.
+    radius
+        Neighbourhood radius in spot pitches.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, d)``: each column's linear trend at each spot, centred (zeros where no
+        neighbourhood qualifies).
+    """
+    x = np.asarray(embedding, dtype=np.float64)
+    p = np.asarray(positions, dtype=np.float64)
+    slopes = _local_slopes(x, p, radius)
+    if slopes is None:
+        return np.zeros_like(x)
+    gradient, pitch = slopes
+    trend = ((p - p.mean(axis=0)) / pitch) @ gradient
+    return trend - trend.mean(axis=0)
+
+
+def _local_slopes(x: np.ndarray, p: np.ndarray, radius: float):
+    """``(2, d)`` median local slope per column (per pitch) and the pitch, or None."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if x.shape[0] < TREND_MIN_SPOTS:
+        return None
+    nearest = NearestNeighbors(n_neighbors=2).fit(p).kneighbors(p)[0][:, 1]
+    pitch = float(np.median(nearest))
+    if not pitch > 0:
+        return None
+    q = (p - p.mean(axis=0)) / pitch
+    hood = NearestNeighbors(radius=radius * 1.01).fit(q).radius_neighbors_graph(q).tocsr()
+    count = np.asarray(hood.sum(axis=1)).ravel()
+
+    def mean(values):
+        return (hood @ values) / count.reshape((-1,) + (1,) * (values.ndim - 1))
+
+    qm, xm = mean(q), mean(x)
+    s00 = mean(q[:, 0] ** 2) - qm[:, 0] ** 2
+    s01 = mean(q[:, 0] * q[:, 1]) - qm[:, 0] * qm[:, 1]
+    s11 = mean(q[:, 1] ** 2) - qm[:, 1] ** 2
+    b0 = mean(q[:, [0]] * x) - qm[:, [0]] * xm
+    b1 = mean(q[:, [1]] * x) - qm[:, [1]] * xm
+    det = s00 * s11 - s01**2
+    ok = (count >= TREND_MIN_SPOTS) & (det > 1e-6 * max(float(np.median(det)), 1e-300))
+    if not ok.any():
+        return None
+    det = det[ok, None]
+    g0 = (s11[ok, None] * b0[ok] - s01[ok, None] * b1[ok]) / det
+    g1 = (s00[ok, None] * b1[ok] - s01[ok, None] * b0[ok]) / det
+    return np.vstack([np.median(g0, axis=0), np.median(g1, axis=0)]), pitch
+
+
+def neighbour_average(
+    embedding: np.ndarray, positions: np.ndarray, *, share: float, n_neighbors: int = 6
+) -> np.ndarray:
+    """Each spot's embedding moved ``share`` of the way to the mean over its spatial neighbours.
+
+    ``(1 − share) · x_i + share · mean_j x_j`` over the spots ``j`` adjacent to ``i`` in
+    squidpy's kNN graph of ``positions`` (``n_neighbors`` per spot, symmetrised; a spot with
+    none keeps its value). With 0.5 and 6 neighbours each neighbour weighs 1/12: independent noise
+    keeps about 0.29 of its variance (0.25 + 0.25 / 6), a region border is blurred by half a spot.
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` finite values.
+    positions
+        ``(n, 2)`` spot positions.
+    share
+        Weight of the neighbours' mean, in ``[0, 1]``.
+    n_neighbors
+        Spatial neighbours of each spot.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, d)`` averaged values.
+    """
+    from scipy import sparse
+
+    x = np.asarray(embedding, dtype=np.float64)
+    n = x.shape[0]
+    if n < 2 or share == 0:
+        return x.copy()
+    i, j = _adjacent_pairs(positions, n_neighbors)
+    adjacency = sparse.coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)).tocsr()
+    adjacency = adjacency + adjacency.T
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    mean = (adjacency @ x) / np.where(degree > 0, degree, 1.0)[:, None]
+    return np.where(degree[:, None] > 0, (1.0 - share) * x + share * mean, x)
 
 
 def _concat_weights(weights, names) -> dict[str, float]:
