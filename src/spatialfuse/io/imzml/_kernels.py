@@ -154,6 +154,8 @@ def _shared_axis_blocks(acc, axis, lo, hi, *, show_progress):
             values[:, starts] = segment[:, 0::2][:, : starts.size]
             values[:, ~nonempty] = 0.0
             sums[:, layer] = values
+        del block
+        acc.done_with(a, b)
         yield a, b, sums
 
 
@@ -462,10 +464,12 @@ def spectrum_sums(
         chunks = _row_chunks(stop - start, matrix.shape[1] * 8)
         for a, b in progress(chunks, show=show_progress, desc="TIC"):
             out[a:b] = matrix[start + a : start + b].sum(axis=1, dtype=np.float64)
+            acc.done_with(start + a, start + b)
         return out
     for a, b in progress(_row_chunks(stop - start, 1 << 14), show=show_progress, desc="TIC"):
         for i in range(a, b):
             out[i] = acc.array(start + i, "int").sum(dtype=np.float64)
+        acc.done_with(start + a, start + b)
     return out
 
 

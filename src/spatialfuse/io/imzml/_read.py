@@ -146,6 +146,7 @@ def read_imzml(
         features, mz=mz, ppm=ppm, tol=tol, min_frequency=min_frequency, max_features=max_features
     )
     with ImzMLReader(path, cache=cache) as reader:
+        reader._acc.stream = True  # one pass each: the .ibd's pages need not stay mapped
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
         kind, centres, lo, hi, window_rule = options.choose(reader, show_progress=show_progress)
@@ -153,7 +154,10 @@ def read_imzml(
         if kind == "identity":
             matrix = _kernels.intensity_matrix(reader._acc)
             if matrix is not None:
-                table = np.array(matrix, dtype=np.float32, copy=True)
+                table = np.empty(matrix.shape, dtype=np.float32)
+                for a, b in _kernels._row_chunks(len(table), matrix.shape[1] * 8):
+                    table[a:b] = matrix[a:b]
+                    reader._acc.done_with(a, b)
             else:
                 table = np.stack(
                     [reader._acc.array(i, "int") for i in range(reader.n_spectra)]

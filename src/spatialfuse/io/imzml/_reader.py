@@ -90,6 +90,9 @@ def _open_map(path: Path):
             return b""
         return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
+#: Spectra per block where :meth:`ImzMLReader.mz_range` reads first and last m/z values.
+_MZ_RANGE_BLOCK = 1 << 13
+
 
 class ImzMLReader:
     """Read an imzML file (continuous or processed) exactly and fast.
@@ -381,6 +384,11 @@ class ImzMLReader:
 
     def mz_range(self) -> tuple[float, float]:
         """Smallest and largest m/z over all spectra (reads the first and last value of each)."""
+        if getattr(self, "_mz_range", None) is None:
+            self._mz_range = self._read_mz_range()
+        return self._mz_range
+
+    def _read_mz_range(self) -> tuple[float, float]:
         t = self._table
         nonempty = np.flatnonzero(t.mz_length > 0)
         if nonempty.size == 0:
@@ -393,12 +401,19 @@ class ImzMLReader:
                 highs.append(mz.max())
             return (float(min(lows)), float(max(highs)))
         dtype = DTYPE_CODES[int(t.mz_dtype[0])]
-        first = self._acc.gather(dtype, t.mz_offset[nonempty])
-        last = self._acc.gather(
-            dtype, t.mz_offset[nonempty] + (t.mz_length[nonempty] - 1) * dtype.itemsize
-        )
-        both = np.concatenate([first, last]).astype(np.float64)
-        return (float(both.min()), float(both.max()))
+        lows, highs = [], []
+        # In blocks of spectra, so that a streaming read gives each block's pages back.
+        for a in range(0, nonempty.size, _MZ_RANGE_BLOCK):
+            rows = nonempty[a : a + _MZ_RANGE_BLOCK]
+            first = self._acc.gather(dtype, t.mz_offset[rows])
+            last = self._acc.gather(
+                dtype, t.mz_offset[rows] + (t.mz_length[rows] - 1) * dtype.itemsize
+            )
+            self._acc.done_with(int(rows[0]), int(rows[-1]) + 1)
+            both = np.concatenate([first, last]).astype(np.float64)
+            lows.append(both.min())  # NaN where a value is NaN, as over the whole at once
+            highs.append(both.max())
+        return (float(np.min(lows)), float(np.max(highs)))
 
     def require_pixel_size(self, pixel_size_um=None) -> tuple[float, float]:
         """The pixel size to use: ``pixel_size_um`` if given, else the file's; error if neither."""
