@@ -286,6 +286,9 @@ KIDNEY_LIPIDS = {
     "PI(38:5)": "C47H81O13P",
     "PI(38:4)": "C47H83O13P",
 }
+#: The kidney run's method is named "..._DMACA_...": read here as the matrix
+#: 4-(dimethylamino)cinnamic acid (an assumption; the file does not state the matrix).
+DMACA = "C11H13NO2"
 #: The m/z range of the kidney table used for recalibration (the lipids above lie in it).
 KIDNEY_RANGE = (440.0, 900.0)
 
@@ -345,6 +348,22 @@ def kidney_peaks(sf) -> dict:
         "the file's PeakWidthEstimateValue says 25 ppm)"
     )
     sf.pp.flag_isotopes(peaks)
+    builtin = {
+        m: int(sf.pp.flag_matrix(peaks, matrix=m, max_cluster=5, copy=True).var["matrix"].sum())
+        for m in ("DHB", "CHCA", "9-AA", "DAN", "SA", "NEDC")
+    }
+    # the method is "..._DMACA_...": read as 4-(dimethylamino)cinnamic acid (an assumption)
+    sf.pp.flag_matrix(peaks, matrix=DMACA, max_cluster=5)
+    flagged = peaks.var[peaks.var["matrix"]]
+    print(
+        f"    matrix: built-in lists flag {builtin}; as {DMACA} (DMACA, assumed): "
+        + ", ".join(
+            f"{mz:.4f} {ion} {ppm:+.1f} ppm"
+            for mz, ion, ppm in zip(
+                flagged["mz"], flagged["matrix_ion"], flagged["matrix_ppm"], strict=True
+            )
+        )
+    )
     lipids = DATABASES / "lipids_by_class.csv"
     sf.tl.annotate(peaks, lipids, ppm=5.0)
     named = _annotated(peaks)
@@ -366,7 +385,13 @@ def kidney_peaks(sf) -> dict:
             f"    {name:10s} [M-H]- {ions[name]:9.4f}: picked {mz:9.4f} "
             f"({ppm:+.1f} ppm, {freq:.0%} px)"
         )
-    return {"peaks": peaks, "named": named, "chance": chance, "found": found}
+    return {
+        "peaks": peaks,
+        "named": named,
+        "chance": chance,
+        "found": found,
+        "builtin_matrix": builtin,
+    }
 
 
 def _held_out(table, ions: pd.Series, names: list[str], ppm: float = 15.0) -> dict:

@@ -74,6 +74,12 @@ def test_kidney_peaks_are_the_known_lipids(bench):
     assert peaks.uns["annotation"]["polarity"] == "negative"
     top = peaks.var.sort_values("intensity", ascending=False).iloc[0]
     assert top["annotation_name"] == "PI(38:4)" and top["frequency"] == 1.0
+    # no built-in matrix fits; as 4-(dimethylamino)cinnamic acid (the method says DMACA),
+    # two unnamed strong peaks are its [3M-H]- and [4M-H]- clusters
+    assert sum(out["builtin_matrix"].values()) == 0
+    matrix = peaks.var[peaks.var["matrix"]]
+    assert set(matrix["matrix_ion"]) == {"[3C11H13NO2-H]-", "[4C11H13NO2-H]-"}
+    assert matrix["matrix_ppm"].abs().max() < 3.5
     # the M+1 of the strongest peak is flagged as its isotope, not named as another lipid
     m1 = peaks.var.iloc[np.argmin(np.abs(peaks.var["mz"].to_numpy() - 886.553))]
     assert m1["isotope"] and m1["isotope_of"] == top.name
