@@ -458,7 +458,9 @@ def recalibrate(
     if group_by is not None and group_by not in adata.obs:
         raise ValueError(f"group_by={group_by!r} is not a column of adata.obs")
     lazy = is_dask(adata.X)
-    out = None if lazy else np.empty(adata.shape, dtype=np.float32)
+    # a sparse table is rebuilt block by block as sparse (never a dense copy of it whole)
+    out = None if lazy or was_sparse else np.empty(adata.shape, dtype=np.float32)
+    sparse_blocks = []
     nodes = node_positions(refs, n_nodes)
     drift = Drift.empty(n, model, float(refs.mean()), nodes)
     step = max(1, _CHUNK_VALUES // mz.size)
@@ -481,10 +483,18 @@ def recalibrate(
         if out is not None:
             block[empty] = np.nan
             out[a:b] = block
+        elif was_sparse:
+            sparse_blocks.append(sparse.csr_matrix(block.astype(np.float32)))
     if lazy:  # measured chunk by chunk above; the corrected table stays lazy
         adata.X = _lazy_resample(adata.X, mz, drift)
+    elif was_sparse:
+        adata.X = (
+            sparse.vstack(sparse_blocks, format="csr")
+            if sparse_blocks
+            else sparse.csr_matrix(adata.shape, dtype=np.float32)
+        )
     else:
-        adata.X = sparse.csr_matrix(np.nan_to_num(out)) if was_sparse else out
+        adata.X = out
     write_drift(adata, drift, before, key_added)
     import warnings
 
