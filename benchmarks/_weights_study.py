@@ -6,7 +6,7 @@ true labels in ``obs["truth"]``; ``score`` runs :func:`sf.tl.joint_cluster` with
 ``weights`` values on the cached tables and prints one JSON line per case, seed and weighting:
 the joint ARI on the spots with MSI, the number of clusters and ``params["weights"]``. The
 targets (best single modality + 0.1; 0.8 where the oracle reaches 0.9) come from
-``bench_clustering.py --core`` for the same seeds. Reproduction check (session 12): ``"auto"`` on
+``bench_clustering.py --core`` for the same seeds. Reproduction check (session 11): ``"auto"`` on
 the cached noisy_msi seeds 3 and 6 gives the bench's joint ARIs (0.4185, 0.3031).
 
 Run (one process at a time; the VM has 2 cores shared with others)::

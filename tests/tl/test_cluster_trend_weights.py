@@ -66,8 +66,10 @@ def test_a_gradient_modality_gets_no_weight_and_the_regions_keep_theirs():
     msi = rng.normal(size=(n, 8))
     msi[:, :3] += np.outer(_gradient(positions), [3.0, -2.0, 1.5])  # a trend on three PCs
     mdata = _mdata(rna - rna.mean(axis=0), msi - msi.mean(axis=0), positions=positions)
-    sf.tl.joint_cluster(mdata, key_added="auto")
-    sf.tl.joint_cluster(mdata, weights="detrended", key_added="det")
+    # the weightings alone: without the default's robust detrending and feature smoothing
+    plain = {"detrend": False, "feature_smoothing": 0.0}
+    sf.tl.joint_cluster(mdata, key_added="auto", **plain)
+    sf.tl.joint_cluster(mdata, weights="detrended", key_added="det", **plain)
     auto = mdata.uns["auto"]["params"]
     det = mdata.uns["det"]["params"]
     assert det["weights_rule"] == "signal"

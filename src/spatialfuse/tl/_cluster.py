@@ -184,7 +184,7 @@ def joint_cluster(
     turns the weighting off); a smooth nuisance (a matrix-effect gradient) counts as signal; noise
     with heavier tails than a Gaussian (PCs of counts of uneven depth) keeps shares of 0.1–0.2.
 
-    ``weights="detrended"`` (an option; issue 18, session 12) takes a smooth trend out of each
+    ``weights="detrended"`` (an option; issue 18, session 11) takes a smooth trend out of each
     share first: ``ρ_k = (var_k − t_k − noise_k) / var_k``, ``t_k`` the variance of component ``k``
     along its own quadratic trend of the spot positions (:func:`spatial_trend`: fitted to the
     differences between adjacent spots, then ``x_k`` regressed on it). A modality whose spatial
@@ -192,7 +192,7 @@ def joint_cluster(
     ``"auto"`` counts the gradient as signal. It is not the default: on the semi-real benchmark
     it cost more than it gained, because a region that is itself large-scale (a straight split
     of the section, a band along its edge) correlates with such a trend and loses its share too
-    (``docs/benchmarks.md``, joint clustering, session 12).
+    (``docs/benchmarks.md``, joint clustering, session 11).
 
     **Resolution.** With ``resolution="auto"`` (default) it is chosen from the data by the
     stability of the clusters: for each of :data:`RESOLUTIONS` (0.05 … 2), Leiden runs on
