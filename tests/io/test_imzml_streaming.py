@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.io.imzml_factory import grid_coords, write_imzml
+from tests.io.imzml_factory import grid_coords, write_imzml, write_simple
 
 from spatialfuse.io import ImzMLReader, read_imzml
 from spatialfuse.io.imzml._access import IbdAccess
@@ -129,3 +129,30 @@ def test_a_streaming_pass_leaves_few_pages_of_the_ibd_resident(written):
             resident[stream] = _mapped_rss_kib(written.ibd.resolve())
     assert resident[False] >= 0.9 * size_kib  # every page read stays mapped...
     assert resident[True] <= 0.1 * size_kib  # ...unless given back block by block
+
+
+@pytest.mark.parametrize("mode", ["processed", "continuous"])
+def test_a_large_document_is_scanned_range_by_range_to_the_same_table(tmp_path, monkeypatch, mode):
+    from spatialfuse.io.imzml import _scan_fast
+
+    truth = write_simple(tmp_path, mode, coords=grid_coords(30, 20), mode=mode, seed=2)
+    with ImzMLReader(truth.imzml, cache=False) as reader:
+        whole = reader._table.to_arrays()
+        assert reader.scan_method == "fast"
+    given_back = []
+    original = _scan_fast._give_back
+
+    def recording(buf, start, stop):
+        given_back.append((start, stop))
+        return original(buf, start, stop)
+
+    # Ranges of 8 KiB: "large" for this ~1 MB document, so it is cut and given back as it goes.
+    monkeypatch.setattr(_scan_fast, "RANGE_BYTES", 8 << 10)
+    monkeypatch.setattr(_scan_fast, "_give_back", recording)
+    with ImzMLReader(truth.imzml, cache=False) as reader:
+        ranged = reader._table.to_arrays()
+        assert reader.scan_method == "fast"
+    size = truth.imzml.stat().st_size
+    assert len(given_back) > size // (8 << 10) // 2
+    for name, values in whole.items():
+        np.testing.assert_array_equal(ranged[name], values, err_msg=name)
