@@ -163,10 +163,39 @@ def test_a_profile_file_is_refused_as_centroids(tmp_path):
 
 
 def test_processed_profile_declared_as_centroid_is_told_by_its_data(tmp_path):
+    """Processed profile spectra on one grid (every pixel the same m/z, as a TOF export with
+    zeros left out writes them) are recalibrated on that grid: the continuous file's result."""
     # the writer declares processed spectra as centroids; these are profiles
     path = _profile_file(tmp_path, "processed")
     assert sf.io.ImzMLReader(path).spectrum_type == "centroid"
-    with pytest.raises(FileFormatError, match=r"processed_profile\.imzML.*processed profile"):
+    out = sf.pp.recalibrate(path, reference_mz=LOCK)
+    assert out.uns["recalibration"]["spectrum_type"] == "profile"
+    same = sf.pp.recalibrate(_profile_file(tmp_path, "continuous"), reference_mz=LOCK)
+    np.testing.assert_allclose(
+        out.obs["recalibration_ppm"], same.obs["recalibration_ppm"], atol=1e-9
+    )
+    x = out.X.toarray() if hasattr(out.X, "toarray") else np.asarray(out.X)
+    np.testing.assert_allclose(x, np.asarray(same.X), rtol=1e-5, atol=1e-4)
+
+
+def test_processed_profile_whose_mz_move_from_pixel_to_pixel_is_refused(tmp_path):
+    """Each pixel's axis 0.3 ppm further than the last: no shared grid, refused by name."""
+    from spatialfuse.datasets._writers import write_imzml
+
+    table = profile_table(n_pixels=4, seed=2)
+    mz = table.var["mz"].to_numpy()
+    path = tmp_path / "moving_profile.imzML"
+    write_imzml(
+        path,
+        np.array([(i + 1, 1) for i in range(4)]),
+        [mz * (1 + 0.3e-6 * i) for i in range(4)],
+        list(np.asarray(table.X)),
+        mode="processed",
+        pixel_size_um=(20.0, 20.0),
+        uuid_bytes=bytes(range(16)),
+        version="1.1.0",
+    )
+    with pytest.raises(FileFormatError, match=r"moving_profile\.imzML.*differ from pixel to"):
         sf.pp.recalibrate(path, reference_mz=LOCK)
 
 

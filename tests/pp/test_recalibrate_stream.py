@@ -114,7 +114,20 @@ def test_memory_is_set_by_the_chunk_not_the_file(tmp_path, monkeypatch):
 
 
 def test_a_processed_file_is_refused_naming_it(tmp_path):
+    """Processed profile spectra whose m/z move from pixel to pixel (here 0.4 ppm a pixel)
+    are refused by name; on one shared grid they are read (test_recalibrate_centroid)."""
     table = profile_table(n_pixels=4, seed=2)
-    path = _write(tmp_path / "processed.imzML", table, 2, mode="processed")
+    path = tmp_path / "processed.imzML"
+    mz = table.var["mz"].to_numpy()
+    write_imzml(
+        path,
+        np.array([(i % 2 + 1, i // 2 + 1) for i in range(4)]),
+        [mz * (1 + 0.4e-6 * i) for i in range(4)],
+        list(np.asarray(table.X)),
+        mode="processed",
+        pixel_size_um=(20.0, 20.0),
+        uuid_bytes=bytes(range(16)),
+        version="1.1.0",
+    )
     with pytest.raises(ValueError, match=r"processed\.imzML.*continuous imzML"):
         sf.pp.recalibrate(path)

@@ -150,3 +150,30 @@ def test_brukers_own_centroids_recalibrate_from_the_path(bench):
     assert 2.8 < shift["refs_before"] < 4.0 and shift["refs_after"] < shift["refs_before"] - 0.4
     assert shift["n_found"] == 2
     assert out["piecewise, 3 nodes"]["refs_after"] < shift["refs_before"]
+
+
+@pytest.mark.slow
+def test_a_processed_profile_file_on_one_grid_recalibrates_from_its_path(bench):
+    """The kidney file (processed, every pixel on one TOF grid) is recalibrated straight from
+    its path: a sparse table of all 321,043 grid points, 2.67 → 2.38 ppm at the 21 lipids
+    (piecewise, 3 nodes). The fleX file's m/z move with each pixel's temperature correction:
+    refused, naming the file."""
+    ions = bench.kidney_ions().tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = sf.pp.recalibrate(
+            bench.TIMSTOF / "kidney_tdf_profile.imzML",
+            reference_mz=ions,
+            ppm=15.0,
+            model="piecewise",
+            n_nodes=3,
+        )
+    from scipy import sparse
+
+    assert out.shape == (342, 321_043) and sparse.issparse(out.X)
+    info = out.uns["recalibration"]
+    assert 2.3 < info["median_abs_ppm_before"] < 3.0
+    assert info["median_abs_ppm_after"] < info["median_abs_ppm_before"] - 0.15
+    assert info["spectrum_type"] == "profile"
+    with pytest.raises(sf.errors.FileFormatError, match=r"fleX_tsf_profile.*pixel to pixel"):
+        sf.pp.recalibrate(bench.TIMSTOF / "fleX_tsf_profile.imzML", reference_mz=ions)

@@ -184,18 +184,65 @@ def _file_kind(path, spectrum_type: str):
                 f"spectrum_type={spectrum_type!r} but the file holds {kind} spectra ({how}); "
                 "give spectrum_type='auto'",
             )
-        if kind == "profile" and reader.shared_mz_axis() is None:
+        if kind == "profile" and reader.shared_mz_axis() is None and _shared_grid(reader) is None:
             raise FileFormatError(
                 path,
-                "holds processed profile spectra (an m/z array per spectrum): recalibration "
-                "straight from a file needs a continuous imzML (one shared m/z axis) or centroid "
-                "spectra; read a processed profile file with sf.io.read_imzml first (a common "
-                "axis)",
+                "holds processed profile spectra (an m/z array per spectrum) whose m/z values "
+                "differ from pixel to pixel: recalibration straight from a file needs a "
+                "continuous imzML (one shared m/z axis), processed profile spectra on one grid, "
+                "or centroid spectra; read it with sf.io.read_imzml first (a common axis)",
             )
     except BaseException:
         reader.close()
         raise
     return kind, how, reader
+
+
+#: A processed file's m/z values form one grid when the closest two of all its distinct values
+#: are at least this fraction of the finest step inside any one spectrum apart (values that
+#: move from pixel to pixel leave gaps of a small fraction of a spectrum's own steps).
+_GRID_MIN_GAP = 0.5
+
+
+def _shared_grid(reader) -> np.ndarray | None:
+    """The sorted m/z values of a processed file whose spectra all sit on one grid, or None.
+
+    A TOF instrument's export (e.g. Bruker timsTOF data converted with zeros left out) writes
+    each pixel's points at the m/z of their digitizer index, the same in every pixel: the
+    union of the spectra's m/z is then a grid no finer than one spectrum's own steps.
+    """
+    grid = np.empty(0)
+    finest = np.inf
+    for _a, _b, mz, _i, lengths in reader.iter_chunks(chunk_spectra=256):
+        ends = np.cumsum(lengths)
+        steps = np.diff(mz) / mz[1:]
+        inside = np.ones(steps.size, dtype=bool)
+        inside[ends[:-1][ends[:-1] < mz.size] - 1] = False  # not across two spectra
+        if inside.any():
+            finest = min(finest, float(steps[inside].min()))
+        grid = np.union1d(grid, mz[np.isfinite(mz)])
+    if grid.size < 3 or not np.isfinite(finest) or finest <= 0:
+        return None
+    if float((np.diff(grid) / grid[1:]).min()) < _GRID_MIN_GAP * finest:
+        return None
+    return grid
+
+
+def _grid_table(path, reader, pixel_size_um) -> anndata.AnnData:
+    """A processed profile file on its shared grid: pixels × grid points, sparse, in memory.
+
+    One window per grid point (edges half-way to the neighbours), so every written point
+    lands in its own column: the table a continuous file of the same spectra would give.
+    """
+    from spatialfuse.io.imzml import MzAxis, read_imzml
+
+    grid = _shared_grid(reader)
+    mid = (grid[1:] + grid[:-1]) / 2
+    lo = np.r_[grid[0] - (mid[0] - grid[0]), mid]
+    hi = np.nextafter(np.r_[mid, grid[-1] + (grid[-1] - mid[-1])], -np.inf)
+    return read_imzml(
+        path, mz=MzAxis(grid, lo, hi, np.zeros(grid.size)), pixel_size_um=pixel_size_um
+    )
 
 
 def _file_table(path, pixel_size_um) -> anndata.AnnData:
@@ -291,7 +338,11 @@ def recalibrate(
         chunk by chunk (16 MiB of values at a time) and a dask ``X`` stays lazy, resampled
         when computed. Or the path of a continuous imzML file: it is read chunk by chunk
         from its memory-mapped ``.ibd`` (never whole) and a new table with a lazy ``X`` is
-        returned, which :func:`pick_peaks` streams in turn. Or the path of an imzML file of
+        returned, which :func:`pick_peaks` streams in turn. Or the path of a processed
+        profile file whose spectra all sit on one m/z grid (a TOF instrument's export with
+        the zeros left out: the same digitizer index at the same m/z in every pixel): it is
+        read onto that grid as a sparse table in memory (about 12 bytes a written point),
+        recalibrated, and returned. Or the path of an imzML file of
         centroid spectra (processed, or continuous with one point per peak): each pixel's
         peaks are matched to the references, corrected and binned onto a common axis
         (``features``), streamed in chunks of spectra; a new table is returned.
@@ -373,8 +424,9 @@ def recalibrate(
     ValueError
         An unknown ``model``; ``n_nodes`` below 2; other options out of range.
     FileFormatError
-        A path whose spectra are not of ``spectrum_type``; a processed profile file (read it
-        with :func:`spatialfuse.io.read_imzml` first); lock masses outside the file's m/z
+        A path whose spectra are not of ``spectrum_type``; a processed profile file whose
+        m/z values differ from pixel to pixel (read it with :func:`spatialfuse.io.read_imzml`
+        first); lock masses outside the file's m/z
         range; no peak near any reference in any pixel of a centroid file.
 
     Warns
@@ -419,8 +471,12 @@ def recalibrate(
                     key_added=key_added,
                     show_progress=show_progress,
                 )
-        reader.close()
-        adata, copy = _file_table(path, pixel_size_um), False
+        if reader.shared_mz_axis() is None:  # processed profile spectra on one grid
+            with reader:
+                adata, copy = _grid_table(path, reader, pixel_size_um), False
+        else:
+            reader.close()
+            adata, copy = _file_table(path, pixel_size_um), False
     elif spectrum_type == "centroid" or features is not None:
         raise ValueError(
             "centroid recalibration (spectrum_type='centroid', features=) reads the peaks from "
