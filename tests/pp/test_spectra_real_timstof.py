@@ -157,7 +157,7 @@ def test_a_processed_profile_file_on_one_grid_recalibrates_from_its_path(bench):
     """The kidney file (processed, every pixel on one TOF grid) is recalibrated straight from
     its path: a sparse table of all 321,043 grid points, 2.67 → 2.38 ppm at the 21 lipids
     (piecewise, 3 nodes). The fleX file's m/z move with each pixel's temperature correction:
-    refused, naming the file."""
+    refused, naming the file. Picking on that table needs ``min_frequency``: see below."""
     ions = bench.kidney_ions().tolist()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -177,3 +177,10 @@ def test_a_processed_profile_file_on_one_grid_recalibrates_from_its_path(bench):
     assert info["spectrum_type"] == "profile"
     with pytest.raises(sf.errors.FileFormatError, match=r"fleX_tsf_profile.*pixel to pixel"):
         sf.pp.recalibrate(bench.TIMSTOF / "fleX_tsf_profile.imzML", reference_mz=ions)
+    # On every TOF point the mean spectrum's noise (MAD of its non-zero points) is the
+    # single-count floor: S/N 5 admits thousands of peaks; found in >= half the pixels,
+    # about as many as the path's own picking finds there (118).
+    many = sf.pp.pick_peaks(out, snr=5)
+    assert many.n_vars > 5000
+    kept = sf.pp.pick_peaks(out, snr=5, min_frequency=0.5)
+    assert 100 <= kept.n_vars <= 200  # 173 here (118 on the table before recalibration)
