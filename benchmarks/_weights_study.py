@@ -13,6 +13,9 @@ Run (one process at a time; the VM has 2 cores shared with others)::
 
     nice -n 10 python benchmarks/_weights_study.py build --seeds 0 1 2 3
     nice -n 10 python benchmarks/_weights_study.py score --seeds 0 1 2 3 --weights auto detrended
+    nice -n 10 python benchmarks/_weights_study.py score --seeds 0 1 2 3 --weights auto denoised
+
+``--weights`` names a set of options (:data:`VARIANTS`), not only weightings.
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ VARIANTS = {
     "auto": {},  # the defaults
     "none": {"weights": None},
     "detrended": {"weights": "detrended"},
-    # the defaults of session 11 (before the robust detrending and the feature smoothing)
-    "session11": {"feature_smoothing": 0.0, "detrend": False},
-    "no_detrend": {"detrend": False},
-    "no_feature_smoothing": {"feature_smoothing": 0.0},
+    # session 12's options: robust detrending and feature smoothing, together and alone
+    "denoised": {"detrend": True, "feature_smoothing": 0.5},
+    "detrend_only": {"detrend": True},
+    "smoothing_only": {"feature_smoothing": 0.5},
 }
 
 
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=("build", "score"))
     parser.add_argument("--cases", nargs="*", default=list(CASE_NAMES))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
-    parser.add_argument("--weights", nargs="*", default=["auto", "session11"], choices=VARIANTS)
+    parser.add_argument("--weights", nargs="*", default=["auto", "denoised"], choices=VARIANTS)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sf_weights")
     parser.add_argument("--jsonl", type=Path, default=None, help="append the score lines here")
     args = parser.parse_args(argv)

@@ -1,11 +1,12 @@
-"""``sf.tl.joint_cluster``'s spatial steps before the graph: robust detrending, feature smoothing.
+"""``sf.tl.joint_cluster``'s options before the graph: ``detrend`` and ``feature_smoothing``.
 
 Known answers on a hexagonal Visium-like grid (pitch 100 µm): :func:`robust_trend` recovers the
 slope of a linear gradient under a step between two halves of the section, where a least-squares
 fit (:func:`spatial_trend`) takes the step for a slope; :func:`neighbour_average` with share 0.5
 leaves independent noise about 0.29 of its variance; and on a small version of the benchmark's
-``noisy_msi`` case (the MSI alone tells the two halves apart, and carries a gradient along the same
-axis) the defaults give the gradient (near) no weight and recover the regions.
+``noisy_msi`` case (the MSI alone tells the two halves apart, and carries a slanted gradient)
+``detrend=True, feature_smoothing=0.5`` give the gradient (near) no weight and recover the regions,
+where the defaults (both off) follow the gradient.
 """
 
 from __future__ import annotations
@@ -88,11 +89,11 @@ def _noisy_msi_like(seed: int = 0):
     return positions, truth, rna - rna.mean(axis=0), msi - msi.mean(axis=0)
 
 
-def test_defaults_take_a_gradient_out_and_keep_the_halves():
+def test_detrending_takes_a_gradient_out_and_keeps_the_halves():
     positions, truth, rna, msi = _noisy_msi_like()
     mdata = _mdata(rna, msi, positions=positions)
-    sf.tl.joint_cluster(mdata, key_added="j")
-    sf.tl.joint_cluster(mdata, detrend=False, feature_smoothing=0.0, key_added="old")
+    sf.tl.joint_cluster(mdata, detrend=True, feature_smoothing=0.5, key_added="j")
+    sf.tl.joint_cluster(mdata, key_added="old")  # the defaults: neither
     params = mdata.uns["j"]["params"]
     old = mdata.uns["old"]["params"]
     assert params["detrend"] is True and params["feature_smoothing"] == 0.5
@@ -110,19 +111,26 @@ def test_defaults_take_a_gradient_out_and_keep_the_halves():
     assert before < 0.6
 
 
-def test_spatial_steps_off_without_positions_or_smoothing():
+def test_options_off_by_default_and_checked():
     positions, _, rna, msi = _noisy_msi_like(seed=1)
     mdata = _mdata(rna, msi, positions=positions)
-    sf.tl.joint_cluster(mdata, spatial_smoothing=0.0, key_added="flat")
-    params = mdata.uns["flat"]["params"]
+    sf.tl.joint_cluster(mdata, key_added="plain")
+    params = mdata.uns["plain"]["params"]
     assert params["detrend"] is False and params["feature_smoothing"] == 0.0
+    assert "trend_share" not in params
+    # the options apply without spatial smoothing of the graph too
+    sf.tl.joint_cluster(
+        mdata, spatial_smoothing=0.0, detrend=True, feature_smoothing=0.5, key_added="flat"
+    )
+    flat = mdata.uns["flat"]["params"]
+    assert flat["detrend"] is True and flat["feature_smoothing"] == 0.5
     bare = _mdata(rna, msi)
-    sf.tl.joint_cluster(bare)
-    assert bare.uns["joint"]["params"]["feature_smoothing"] == 0.0
     with pytest.raises(ValueError, match="feature_smoothing must lie in"):
         sf.tl.joint_cluster(mdata, feature_smoothing=1.5)
     with pytest.raises(ValueError, match="needs spot positions"):
         sf.tl.joint_cluster(bare, detrend=True)
+    with pytest.raises(ValueError, match="needs spot positions"):
+        sf.tl.joint_cluster(bare, feature_smoothing=0.5)
     # method="wnn" and "mofa" do not use them
-    sf.tl.joint_cluster(mdata, method="wnn", key_added="w")
+    sf.tl.joint_cluster(mdata, method="wnn", detrend=True, key_added="w")
     assert "detrend" not in mdata.uns["w"]["params"]

@@ -66,7 +66,7 @@ def test_a_gradient_modality_gets_no_weight_and_the_regions_keep_theirs():
     msi = rng.normal(size=(n, 8))
     msi[:, :3] += np.outer(_gradient(positions), [3.0, -2.0, 1.5])  # a trend on three PCs
     mdata = _mdata(rna - rna.mean(axis=0), msi - msi.mean(axis=0), positions=positions)
-    # the weightings alone: without the default's robust detrending and feature smoothing
+    # the weightings alone (detrend and feature_smoothing are off by default; said outright)
     plain = {"detrend": False, "feature_smoothing": 0.0}
     sf.tl.joint_cluster(mdata, key_added="auto", **plain)
     sf.tl.joint_cluster(mdata, weights="detrended", key_added="det", **plain)
