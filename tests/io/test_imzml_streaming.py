@@ -156,3 +156,25 @@ def test_a_large_document_is_scanned_range_by_range_to_the_same_table(tmp_path, 
     assert len(given_back) > size // (8 << 10) // 2
     for name, values in whole.items():
         np.testing.assert_array_equal(ranged[name], values, err_msg=name)
+
+
+def test_conversion_gives_the_pages_back_and_writes_the_same_store(written, tmp_path, monkeypatch):
+    zarr = pytest.importorskip("zarr", minversion="3")
+    from spatialfuse.io import convert_imzml
+
+    released = np.zeros(NX * NY, dtype=int)
+    original = IbdAccess.done_with
+
+    def recording(self, start, stop):
+        if self.stream:
+            released[start:stop] += 1
+        return original(self, start, stop)
+
+    monkeypatch.setattr(IbdAccess, "done_with", recording)
+    streamed = convert_imzml(written.imzml, tmp_path / "streamed.zarr", cache=False)
+    monkeypatch.setattr(IbdAccess, "done_with", lambda self, start, stop: None)
+    kept = convert_imzml(written.imzml, tmp_path / "kept.zarr", cache=False)
+    assert (released >= 1).all()
+    np.testing.assert_array_equal(
+        zarr.open_group(streamed, mode="r")["X"][:], zarr.open_group(kept, mode="r")["X"][:]
+    )

@@ -314,6 +314,7 @@ def convert_imzml(
                 map_ranges=None if dask_client is None else _map_on(dask_client),
             )
         )
+        reader._acc.stream = True  # each pass reads a block once: its pages need not stay
         size = reader.require_pixel_size(pixel_size_um)
         size_source = "argument" if pixel_size_um is not None else "file"
         usable_memory(reader.n_spectra, budget)  # too small a budget fails before any pass

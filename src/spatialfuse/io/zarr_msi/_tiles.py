@@ -147,6 +147,7 @@ def open_shared(source: SharedInput):
             while len(_READERS) >= _KEEP:
                 _READERS.pop(next(iter(_READERS)))
             reader = _load(source)
+            reader._acc.stream = True  # tiles read their spectra once: give the pages back
             _READERS[key] = reader
     if reader.n_spectra != source.n_spectra or reader._acc.size != source.ibd_size:
         raise FileFormatError(
