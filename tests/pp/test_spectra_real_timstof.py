@@ -111,7 +111,7 @@ def test_drift_injected_into_real_spectra_is_recovered(bench, kidney_table):
     """±20 ppm per pixel resampled into the real kidney spectra: recovered within 0.55 ppm
     (median over pixels; r = 0.995), references 10.7 → 2.5 ppm (the undrifted floor 2.65).
     A bend (+15 → −10 → +5 ppm × 0.6–1.4, ± 5 per pixel): piecewise takes the held-out
-    lipids from 5 to 3.3 ppm per pixel; shift and linear leave them at 5–6."""
+    lipids from 5.7 to 3.3 ppm per pixel; shift and linear leave them at 5–6."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = bench.kidney_injected(sf, kidney_table)
