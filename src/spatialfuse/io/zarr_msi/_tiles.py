@@ -245,6 +245,10 @@ def _identity_tile(spec, acc, array, r0, r1, c0, c1):
         for i in range(r0, r1):
             values[i - r0] = acc.array(i, "int")[c0:c1]
     write_stripes(spec, array, r0, r1, c0, c1, values, zero_nonfinite=True)
+    del values
+    # Tiles may run column band by column band: the rows' other columns are mapped again (from
+    # the page cache) by their own tiles.
+    acc.done_with(r0, r1)
 
 
 def _row_blocks(r0: int, r1: int, row_bytes: int, work: int) -> list[tuple[int, int]]:
