@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.io.imzml_factory import grid_coords, write_imzml, write_simple
+from imzml_factory import grid_coords, write_imzml, write_simple
 
 from spatialfuse.io import ImzMLReader, read_imzml
 from spatialfuse.io.imzml._access import IbdAccess
