@@ -93,29 +93,32 @@ class SpectralComponents:
     def _select_columns(self) -> None:
         """The most variable columns of the log and linear spectra, and their means (all rows)."""
         p = self.p
-        sums = {name: np.zeros(p) for name in ("lin", "lin2", "log", "log2")}
+        # Variances only choose columns: with every column kept, the means are all it needs.
+        powers = (1, 2) if p > MAX_COLUMNS else (1,)
+        sums = {(name, k): np.zeros(p) for name in ("lin", "log") for k in powers}
         for idx, block in self._blocks():
             if hasattr(block, "indices"):  # CSR: stored values only (log1p(0) = 0)
                 row_of = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
                 linear = block.data * self.factor[idx][row_of]
                 logged = np.log1p(linear)
                 for name, values in (("lin", linear), ("log", logged)):
-                    sums[name] += np.bincount(block.indices, values, minlength=p)
-                    sums[name + "2"] += np.bincount(block.indices, values * values, minlength=p)
+                    for k in powers:
+                        weights = values if k == 1 else values * values
+                        sums[name, k] += np.bincount(block.indices, weights, minlength=p)
             else:
                 linear = block * self.factor[idx][:, None]
                 logged = np.log1p(linear)
                 for name, values in (("lin", linear), ("log", logged)):
-                    sums[name] += values.sum(axis=0)
-                    sums[name + "2"] += (values * values).sum(axis=0)
+                    for k in powers:
+                        sums[name, k] += (values if k == 1 else values * values).sum(axis=0)
         n = max(self.n, 1)
         self.columns, self.means = {}, {}
         for name in ("log", "lin"):
-            mean = sums[name] / n
-            variance = sums[name + "2"] / n - mean * mean
+            mean = sums[name, 1] / n
             if p <= MAX_COLUMNS:
                 columns = np.arange(p)
             else:
+                variance = sums[name, 2] / n - mean * mean
                 columns = np.sort(np.argsort(variance, kind="stable")[-MAX_COLUMNS:])
             self.columns[name] = columns
             self.means[name] = mean[columns]
@@ -151,11 +154,18 @@ class SpectralComponents:
         if not any(a.shape[1] for a in axes.values()):
             return scores["log"], scores["lin"]
         width = self.columns["log"].size + self.columns["lin"].size
+        shared = np.array_equal(self.columns["log"], self.columns["lin"])
         for idx, block in self._blocks(width=max(width, self.p)):
+            # With the same columns on both scales, the block is densified and normalised once.
+            linear = self._normalised(idx, block, self.columns["lin"], False) if shared else None
             for name in ("log", "lin"):
-                if axes[name].shape[1]:
+                if not axes[name].shape[1]:
+                    continue
+                if linear is None:
                     values = self._normalised(idx, block, self.columns[name], name == "log")
-                    scores[name][idx] = (values - self.means[name]) @ axes[name]
+                else:
+                    values = np.log1p(linear) if name == "log" else linear
+                scores[name][idx] = (values - self.means[name]) @ axes[name]
         return scores["log"], scores["lin"]
 
     def tissue_component(self, inside: np.ndarray) -> np.ndarray:
