@@ -244,7 +244,8 @@ def msi_image(adata, *, image: str | list[float] = "auto") -> RegistrationImage:
     # Streamed over blocks of rows (dense, sparse or dask alike): the table is never densified.
     spectra = SpectralComponents(
         feature_matrix(adata, name="MSI AnnData"),
-        n_log=N_SPECTRAL_COMPONENTS,
+        # Only the log-scale components used: PC1 and PC2, the footprint's, the labels' 8.
+        n_log=max(2, N_SPECTRAL_COMPONENTS - N_FOOTPRINT_LINEAR, 8 if image == "labels" else 0),
         n_linear=N_FOOTPRINT_LINEAR,
         ion_columns=columns,
     )
