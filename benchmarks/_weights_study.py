@@ -15,7 +15,10 @@ Run (one process at a time; the VM has 2 cores shared with others)::
     nice -n 10 python benchmarks/_weights_study.py score --seeds 0 1 2 3 --weights auto detrended
     nice -n 10 python benchmarks/_weights_study.py score --seeds 0 1 2 3 --weights auto denoised
 
-``--weights`` names a set of options (:data:`VARIANTS`), not only weightings.
+``--weights`` names a set of options (:data:`VARIANTS`), not only weightings. ``oracle`` runs
+them on the noiseless values of the semi-real cases instead (built afresh, not cached)::
+
+    nice -n 10 python benchmarks/_weights_study.py oracle --seeds 10 --weights auto denoised
 """
 
 from __future__ import annotations
@@ -89,9 +92,38 @@ def score(case_name: str, seed: int, cache: Path, weights: list[str]) -> list[di
     return out
 
 
+def oracle(case_name: str, seed: int, weights: list[str]) -> list[dict]:
+    """The joint ARI on the noiseless values (``make_case(oracle=True)``) with each option set.
+
+    A semi-real case only (the trio has no oracle); nothing is cached.
+    """
+    import bench_clustering as B
+    from sklearn.metrics import adjusted_rand_score
+
+    import spatialfuse as sf
+
+    case = B.make_case(case_name, seed=seed, oracle=True)
+    mdata = B.preprocess(case.rna_oracle, case.msi_oracle)
+    has = mdata.obs["has_msi"].to_numpy(bool)
+    out = []
+    for w in weights:
+        sf.tl.joint_cluster(mdata, **VARIANTS[w], key_added="o")
+        labels = np.asarray(mdata.obs["o"]).astype(str)
+        out.append(
+            {
+                "case": case_name,
+                "seed": seed,
+                "weights": w,
+                "oracle_ari": round(float(adjusted_rand_score(case.labels[has], labels[has])), 4),
+                "n_clusters": int(mdata.uns["o"]["params"]["n_clusters"]),
+            }
+        )
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("command", choices=("build", "score"))
+    parser.add_argument("command", choices=("build", "score", "oracle"))
     parser.add_argument("--cases", nargs="*", default=list(CASE_NAMES))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--weights", nargs="*", default=["auto", "denoised"], choices=VARIANTS)
@@ -105,7 +137,14 @@ def main(argv=None) -> int:
             if args.command == "build":
                 print(build(name, seed, args.cache), flush=True)
                 continue
-            for row in score(name, seed, args.cache, args.weights):
+            if args.command == "oracle" and name == "trio":
+                continue
+            rows = (
+                oracle(name, seed, args.weights)
+                if args.command == "oracle"
+                else score(name, seed, args.cache, args.weights)
+            )
+            for row in rows:
                 line = json.dumps(row)
                 print(line, flush=True)
                 if args.jsonl:
