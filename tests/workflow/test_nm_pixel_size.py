@@ -1,8 +1,10 @@
 """An imzML whose pixel size is given in nanometres (issue 14).
 
 The reader converts nm to µm. A value meant in µm but labelled nm (``50`` nm for a 50 µm pixel)
-made registration resample the H&E at half that pixel: a 70 GiB allocation for a 1 mm H&E. It is
-refused before allocating, with an error naming the imzML; a right value in nm works.
+made registration resample the H&E at half that pixel: a 70 GiB allocation for a 1 mm H&E. The
+working grid is bounded now (issue 17), so nothing large is allocated; such an MSI spans less than
+a working pixel, and registration refuses it before any search, with an error naming the imzML and
+the unit; a right value in nm works.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 import spatialfuse as sf
-from spatialfuse.errors import LimitExceededError
+from spatialfuse.errors import CalibrationError
 
 _PIXEL_SIZE = re.compile(
     r'(accession="IMS:100004[67]"[^>]*?value=")([^"]+)("[^>]*?unitAccession=")UO:0000017'
@@ -59,18 +61,18 @@ def test_right_value_in_nm_reads_as_micrometres(trio, tmp_path):
     assert tuple(msi.uns["spatialfuse"]["pixel_size_um"]) == (50.0, 50.0)
 
 
-def test_micrometre_value_labelled_nm_is_refused_before_allocating(trio, tmp_path):
+def test_micrometre_value_labelled_nm_is_refused_before_the_search(trio, tmp_path):
     path = _in_nm(trio.msi, tmp_path / "nm", 1.0)
     msi = sf.io.read_imzml(path)
     assert tuple(msi.uns["spatialfuse"]["pixel_size_um"]) == (0.05, 0.05)
     he = sf.io.read_histology(trio.he)
     start = time.perf_counter()
-    with pytest.raises(LimitExceededError) as info:
+    with pytest.raises(CalibrationError) as info:
         sf.reg.register(msi, he, scale="given")
     assert time.perf_counter() - start < 20
     message = str(info.value)
-    assert str(path) in message and str(trio.he) in message
-    assert "0.025 µm" in message and "GiB" in message and "nm" in message
+    assert info.value.path == str(path) and str(path) in message
+    assert "wrong unit" in message and "nm read as µm" in message and "pixel_size_um" in message
 
 
 def _limit_memory() -> None:  # pragma: no cover - runs in the child
@@ -99,4 +101,4 @@ def test_pipeline_stops_with_an_error_naming_the_imzml(trio, tmp_path):
     )
     assert done.returncode not in (0, 3), done.stderr
     assert "Traceback" not in done.stderr
-    assert str(path) in done.stderr and "max_decoded_image_bytes" in done.stderr
+    assert str(path) in done.stderr and "wrong unit" in done.stderr

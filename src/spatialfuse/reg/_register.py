@@ -11,7 +11,7 @@ import numpy as np
 from spatialfuse._limits import check_resampled_image
 from spatialfuse._logging import logger
 from spatialfuse.core.transforms import AffineTransform, Transform, as_points, compose
-from spatialfuse.errors import SpatialfuseWarning
+from spatialfuse.errors import CalibrationError, SpatialfuseWarning
 from spatialfuse.reg import _checks, _footprint, _initialize, _overlap, _scale, _verdict
 from spatialfuse.reg._images import (
     RegistrationImage,
@@ -167,6 +167,32 @@ def _check_working_grid(moving, fixed, work: float, msi_files: tuple) -> None:
         check_resampled_image(source or image.path, shape, 4, why)
 
 
+#: An image narrower than this many working pixels cannot be registered: its pixel size (or the
+#: other image's) is in the wrong unit.
+MIN_WORKING_PIXELS_ACROSS = 4
+
+
+def _check_extents(moving, fixed, work: float, msi_files: tuple) -> None:
+    """Refuse an image that spans fewer than :data:`MIN_WORKING_PIXELS_ACROSS` working pixels.
+
+    The working grid is bounded (:data:`WORKING_MAX_SIDE_PX`), so an MSI pixel size in the wrong
+    unit (50 nm for 50 µm) no longer asks for an absurd H&E grid; it leaves the MSI narrower than
+    a working pixel instead, where no search can find anything. The error names the MSI file.
+    """
+    spans = [extent_um(image) for image in (moving, fixed)]
+    for name, span, other in (("moving", spans[0], spans[1]), ("fixed", spans[1], spans[0])):
+        if span is None or other is None or span >= MIN_WORKING_PIXELS_ACROSS * work:
+            continue
+        source = next((f for f in msi_files if f), None)
+        raise CalibrationError(
+            source,
+            f"the {name} image spans {span:.3g} µm against {other:,.0f} µm for the other, fewer "
+            f"than {MIN_WORKING_PIXELS_ACROSS} working pixels of {work:.3g} µm: if both show the "
+            "same tissue, a pixel size is in the wrong unit (nm read as µm, or µm as nm?); give "
+            "the right one to the reader (pixel_size_um=...)",
+        )
+
+
 def _landmark_errors(transform: Transform, landmarks, pixel_size: float | None) -> dict:
     moving_pts, fixed_pts = (as_points(p) for p in landmarks)
     if len(moving_pts) != len(fixed_pts):
@@ -296,6 +322,7 @@ def register(
     _check_working_grid(
         moving, fixed, work, msi_files if working_pixel_size_um is None else (None, None)
     )
+    _check_extents(moving, fixed, work, msi_files)
     mov = as_registration_image(
         moving, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
     )
