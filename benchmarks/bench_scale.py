@@ -13,7 +13,8 @@ ion peaks plus uniform noise peaks of low intensity).
 
 Every step runs in a fresh Python process (cold: imports, file opening and caches included),
 one at a time, and reports its wall time and its own peak RSS (``VmHWM`` of the process, reset
-after the input was read, so a registration step counts only registration):
+after the input was read, so a registration step counts only registration and what the process
+already holds: registration steps also give the RSS at their start, the table read included):
 
 - ``read_imzml``: ``sf.io.read_imzml`` (in memory, default processed axis);
 - ``convert``: ``sf.io.convert_imzml`` to a zarr store (default memory budget);
@@ -219,6 +220,9 @@ def child(step: str, info_path: str, work: str, old_ref: str, cap_gb: float, wid
         he = sf.io.read_histology(info["he"])
         out.update(read_seconds=time.perf_counter() - t, shape=list(msi.shape))
         _reset_peak()
+        # What the process holds when registration starts (the table read, the reader's leftovers):
+        # the peak minus this is registration's own.
+        out["rss_at_start_bytes"] = status_kib("VmRSS") * 1024
         t, cpu = time.perf_counter(), time.process_time()
         try:
             result = sf.reg.register(msi, he)
@@ -313,6 +317,8 @@ def describe(out: dict) -> str:
         text += f"  {out['shape'][0]:,} × {out['shape'][1]:,}"
     if "store_files" in out:
         text += f"  store {out['store_files']:,} files, {h.fmt_bytes(out['store_bytes'])}"
+    if "rss_at_start_bytes" in out:
+        text += f" (at the start {h.fmt_bytes(out['rss_at_start_bytes'])})"
     if "tre_um" in out:
         text += f"  error {out['tre_um']:.2f} µm, ok={out['ok']}"
     if "error" in out:
