@@ -15,6 +15,21 @@ from spatialfuse.io.imzml._table import DTYPE_CODES, SpectrumTable
 _ITEMSIZES = np.array([dtype.itemsize for dtype in DTYPE_CODES], dtype=np.int64)
 
 
+def give_back_pages(mm, start: int, stop: int) -> None:
+    """Unmap the pages of ``mm[start:stop]`` from this process (``MADV_DONTNEED``).
+
+    On a read-only file map this drops only the process's mapping of the pages: the kernel's page
+    cache keeps them, and a later read maps them again, same bytes, so it is always safe. Objects
+    without ``madvise`` (the ``b""`` of an empty file) are left alone.
+    """
+    if stop <= start or not hasattr(mm, "madvise"):
+        return
+    start -= start % mmap.PAGESIZE
+    stop = min(stop, len(mm))
+    if stop > start:
+        mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
 class IbdAccess:
     """Typed, zero-copy access to the arrays of one ``.ibd`` through its offset table.
 
@@ -111,26 +126,22 @@ class IbdAccess:
     def done_with(self, start: int, stop: int) -> None:
         """With :attr:`stream` set: unmap the pages of spectra ``start:stop`` from this process.
 
-        ``MADV_DONTNEED`` on a read-only file map drops only the process's mapping of the pages
-        (the kernel's page cache keeps them, and a later read maps them again, same bytes), so
-        it is always safe; spectra laid out out of order only cost such re-reads.
+        See :func:`give_back_pages`; spectra laid out out of order only cost re-reads.
         """
-        if not self.stream or stop <= start or not hasattr(self.mm, "madvise"):
+        if not self.stream or stop <= start:
             return
         t = self.table
         first, last = self.size, 0
         for prefix in ("mz", "int"):
             offset = getattr(t, f"{prefix}_offset")[start:stop]
-            stored = getattr(t, f"{prefix}_length")[start:stop] * _ITEMSIZES[
-                getattr(t, f"{prefix}_dtype")[start:stop]
-            ]
+            stored = (
+                getattr(t, f"{prefix}_length")[start:stop]
+                * _ITEMSIZES[getattr(t, f"{prefix}_dtype")[start:stop]]
+            )
             stored = np.maximum(stored, getattr(t, f"{prefix}_enc")[start:stop])
             first = min(first, int(offset.min()))
             last = max(last, int((offset + stored).max()))
-        first -= first % mmap.PAGESIZE
-        last = min(last, self.size)
-        if last > first:
-            self.mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+        give_back_pages(self.mm, first, last)
 
     def typed_view(self, dtype: np.dtype, residue: int) -> np.ndarray:
         """The whole ``.ibd`` as ``dtype`` from byte ``residue`` (zero copy, maybe unaligned)."""

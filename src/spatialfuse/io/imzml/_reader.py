@@ -90,6 +90,7 @@ def _open_map(path: Path):
             return b""
         return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
+
 #: Spectra per block where :meth:`ImzMLReader.mz_range` reads first and last m/z values.
 _MZ_RANGE_BLOCK = 1 << 13
 
@@ -200,6 +201,7 @@ class ImzMLReader:
         table.finalise(ibd_size, self.path, self.ibd_path)
         check_unique_positions(np.stack([table.x, table.y, table.z], axis=1), self.path)
         self._table = table
+        self._mz_range: tuple[float, float] | None = None
         self._acc = IbdAccess(self._ibd_mm, table, self.ibd_path)
         if self._acc.mismatched.size:
             first = int(self._acc.mismatched[0])
@@ -384,7 +386,7 @@ class ImzMLReader:
 
     def mz_range(self) -> tuple[float, float]:
         """Smallest and largest m/z over all spectra (reads the first and last value of each)."""
-        if getattr(self, "_mz_range", None) is None:
+        if self._mz_range is None:
             self._mz_range = self._read_mz_range()
         return self._mz_range
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from spatialfuse.io.imzml._access import give_back_pages
 from spatialfuse.io.imzml._header import ImzMLHeader
 from spatialfuse.io.imzml._table import MISSING, SpectrumTable, dtype_code
 
@@ -227,18 +228,12 @@ def scan_range(task: ScanRange) -> dict[str, np.ndarray]:
 
 
 def _give_back(buf, start: int, stop: int) -> None:
-    """Unmap ``buf[start:stop]``'s pages from this process where ``buf`` is a large file map.
+    """:func:`give_back_pages` of ``buf[start:stop]`` where ``buf`` is a large file map.
 
-    ``MADV_DONTNEED`` on a read-only map drops only this process's mapping (the page cache keeps
-    the pages; reading them again maps them again, same bytes). Documents under
-    :data:`RANGE_BYTES` are left alone.
+    Documents under :data:`RANGE_BYTES` are left alone.
     """
-    if not isinstance(buf, mmap.mmap) or len(buf) <= RANGE_BYTES or stop <= start:
-        return
-    start -= start % mmap.PAGESIZE
-    stop = min(stop, len(buf))
-    if stop > start:
-        buf.madvise(mmap.MADV_DONTNEED, start, stop - start)
+    if isinstance(buf, mmap.mmap) and len(buf) > RANGE_BYTES:
+        give_back_pages(buf, start, stop)
 
 
 def byte_ranges(start: int, end: int, size: int) -> list[tuple[int, int]]:
