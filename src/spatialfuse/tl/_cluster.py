@@ -110,6 +110,11 @@ SIGNAL_FLOOR_SD = 3.0
 #: Fewer spots than this: no stability rule (subsets that small say nothing); this resolution.
 STABILITY_MIN_SPOTS = 30
 FALLBACK_RESOLUTION = 1.0
+#: The first two parameters of the functions of a spots × components embedding and its positions.
+_EMBEDDING_POSITIONS = """embedding
+    ``(n, d)`` finite values.
+positions
+    ``(n, 2)`` spot positions."""
 
 
 @fill_doc(copy=copy_and_returns("mdata", "mudata.MuData"))
@@ -857,6 +862,7 @@ def _trend_design(positions: np.ndarray, degree: int) -> np.ndarray:
     return np.column_stack(terms)
 
 
+@fill_doc(embedding_positions=_EMBEDDING_POSITIONS)
 def spatial_trend(
     embedding: np.ndarray,
     positions: np.ndarray,
@@ -875,10 +881,7 @@ def spatial_trend(
 
     Parameters
     ----------
-    embedding
-        ``(n, d)`` finite values.
-    positions
-        ``(n, 2)`` spot positions.
+    {embedding_positions}
     pairs
         ``(i, j)`` index arrays of the adjacent pairs.
     degree
@@ -998,6 +1001,7 @@ class _Denoising:
         return out, {"feature_smoothing": share}
 
 
+@fill_doc(embedding_positions=_EMBEDDING_POSITIONS)
 def robust_trend(
     embedding: np.ndarray, positions: np.ndarray, *, radius: float = TREND_RADIUS
 ) -> np.ndarray:
@@ -1016,10 +1020,7 @@ def robust_trend(
 
     Parameters
     ----------
-    embedding
-        ``(n, d)`` finite values.
-    positions
-        ``(n, 2)`` spot positions.
+    {embedding_positions}
     radius
         Neighbourhood radius in spot pitches.
 
@@ -1072,6 +1073,7 @@ def _local_slopes(x: np.ndarray, p: np.ndarray, radius: float):
     return np.vstack([np.median(g0, axis=0), np.median(g1, axis=0)]), pitch
 
 
+@fill_doc(embedding_positions=_EMBEDDING_POSITIONS)
 def neighbour_average(
     embedding: np.ndarray, positions: np.ndarray, *, share: float, n_neighbors: int = 6
 ) -> np.ndarray:
@@ -1084,10 +1086,7 @@ def neighbour_average(
 
     Parameters
     ----------
-    embedding
-        ``(n, d)`` finite values.
-    positions
-        ``(n, 2)`` spot positions.
+    {embedding_positions}
     share
         Weight of the neighbours' mean, in ``[0, 1]``.
     n_neighbors
