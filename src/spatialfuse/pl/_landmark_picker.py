@@ -33,6 +33,22 @@ OVERLAY_SIZE = 600
 OVERLAY_COLORMAP, OVERLAY_OPACITY = "viridis", 0.45
 #: Size of a new window (logical pixels): room for both images and the panel.
 WINDOW_SIZE = (1500, 900)
+#: The files the panel saves: for each the save dialog's title, suggested name and filter, and
+#: what the status line says was written (from the session).
+_SAVED = {
+    "landmarks": (
+        "Save landmarks",
+        "landmarks.csv",
+        "CSV (*.csv)",
+        lambda session: f"{session.n_pairs} pairs",
+    ),
+    "transform": (
+        "Save transform",
+        "transform.json",
+        "JSON (*.json)",
+        lambda session: session.transform_source,
+    ),
+}
 
 
 def _require_napari():
@@ -464,35 +480,33 @@ class LandmarkPicker:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def _ask_path(self, title: str, suggestion: str, pattern: str) -> Path | None:
-        from qtpy.QtWidgets import QFileDialog
+    def _save(self, kind: str, path: str | os.PathLike | None) -> Path | None:
+        """Write the session's ``kind`` file (:data:`_SAVED`) and say so on the status line.
 
-        name, _ = QFileDialog.getSaveFileName(self.panel, title, suggestion, pattern)
-        return Path(name) if name else None
+        To ``path``, else to the file last written (``{kind}_path``), else to a file picked in a
+        save dialog; None when the dialog is cancelled.
+        """
+        title, suggestion, pattern, what = _SAVED[kind]
+        target = Path(path) if path is not None else getattr(self, f"{kind}_path")
+        if target is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            name, _ = QFileDialog.getSaveFileName(self.panel, title, suggestion, pattern)
+            if not name:
+                return None
+            target = Path(name)
+        written = getattr(self.session, f"save_{kind}")(target)
+        setattr(self, f"{kind}_path", written)
+        self.status.setText(f"{what(self.session)} written to {written}")
+        return written
 
     def save_landmarks(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the pairs as CSV to ``path`` (default: :attr:`landmarks_path`, else ask)."""
-        target = Path(path) if path is not None else self.landmarks_path
-        if target is None:
-            target = self._ask_path("Save landmarks", "landmarks.csv", "CSV (*.csv)")
-            if target is None:
-                return None
-        written = self.session.save_landmarks(target)
-        self.landmarks_path = written
-        self.status.setText(f"{self.session.n_pairs} pairs written to {written}")
-        return written
+        return self._save("landmarks", path)
 
     def save_transform(self, path: str | os.PathLike | None = None) -> Path | None:
         """Write the shown transform as JSON to ``path`` (default: :attr:`transform_path`)."""
-        target = Path(path) if path is not None else self.transform_path
-        if target is None:
-            target = self._ask_path("Save transform", "transform.json", "JSON (*.json)")
-            if target is None:
-                return None
-        written = self.session.save_transform(target)
-        self.transform_path = written
-        self.status.setText(f"{self.session.transform_source} written to {written}")
-        return written
+        return self._save("transform", path)
 
     # -- registration ---------------------------------------------------------------------------
 
