@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+from spatialfuse._docs import AX_SAVE, fill_doc
+from spatialfuse._text import literal_text_figures
 
 if TYPE_CHECKING:
     import anndata
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+F = TypeVar("F", bound=Callable)
+
+
+def one_axes_plot(function: F) -> F:
+    """Mark a plot drawn on one axes (``ax``, ``save``; :func:`new_axes`, :func:`finish`).
+
+    Its docstring's line ``{ax_save}`` becomes the shared ``ax`` and ``save`` entries
+    (:data:`spatialfuse._docs.AX_SAVE`), and every text it draws is literal
+    (:func:`spatialfuse._text.literal_text_figures`).
+    """
+    return literal_text_figures(fill_doc(ax_save=AX_SAVE)(function))
 
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:

@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spatialfuse._docs import AX_SAVE, fill_doc
-from spatialfuse._text import literal_text_figures
-from spatialfuse.pl._common import finish, new_axes
+from spatialfuse.pl._common import finish, new_axes, one_axes_plot
 
 if TYPE_CHECKING:
     import anndata
@@ -20,8 +18,7 @@ if TYPE_CHECKING:
     from spatialfuse.reg import Transform
 
 
-@literal_text_figures
-@fill_doc(ax_save=AX_SAVE)
+@one_axes_plot
 def ion_image(
     msi: anndata.AnnData,
     mz: float | str,

@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spatialfuse._docs import AX_SAVE, fill_doc
-from spatialfuse._text import literal_text_figures
-from spatialfuse.pl._common import finish, new_axes
+from spatialfuse.pl._common import finish, new_axes, one_axes_plot
 
 if TYPE_CHECKING:
     import anndata
@@ -17,8 +15,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-@literal_text_figures
-@fill_doc(ax_save=AX_SAVE)
+@one_axes_plot
 def spectrum(
     adata: anndata.AnnData,
     *,
@@ -92,8 +89,7 @@ def spectrum(
     return finish(fig, save)
 
 
-@literal_text_figures
-@fill_doc(ax_save=AX_SAVE)
+@one_axes_plot
 def recalibration(
     adata: anndata.AnnData,
     *,

@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spatialfuse._docs import AX_SAVE, fill_doc
 from spatialfuse._text import literal_text_figures
-from spatialfuse.pl._common import draw_spots, finish, new_axes, spot_table, um_per_px
+from spatialfuse.pl._common import (
+    draw_spots,
+    finish,
+    new_axes,
+    one_axes_plot,
+    spot_table,
+    um_per_px,
+)
 
 if TYPE_CHECKING:
     import mudata
@@ -124,8 +130,7 @@ def gene_and_ion(
     return finish(fig, save)
 
 
-@literal_text_figures
-@fill_doc(ax_save=AX_SAVE)
+@one_axes_plot
 def joint_clusters(
     mdata: mudata.MuData,
     key: str = "joint",
