@@ -419,6 +419,7 @@ def _combined_step(result: MultiRunResult, cache: StepCache) -> None:
 
     from spatialfuse import io, tl
     from spatialfuse.workflow._export import _drop_repeated_obs
+    from spatialfuse.workflow._steps import library_options
 
     combined = result.config.combined
     if not combined.enabled:
@@ -429,19 +430,13 @@ def _combined_step(result: MultiRunResult, cache: StepCache) -> None:
         result.combined_note = "no sample has a joint table (MSI and Visium clustered)"
         return
     key = combined_key(parts, combined)
+    options = library_options(combined, combined_table)
     try:
         result.combined, _ = cache.cached(
             COMBINED_STEP,
             key,
             ".h5mu",
-            compute=lambda: combined_table(
-                parts,
-                preprocessing=combined.preprocessing,
-                clustering=combined.clustering,
-                ppm=combined.ppm,
-                gap_um=combined.gap_um,
-                batch_correction=combined.batch_correction,
-            ),
+            compute=lambda: combined_table(parts, **options),
             load=mudata.read_h5mu,
             save=lambda mdata, tmp: mdata.write_h5mu(tmp),
         )
