@@ -760,9 +760,7 @@ def _impute(embedding: np.ndarray, known: np.ndarray, donors: np.ndarray) -> np.
     unknown = np.flatnonzero(~known)
     mean = out[known][donors].mean(axis=1)
     rows = out[unknown]
-    bad = ~np.isfinite(rows)
-    rows[bad] = mean[bad]
-    out[unknown] = rows
+    out[unknown] = np.where(np.isfinite(rows), rows, mean)
     return out
 
 
