@@ -20,6 +20,29 @@ from spatialfuse.errors import FileFormatError
 SHOWN = 5
 
 
+def _all_distinct(coords: np.ndarray) -> bool:
+    """Whether the rows of ``coords`` are all different, in one sort of one integer per row.
+
+    The rows are numbered in the box that holds them (``x`` fastest); where that box has more
+    than ``2**62`` cells this says False and the caller looks the general way (issue 17: 3 ms
+    instead of ``np.unique(axis=0)``'s 40–80 ms for 90,000 spectra).
+    """
+    if coords.ndim != 2 or coords.dtype.kind not in "iu":
+        return False
+    low = coords.min(axis=0)
+    spans = [int(h) - int(lo) + 1 for h, lo in zip(coords.max(axis=0), low, strict=True)]
+    cells = 1
+    for span in spans:
+        cells *= span
+    if cells > 1 << 62:
+        return False
+    key = np.zeros(len(coords), dtype=np.int64)
+    for column in range(coords.shape[1] - 1, -1, -1):
+        key = key * spans[column] + (coords[:, column].astype(np.int64) - int(low[column]))
+    key.sort()
+    return not bool((key[1:] == key[:-1]).any())
+
+
 def check_unique_positions(coords: np.ndarray, path: str | os.PathLike) -> None:
     """Refuse positions that hold more than one spectrum.
 
@@ -38,6 +61,8 @@ def check_unique_positions(coords: np.ndarray, path: str | os.PathLike) -> None:
     """
     coords = np.asarray(coords)
     if len(coords) < 2:
+        return
+    if _all_distinct(coords):
         return
     _, first, inverse, counts = np.unique(
         coords, axis=0, return_index=True, return_inverse=True, return_counts=True
