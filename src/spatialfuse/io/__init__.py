@@ -13,8 +13,9 @@ See ``docs/coordinates.md`` for how pixels, spectra and spots map to micrometres
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from spatialfuse._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from spatialfuse.io._inputs import input_files
@@ -87,15 +88,4 @@ __all__ = [
     "write_visium",
 ]
 
-
-def __getattr__(name: str):
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module 'spatialfuse.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _SOURCES)
