@@ -26,6 +26,7 @@ from spatialfuse.core.transforms import AffineTransform, Transform, compose
 from spatialfuse.reg._images import RegistrationImage
 from spatialfuse.reg._quality import QualityCheck
 from spatialfuse.reg._similarity import coarse, normalized_mutual_information, warp_to
+from spatialfuse.reg._threads import ordered_map
 
 #: A result whose neighbours keep more than this fraction of its NMI excess on average is not
 #: pinned down. Real pairs (docs/failure_detection.md): right alignments 0.82-0.89; wrong local
@@ -131,7 +132,8 @@ def peak_profile(moving: RegistrationImage, fixed: RegistrationImage, transform:
             turn = AffineTransform.from_params(rotation_deg=sign * angle)
             back = AffineTransform.from_params(translation=centre - turn.apply(centre[None])[0])
             probes.append(compose(back, turn))
-        return np.array([region_nmi(moving, fixed, compose(p, transform)) - 1.0 for p in probes])
+        moved = ordered_map(lambda p: region_nmi(moving, fixed, compose(p, transform)), probes)
+        return np.array(moved) - 1.0
 
     sharp = excess_at(step)
     near = sharp if np.isclose(step, gain_step) else excess_at(gain_step)

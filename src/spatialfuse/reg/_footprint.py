@@ -29,6 +29,7 @@ import numpy as np
 
 from spatialfuse.core.transforms import AffineTransform, DisplacementField, Transform, compose
 from spatialfuse.reg._images import RegistrationImage
+from spatialfuse.reg._threads import ordered_map
 
 #: Sample points per MSI pixel side for the footprint average.
 SUB = 4
@@ -430,10 +431,10 @@ def costs(moving, fixed, transforms) -> list[float]:
     shared = _affine_subset(moving, fixed, transforms, fallback=len(transforms) == 1)
     if shared is not None:
         problem = _Problem(moving, fixed, shared)
-        return [_cost(problem, t) for t in transforms]
-    return [
-        _cost(_Problem(moving, fixed, _affine_subset(moving, fixed, [t])), t) for t in transforms
-    ]
+        return ordered_map(lambda t: _cost(problem, t), transforms)
+    return ordered_map(
+        lambda t: _cost(_Problem(moving, fixed, _affine_subset(moving, fixed, [t])), t), transforms
+    )
 
 
 #: Least rise of the cost when the result is moved by :data:`LOCALISATION_SHIFT_UM` (mean over

@@ -9,6 +9,7 @@ nowhere else: :func:`to_itk` inverts our moving → fixed affine into ITK's fixe
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -60,22 +61,35 @@ def from_itk(itk, *, model: str) -> AffineTransform:
     return AffineTransform(np.linalg.inv(m), model=model)
 
 
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = 0
+_THREADS_BEFORE = 0
+
+
 @contextlib.contextmanager
 def _single_threaded():
     """Run ITK with one thread.
 
     Its threaded metric sums in a varying order, which makes results differ from run to run
     (1e-7 relative, growing through the optimiser); the same inputs and seed must give the same
-    transform.
+    transform. Refinements may run at once on several Python threads (``reg/_threads.py``):
+    the first to enter sets ITK's global default and the last to leave restores it.
     """
     import SimpleITK as sitk
 
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    global _THREADS_USERS, _THREADS_BEFORE
+    with _THREADS_LOCK:
+        if _THREADS_USERS == 0:
+            _THREADS_BEFORE = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        _THREADS_USERS += 1
     try:
         yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+        with _THREADS_LOCK:
+            _THREADS_USERS -= 1
+            if _THREADS_USERS == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_THREADS_BEFORE)
 
 
 def itk_seed(seed: int) -> int:

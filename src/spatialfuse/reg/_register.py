@@ -22,7 +22,7 @@ from spatialfuse.reg._images import (
 from spatialfuse.reg._itk import COARSE_LEVELS, FULL_LEVELS, refine_bspline, refine_linear
 from spatialfuse.reg._quality import QualityCheck
 from spatialfuse.reg._similarity import alignment_scores, combined_score
-from spatialfuse.reg._threads import one_blas_thread
+from spatialfuse.reg._threads import one_blas_thread, ordered_map
 
 MODELS = ("rigid", "similarity", "affine", "bspline")
 
@@ -309,11 +309,18 @@ def register(
 
     step("images")
     msi_files = (_msi_file(moving), _msi_file(fixed))
-    if _is_msi_anndata(moving):
-        moving = as_registration_image(moving, working_pixel_size_um=None, msi_image_kind=msi_image)
-    if _is_msi_anndata(fixed):
-        fixed = as_registration_image(fixed, working_pixel_size_um=None, msi_image_kind=msi_image)
-    plan = _scale.plan(moving, fixed, scale, lambda obj: _probe_image(obj, msi_image))
+    if scale not in _scale.MODES:
+        raise ValueError(f"scale must be one of {_scale.MODES}, got {scale!r}")
+
+    def first_look(obj):
+        """An MSI's image (its own grid), and the quick image the scale plan looks at."""
+        if _is_msi_anndata(obj):
+            obj = as_registration_image(obj, working_pixel_size_um=None, msi_image_kind=msi_image)
+        return obj, (None if scale == "given" else _probe_image(obj, msi_image))
+
+    (moving, moving_probe), (fixed, fixed_probe) = ordered_map(first_look, (moving, fixed))
+    probes = {id(moving): moving_probe, id(fixed): fixed_probe}
+    plan = _scale.plan(moving, fixed, scale, lambda obj: probes[id(obj)])
     if plan.side == "moving":
         moving = _scale.rescaled(moving, plan.factor)
     elif plan.side == "fixed":
@@ -323,11 +330,11 @@ def register(
         moving, fixed, work, msi_files if working_pixel_size_um is None else (None, None)
     )
     _check_extents(moving, fixed, work, msi_files)
-    mov = as_registration_image(
-        moving, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
-    )
-    fix = as_registration_image(
-        fixed, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
+    mov, fix = ordered_map(
+        lambda obj: as_registration_image(
+            obj, working_pixel_size_um=work, channel=channel, msi_image_kind=msi_image
+        ),
+        (moving, fixed),
     )
     linear_model = "affine" if model == "bspline" else model
     problems = [p for p in (_tissue_problem(mov, "moving"), _tissue_problem(fix, "fixed")) if p]
@@ -376,20 +383,15 @@ def register(
     step("screening")
     screen_model = "rigid" if linear_model == "rigid" else "similarity"
     tried, screened, optimiser_errors = [], [], []
-    for _score, start, info in starts:
-        try:
-            transform = _refine(
-                mov, fix, start, screen_model, seed, levels=COARSE_LEVELS, iterations=80
-            )
-        except RuntimeError as exc:  # SimpleITK reports degenerate geometry this way
-            optimiser_errors.append(_itk_message(exc))
+    for outcome, (_score, _start, info) in zip(
+        ordered_map(lambda item: _screen(mov, fix, item[1], screen_model, seed), starts),
+        starts,
+        strict=True,
+    ):
+        if isinstance(outcome, str):
+            optimiser_errors.append(outcome)
             continue
-        scores = alignment_scores(mov, fix, transform)
-        rank = combined_score(scores)
-        start_scores = alignment_scores(mov, fix, start)
-        if combined_score(start_scores) > rank:
-            # The coarse fit diverged (small images at the coarsest level): keep the start.
-            transform, scores, rank = start, start_scores, combined_score(start_scores)
+        rank, transform, scores = outcome
         tried.append({**info, **scores, "score": rank})
         screened.append((rank, transform))
     if not screened:
@@ -421,30 +423,18 @@ def register(
     elif initial is None:
         to_finish = screened[:FINISH_MAX]
     finished = []
+
+    def finish(item):
+        return _finish_start(mov, fix, item[1], linear_model, seed, footprint=footprint)
+
     try:
-        for _rank, screened_start in to_finish:
-            transform, scores = _finish(
-                mov, fix, screened_start, linear_model, seed, polish=not footprint
-            )
-            cost = None
-            if footprint:
-                transform, info = _footprint_stage(
-                    mov, fix, transform, _footprint.cost(mov, fix, transform)
-                )
-                cost = info["cost_final"]
-                if info["ran"]:
-                    scores = alignment_scores(mov, fix, transform)
-            profile = _checks.peak_profile(mov, fix, transform)
-            if footprint and not info["ran"] and _off_the_optimum(profile):
-                # The spectra explain too little of the colour for the footprint stage (the
-                # real bladder: 57 %) and the result stops short of the mutual-information
-                # optimum it sits near: polish it, as images without spectra are.
-                transform, scores = _polish(mov, fix, transform, scores, linear_model, seed)
-                cost = _footprint.cost(mov, fix, transform)
-                profile = _checks.peak_profile(mov, fix, transform)
-            finished.append((transform, scores, profile, cost, info if footprint else None))
-            if not footprint and not _checks.peak_failures(profile):
-                break
+        if footprint:  # every start is finished: side by side
+            finished = ordered_map(finish, to_finish)
+        else:  # the next start only where the last one is not a sharp optimum
+            for item in to_finish:
+                finished.append(finish(item))
+                if not _checks.peak_failures(finished[-1][2]):
+                    break
     except RuntimeError as exc:
         reason = f"SimpleITK failed while refining the best start: {_itk_message(exc)}"
         return _finalise(_failed(mov, fix, model, [reason], work, t0), plan)
@@ -914,6 +904,51 @@ def _failed(mov, fix, model: str, failures: list[str], work: float, t0: float):
 #: bench_registration's affine sweep (8 seeds × 2) and on the real pairs, at a fraction of the
 #: cost where the metric is flat (a flagged H&E → Visium case spent 41 s of 52 s polishing).
 POLISH_ITERATIONS = 6
+
+
+def _screen(mov, fix, start, screen_model: str, seed: int):
+    """A short coarse refinement of one start: ``(rank, transform, scores)``, or ITK's error.
+
+    A refinement that scores worse than its start (the coarse fit diverged, as small images can
+    at the coarsest level) gives the start back.
+    """
+    try:
+        transform = _refine(
+            mov, fix, start, screen_model, seed, levels=COARSE_LEVELS, iterations=80
+        )
+    except RuntimeError as exc:  # SimpleITK reports degenerate geometry this way
+        return _itk_message(exc)
+    scores = alignment_scores(mov, fix, transform)
+    start_scores = alignment_scores(mov, fix, start)
+    if combined_score(start_scores) > combined_score(scores):
+        return combined_score(start_scores), start, start_scores
+    return combined_score(scores), transform, scores
+
+
+def _finish_start(mov, fix, start, linear_model: str, seed: int, *, footprint: bool):
+    """One screened start finished: ``(transform, scores, peak profile, cost, footprint info)``.
+
+    Where the spectra model the colour (``footprint``) the footprint stage ends it, and a result
+    it could not improve that stops short of the mutual-information optimum is polished.
+    """
+    transform, scores = _finish(mov, fix, start, linear_model, seed, polish=not footprint)
+    cost, info = None, None
+    if footprint:
+        transform, info = _footprint_stage(
+            mov, fix, transform, _footprint.cost(mov, fix, transform)
+        )
+        cost = info["cost_final"]
+        if info["ran"]:
+            scores = alignment_scores(mov, fix, transform)
+    profile = _checks.peak_profile(mov, fix, transform)
+    if footprint and not info["ran"] and _off_the_optimum(profile):
+        # The spectra explain too little of the colour for the footprint stage (the real
+        # bladder: 57 %) and the result stops short of the mutual-information optimum it sits
+        # near: polish it, as images without spectra are.
+        transform, scores = _polish(mov, fix, transform, scores, linear_model, seed)
+        cost = _footprint.cost(mov, fix, transform)
+        profile = _checks.peak_profile(mov, fix, transform)
+    return transform, scores, profile, cost, info
 
 
 def _finish(mov, fix, start, linear_model: str, seed: int, *, polish: bool = True):
