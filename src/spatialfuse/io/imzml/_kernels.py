@@ -24,6 +24,9 @@ from spatialfuse.io.imzml import _finite
 from spatialfuse.io.imzml._access import IbdAccess
 from spatialfuse.io.imzml._table import DTYPE_CODES
 
+#: Values looked up in one call of a window lookup (its temporaries stay in the CPU cache).
+LOOKUP_SLICE = 1 << 17
+
 #: Bytes of intensity data handled per chunk in chunked passes.
 CHUNK_BYTES = 32 << 20
 #: Up to this many windows, processed files use the segmented binary search.
@@ -317,12 +320,16 @@ def peak_cells(mz, intensity, lengths, lookups, k: int) -> tuple[np.ndarray, np.
     ends = np.cumsum(lengths)
     mz64 = mz.astype(np.float64, copy=False)
     keys, weights = [], []
+    found = np.empty(mz64.size, dtype=np.int64)
     for features, lookup in lookups:
-        found = lookup(mz64)
+        # In slices whose temporaries stay in the CPU cache (issue 17: the lookup of a tile's
+        # peaks took 2-4x longer in one call over tens of millions of values).
+        for a in range(0, mz64.size, LOOKUP_SLICE):
+            found[a : a + LOOKUP_SLICE] = lookup(mz64[a : a + LOOKUP_SLICE])
         hit = np.flatnonzero(found >= 0)
         keys.append(np.searchsorted(ends, hit, side="right") * k + features[found[hit]])
         weights.append(intensity[hit].astype(np.float64))
-        del found, hit
+        del hit
     return np.concatenate(keys), np.concatenate(weights)
 
 
