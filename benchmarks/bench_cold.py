@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_cold.py [--rounds N] [--quick] [--json OUT] [--data-dir DIR]
+                                    [--baseline-src DIR]
 
 Each round starts one fresh process per reader, in turn (ours, pyimzML, m2aia where installed),
 on the processed file of ``bench_imzml.py`` (300 × 300 pixels, 500–1,500 peaks per spectrum). A
@@ -12,6 +13,10 @@ first line (``import`` included) and, from the parent, the whole process (interp
 included); the file is in the page cache for every reader (it cannot be evicted without
 privileges). ``bench_imzml.py`` times repeated calls in one process ("warm"); this script times
 the calls a user makes once ("cold").
+
+``--baseline-src DIR`` adds a reader "spatialfuse-base": ours imported from another source tree
+(``src/`` of a ``git worktree`` of an older commit, put first on ``PYTHONPATH``), in the same
+rounds, so that a change is measured against its baseline under the same load.
 
 Targets (issue 17): the cold open ≥ 15× pyimzML's, and the first ion image after the open no
 slower than m2aia's. The medians over the rounds and their ratios are printed, with the load.
@@ -71,6 +76,12 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny input (smoke test)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--data-dir", default=None, help="generated inputs (bench_imzml's)")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also time spatialfuse imported from this src/ folder (an older commit's worktree)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,13 +94,18 @@ def readers() -> list[str]:
     return found
 
 
-def run_child(which: str, path: Path, mz: float, tol: float) -> dict:
+def run_child(which: str, path: Path, mz: float, tol: float, src: Path | None = None) -> dict:
+    env = None
+    if which == "spatialfuse-base":
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        which = "spatialfuse"
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, which, str(path), repr(mz), repr(tol)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     wall = time.perf_counter() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -112,13 +128,15 @@ def main(argv=None) -> int:
     mz = h.benchmark_ion(size["n_ions"], bi.SEED)
     tol = bi.TOL_PROCESSED
     names = readers()
+    if args.baseline_src is not None:
+        names.insert(0, "spatialfuse-base")
     if args.quick:
         print("--quick: a tiny file; the times and ratios are MEANINGLESS", flush=True)
     load_before = os.getloadavg()[0]
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for k in range(args.rounds):
         for name in names:
-            runs[name].append(run_child(name, path, mz, tol))
+            runs[name].append(run_child(name, path, mz, tol, args.baseline_src))
         print(
             f"round {k + 1}/{args.rounds}: "
             + ", ".join(f"{n} {runs[n][-1]['process']:.2f} s" for n in names),
@@ -136,13 +154,13 @@ def main(argv=None) -> int:
         f"load {load_before:.1f} → {load_after:.1f}"
     )
     print(
-        f"{'reader':<12} {'import':>8} {'open':>8} {'import+open':>12} {'1st image':>10} "
+        f"{'reader':<16} {'import':>8} {'open':>8} {'import+open':>12} {'1st image':>10} "
         f"{'process':>9}"
     )
     for name in names:
         m = med[name]
         print(
-            f"{name:<12} {m['import']:8.3f} {m['open']:8.3f} {m['import'] + m['open']:12.3f} "
+            f"{name:<16} {m['import']:8.3f} {m['open']:8.3f} {m['import'] + m['open']:12.3f} "
             f"{m['image']:10.3f} {m['process']:9.3f}"
         )
     ratios = {}
@@ -155,6 +173,12 @@ def main(argv=None) -> int:
     if "m2aia" in med:
         ratios["first_image_vs_m2aia"] = med["m2aia"]["image"] / ours["image"]
         ratios["process_vs_m2aia"] = med["m2aia"]["process"] / ours["process"]
+    if "spatialfuse-base" in med:
+        old = med["spatialfuse-base"]
+        ratios["base_import_open_vs_pyimzml"] = (base["import"] + base["open"]) / (
+            old["import"] + old["open"]
+        )
+        ratios["base_open_vs_pyimzml"] = base["open"] / old["open"]
     for key, value in ratios.items():
         print(f"   {key:<26} {value:6.2f}x")
     met_open = ratios["import_open_vs_pyimzml"] >= TARGET_OPEN
