@@ -206,6 +206,17 @@ class _Plan:
     runs: tuple[tuple[int, int] | None, ...]
     tail: bytes
     sep: bytes
+    _repeated: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def repeated(self, text: bytes, k: int) -> bytes:
+        """``text * k``, kept for the next block of ``k`` rows (most steps have the same k)."""
+        key = (text, k)
+        found = self._repeated.get(key)
+        if found is None:
+            if len(self._repeated) > 4 * len(self.texts):
+                self._repeated.clear()
+            found = self._repeated[key] = text * k
+        return found
 
 
 def _blocks(windows, digit_windows, starts: np.ndarray, plan: _Plan):
@@ -221,22 +232,21 @@ def _blocks(windows, digit_windows, starts: np.ndarray, plan: _Plan):
     for text, run in zip(plan.texts, plan.runs, strict=True):
         width = len(text)
         rows = windows[width + _RUN_WINDOW][at]
-        if width and rows[:, :width].tobytes() != text * k:
+        if width and rows[:, :width].tobytes() != plan.repeated(text, k):
             raise NotTemplate("a block's text differs from the first one's")
         at += width
         digits = rows[:, width:]
-        is_digit = (digits - np.uint8(48)) < 10
         if run is not None:
-            count = np.argmin(is_digit, axis=1)  # 0: none, or too many
+            count = np.argmin((digits - np.uint8(48)) < 10, axis=1)  # 0: none, or too many
             if not count.all() or (digits[np.arange(k), count] == 46).any():
                 raise NotTemplate("an IMS value is empty, too long or not an integer")
             values[run] = _parse(digits, count)
         else:
             count = np.argmin(_NUMBER_BYTES[digits], axis=1)
-            if not is_digit[:, 0].all() or not count.all():
+            if not ((digits[:, 0] - np.uint8(48)) < 10).all() or not count.all():
                 raise NotTemplate("a number is missing or too long")
         at += count
-    if windows[len(plan.tail)][at].tobytes() != plan.tail * k:
+    if windows[len(plan.tail)][at].tobytes() != plan.repeated(plan.tail, k):
         raise NotTemplate("a block's end differs from the first one's")
     return at + len(plan.tail), values
 
@@ -283,7 +293,7 @@ def _walk(buf, arr, first: int, last: int, end: int, plan: _Plan, spacing: int, 
         at, limit = cursors[g:stop], cursors[g + 1 : stop + 1]
         while at.size:
             done_at, values = _blocks(windows, digit_windows, at, plan)
-            if sep and windows[len(sep)][done_at].tobytes() != sep * done_at.size:
+            if sep and windows[len(sep)][done_at].tobytes() != plan.repeated(sep, done_at.size):
                 raise NotTemplate("the space between spectra differs")
             following = done_at + len(sep)
             if (following > limit).any():
