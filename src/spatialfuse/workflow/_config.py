@@ -326,7 +326,9 @@ class PeakPicking(_Model):
     reference: Literal["mean", "skyline"] = "mean"
     min_frequency: Fraction = 0.0
     ppm: Positive = 5.0
-    noise: Literal["nonzero", "all"] = "nonzero"
+    #: ``counts``: counting statistics of each peak's window in one pixel, for ion-counting
+    #: TOF data kept on every digitizer point (see ``sf.pp.pick_peaks``).
+    noise: Literal["nonzero", "all", "counts"] = "nonzero"
 
 
 class Annotation(_Model):
