@@ -14,10 +14,12 @@ by molmass; nothing downloaded).
 Part 3 runs the steps on real high-resolution *profile* spectra: two Bruker timsTOF MALDI
 test acquisitions of imzy 0.3.0, converted to processed imzML (``imzml/bruker_timstof_imzy``,
 see its SOURCE.txt): a human kidney section (negative mode, 342 px, m/z 400–2200, TOF steps
-of 4–7 ppm) — peaks, lipids of the class list, lock-mass recalibration with held-out lipids
-(shift, linear, piecewise), and drift injected into the real spectra and recovered — and a
-timsTOF fleX run whose stored profile is picked and compared with Bruker's own line spectra
-(centroids) of the same pixels. The numbers are in docs/spectra.md.
+of 4–7 ppm) — peaks, lipids of the class list, picking on its full TOF grid with the MAD
+noise against ``noise="counts"`` (and the alternatives tried), lock-mass recalibration with
+held-out lipids (shift, linear, piecewise), and drift injected into the real spectra and
+recovered — and a timsTOF fleX run whose stored profile is picked (both noise models) and
+compared with Bruker's own line spectra (centroids) of the same pixels. The numbers are in
+docs/spectra.md.
 
 Usage::
 

@@ -25,8 +25,9 @@ the empty stretches between peaks, nor on the number of pixels (the noise of the
 A pixel's own window sum ``s`` counts as found where ``s − B ≥ snr · √(g·s)``.
 
 Assumed: neighbouring points are independent (a digitizer that spreads one ion over two
-points makes ``g·W`` too small for the window's variance) and the background is the spectrum's
-median level everywhere.
+points would make ``g·W`` too small for the window's variance; on the timsTOF kidney's floor the
+covariance between pixels of neighbouring points is 0.0002 × their variance) and the
+background is the spectrum's median level everywhere.
 
 Written here: the moments are one streamed pass of sums and sums of squares over the pixels,
 the unit a ratio of two sums, the test a cumulative sum over each peak's window; neither
