@@ -129,3 +129,17 @@ def test_counts_errors_name_the_problem(run):
         centroid_peaks(run.var["mz"].to_numpy(), np.asarray(run.X[0]), noise="counts")
     with pytest.raises(ValueError, match=r"non-zero intensities"):
         count_unit(np.zeros(5), np.zeros(5), np.zeros(5), 1)
+
+
+def test_counts_on_sparse_and_lazy_tables_matches_dense(run):
+    import dask.array as da
+    from scipy import sparse
+
+    dense = sf.pp.pick_peaks(run, snr=5, noise="counts")
+    for x in (sparse.csr_matrix(run.X), da.from_array(np.asarray(run.X), chunks=(7, -1))):
+        other = ad.AnnData(X=x, var=run.var.copy())
+        out = sf.pp.pick_peaks(other, snr=5, noise="counts")
+        np.testing.assert_allclose(out.var["mz"], dense.var["mz"])
+        np.testing.assert_allclose(out.var["frequency"], dense.var["frequency"])
+        np.testing.assert_allclose(np.asarray(out.X), np.asarray(dense.X), rtol=1e-5)
+        assert out.uns["peaks"]["count_unit"] == pytest.approx(dense.uns["peaks"]["count_unit"])
