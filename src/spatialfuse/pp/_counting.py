@@ -150,7 +150,7 @@ def reader_moments(reader, ppm: float) -> tuple[np.ndarray, ...]:
         n = max(reader.n_spectra, 1)
         return np.asarray(axis, dtype=np.float64), total / n, squares / n, hits
     from spatialfuse.core.mz import WindowLookup
-    from spatialfuse.io.imzml._axis import build_mz_axis
+    from spatialfuse.io.imzml import build_mz_axis
 
     common = build_mz_axis(reader, ppm=ppm, min_frequency=0.0, max_features=None, noise_factor=None)
     n_points = common.mz.size
