@@ -1,6 +1,6 @@
 """The template scan (issue 17): the token scan's very table, or a refusal that sends it there.
 
-Every case compares three scans of one document: the template scan (``scan_template``), the
+Every case compares three scans of one document: the template scan (``template_scan``), the
 token scan alone (``scan_fast(..., template=False)``) and ``scan_fast`` as the reader calls it
 (template first). Where the template scan refuses, ``scan_fast`` must give exactly what the
 token scan gives (a table, or ``NotRegular``); where it accepts, the same table.
@@ -14,9 +14,9 @@ from imzml_factory import edit_spectra, grid_coords, set_param_value, write_simp
 
 from spatialfuse.io.imzml import ImzMLReader, _scan_template
 from spatialfuse.io.imzml._header import parse_header
-from spatialfuse.io.imzml._scan_fast import NotRegular, scan_fast
+from spatialfuse.io.imzml._scan_fast import NotRegular, scan_fast, template_scan
 from spatialfuse.io.imzml._scan_generic import scan_generic
-from spatialfuse.io.imzml._scan_template import NotTemplate, scan_template
+from spatialfuse.io.imzml._scan_template import NotTemplate
 
 NX, NY = 12, 10  # 120 spectra: over MIN_SPECTRA
 
@@ -25,7 +25,7 @@ def _tables(data: bytes, path):
     header = parse_header(data, path)
     out = {}
     for name, scan in (
-        ("template", lambda: scan_template(data, header)),
+        ("template", lambda: template_scan(data, header)),
         ("token", lambda: scan_fast(data, header, template=False)),
         ("fast", lambda: scan_fast(data, header)),
     ):
@@ -158,7 +158,7 @@ def test_cursors_and_groups_of_every_size_give_the_same_table(written, monkeypat
     for blocks, cursors in ((1, 1), (1, 3), (3, 2), (8, 2048), (1000, 7)):
         monkeypatch.setattr(_scan_template, "_CURSOR_BLOCKS", blocks)
         monkeypatch.setattr(_scan_template, "_CURSORS", cursors)
-        got = scan_template(data, parse_header(data, written.imzml)).to_arrays()
+        got = template_scan(data, parse_header(data, written.imzml)).to_arrays()
         assert _same(got, expected), (blocks, cursors)
 
 
@@ -166,4 +166,4 @@ def test_few_spectra_go_to_the_token_scan(tmp_path):
     small = write_simple(tmp_path, coords=grid_coords(4, 3), mode="processed")
     data = small.imzml.read_bytes()
     with pytest.raises(NotTemplate):
-        scan_template(data, parse_header(data, small.imzml))
+        template_scan(data, parse_header(data, small.imzml))

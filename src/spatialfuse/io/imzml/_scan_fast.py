@@ -24,6 +24,7 @@ also the reference this one is tested against.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import re
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from spatialfuse.io.imzml._access import give_back_pages
 from spatialfuse.io.imzml._header import ImzMLHeader
+from spatialfuse.io.imzml._scan_template import NotTemplate, TokenScan, scan_template
 from spatialfuse.io.imzml._table import MISSING, SpectrumTable, dtype_code
 
 _TOKEN = b"IMS:1000"
@@ -236,6 +238,19 @@ def _give_back(buf, start: int, stop: int) -> None:
         give_back_pages(buf, start, stop)
 
 
+def template_scan(buf, header: ImzMLHeader) -> SpectrumTable:
+    """:func:`~._scan_template.scan_template` with this module's token scan as its check.
+
+    Raises :class:`~._scan_template.NotTemplate` where the document is not that regular.
+    """
+    token = TokenScan(
+        scan=functools.partial(scan_fast, template=False),
+        give_back=_give_back,
+        range_bytes=RANGE_BYTES,
+    )
+    return scan_template(buf, header, token)
+
+
 def byte_ranges(start: int, end: int, size: int) -> list[tuple[int, int]]:
     """``[start, end)`` cut into ranges of ``size`` bytes (the last one shorter)."""
     size = max(1, int(size))
@@ -280,10 +295,8 @@ def scan_fast(
         given; the token scan below where it does not apply.
     """
     if template and map_ranges is None:
-        from spatialfuse.io.imzml._scan_template import NotTemplate, scan_template
-
         try:
-            return scan_template(buf, header)
+            return template_scan(buf, header)
         except NotTemplate:
             pass
     start, end = header.body_start, header.body_end

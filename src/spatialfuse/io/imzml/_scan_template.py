@@ -29,11 +29,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from spatialfuse.io.imzml import _scan_fast
 from spatialfuse.io.imzml._header import ImzMLHeader
 from spatialfuse.io.imzml._table import MISSING, SpectrumTable
 
@@ -280,7 +280,9 @@ def _cursor_starts(buf, literal: bytes, first: int, last: int, spacing: int) -> 
     return np.array(found, dtype=np.int64)  # increasing (np.unique would import numpy.ma)
 
 
-def _walk(buf, arr, first: int, last: int, end: int, plan: _Plan, spacing: int, literal: bytes):
+def _walk(
+    buf, arr, first: int, last: int, end: int, plan: _Plan, spacing: int, literal: bytes, token
+):
     """Check every block from ``first`` to the list's end; IMS values per run, in block order.
 
     The document is walked from many *cursors* at once (block starts about ``spacing`` bytes
@@ -296,7 +298,7 @@ def _walk(buf, arr, first: int, last: int, end: int, plan: _Plan, spacing: int, 
     windows = {w: sliding_window_view(arr, w) for w in widths}
     digit_windows = sliding_window_view(arr, _RUN_WINDOW)
     cursors = _cursor_starts(buf, literal, first, last, spacing)
-    group = max(1, min(_CURSORS, _scan_fast.RANGE_BYTES // max(1, spacing)))
+    group = max(1, min(_CURSORS, token.range_bytes // max(1, spacing)))
     starts: list[np.ndarray] = []
     collected: dict[tuple[int, int], list[np.ndarray]] = {r: [] for r in plan.runs if r}
     sep = plan.sep
@@ -315,7 +317,7 @@ def _walk(buf, arr, first: int, last: int, end: int, plan: _Plan, spacing: int, 
                 collected[run].append(column)
             going = following < limit
             at, limit = following[going], limit[going]
-        _scan_fast._give_back(buf, int(cursors[g]), int(cursors[stop]))
+        token.give_back(buf, int(cursors[g]), int(cursors[stop]))
     # The last block: its tail, then only white space to the end of the list.
     done_at, values = _blocks(windows, digit_windows, cursors[-1:], plan)
     if int(done_at[0]) > end or bytes(buf[int(done_at[0]) : end]).strip(_WHITE):
@@ -327,7 +329,21 @@ def _walk(buf, arr, first: int, last: int, end: int, plan: _Plan, spacing: int, 
     return order.size, {run: np.concatenate(parts)[order] for run, parts in collected.items()}
 
 
-def scan_template(buf, header: ImzMLHeader) -> SpectrumTable:
+@dataclasses.dataclass(frozen=True)
+class TokenScan:
+    """What the template scan takes from the token scan (``_scan_fast``, which calls this one).
+
+    ``scan(buf, header)`` is the token scan alone, run over the first spectra as a check;
+    ``give_back(buf, start, stop)`` returns a walked stretch's pages; ``range_bytes`` is the
+    stretch the pages go back by.
+    """
+
+    scan: Callable[..., SpectrumTable]
+    give_back: Callable[..., None]
+    range_bytes: int
+
+
+def scan_template(buf, header: ImzMLHeader, token: TokenScan) -> SpectrumTable:
     """The token scan's table of a document whose spectra repeat the first one's text.
 
     Raises
@@ -366,10 +382,8 @@ def scan_template(buf, header: ImzMLHeader) -> SpectrumTable:
     if b"IMS:1000" in buf[start:first] or b"<binaryDataArray" in buf[start:first]:
         raise NotTemplate("tokens before the first spectrum")
     # The token scan, with all its checks, over the first spectra (NotRegular goes to the caller).
-    head = _scan_fast.scan_fast(
-        buf,
-        dataclasses.replace(header, spectrum_count=_HEAD_SPECTRA, body_end=head_starts[-1]),
-        template=False,
+    head = token.scan(
+        buf, dataclasses.replace(header, spectrum_count=_HEAD_SPECTRA, body_end=head_starts[-1])
     )
 
     ims = _ims_values(template)
@@ -386,8 +400,8 @@ def scan_template(buf, header: ImzMLHeader) -> SpectrumTable:
     arr = np.frombuffer(buf, dtype=np.uint8)
     try:
         # Cursors a few blocks apart, and in any case so that a range's pages are given back.
-        spacing = max(1, min(_CURSOR_BLOCKS * len(template), _scan_fast.RANGE_BYTES // 2))
-        count, values = _walk(buf, arr, first, last, end, plan, spacing, literal)
+        spacing = max(1, min(_CURSOR_BLOCKS * len(template), token.range_bytes // 2))
+        count, values = _walk(buf, arr, first, last, end, plan, spacing, literal, token)
     except IndexError:  # a window past the end of the document: not a template's copy
         raise NotTemplate("a block runs past the end of the document") from None
     if count != n:
