@@ -7,8 +7,9 @@ fresh process imports the reader alone, not the m/z axis, the table reader or ``
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from spatialfuse._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from spatialfuse.io.imzml._axis import MzAxis, build_mz_axis
@@ -41,15 +42,4 @@ __all__ = [
     "resolve_pair",
 ]
 
-
-def __getattr__(name: str):
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module 'spatialfuse.io.imzml' has no attribute {name!r}")
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _SOURCES)
