@@ -31,6 +31,18 @@ def test_ordered_map_raises_the_first_error_in_order(monkeypatch):
         _threads.ordered_map(fail_on_odd, range(4))
 
 
+def test_the_callers_limits_apply_in_the_threads(monkeypatch):
+    """A run's ``max_block_bytes`` (a context variable) must hold inside the threads too: a
+    thread started without the caller's context read the default and built the MSI image from
+    the whole store-backed table (tests/workflow/test_pipeline_store.py caught it)."""
+    from spatialfuse._limits import current_limits, limits
+
+    monkeypatch.setattr(_threads, "available_cores", lambda: 2)
+    with limits(max_block_bytes=12_345):
+        seen = _threads.ordered_map(lambda _: current_limits().max_block_bytes, range(4))
+    assert seen == [12_345] * 4
+
+
 def test_one_core_runs_in_the_caller(monkeypatch):
     monkeypatch.setattr(_threads, "available_cores", lambda: 1)
     names = _threads.ordered_map(lambda _: threading.current_thread().name, range(3))

@@ -16,6 +16,7 @@ inside each, ``reg/_itk.py``), so the result does not depend on the number of th
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 from collections.abc import Callable, Iterable
@@ -52,10 +53,14 @@ def ordered_map(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[func(item) for item in items]``, on up to :func:`available_cores` threads.
 
     The results come in the order of ``items``; the first exception (in that order) is raised.
+    Each call runs in a copy of the caller's context, so context-local settings (the resource
+    limits of :func:`spatialfuse._limits.limits`, such as ``max_block_bytes``) apply in the
+    threads as they do in the caller.
     """
     items = list(items)
     workers = min(len(items), available_cores())
     if workers <= 1:
         return [func(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spatialfuse-reg") as pool:
-        return list(pool.map(func, items))
+        futures = [pool.submit(contextvars.copy_context().run, func, item) for item in items]
+        return [future.result() for future in futures]
