@@ -143,3 +143,22 @@ def test_counts_on_sparse_and_lazy_tables_matches_dense(run):
         np.testing.assert_allclose(out.var["frequency"], dense.var["frequency"])
         np.testing.assert_allclose(np.asarray(out.X), np.asarray(dense.X), rtol=1e-5)
         assert out.uns["peaks"]["count_unit"] == pytest.approx(dense.uns["peaks"]["count_unit"])
+
+
+def test_moments_leave_missing_values_out_alike_for_dense_and_sparse():
+    """Spots without MSI data (all-NaN rows) do not count in the mean, whatever the table."""
+    from scipy import sparse
+
+    from spatialfuse.pp._counting import table_moments
+
+    rng = np.random.default_rng(3)
+    dense = rng.poisson(0.4, size=(30, 12)).astype(np.float64)
+    dense[[2, 7]] = np.nan
+    dense[5, 4] = np.inf
+    expected_rows = np.isfinite(dense)
+    got_dense = table_moments(dense)
+    got_sparse = table_moments(sparse.csr_matrix(dense))
+    for a, b in zip(got_dense, got_sparse, strict=True):
+        np.testing.assert_allclose(a, b)
+    clean = np.where(expected_rows, dense, 0.0)
+    np.testing.assert_allclose(got_dense[0], clean.sum(axis=0) / expected_rows.sum(axis=0))

@@ -92,8 +92,9 @@ def table_moments(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     ``x`` is NumPy, SciPy sparse or dask.
 
-    Rows that are all NaN (spots without MSI data) are left out, as in the mean spectrum;
-    NaN values count as missing.
+    Missing (non-finite) values are left out of their column's mean, so rows that are all NaN
+    (spots without MSI data) do not count, as in the mean spectrum; dense, sparse and dask
+    tables give the same moments.
     """
     from scipy import sparse
 
@@ -102,11 +103,15 @@ def table_moments(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hits = np.zeros(n_cols)
     if sparse.issparse(x):
         x = sparse.csr_matrix(x, dtype=np.float64, copy=True)
-        x.data[~np.isfinite(x.data)] = 0.0
-        rows = max(x.shape[0], 1)
+        missing = ~np.isfinite(x.data)
+        # As in the dense path: a missing value leaves its column's count, it is not a zero.
+        count = x.shape[0] - np.bincount(x.indices[missing], minlength=n_cols).astype(np.float64)
+        x.data[missing] = 0.0
         hits = np.bincount(x.indices[x.data != 0], minlength=n_cols).astype(np.float64)
-        mean = np.asarray(x.sum(axis=0)).ravel() / rows
-        return mean, np.asarray(x.multiply(x).sum(axis=0)).ravel() / rows, hits
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.asarray(x.sum(axis=0)).ravel() / count
+            mean_sq = np.asarray(x.multiply(x).sum(axis=0)).ravel() / count
+        return np.nan_to_num(mean), np.nan_to_num(mean_sq), hits
     step = max(1, _CHUNK_VALUES // max(1, n_cols))
     for a in range(0, x.shape[0], step):
         block = x[a : a + step]
