@@ -309,8 +309,7 @@ def register(
 
     step("images")
     msi_files = (_msi_file(moving), _msi_file(fixed))
-    if scale not in _scale.MODES:
-        raise ValueError(f"scale must be one of {_scale.MODES}, got {scale!r}")
+    _scale.check_mode(scale)  # before the images are built
 
     def first_look(obj):
         """An MSI's image (its own grid), and the quick image the scale plan looks at."""

@@ -71,14 +71,19 @@ def pixel_size_of(obj) -> tuple[float, float] | None:
     return None if size is None else (float(size[0]), float(size[1]))
 
 
+def check_mode(mode: str) -> None:
+    """Raise :class:`ValueError` unless ``mode`` is one of :data:`MODES`."""
+    if mode not in MODES:
+        raise ValueError(f"scale must be one of {MODES}, got {mode!r}")
+
+
 def plan(moving, fixed, mode: str, probe) -> ScalePlan:
     """Decide which side's pixel size to estimate and the first guess of its factor.
 
     ``probe(obj)`` returns a quick :class:`RegistrationImage` of an input (its tissue mask in
     the input's frame as given).
     """
-    if mode not in MODES:
-        raise ValueError(f"scale must be one of {MODES}, got {mode!r}")
+    check_mode(mode)
     if mode == "given":
         return ScalePlan(None)
     if _unknown(moving) or _unknown(fixed):
