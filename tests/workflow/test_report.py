@@ -254,9 +254,10 @@ def build_sample_report(path: Path, *, title: str = EVIL_TITLE) -> Path:
             subsections=pair_sections,
         ),
     ]
-    return write_report(
-        path, title=title, sections=sections, metadata=METADATA, subtitle="run.yaml · 2026-11-24"
+    text = render_report(
+        title=title, sections=sections, metadata=METADATA, subtitle="run.yaml · 2026-11-24"
     )
+    return write_report(path, text)
 
 
 N_FIGURES = 8
@@ -465,7 +466,7 @@ def test_figures_are_closed_even_when_writing_fails(tmp_path):
     sections = [
         ReportSection("s", figures=[ReportFigure("a", _clusters_figure())], subsections=[nested])
     ]
-    write_report(tmp_path / "ok.html", title="x", sections=sections)
+    write_report(tmp_path / "ok.html", render_report(title="x", sections=sections))
     assert plt.get_fignums() == []
 
     blocker = tmp_path / "a-file"
@@ -474,8 +475,9 @@ def test_figures_are_closed_even_when_writing_fails(tmp_path):
     with pytest.raises(OSError):
         write_report(
             blocker / "report.html",
-            title="x",
-            sections=[ReportSection("s", figures=[ReportFigure("c", fig)])],
+            render_report(
+                title="x", sections=[ReportSection("s", figures=[ReportFigure("c", fig)])]
+            ),
         )
     assert plt.get_fignums() == []
     fig = _clusters_figure()
@@ -488,7 +490,7 @@ def test_figures_are_closed_even_when_writing_fails(tmp_path):
 
 def test_a_failed_write_leaves_the_previous_report(tmp_path):
     path = tmp_path / "report.html"
-    write_report(path, title="first", sections=[ReportSection("one", status="ok")])
+    write_report(path, render_report(title="first", sections=[ReportSection("one", status="ok")]))
     before = path.read_bytes()
 
     class Exploding:
@@ -498,8 +500,10 @@ def test_a_failed_write_leaves_the_previous_report(tmp_path):
     with pytest.raises(RuntimeError, match="renderer crashed"):
         write_report(
             path,
-            title="second",
-            sections=[ReportSection("two", figures=[ReportFigure("c", Exploding())])],
+            render_report(
+                title="second",
+                sections=[ReportSection("two", figures=[ReportFigure("c", Exploding())])],
+            ),
         )
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

@@ -103,6 +103,9 @@ FINAL_SAMPLES = 60_000
 #: Most evaluations of one line search of the Powell polish.
 POWELL_LINE_ITERATIONS = 10
 
+#: Most L-BFGS-B iterations of the B-spline refinement.
+BSPLINE_ITERATIONS = 100
+
 #: (shrink factor, smoothing sigma in pixels) per pyramid level.
 FULL_LEVELS = ((2, 1.0), (1, 0.0))
 COARSE_LEVELS = ((4, 2.0), (2, 1.0))
@@ -201,14 +204,13 @@ def refine_bspline(
     *,
     grid_spacing_um: float,
     seed: int = 0,
-    iterations: int = 100,
-    field_spacing_um: float | None = None,
 ):
     """A B-spline refinement on top of ``affine`` (moving → fixed).
 
     ITK optimises ``B`` (fixed → fixed, near identity) with ``fixed → moving = A⁻¹ ∘ B``; the
     result, moving → fixed, is ``B⁻¹ ∘ A``. ``B`` is stored as a :class:`DisplacementField` sampled
-    on the fixed grid (every ``field_spacing_um``) and inverted numerically.
+    on the fixed grid (every two fixed pixels, at least a quarter of the control-point spacing)
+    and inverted numerically. L-BFGS-B runs at most :data:`BSPLINE_ITERATIONS` iterations.
     """
     import SimpleITK as sitk
 
@@ -220,9 +222,9 @@ def refine_bspline(
     method = _method(seed)
     method.SetOptimizerAsLBFGSB(
         gradientConvergenceTolerance=1e-6,
-        numberOfIterations=iterations,
+        numberOfIterations=BSPLINE_ITERATIONS,
         maximumNumberOfCorrections=5,
-        maximumNumberOfFunctionEvaluations=4 * iterations,
+        maximumNumberOfFunctionEvaluations=4 * BSPLINE_ITERATIONS,
         costFunctionConvergenceFactor=1e9,
     )
     method.SetMovingInitialTransform(to_itk(affine, model="affine", center=centre))
@@ -230,7 +232,7 @@ def refine_bspline(
     with _single_threaded():
         method.Execute(fixed_itk, moving_itk)
 
-    spacing = field_spacing_um or max(min(fixed.pixel_size_um) * 2, grid_spacing_um / 4)
+    spacing = max(min(fixed.pixel_size_um) * 2, grid_spacing_um / 4)
     origin = np.asarray(fixed.origin_um, dtype=np.float64)
     cols = int(np.ceil(extent[0] / spacing)) + 1
     rows = int(np.ceil(extent[1] / spacing)) + 1

@@ -1,10 +1,11 @@
 """The self-contained HTML QC report: a small document model and its renderer.
 
 A report is a title, a list of :class:`ReportSection` (each with a status, text, tables, figures
-and subsections) and a nested ``metadata`` mapping (versions, parameters). :func:`write_report`
-renders it to one HTML file that needs nothing else: figures are PNG ``data:`` URIs, the CSS is
-inline, there is no JavaScript, and a Content-Security-Policy forbids loading anything that is not
-a ``data:`` image, so the file reads the same offline, attached to an e-mail or archived.
+and subsections) and a nested ``metadata`` mapping (versions, parameters). :func:`render_report`
+renders it to one HTML document that needs nothing else (:func:`write_report` writes it
+atomically): figures are PNG ``data:`` URIs, the CSS is inline, there is no JavaScript, and a
+Content-Security-Policy forbids loading anything that is not a ``data:`` image, so the file reads
+the same offline, attached to an e-mail or archived.
 
 Every string the caller supplies is HTML-escaped; nothing is interpreted as markup.
 """
@@ -193,36 +194,20 @@ class ReportSection:
 # -------------------------------------------------------------------------------------------------
 
 
-def write_report(
-    path: str | os.PathLike,
-    *,
-    title: str,
-    sections: Sequence[ReportSection],
-    metadata: Mapping[str, Any] | None = None,
-    subtitle: str | None = None,
-) -> Path:
-    """Write a self-contained HTML QC report (atomically: a temporary file, then a rename).
+def write_report(path: str | os.PathLike, text: str) -> Path:
+    """Write a report's HTML (:func:`render_report`) atomically: a temporary file, then a rename.
 
     Parameters
     ----------
     path
         Destination ``.html`` file; its folder is created if needed.
-    title
-        Report title (page title and heading).
-    sections
-        Top-level sections, numbered 1, 2, … in order.
-    metadata
-        Versions, parameters and anything else nested (mappings, lists, scalars), shown in a
-        collapsible "Versions and parameters" block as nested tables and as JSON.
-    subtitle
-        One line under the title (e.g. the config file and the run's date).
+    text
+        The document :func:`render_report` returned.
 
     Returns
     -------
-    The path written. Every matplotlib figure in ``sections`` is closed, whether or not writing
-    succeeded.
+    The path written. A failed write leaves an earlier file at ``path`` as it was.
     """
-    text = render_report(title=title, sections=sections, metadata=metadata, subtitle=subtitle)
     path = Path(path)
     with atomic_path(path) as tmp:
         # File names that are not UTF-8 are shown with hex escapes (spatialfuse._text).
@@ -237,11 +222,24 @@ def render_report(
     metadata: Mapping[str, Any] | None = None,
     subtitle: str | None = None,
 ) -> str:
-    """The HTML text of :func:`write_report` (same parameters, no file written).
+    """Render a self-contained HTML QC report (write it with :func:`write_report`).
+
+    Parameters
+    ----------
+    title
+        Report title (page title and heading).
+    sections
+        Top-level sections, numbered 1, 2, … in order.
+    metadata
+        Versions, parameters and anything else nested (mappings, lists, scalars), shown in a
+        collapsible "Versions and parameters" block as nested tables and as JSON.
+    subtitle
+        One line under the title (e.g. the config file and the run's date).
 
     Returns
     -------
-    The complete HTML document. Every matplotlib figure in ``sections`` is closed.
+    The complete HTML document. Every matplotlib figure in ``sections`` is closed, whether or not
+    rendering succeeded.
     """
     if isinstance(sections, ReportSection) or not isinstance(sections, Sequence):
         raise TypeError("sections must be a list of ReportSection objects")

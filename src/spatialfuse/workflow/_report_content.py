@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spatialfuse._text import literal_text_figures
-from spatialfuse.workflow._report import ReportFigure, ReportSection, ReportTable, write_report
+from spatialfuse.workflow._report import (
+    ReportFigure,
+    ReportSection,
+    ReportTable,
+    render_report,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from spatialfuse.workflow._pipeline import RegistrationRecord, RunResult
@@ -41,13 +47,13 @@ def write_run_report(result: RunResult, path: str | os.PathLike) -> Path:
     if result.correlation is not None:
         sections.append(_pairs(result))
     subtitle = f"output folder {result.output}"
-    return write_report(
-        path,
+    text = render_report(
         title="spatialfuse QC report",
         subtitle=subtitle,
         sections=sections,
         metadata=_metadata(result),
     )
+    return write_report(path, text)
 
 
 def _overview(result: RunResult) -> ReportSection:
