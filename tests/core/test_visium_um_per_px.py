@@ -2,8 +2,7 @@
 
 It returns what ``read_visium`` recorded, refuses a missing or meaningless value with
 spatialfuse's own :class:`~spatialfuse.errors.CalibrationError`, and is what registration and the
-workflow's export read (no module outside ``core`` and the reader indexes ``um_per_px`` except
-those listed below, which are still to move to it).
+workflow's export read (no module outside ``core`` and the reader indexes ``um_per_px``).
 """
 
 from __future__ import annotations
@@ -21,13 +20,11 @@ from spatialfuse.reg._chain import visium_um_to_fullres_px
 from spatialfuse.reg._images import visium_image
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "spatialfuse"
-# Modules that read uns["spatialfuse"]["um_per_px"] themselves: the reader that writes it, and
-# those not yet moved to the accessor (remove a line when its module is).
+# Modules that read uns["spatialfuse"]["um_per_px"] themselves: the accessor and the reader that
+# writes it.
 STILL_DIRECT = {
     "core/visium_geometry.py",  # the accessor
     "io/visium.py",  # the reader writes and describes it
-    "io/export/_spatialdata.py",
-    "workflow/_pipeline.py",
 }
 
 

@@ -28,6 +28,7 @@ from spatialfuse._limits import limits
 from spatialfuse._logging import logger
 from spatialfuse._text import literal_text_figures, printable
 from spatialfuse._version import __version__
+from spatialfuse.core.visium_geometry import visium_um_per_px
 from spatialfuse.errors import NoOverlapError, RegistrationFailedError
 from spatialfuse.workflow import _steps
 from spatialfuse.workflow._journal import Journal, check_foreign, check_output_folder
@@ -653,7 +654,7 @@ def _describe_input(name: str, data, modality) -> dict[str, Any]:
     else:
         info["n_spots"] = int(data.n_obs)
         info["n_genes"] = int(data.n_vars)
-        info["um_per_px"] = jsonable(data.uns.get("spatialfuse", {}).get("um_per_px"))
+        info["um_per_px"] = visium_um_per_px(data, f"modality {name!r}", required=False)
         checks = data.uns.get("spatialfuse", {}).get("consistency_checks")
         if checks:
             info["consistency_checks"] = jsonable(checks)

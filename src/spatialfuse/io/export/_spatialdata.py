@@ -480,17 +480,18 @@ def _visium_image_element(visium, transform: Transform | None, coordinate_system
     from spatialdata.models import Image2DModel
     from spatialdata.transformations import Scale, Sequence
 
+    from spatialfuse.core.visium_geometry import visium_um_per_px
     from spatialfuse.io.visium import tissue_image
 
     found = tissue_image(visium)
-    info = visium.uns.get("spatialfuse", {}) or {}
-    if found is None or "um_per_px" not in info:
+    um_per_px = visium_um_per_px(visium, "the Visium data", required=False)
+    if found is None or um_per_px is None:
         logger.debug("the Visium data hold no image (or no um_per_px): no %s", VISIUM_IMAGE_KEY)
         return None
     array, scale, res = found
     if array.ndim == 2:
         array = array[:, :, None]
-    pixel = float(info["um_per_px"]) / scale
+    pixel = um_per_px / scale
     data = np.moveaxis(np.asarray(array), 2, 0)
     channels = ["r", "g", "b"] if data.shape[0] == 3 else [f"c{i}" for i in range(data.shape[0])]
     to_shared = _linear(transform)
