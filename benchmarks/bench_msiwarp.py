@@ -231,6 +231,8 @@ def compare(
     from spatialfuse.pp._recalibrate import measure_errors
 
     refs, held = np.sort(np.asarray(refs, float)), np.sort(np.asarray(held, float))
+    if table.n_obs < 10:  # msiWarp's threaded search never stops splitting fewer spectra
+        raise ValueError("msiWarp's find_optimal_spectra_warpings needs >= 10 spectra")
     rows = {}
     print(
         f"\n== {name}: {table.n_obs} px × {table.n_vars:,} points; {refs.size} references, "
@@ -358,7 +360,7 @@ def compare(
     return rows
 
 
-def case_bend(sf, mx) -> dict:
+def case_bend(sf, mx, repeat: int = 3) -> dict:
     from drift_data import HELD_OUT, REFERENCES, pixel_drift, profile_bent
 
     ppm, line = pixel_drift(4, 6, seed=0)
@@ -376,6 +378,7 @@ def case_bend(sf, mx) -> dict:
         n_nodes=5,
         sigma_1=sigma_1,
         epsilon=1.0,
+        repeat=repeat,
     )
 
 
