@@ -38,6 +38,8 @@ estimate as the MAD this replaces).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 #: Rows of a dense or lazy table handled per block (as ``_peaks._rows_per_chunk``).
@@ -221,3 +223,337 @@ def found_by_counts(sums, n_points: np.ndarray, level: float, unit: float, snr: 
         found = (s > 0) & (s - background >= snr * np.sqrt(unit * np.maximum(s, 0.0)))
         counts += found.sum(axis=0)
     return counts
+
+
+# ------------------------------------------------------------------- is it ion counts?
+
+#: A floor of stray ions: at the median non-zero point at most this share of pixels hold
+#: anything (timsTOF kidney 0.018, fleX 0.006; it also needs ≥ 20 pixels to be measurable).
+FLOOR_HIT_SHARE = 0.05
+#: Non-zero values on the floor needed to measure the count unit.
+MIN_FLOOR_VALUES = 1000
+#: ``g / pulse`` on the floor is ``E[a²]/E[a]²`` of one ion's pulse (≥ 1; 2 for exponential
+#: pulse heights): outside this range the floor's values are not single-ion pulses.
+UNIT_OVER_PULSE = (0.9, 3.0)
+#: Slope of log variance on log mean over the sparse points (counts: 1; multiplicative: 2).
+SLOPE = (0.5, 1.5)
+#: Share of non-zero values that must be whole numbers (a digitizer's sums).
+WHOLE_SHARE = 0.999
+#: Spectra sampled for the cheap check of whole numbers.
+SAMPLE_SPECTRA = 64
+#: Share of the pooled spectrum's steps that follow the step before within 10 % (a grid).
+GRID_SHARE = 0.5
+MOMENTS_NEEDED = "the moments decide"
+
+#: Analysers that do not count single ions (PSI-MS accessions; names vary, so by accession).
+_NOT_COUNTING_ANALYSERS = {
+    "MS:1000484": "orbitrap",
+    "MS:1000079": "FT-ICR",
+    "MS:1000264": "ion trap",
+    "MS:1000082": "quadrupole ion trap",
+    "MS:1000291": "linear ion trap",
+    "MS:1000078": "axial ejection linear ion trap",
+    "MS:1000083": "radial ejection linear ion trap",
+}
+_TOF = "MS:1000084"
+#: Data processing that rescales or reshapes intensities: what it leaves is not counts.
+_RESHAPING = {
+    "MS:1001484": "intensity normalization",
+    "MS:1000592": "smoothing",
+    "MS:1000593": "baseline reduction",
+    "MS:1000035": "peak picking",
+}
+_SPECTRUM_TYPES = {"MS:1000127": "centroid", "MS:1000128": "profile"}
+_HEADER_BYTES = 2 << 20
+
+
+@dataclass(frozen=True)
+class CountingEvidence:
+    """What :func:`detect_counts` measured, and what it decided.
+
+    ``counts`` is the decision; ``reason`` says which test decided it. The numbers are NaN where
+    the test that decided came before them.
+    """
+
+    counts: bool
+    reason: str
+    n_pixels: int
+    whole_share: float = float("nan")
+    grid_share: float = float("nan")
+    floor_hit_share: float = float("nan")
+    floor_values: int = 0
+    unit: float = float("nan")
+    pulse: float = float("nan")
+    slope: float = float("nan")
+    declared: str = ""
+
+    @property
+    def unit_over_pulse(self) -> float:
+        """``g`` over the mean non-zero value on the floor (``E[a²]/E[a]²`` for counts)."""
+        return self.unit / self.pulse if self.pulse > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        """Plain values (no None), for ``uns``."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["counts"] = bool(self.counts)
+        out["n_pixels"] = int(self.n_pixels)
+        out["floor_values"] = int(self.floor_values)
+        out["unit_over_pulse"] = float(self.unit_over_pulse)
+        return out
+
+
+def declared_metadata(path) -> dict[str, list[str]]:
+    """What an imzML header declares about its intensities, by accession.
+
+    ``{"analysers": [...], "reshaping": [...], "tof": bool, "spectrum_type": str}``:
+    analysers that do not count ions (Orbitrap, FT-ICR, ion traps), processing that rescales
+    intensities (normalisation, smoothing, baseline reduction, peak picking), whether a
+    time-of-flight analyser is declared, and ``"centroid"``/``"profile"`` where the header
+    states one of MS:1000127/MS:1000128 only. Read from the text before ``<spectrumList>``
+    (at most 2 MiB); empty where the file says nothing or cannot be read.
+    """
+    import re
+    from pathlib import Path
+
+    out = {"analysers": [], "reshaping": [], "tof": False, "spectrum_type": ""}
+    if not path:
+        return out
+    try:
+        with Path(path).open("rb") as handle:
+            head = handle.read(_HEADER_BYTES).decode("latin-1")
+    except OSError:
+        return out
+    head = head.split("<spectrumList", 1)[0]
+    found = set(re.findall(r'accession\s*=\s*"([^"]+)"', head))
+    out["analysers"] = sorted(v for k, v in _NOT_COUNTING_ANALYSERS.items() if k in found)
+    out["reshaping"] = sorted(v for k, v in _RESHAPING.items() if k in found)
+    out["tof"] = _TOF in found
+    types = {kind for accession, kind in _SPECTRUM_TYPES.items() if accession in found}
+    out["spectrum_type"] = types.pop() if len(types) == 1 else ""
+    return out
+
+
+def _whole_share(values: np.ndarray) -> tuple[int, int]:
+    """``(non-zero finite values, of which whole numbers)``."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v != 0)]
+    return int(v.size), int(np.count_nonzero(v == np.round(v)))
+
+
+def sample_checks(data) -> tuple[float, dict]:
+    """The cheap checks, before any pass over the data: ``(whole share, declared)``.
+
+    ``data`` is an :class:`~spatialfuse.io.imzml.ImzMLReader` or an AnnData. ``whole share``
+    is the share of the non-zero values of up to 64 spectra (evenly spaced) that are whole
+    numbers; ``declared`` what the file states (:func:`declared_metadata`, with its
+    ``"spectrum_type"``; an AnnData's file is ``uns["spatialfuse"]["file"]``).
+    """
+    if hasattr(data, "spectrum"):
+        n = data.n_spectra
+        rows = np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLE_SPECTRA)).astype(int))
+        total = whole = 0
+        for i in rows.tolist():
+            a, b = _whole_share(data.spectrum(i)[1])
+            total, whole = total + a, whole + b
+        declared = declared_metadata(data.path)
+        declared["spectrum_type"] = data.spectrum_type or ""
+        return (whole / total if total else float("nan")), declared
+    from scipy import sparse
+
+    n = data.n_obs
+    rows = np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLE_SPECTRA)).astype(int))
+    block = data.X[rows]
+    if hasattr(block, "compute"):
+        block = block.compute()
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    total, whole = _whole_share(block)
+    info = data.uns.get("spatialfuse", {}) or {}
+    path = info.get("file") if hasattr(info, "get") else None
+    declared = declared_metadata(path)
+    return (whole / total if total else float("nan")), declared
+
+
+def grid_share(mz: np.ndarray, mean: np.ndarray) -> float:
+    """Share of the pooled spectrum's steps within 10 % of the step before (a digitizer grid).
+
+    Over the points where the mean is non-zero, in m/z order: a profile kept on every TOF
+    point steps along the instrument's grid (timsTOF kidney 0.92, fleX 0.86); centroids,
+    however many pixels put them side by side, do not (Bruker's own centroids of the fleX run
+    0.09, i2nca's 0.07–0.08, the bladder's 79 peaks 0.13).
+    """
+    x = np.asarray(mz, dtype=np.float64)[np.asarray(mean) > 0]
+    if x.size < 4:
+        return 0.0
+    step = np.diff(x) / x[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.abs(np.log(step[1:] / step[:-1]))
+    return float(np.mean(change < np.log(1.1)))
+
+
+def _floor_slope(mean: np.ndarray, var: np.ndarray, hits: np.ndarray, n_pixels: int) -> float:
+    """Slope of log pooled variance on log pooled mean, points grouped by their hits.
+
+    Over the sparse points (held by at most 20 % of pixels), in groups of doubling hit counts
+    (1, 2–3, 4–7, …): compound-Poisson counts give variance = g × mean, slope 1;
+    multiplicative (normalised) intensities slope 2; NaN with fewer than two groups.
+    """
+    sparse_points = (hits > 0) & (mean > 0) & (hits <= 0.2 * n_pixels)
+    group = np.floor(np.log2(np.maximum(hits, 1))).astype(int)
+    xs, ys = [], []
+    for g in np.unique(group[sparse_points]).tolist():
+        sel = sparse_points & (group == g)
+        m, v = mean[sel].sum(), np.maximum(var[sel], 0.0).sum()
+        if sel.sum() >= 10 and m > 0 and v > 0:
+            xs.append(np.log(m / sel.sum()))
+            ys.append(np.log(v / sel.sum()))
+    if len(xs) < 2:
+        return float("nan")
+    return float(np.polyfit(xs, ys, 1)[0])
+
+
+def detect_counts(
+    mz: np.ndarray | None,
+    mean: np.ndarray | None,
+    mean_of_squares: np.ndarray | None,
+    hits: np.ndarray | None,
+    n_pixels: int,
+    *,
+    whole_share: float = float("nan"),
+    declared: dict | None = None,
+) -> CountingEvidence:
+    """Whether intensities are ion counts kept on every digitizer point (``noise="auto"``).
+
+    Ion counts, for the counting noise of :func:`count_unit`, pass every test, in this order
+    (the first that fails decides, and is named in ``reason``):
+
+    1. what the file declares, where it declares it: no centroid spectra (MS:1000127), no
+       Orbitrap, FT-ICR or ion-trap analyser without a time-of-flight one, no normalisation,
+       smoothing, baseline reduction or peak picking (PSI-MS accessions; a file that declares
+       nothing passes);
+    2. whole numbers: at least 99.9 % of the sampled non-zero values (a digitizer's sums of
+       pulses; normalised, smoothed, resampled, baseline-corrected or log values are not);
+    3. at least 20 pixels (fewer cannot show a floor held by ≤ 5 % of them);
+    4. every point of a digitizer grid: ≥ 50 % of the pooled spectrum's steps within 10 % of
+       the step before (:func:`grid_share`; centroids are not);
+    5. a floor of stray ions: at the median non-zero point at most 5 % of the pixels hold
+       anything, with at least 1,000 non-zero values on that floor;
+    6. the floor's values are single-ion pulses: the count unit ``g`` (variance over mean) is
+       0.9–3 × their mean non-zero value (``E[a²]/E[a]²`` of a pulse-height distribution);
+    7. variance proportional to the mean over the sparse points: slope 0.5–1.5 of log variance
+       on log mean (counts 1, multiplicative intensities 2) where two groups can be formed.
+
+    ``mz``, ``mean``, ``mean_of_squares`` and ``hits`` are the per-point moments over the
+    pixels (:func:`reader_moments`, :func:`table_moments`; None where tests 1–3 decide);
+    ``whole_share`` and ``declared`` come from :func:`sample_checks`. Tests 2–7 need no
+    metadata. Measured on the 45 shared imzML files (the confusion table is in
+    ``docs/spectra.md``).
+    """
+    declared = declared or {}
+    said = [*declared.get("analysers", []), *declared.get("reshaping", [])]
+    if declared.get("spectrum_type"):
+        said.insert(0, f"{declared['spectrum_type']} spectra")
+    base = {
+        "n_pixels": int(n_pixels),
+        "whole_share": float(whole_share),
+        "declared": ", ".join(said),
+    }
+    analysers = declared.get("analysers", [])
+    if declared.get("spectrum_type") == "centroid":
+        return CountingEvidence(False, "the file declares centroid spectra (MS:1000127)", **base)
+    if analysers and not declared.get("tof"):
+        return CountingEvidence(
+            False, f"the file declares an {analysers[0]} analyser (no time-of-flight)", **base
+        )
+    if declared.get("reshaping"):
+        return CountingEvidence(
+            False, f"the file declares {declared['reshaping'][0]} of its intensities", **base
+        )
+    if not (whole_share >= WHOLE_SHARE):
+        return CountingEvidence(
+            False,
+            f"{whole_share:.1%} of the sampled non-zero values are whole numbers "
+            f"(a digitizer's counts: ≥ {WHOLE_SHARE:.1%})",
+            **base,
+        )
+    if n_pixels * FLOOR_HIT_SHARE < 1:
+        return CountingEvidence(
+            False, f"{n_pixels} pixels: too few to see a floor of stray ions (≥ 20)", **base
+        )
+    if mean is None:
+        return CountingEvidence(False, MOMENTS_NEEDED, **base)
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.asarray(mean_of_squares, dtype=np.float64) - mean**2
+    hits = np.asarray(hits, dtype=np.float64)
+    positive = np.isfinite(mean) & (mean > 0) & np.isfinite(var) & (hits > 0)
+    if not positive.any():
+        return CountingEvidence(False, "no non-zero intensities", **base)
+    median_hits = float(np.median(hits[positive]))
+    floor = positive & (hits <= median_hits)
+    base["grid_share"] = grid_share(mz, np.where(positive, mean, 0.0))
+    base["floor_hit_share"] = median_hits / n_pixels
+    base["floor_values"] = int(hits[floor].sum())
+    base["pulse"] = float(n_pixels * mean[floor].sum() / hits[floor].sum())
+    base["unit"] = float(np.maximum(var[floor], 0.0).sum() / mean[floor].sum())
+    base["slope"] = _floor_slope(mean, var, hits, n_pixels)
+    evidence = CountingEvidence(False, "", **base)
+    if evidence.grid_share < GRID_SHARE:
+        reason = (
+            f"not every point of a digitizer grid: {evidence.grid_share:.0%} of the pooled "
+            f"spectrum's steps follow the one before within 10 % (a profile: ≥ {GRID_SHARE:.0%})"
+        )
+    elif evidence.floor_hit_share > FLOOR_HIT_SHARE:
+        reason = (
+            f"no floor of stray ions: the median non-zero point is non-zero in "
+            f"{evidence.floor_hit_share:.0%} of the pixels (counts: ≤ {FLOOR_HIT_SHARE:.0%})"
+        )
+    elif evidence.floor_values < MIN_FLOOR_VALUES:
+        reason = f"{evidence.floor_values} values on the floor: too few to measure one ion"
+    elif not (UNIT_OVER_PULSE[0] <= evidence.unit_over_pulse <= UNIT_OVER_PULSE[1]):
+        reason = (
+            f"the floor's variance over mean is {evidence.unit_over_pulse:.2f} × its mean "
+            f"non-zero value (single-ion pulses: {UNIT_OVER_PULSE[0]}–{UNIT_OVER_PULSE[1]})"
+        )
+    elif np.isfinite(evidence.slope) and not (SLOPE[0] <= evidence.slope <= SLOPE[1]):
+        reason = (
+            f"variance grows as mean^{evidence.slope:.2f} over the sparse points "
+            f"(counts: mean^1, multiplicative noise: mean^2)"
+        )
+    else:
+        reason = (
+            f"ion counts: whole numbers on a digitizer grid, a floor of single ions (median "
+            f"point in {evidence.floor_hit_share:.1%} of pixels), count unit {evidence.unit:.3g}"
+            f" = {evidence.unit_over_pulse:.2f} × one pulse, variance ∝ "
+            f"mean^{evidence.slope:.2f}"
+        )
+        return CountingEvidence(True, reason, **base)
+    return CountingEvidence(False, reason, **base)
+
+
+def reader_evidence(reader, ppm: float):
+    """``(evidence, moments)`` of an imzML file: :func:`detect_counts` on its data.
+
+    ``moments`` is :func:`reader_moments`' ``(mz, mean, mean of squares, hits)`` where the
+    cheap checks left the decision to them (one streamed pass over the file), else None.
+    """
+    whole, declared = sample_checks(reader)
+    n = reader.n_spectra
+    evidence = detect_counts(None, None, None, None, n, whole_share=whole, declared=declared)
+    if evidence.reason != MOMENTS_NEEDED:
+        return evidence, None
+    moments = reader_moments(reader, ppm)
+    return detect_counts(*moments, n, whole_share=whole, declared=declared), moments
+
+
+def table_evidence(adata):
+    """``(evidence, moments)`` of a pixels × points table, as :func:`reader_evidence`.
+
+    ``moments`` is :func:`table_moments`' ``(mean, mean of squares, hits)`` or None.
+    """
+    whole, declared = sample_checks(adata)
+    n = adata.n_obs
+    evidence = detect_counts(None, None, None, None, n, whole_share=whole, declared=declared)
+    if evidence.reason != MOMENTS_NEEDED:
+        return evidence, None
+    moments = table_moments(adata.X)
+    mz = np.asarray(adata.var["mz"], dtype=np.float64)
+    return detect_counts(mz, *moments, n, whole_share=whole, declared=declared), moments

@@ -478,7 +478,7 @@ def pick_peaks(
     min_frequency: float = 0.0,
     ppm: float = 5.0,
     pixel_size_um: float | tuple[float, float] | None = None,
-    noise: str = "nonzero",
+    noise: str = "auto",
     key_added: str = "peaks",
     show_progress: bool = False,
 ) -> anndata.AnnData:
@@ -525,6 +525,12 @@ def pick_peaks(
         between pixels at the spectrum's floor (:mod:`spatialfuse.pp._counting`); a pixel
         counts as holding the peak where its own window sum passes the same test. Needs
         ``reference="mean"`` and more than one pixel.
+        ``"auto"`` (the default): ``"counts"`` where the data are ion counts kept on every
+        digitizer point, else ``"nonzero"``, decided by
+        :func:`spatialfuse.pp._counting.detect_counts` (what the file declares, whole-number
+        intensities, a digitizer grid, a floor of single-ion events whose variance is the
+        mean times one pulse; the timsTOF runs pass, the 43 other shared files do not) and
+        recorded in ``uns[key_added]``; with ``reference="skyline"``, ``"nonzero"``.
     key_added
         Name of the ``uns`` entry describing the picking.
     show_progress
@@ -542,7 +548,11 @@ def pick_peaks(
           ``var["frequency"]``: fraction of pixels in which the peak is found;
         - ``uns[key_added]``: the options, the noise level, the number of local maxima kept
           and dropped, and the reference spectrum (``"reference_mz"``,
-          ``"reference_intensity"``) for plotting.
+          ``"reference_intensity"``) for plotting; ``"noise_model"`` (and ``"noise_over"``):
+          the noise model used, ``"noise_requested"``: the ``noise`` given,
+          ``"noise_choice"``: why that model (for ``"auto"``, the test that decided), and for
+          ``"auto"`` ``"counting_evidence"``: what :func:`~spatialfuse.pp._counting.detect_counts`
+          measured.
     """
     import anndata as ad
     import pandas as pd
@@ -550,38 +560,61 @@ def pick_peaks(
     from spatialfuse.core.mz import mz_feature_names
 
     _check_options(snr, half_window, baseline_window, window_fwhm, reference, min_frequency)
-    if noise not in ("nonzero", "all", "counts"):
-        raise ValueError(f"noise must be 'nonzero', 'all' or 'counts', got {noise!r}")
-    counts = noise == "counts"
-    if counts and reference != "mean":
+    if noise not in ("auto", "nonzero", "all", "counts"):
+        raise ValueError(
+            f"noise must be 'nonzero', 'all' or 'counts' (or 'auto', which chooses 'counts' "
+            f"for ion counts, else 'nonzero'), got {noise!r}"
+        )
+    if noise == "counts" and reference != "mean":
         raise ValueError(
             f"noise='counts' models the mean of the pixels' counts: give reference='mean', "
             f"not {reference!r}"
         )
-    nonzero = noise != "all"
     is_path = isinstance(data, str | os.PathLike)
+    if not is_path:
+        check_adata(data, "data")
+        if "mz" not in data.var:
+            raise ValueError("data.var has no 'mz' column: give a table of m/z features")
     unit = None
+    evidence = None
+    choice = "given"
+    model = noise
+    if noise == "auto" and reference != "mean":
+        model, choice = "nonzero", f"reference={reference!r}: the counting model needs the mean"
     if is_path:
         from spatialfuse.io.imzml import ImzMLReader
 
         with ImzMLReader(data) as reader:
-            if counts:
-                ref_mz, ref_y, ref_sq, hits = _counting.reader_moments(reader, ppm)
+            moments = None
+            if model == "auto":
+                evidence, moments = _counting.reader_evidence(reader, ppm)
+                model, choice = ("counts" if evidence.counts else "nonzero"), evidence.reason
+            if model == "counts":
+                if moments is None:
+                    moments = _counting.reader_moments(reader, ppm)
+                ref_mz, ref_y, ref_sq, hits = moments
                 unit = _counting.count_unit(ref_y, ref_sq, hits, reader.n_spectra)
             else:
                 ref_mz, ref_y = _reference_from_reader(reader, reference, ppm)
     else:
-        check_adata(data, "data")
-        if "mz" not in data.var:
-            raise ValueError("data.var has no 'mz' column: give a table of m/z features")
-        if counts:
+        moments = None
+        if model == "auto":
+            evidence, moments = _counting.table_evidence(data)
+            model, choice = ("counts" if evidence.counts else "nonzero"), evidence.reason
+        if model == "counts":
             ref_mz = np.asarray(data.var["mz"], dtype=np.float64)
-            ref_y, ref_sq, hits = _counting.table_moments(data.X)
+            ref_y, ref_sq, hits = (
+                moments if moments is not None else _counting.table_moments(data.X)
+            )
             unit = _counting.count_unit(ref_y, ref_sq, hits, data.n_obs)
         else:
             ref_mz, ref_y = _reference_from_table(data, reference)
         if data.n_vars > 1 and not (np.diff(ref_mz) > 0).all():
             raise ValueError("data.var['mz'] must be sorted ascending (profile points in order)")
+    counts = model == "counts"
+    nonzero = model != "all"
+    if noise == "auto":
+        logger.info("pick_peaks: noise='auto' chose %r: %s", model, choice)
     peaks = centroid_peaks(
         ref_mz,
         ref_y,
@@ -589,7 +622,7 @@ def pick_peaks(
         half_window=half_window,
         baseline_window=baseline_window,
         window_fwhm=window_fwhm,
-        noise=noise,
+        noise=model,
         count_unit=unit,
     )
     lo, hi = peaks.lo, peaks.hi
@@ -646,7 +679,10 @@ def pick_peaks(
         "baseline_window": int(baseline_window or 0),
         "window_fwhm": float(window_fwhm),
         "min_frequency": float(min_frequency),
-        "noise_over": noise,
+        "noise_over": model,
+        "noise_model": model,
+        "noise_requested": noise,
+        "noise_choice": choice,
         "noise": float(peaks.noise),
         "count_unit": float(unit) if counts else float("nan"),
         "n_local_maxima": len(peaks),
@@ -654,6 +690,8 @@ def pick_peaks(
         "reference_mz": np.asarray(ref_mz, dtype=np.float64),
         "reference_intensity": np.asarray(ref_y, dtype=np.float64),
     }
+    if evidence is not None:
+        out.uns[key_added]["counting_evidence"] = evidence.as_dict()
     logger.info(
         "pick_peaks: %d peaks (%d local maxima above S/N %g, %d kept at min_frequency %g)",
         int(keep.sum()),

@@ -327,8 +327,9 @@ class PeakPicking(_Model):
     min_frequency: Fraction = 0.0
     ppm: Positive = 5.0
     #: ``counts``: counting statistics of each peak's window in one pixel, for ion-counting
-    #: TOF data kept on every digitizer point (see ``sf.pp.pick_peaks``).
-    noise: Literal["nonzero", "all", "counts"] = "nonzero"
+    #: TOF data kept on every digitizer point; ``auto``: ``counts`` where the data are ion
+    #: counts, else ``nonzero`` (see ``sf.pp.pick_peaks``; the choice is in the report).
+    noise: Literal["auto", "nonzero", "all", "counts"] = "auto"
 
 
 class Annotation(_Model):
