@@ -226,6 +226,12 @@ def _spectra(result: RunResult) -> ReportSection | None:
             f"{picked} of {peaks['n_local_maxima']} local maxima above S/N "
             f"{peaks['snr']:g} (noise {peaks['noise']:.3g})"
         )
+        model = peaks.get("noise_model", peaks.get("noise_over"))
+        if model:
+            choice = peaks.get("noise_choice", "")
+            asked = peaks.get("noise_requested", model)
+            how = f"chosen by noise='auto': {choice}" if asked == "auto" else "as configured"
+            rows["peak noise model"] = f"{model} ({how})"
         figures.append(ReportFigure("Reference spectrum and picked peaks", pl.spectrum(table)))
     annotation = table.uns.get("annotation")
     if isinstance(annotation, dict) and "annotation_name" in table.var:
