@@ -362,11 +362,18 @@ def sample_checks(data) -> tuple[float, dict]:
 
     n = data.n_obs
     rows = np.unique(np.linspace(0, max(n - 1, 0), min(n, SAMPLE_SPECTRA)).astype(int))
-    block = data.X[rows]
-    if hasattr(block, "compute"):
-        block = block.compute()
-    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-    total, whole = _whole_share(block)
+    x = data.X
+    if hasattr(x, "compute"):
+        # A lazy table one row at a time: indexing it with all rows at once computes every
+        # block they fall in together (the recalibrated store: 64 blocks in memory at once).
+        total = whole = 0
+        for i in rows.tolist():
+            a, b = _whole_share(np.asarray(x[i : i + 1].compute()))
+            total, whole = total + a, whole + b
+    else:
+        block = x[rows]
+        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+        total, whole = _whole_share(block)
     info = data.uns.get("spatialfuse", {}) or {}
     path = info.get("file") if hasattr(info, "get") else None
     declared = declared_metadata(path)
