@@ -29,6 +29,12 @@ points would make ``g·W`` too small for the window's variance; on the timsTOF k
 covariance between pixels of neighbouring points is 0.0002 × their variance) and the
 background is the spectrum's median level everywhere.
 
+Whether a run is ion counts at all is decided by :func:`detect_counts` (``noise="auto"``, the
+default of ``sf.pp.pick_peaks``): what the file declares, whole-number values, a digitizer grid,
+a floor of single-ion events whose variance is the mean times about one pulse. On the 45 shared
+imzML files it calls the two timsTOF profile runs counts and the 43 others not, with or without
+their metadata; thresholded multiplicative noise in whole numbers would pass its data tests.
+
 Written here: the moments are one streamed pass of sums and sums of squares over the pixels,
 the unit a ratio of two sums, the test a cumulative sum over each peak's window; neither
 scipy.signal nor pyOpenMS models the noise of a sum of pixels (pyOpenMS'

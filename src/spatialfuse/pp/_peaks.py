@@ -15,7 +15,9 @@ The steps, each a small function of its own:
    noise level: each local maximum's S/N is that of one pixel's sum over its window under
    counting statistics, with the intensity of one ion measured on the data
    (:mod:`spatialfuse.pp._counting`, which says why; the timsTOF kidney's full TOF grid: 8,936
-   peaks at S/N 5 from the MAD, 45 — 134 at S/N 3 — from the counts);
+   peaks at S/N 5 from the MAD, 45 — 134 at S/N 3 — from the counts); ``noise="auto"`` (the
+   default) takes the counts where :func:`spatialfuse.pp._counting.detect_counts` finds ion
+   counts and the MAD of the non-zero points elsewhere;
 4. *local maxima* that are the highest point within ``± half_window`` points and stand at least
    ``snr × noise`` above the median of those points (:func:`scipy.signal.find_peaks`),
    their full width at half maximum (:func:`scipy.signal.peak_widths`), and a *centroid*: the
