@@ -92,6 +92,9 @@ DEFAULT_SPATIAL_SMOOTHING = 0.3
 TREND_RADIUS = 3.0
 #: ... and the fewest spots a neighbourhood needs for its slope to count.
 TREND_MIN_SPOTS = 10
+#: ``feature_smoothing="noise_share"``: each component moved toward its spatial neighbours' mean
+#: by its own noise share ``1 − ρ_k`` (issue 18, session 14; an option, see :func:`joint_cluster`).
+NOISE_SHARE = "noise_share"
 #: ``weights="auto"``: each component of each modality weighted by its spatial signal share.
 WEIGHTS_AUTO = "auto"
 #: ``weights="detrended"``: the same, with a smooth trend of the spot positions taken out first.
@@ -133,7 +136,7 @@ def joint_cluster(
     key_added: str = "joint",
     spatial_smoothing: float | None = None,
     n_spatial_neighbors: int = 6,
-    feature_smoothing: float = 0.0,
+    feature_smoothing: float | str = 0.0,
     detrend: bool = False,
     incomplete: str = "place",
     seed: int = 0,
@@ -222,6 +225,18 @@ def joint_cluster(
     (``tests/tl/test_domains.py``'s halves: spatial domains 0.85 → 0.39; the detrending does it).
     Use them for noisy data with a smooth nuisance gradient and large, clearly separated
     regions.
+
+    **Noise-share smoothing** (``feature_smoothing="noise_share"``, an option of
+    ``method="concat"``; issue 18, session 14). Each component ``k`` of each modality is moved
+    toward the mean of its spatial neighbours by its own noise share, ``(1 − s_k)·x_ik +
+    s_k·mean_j x_jk`` with ``s_k = 1 − ρ_k`` and ``ρ_k`` the signal share the weights measure
+    (above; with ``detrend=True`` measured on the detrended values; with ``weights=None`` or a
+    dict measured for the smoothing alone). A component without noise (``ρ_k = 1``: noiseless
+    values, a clean modality) is left as it is, one of pure noise (``ρ_k = 0``, weight 0 anyway)
+    becomes its neighbours' mean, and one in between is smoothed by the share of its variance
+    that is noise, where the fixed ``feature_smoothing=0.5`` averages every component alike.
+    ``params["smoothing_share"]`` records ``s_k`` per modality (None where no component shows
+    spatial signal: then nothing is smoothed).
 
     **Resolution.** With ``resolution="auto"`` (default) it is chosen from the data by the
     stability of the clusters: for each of :data:`RESOLUTIONS` (0.05 … 2), Leiden runs on
@@ -336,7 +351,9 @@ def joint_cluster(
         ``method="concat"``: share ``s`` in ``[0, 1]`` of each complete spot's embedding that is
         replaced by the mean over its ``n_spatial_neighbors`` spatial neighbours, ``(1 − s)·x_i +
         s·mean_j x_j``, after the weights are measured (above; 0.5 is the value measured). 0
-        (default): none. Needs spot positions; other methods ignore it.
+        (default): none. ``"noise_share"``: each component ``k`` of each modality by its own
+        noise share ``s_k = 1 − ρ_k`` (**Noise-share smoothing**, above). Needs spot positions;
+        other methods ignore it.
     detrend
         ``method="concat"``: take each component's robust linear trend of the spot positions out
         before the weights are measured (above). False (default): no. True needs spot
@@ -376,7 +393,8 @@ def joint_cluster(
           ``"given"`` or ``"equal"`` with the reason in brackets —, for ``"signal"``,
           ``signal_share``: ``{modality: [ρ_k, ...]}``, and ``detrend``, ``trend_share``
           (``{modality: [share of each component's variance taken out as trend]}``, where
-          detrended) and ``feature_smoothing``), so
+          detrended), ``feature_smoothing`` and, with ``"noise_share"``, ``smoothing_share``
+          (``{modality: [s_k, ...]}``)), so
           ``sc.tl.leiden(..., neighbors_key=key_added)`` style tools find the graph.
 
     Raises
@@ -412,6 +430,7 @@ def joint_cluster(
         raise ValueError(f"weights apply to method='concat' only, not {method!r}")
     if incomplete not in INCOMPLETE:
         raise ValueError(f"incomplete must be one of {INCOMPLETE}, got {incomplete!r}")
+    _check_feature_smoothing(feature_smoothing)
     if method == "mofa":
         _require_mofapy2()
     mdata = mdata.copy() if copy else mdata
@@ -478,7 +497,12 @@ def joint_cluster(
                 trend_degree=degree,
             )
         if method == "concat":
-            embeddings, record = spatial.smooth(embeddings, feature_smoothing)
+            smoothing_shares = shares
+            if feature_smoothing == NOISE_SHARE and shares is None:
+                smoothing_shares = spatial.signal_shares(embeddings, weights, shares)
+            embeddings, record = spatial.smooth(
+                embeddings, feature_smoothing, signal=smoothing_shares
+            )
             params.update(record)
         block_weights = _concat_weights(weights if weights_rule == "given" else None, names)
         blocks = []
@@ -982,21 +1006,72 @@ class _Denoising:
             out[m][self.rows] = x - trend
         return out, {"detrend": True, "trend_share": shares}
 
-    def smooth(self, embeddings: dict, feature_smoothing: float) -> tuple[dict, dict]:
-        share = float(feature_smoothing)
+    def signal_shares(self, embeddings: dict, weights, shares) -> dict | None:
+        """Signal shares for ``feature_smoothing="noise_share"`` where the weights measured none.
+
+        Measured as ``weights="auto"`` would (``"detrended"``: with the quadratic trend kept
+        out); None where there are too few complete spots or no component of any modality
+        shows spatial signal (then nothing is smoothed).
+        """
+        if shares is not None or self.positions is None:
+            return shares
+        if self.rows.size < STABILITY_MIN_SPOTS:
+            return None
+        degree = TREND_DEGREE if weights == WEIGHTS_DETRENDED else None
+        out = {
+            m: signal_share(
+                e[self.rows], self.positions, n_neighbors=self.n_spatial, trend_degree=degree
+            )
+            for m, e in embeddings.items()
+        }
+        return out if any(v.any() for v in out.values()) else None
+
+    def smooth(
+        self, embeddings: dict, feature_smoothing: float | str, *, signal: dict | None = None
+    ) -> tuple[dict, dict]:
+        noise_share = feature_smoothing == NOISE_SHARE
+        share = 0.0 if noise_share else float(feature_smoothing)
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"feature_smoothing must lie in [0, 1], got {feature_smoothing!r}")
-        if share > 0 and self.positions is None:
+        if (noise_share or share > 0) and self.positions is None:
             raise ValueError("feature_smoothing needs spot positions in obsm['spatial'(_um)]")
-        if share == 0:
+        if noise_share:
+            if signal is None:  # no component shows spatial signal: nothing to go by
+                return embeddings, {"feature_smoothing": NOISE_SHARE, "smoothing_share": None}
+            shares = {m: 1.0 - np.clip(np.asarray(signal[m], float), 0.0, 1.0) for m in signal}
+        elif share == 0:
             return embeddings, {"feature_smoothing": 0.0}
+        else:
+            shares = {m: share for m in embeddings}
         out = {}
         for m, e in embeddings.items():
             out[m] = np.array(e, dtype=np.float64, copy=True)
             out[m][self.rows] = neighbour_average(
-                e[self.rows], self.positions, share=share, n_neighbors=self.n_spatial
+                e[self.rows], self.positions, share=shares[m], n_neighbors=self.n_spatial
             )
+        if noise_share:
+            return out, {
+                "feature_smoothing": NOISE_SHARE,
+                "smoothing_share": {m: [float(v) for v in shares[m]] for m in shares},
+            }
         return out, {"feature_smoothing": share}
+
+
+def _check_feature_smoothing(feature_smoothing) -> None:
+    if isinstance(feature_smoothing, str):
+        if feature_smoothing != NOISE_SHARE:
+            raise ValueError(
+                f"feature_smoothing must lie in [0, 1] or be {NOISE_SHARE!r}, "
+                f"got {feature_smoothing!r}"
+            )
+        return
+    if not (
+        isinstance(feature_smoothing, (int, float, np.integer, np.floating))
+        and 0.0 <= float(feature_smoothing) <= 1.0
+    ):
+        raise ValueError(
+            f"feature_smoothing must lie in [0, 1] or be {NOISE_SHARE!r}, got {feature_smoothing!r}"
+        )
 
 
 @fill_doc(embedding_positions=_EMBEDDING_POSITIONS)
@@ -1073,7 +1148,11 @@ def _local_slopes(x: np.ndarray, p: np.ndarray, radius: float):
 
 @fill_doc(embedding_positions=_EMBEDDING_POSITIONS)
 def neighbour_average(
-    embedding: np.ndarray, positions: np.ndarray, *, share: float, n_neighbors: int = 6
+    embedding: np.ndarray,
+    positions: np.ndarray,
+    *,
+    share: float | np.ndarray,
+    n_neighbors: int = 6,
 ) -> np.ndarray:
     """Each spot's embedding moved ``share`` of the way to the mean over its spatial neighbours.
 
@@ -1086,7 +1165,9 @@ def neighbour_average(
     ----------
     {embedding_positions}
     share
-        Weight of the neighbours' mean, in ``[0, 1]``.
+        Weight of the neighbours' mean, in ``[0, 1]``: one for every column, or ``(d,)``, one
+        per column (``joint_cluster(feature_smoothing="noise_share")`` gives each component its
+        noise share ``1 − ρ_k``).
     n_neighbors
         Spatial neighbours of each spot.
 
@@ -1099,7 +1180,12 @@ def neighbour_average(
 
     x = np.asarray(embedding, dtype=np.float64)
     n = x.shape[0]
-    if n < 2 or share == 0:
+    share = np.asarray(share, dtype=np.float64)
+    if share.ndim not in (0, 1) or (share.ndim == 1 and share.shape != (x.shape[1],)):
+        raise ValueError(f"share must be a number or one per column, got shape {share.shape}")
+    if not np.all((share >= 0) & (share <= 1)):
+        raise ValueError("share must lie in [0, 1]")
+    if n < 2 or not share.any():
         return x.copy()
     i, j = _adjacent_pairs(positions, n_neighbors)
     adjacency = sparse.coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)).tocsr()

@@ -251,9 +251,9 @@ class Clustering(_Model):
     n_factors: Count = 10
     n_spatial_neighbors: Count = 6
     #: ``method: concat``: share of each spot's embedding replaced by its spatial neighbours'
-    #: mean (0: none; 0.5 with ``detrend``: the option for a noisy modality, see
-    #: ``sf.tl.joint_cluster``).
-    feature_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0
+    #: mean (0: none; 0.5 with ``detrend``: the option for a noisy modality), or
+    #: ``noise_share`` (each component by its own noise share), see ``sf.tl.joint_cluster``.
+    feature_smoothing: Literal["noise_share"] | Annotated[float, Field(ge=0, le=1)] = 0.0
     #: ``method: concat``: remove each component's linear trend in spot position first.
     detrend: bool = False
     #: Spots lacking a modality: ``place`` (labelled by their neighbours) or ``exclude``.
