@@ -254,8 +254,9 @@ class Clustering(_Model):
     #: mean (0: none; 0.5 with ``detrend``: the option for a noisy modality), or
     #: ``noise_share`` (each component by its own noise share), see ``sf.tl.joint_cluster``.
     feature_smoothing: Literal["noise_share"] | Annotated[float, Field(ge=0, le=1)] = 0.0
-    #: ``method: concat``: remove each component's linear trend in spot position first.
-    detrend: bool = False
+    #: ``method: concat``: remove each component's linear trend in spot position first
+    #: (``binned``: only slopes alike across the section count, see ``sf.tl.joint_cluster``).
+    detrend: bool | Literal["binned"] = False
     #: Spots lacking a modality: ``place`` (labelled by their neighbours) or ``exclude``.
     incomplete: Literal["place", "exclude"] = "place"
 
