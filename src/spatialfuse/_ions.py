@@ -97,14 +97,21 @@ def adduct_polarity(adduct: str) -> str:
     return "positive" if adduct_shift(adduct)[1] > 0 else "negative"
 
 
-def file_polarity(path: str | os.PathLike | None) -> str | None:
-    """Scan polarity stated in an imzML file's first 2 MiB (MS:1000130/129), else None."""
+def header_text(path: str | os.PathLike | None) -> str | None:
+    """An imzML file's first 2 MiB as text (Latin-1), or None where there is no path or no file."""
     if not path:
         return None
     try:
         with Path(path).open("rb") as handle:
-            head = handle.read(_HEADER_BYTES).decode("latin-1")
+            return handle.read(_HEADER_BYTES).decode("latin-1")
     except OSError:
+        return None
+
+
+def file_polarity(path: str | os.PathLike | None) -> str | None:
+    """Scan polarity stated in an imzML file's first 2 MiB (MS:1000130/129), else None."""
+    head = header_text(path)
+    if head is None:
         return None
     found = {
         polarity

@@ -270,7 +270,6 @@ _RESHAPING = {
     "MS:1000035": "peak picking",
 }
 _SPECTRUM_TYPES = {"MS:1000127": "centroid", "MS:1000128": "profile"}
-_HEADER_BYTES = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -319,15 +318,12 @@ def declared_metadata(path) -> dict[str, list[str]]:
     (at most 2 MiB); empty where the file says nothing or cannot be read.
     """
     import re
-    from pathlib import Path
+
+    from spatialfuse._ions import header_text
 
     out = {"analysers": [], "reshaping": [], "tof": False, "spectrum_type": ""}
-    if not path:
-        return out
-    try:
-        with Path(path).open("rb") as handle:
-            head = handle.read(_HEADER_BYTES).decode("latin-1")
-    except OSError:
+    head = header_text(path)
+    if head is None:
         return out
     head = head.split("<spectrumList", 1)[0]
     found = set(re.findall(r'accession\s*=\s*"([^"]+)"', head))
